@@ -1,0 +1,48 @@
+# wasmfn — run `make help` for the list of targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export WASMFN_CACHE ?= $(HOME)/.cache/wasmfn
+export WASMFN_CLUSTER_DIR ?= /tmp/wasmfn-cluster
+CARGO ?= cargo
+CLUSTER := target/debug/wasmfn-cluster
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: setup
+setup: ## Install packages and toolchains, build Kubernetes and the base image (root, Debian 12; idempotent)
+	tests/harness/setup.sh
+
+.PHONY: build
+build: ## Build every crate (debug)
+	$(CARGO) build --workspace --all-targets
+
+$(CLUSTER): $(shell find tests/src -name '*.rs') tests/Cargo.toml
+	$(CARGO) build -p wasmfn-e2e --bin wasmfn-cluster
+
+.PHONY: cluster-up
+cluster-up: $(CLUSTER) ## Start the local two-node cluster and wait until both nodes are Ready
+	@$(CLUSTER) up --state-dir $(WASMFN_CLUSTER_DIR)
+
+.PHONY: cluster-down
+cluster-down: $(CLUSTER) ## Stop the local cluster and everything it started
+	@$(CLUSTER) down --state-dir $(WASMFN_CLUSTER_DIR)
+
+.PHONY: images
+images: ## Build every Dockerfile in the repository with buildah and push to the local registry storage
+	tests/harness/images.sh
+
+.PHONY: demo
+demo: cluster-up ## Bring up the cluster, run a sample Job on each node, show nodes, pods and logs
+	tests/harness/demo.sh
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with warnings denied
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: test
+test: images ## Run every test: unit, runner and end-to-end on real clusters (needs `make setup`)
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=8

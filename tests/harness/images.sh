@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# make images: builds every Dockerfile in the repository with buildah (on the local Debian trixie
+# base image from `make setup`) and pushes the results into the local registry storage
+# ($WASMFN_CACHE/registry) that every local cluster's registry serves as `wasmfn.local/<name>:dev`.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cache=${WASMFN_CACHE:-$HOME/.cache/wasmfn}
+cd "$repo"
+
+# dockerfile | image name | build context
+IMAGES=(
+  "tests/images/probe/Dockerfile|probe|tests/images/probe"
+  "runner-image/Dockerfile|runner|."
+  "runner-image/Dockerfile.builder|builder|."
+  "operator/Dockerfile|operator|."
+)
+
+listed=" "
+for entry in "${IMAGES[@]}"; do listed+="${entry%%|*} "; done
+unlisted=$(git ls-files --cached --others --exclude-standard -- '*Dockerfile*' | while read -r f; do
+  [[ "$listed" == *" $f "* ]] || echo "$f"; done)
+if [ -n "$unlisted" ]; then
+  echo "Dockerfiles not listed in tests/harness/images.sh: $unlisted" >&2; exit 1
+fi
+if [ -z "$(buildah images -q docker.io/library/debian:trixie-slim 2>/dev/null)" ]; then
+  echo "the base image docker.io/library/debian:trixie-slim is missing: run make setup" >&2; exit 1
+fi
+
+built=()
+for entry in "${IMAGES[@]}"; do
+  IFS='|' read -r dockerfile name context <<<"$entry"
+  [ -f "$dockerfile" ] || continue
+  t=$(date +%s)
+  echo "== images: wasmfn.local/$name:dev from $dockerfile"
+  buildah bud -q --pull=never --layers --network host -f "$dockerfile" -t "wasmfn.local/$name:dev" "$context" >/dev/null
+  echo "   built in $(( $(date +%s) - t ))s"
+  built+=("$name")
+done
+
+# Push through a registry of our own on a free loopback port, over the shared storage.
+mkdir -p "$cache/registry"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+config=$(mktemp)
+log=$(mktemp)
+printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:%s\n' \
+  "$cache/registry" "$port" > "$config"
+docker-registry serve "$config" >"$log" 2>&1 &
+registry_pid=$!
+trap 'kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null; rm -f "$config" "$log"' EXIT
+for _ in $(seq 100); do
+  curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+for name in "${built[@]}"; do
+  t=$(date +%s)
+  buildah push -q --tls-verify=false "wasmfn.local/$name:dev" "docker://127.0.0.1:$port/$name:dev"
+  echo "== images: pushed wasmfn.local/$name:dev in $(( $(date +%s) - t ))s"
+done

@@ -1,0 +1,185 @@
+//! A real two-node Kubernetes cluster on one machine.
+//!
+//! One process — the supervisor, `wasmfn-cluster supervise` — owns every component of a cluster.
+//! Tests start it through [`Cluster::start`] with a pipe on its stdin: when the test process ends
+//! (normally, by panic, or killed) the pipe closes and the supervisor tears the cluster down;
+//! [`Drop`] does the same explicitly. `make cluster-up` starts a detached supervisor that stops on
+//! SIGTERM (`make cluster-down`). Every component also dies with the supervisor (parent-death
+//! signal), and containers are killed by cgroup, so nothing outlives a cluster.
+
+pub mod cgroups;
+pub mod config;
+pub mod layout;
+pub mod pki;
+pub mod process;
+pub mod supervisor;
+
+pub use layout::{ClusterInfo, NodeInfo, Ports};
+
+use crate::error::{Error, Result};
+use crate::kubectl::Kubectl;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+/// The line the supervisor prints on stdout once the cluster is up.
+pub const READY_LINE: &str = "READY";
+
+/// The setup cache (`make setup` fills it): `$WASMFN_CACHE` or `~/.cache/wasmfn`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("WASMFN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/wasmfn")
+        })
+}
+
+/// Picks free TCP ports (held open together so they are distinct).
+pub fn free_ports(kubelet_a: &str, kubelet_b: &str) -> Result<Ports> {
+    let bind = |addr: &str| {
+        TcpListener::bind((addr, 0)).map_err(Error::io(format!("bind a free port on {addr}")))
+    };
+    let held = [
+        bind("127.0.0.1")?,
+        bind("127.0.0.1")?,
+        bind("127.0.0.1")?,
+        bind("127.0.0.1")?,
+        bind(kubelet_a)?,
+        bind(kubelet_b)?,
+    ];
+    let port = |i: usize| -> Result<u16> {
+        held[i]
+            .local_addr()
+            .map(|a| a.port())
+            .map_err(Error::io("read bound port"))
+    };
+    Ok(Ports {
+        etcd_client: port(0)?,
+        etcd_peer: port(1)?,
+        apiserver: port(2)?,
+        registry: port(3)?,
+        kubelet_a: port(4)?,
+        kubelet_b: port(5)?,
+    })
+}
+
+/// Lays out a new cluster in a fresh state directory under `parent`.
+pub fn plan(state_dir: Option<&Path>) -> Result<ClusterInfo> {
+    let id = pki::random_hex(4)?;
+    let state_dir = match state_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::temp_dir().join(format!("wasmfn-{id}")),
+    };
+    std::fs::create_dir_all(&state_dir)
+        .map_err(Error::io(format!("create {}", state_dir.display())))?;
+    let ports = free_ports("127.0.0.2", "127.0.0.3")?;
+    Ok(ClusterInfo::new(&id, &state_dir, &cache_dir(), ports))
+}
+
+/// A running cluster owned by this process.
+#[derive(Debug)]
+pub struct Cluster {
+    info: ClusterInfo,
+    supervisor: Child,
+    control: Option<ChildStdin>,
+}
+
+impl Cluster {
+    /// Starts a cluster with the supervisor binary at `supervisor_binary` (in a test:
+    /// `env!("CARGO_BIN_EXE_wasmfn-cluster")`), waiting until both nodes are Ready.
+    pub fn start(supervisor_binary: &Path) -> Result<Cluster> {
+        let mut child = Command::new(supervisor_binary)
+            .arg("supervise")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(Error::io(format!("start {}", supervisor_binary.display())))?;
+        let stdout = child.stdout.take().ok_or_else(|| Error::Cluster("no stdout".into()))?;
+        let control = child.stdin.take();
+        let mut lines = BufReader::new(stdout).lines();
+        let info_path = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(path) = line.strip_prefix(READY_LINE).map(str::trim) {
+                        break PathBuf::from(path);
+                    }
+                }
+                Some(Err(e)) => return Err(Error::io("read supervisor output")(e)),
+                None => {
+                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    return Err(Error::Cluster(format!(
+                        "the cluster supervisor exited ({status}) before the cluster was ready; its messages are above"
+                    )));
+                }
+            }
+        };
+        let info = read_info(&info_path)?;
+        Ok(Cluster {
+            info,
+            supervisor: child,
+            control,
+        })
+    }
+
+    pub fn info(&self) -> &ClusterInfo {
+        &self.info
+    }
+
+    /// An admin `kubectl` for this cluster.
+    pub fn kubectl(&self) -> Kubectl {
+        Kubectl::new(self.info.kubectl_path(), self.info.kubeconfig())
+    }
+
+    fn send(&mut self, line: &str) -> Result<()> {
+        let pipe = self
+            .control
+            .as_mut()
+            .ok_or_else(|| Error::Cluster("supervisor already shut down".into()))?;
+        writeln!(pipe, "{line}").map_err(Error::io("write to the supervisor"))
+    }
+
+    /// Stops node `name`'s kubelet (the node goes NotReady; its containers keep running).
+    pub fn stop_kubelet(&mut self, name: &str) -> Result<()> {
+        self.send(&format!("stop-kubelet {name}"))
+    }
+
+    /// Starts node `name`'s kubelet again.
+    pub fn start_kubelet(&mut self, name: &str) -> Result<()> {
+        self.send(&format!("start-kubelet {name}"))
+    }
+
+    /// Tears the cluster down and waits for the supervisor to finish.
+    pub fn shutdown(&mut self) {
+        // Closing stdin is the shutdown signal.
+        self.control.take();
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.supervisor.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.supervisor.kill();
+        let _ = self.supervisor.wait();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Reads `cluster.json`.
+pub fn read_info(path: &Path) -> Result<ClusterInfo> {
+    let text =
+        std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
+    serde_json::from_str(&text).map_err(|source| Error::Json {
+        what: path.display().to_string(),
+        source,
+    })
+}
