@@ -1,0 +1,249 @@
+//! `wasmfn exec` and `wasmfn aot`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use wasmfn_execution::artifact::ModuleBytes;
+use wasmfn_execution::interpreter::{self, ScriptLanguage};
+use wasmfn_execution::{
+    aot, execute, DiscardSink, Entry, Execution, ForwardSink, Isolation, Limits, ModuleSource,
+    OutputSink, Preopen, RunRequest, StdinSource,
+};
+
+use crate::options::{parse_duration, parse_env, parse_size};
+
+/// Kubernetes' default `terminationMessagePath`.
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// Limits shared by `exec` and `run`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LimitArgs {
+    /// Wall-clock timeout (e.g. 30s, 500ms); the guest is killed when it expires.
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) timeout: Option<std::time::Duration>,
+    /// Linear-memory limit (e.g. 128Mi); enforced as a WebAssembly page cap.
+    #[arg(long, value_parser = parse_size)]
+    pub(crate) memory: Option<u64>,
+    /// Bytes of each stream kept in the result (the full stream still goes to stdout/stderr).
+    #[arg(long, value_parser = parse_size)]
+    pub(crate) max_output: Option<u64>,
+    /// Bytes a guest may write to stdout or stderr before it is stopped ("none" for no limit).
+    #[arg(long)]
+    pub(crate) output_limit: Option<String>,
+}
+
+impl LimitArgs {
+    /// Applies these options over `limits`.
+    pub(crate) fn apply(&self, mut limits: Limits) -> Result<Limits> {
+        if let Some(timeout) = self.timeout {
+            limits.timeout = timeout;
+        }
+        if let Some(memory) = self.memory {
+            limits.memory_bytes = memory;
+        }
+        if let Some(max_output) = self.max_output {
+            limits.capture_bytes = usize::try_from(max_output).unwrap_or(usize::MAX);
+        }
+        if let Some(limit) = &self.output_limit {
+            limits.output_limit_bytes = match limit.as_str() {
+                "none" | "unlimited" => None,
+                text => Some(parse_size(text)?),
+            };
+        }
+        Ok(limits)
+    }
+}
+
+/// How the result document and the streams are published.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct OutputArgs {
+    /// Where to write the result document ("-" for stdout, after the guest's output).
+    #[arg(long, default_value = TERMINATION_LOG)]
+    pub(crate) result: String,
+    /// Do not copy the guest's stdout/stderr to this process's stdout/stderr.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    /// Run in this process instead of a forked child (lower overhead; buffered output; the
+    /// timeout relies on WasmEdge's interruption).
+    #[arg(long)]
+    pub(crate) in_process: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// Guest environment variable KEY=VALUE (repeatable). The host environment is not passed.
+    #[arg(long = "env", short = 'e', value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Directory to make visible to the guest, GUEST:HOST (repeatable). None by default.
+    #[arg(long = "dir")]
+    dirs: Vec<String>,
+    /// File whose contents are the guest's stdin.
+    #[arg(long, conflicts_with = "stdin")]
+    stdin_file: Option<PathBuf>,
+    /// Text that is the guest's stdin.
+    #[arg(long)]
+    stdin: Option<String>,
+    /// Call this export of a library (reactor) module instead of `_start`.
+    #[arg(long)]
+    invoke: Option<String>,
+    /// Arguments for `--invoke` as a JSON array of numbers, e.g. '[1, 2]'.
+    #[arg(long, requires = "invoke")]
+    args: Option<String>,
+    /// AOT form to use when it matches the module (default: MODULE.aot.so when present).
+    #[arg(long, conflicts_with = "no_aot")]
+    aot: Option<PathBuf>,
+    /// Always use the interpreter.
+    #[arg(long)]
+    no_aot: bool,
+    /// Treat MODULE as a script in this language (python, javascript) run by its interpreter.
+    #[arg(long)]
+    language: Option<String>,
+    /// Refuse to run unless the module has this digest (sha256:<hex>).
+    #[arg(long)]
+    expect_digest: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// The module (.wasm) or script.
+    module: PathBuf,
+    /// Arguments passed to the guest (after `--` when they start with a dash).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    guest_args: Vec<String>,
+}
+
+/// `wasmfn exec`: returns the exit code to leave with.
+pub(crate) fn exec(args: ExecArgs) -> Result<i32> {
+    let entry = match &args.invoke {
+        Some(export) => Entry::Invoke {
+            export: export.clone(),
+            args: parse_invoke_args(args.args.as_deref())?,
+        },
+        None => Entry::Command,
+    };
+    let stdin = match (&args.stdin_file, &args.stdin) {
+        (Some(path), _) => StdinSource::File(path.clone()),
+        (None, Some(text)) => StdinSource::Bytes(text.clone().into_bytes()),
+        (None, None) => StdinSource::Empty,
+    };
+    let mut request = RunRequest {
+        module: ModuleSource::Path(args.module.clone()),
+        aot: None,
+        entry,
+        program_name: args
+            .module
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "main.wasm".into()),
+        args: args.guest_args.clone(),
+        env: args.env.clone(),
+        stdin,
+        preopens: args.dirs.iter().map(|d| Preopen::parse(d)).collect(),
+        limits: args.limits.apply(Limits::default())?,
+    };
+    if let Some(language) = &args.language {
+        let language = ScriptLanguage::parse(language)
+            .with_context(|| format!("--language {language}: only python and javascript"))?;
+        request = interpreter::script_request(
+            request,
+            language,
+            &interpreter::interpreters_dir(),
+            &args.module,
+        );
+        if args.no_aot {
+            request.aot = None;
+        }
+    } else if !args.no_aot {
+        request.aot = Some(
+            args.aot
+                .clone()
+                .unwrap_or_else(|| aot::default_path_for(&args.module)),
+        )
+        .filter(|path| args.aot.is_some() || path.is_file());
+    }
+    if let Some(expected) = &args.expect_digest {
+        if let Err(error) = ModuleBytes::from_source(&request.module)?.verify(expected) {
+            anyhow::bail!("{error}");
+        }
+    }
+    let execution = run_request(&request, &args.output);
+    publish(&execution, &args.output.result)?;
+    Ok(execution.document.process_exit_code())
+}
+
+/// Runs a request with the output options (shared by `exec` and `run`).
+pub(crate) fn run_request(request: &RunRequest, output: &OutputArgs) -> Execution {
+    let isolation = if output.in_process {
+        Isolation::InProcess
+    } else {
+        Isolation::Fork
+    };
+    let mut forward = ForwardSink;
+    let mut discard = DiscardSink;
+    let sink: &mut dyn OutputSink = if output.quiet {
+        &mut discard
+    } else {
+        &mut forward
+    };
+    execute(request, isolation, sink)
+}
+
+/// Writes the result document where asked. A missing termination-log path (running outside
+/// Kubernetes) is not an error: the document then goes to stderr.
+pub(crate) fn publish(execution: &Execution, target: &str) -> Result<()> {
+    let json = execution.document.to_json();
+    if target == "-" {
+        println!("{json}");
+        return Ok(());
+    }
+    match std::fs::write(target, &json) {
+        Ok(()) => Ok(()),
+        Err(_) if target == TERMINATION_LOG => {
+            eprintln!("{json}");
+            Ok(())
+        }
+        Err(error) => Err(error).with_context(|| format!("writing the result to {target}")),
+    }
+}
+
+fn parse_invoke_args(text: Option<&str>) -> Result<Vec<serde_json::Value>> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(text).with_context(|| format!("--args {text:?} is not JSON"))?;
+    match value {
+        serde_json::Value::Array(values) => Ok(values),
+        single => Ok(vec![single]),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AotArgs {
+    /// The module to compile.
+    module: PathBuf,
+    /// Output file, named *.so (default: MODULE.aot.so); metadata goes to OUTPUT.json.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+/// `wasmfn aot`.
+pub(crate) fn aot(args: AotArgs) -> Result<i32> {
+    let output = args
+        .output
+        .unwrap_or_else(|| aot::default_path_for(&args.module));
+    let module = ModuleBytes::read(&args.module)?;
+    let started = std::time::Instant::now();
+    let metadata = aot::compile(&module, &output)
+        .with_context(|| format!("compiling {}", args.module.display()))?;
+    eprintln!(
+        "wasmfn: compiled {} ({}) to {} in {:.1}s with WasmEdge {}",
+        args.module.display(),
+        metadata.module_sha256,
+        output.display(),
+        started.elapsed().as_secs_f64(),
+        metadata.wasmedge_version
+    );
+    Ok(0)
+}

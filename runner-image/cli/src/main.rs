@@ -1,0 +1,47 @@
+//! `wasmfn`: the data-plane command. `exec` runs one module (the runner pod's entry point),
+//! `aot` compiles a module ahead of time, `run` builds and runs a WasmFunction manifest locally.
+
+mod exec;
+mod manifest;
+mod options;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Runs WebAssembly functions with WasmEdge, the way wasmfn's runners do.
+#[derive(Debug, Parser)]
+#[command(name = "wasmfn", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a module (or a Python/JavaScript script) once and write the result document.
+    Exec(exec::ExecArgs),
+    /// Compile a module ahead of time (native code bound to the module's digest).
+    Aot(exec::AotArgs),
+    /// Build and run a WasmFunction manifest locally, without a cluster.
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Exec(args) => exec::exec(args),
+        Command::Aot(args) => exec::aot(args),
+        Command::Run(args) => run::run(args),
+    };
+    match result {
+        // Exit codes are 0..=255; a guest's larger or negative code is reported modulo 256 like
+        // a shell would, the exact value stays in the result document.
+        Ok(code) => ExitCode::from(code as u8),
+        Err(error) => {
+            eprintln!("wasmfn: {error:#}");
+            ExitCode::from(125)
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Ahead-of-time compilation and the binding between an AOT form and its module.
+//!
+//! An AOT form is a native shared library produced by WasmEdge's compiler. Loading one runs
+//! native code with no check that it came from the module the caller thinks it did, and a
+//! library built by another WasmEdge version may not load or behave. So every AOT form has a
+//! metadata file next to it (`<aot>.json`) recording the module's sha256 and the WasmEdge
+//! version that compiled it; the core uses the AOT form only when both match.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wasmedge_sdk::config::{CommonConfigOptions, CompilerConfigOptions, ConfigBuilder};
+use wasmedge_sdk::{CompilerOptimizationLevel, CompilerOutputFormat};
+
+use crate::artifact::ModuleBytes;
+use crate::runtime::runtime_version;
+
+use crate::Error;
+
+/// Contents of the metadata file written next to an AOT form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AotMetadata {
+    /// Format marker, `wasmfn.dev/aot-v1`.
+    pub format: String,
+    /// `sha256:<hex>` of the module that was compiled.
+    pub module_sha256: String,
+    /// WasmEdge version of the compiler.
+    pub wasmedge_version: String,
+    /// Target architecture (`std::env::consts::ARCH`).
+    pub arch: String,
+    /// Whether the code checks for interruption (needed for in-process timeouts).
+    pub interruptible: bool,
+}
+
+const FORMAT: &str = "wasmfn.dev/aot-v1";
+
+/// The metadata file that belongs to an AOT form.
+pub fn metadata_path(aot: &Path) -> PathBuf {
+    let mut name = aot.as_os_str().to_owned();
+    name.push(".json");
+    PathBuf::from(name)
+}
+
+/// Compiles `module` to a native AOT form at `output` and writes its metadata next to it.
+/// The code is interruptible, so in-process timeouts stop it too.
+pub fn compile(module: &ModuleBytes, output: &Path) -> Result<AotMetadata, Error> {
+    crate::runtime::silence_runtime_log();
+    if !has_library_extension(output) {
+        return Err(Error::Runtime(format!(
+            "{}: AOT output must be named *.so (WasmEdge loads native code only from .so files)",
+            output.display()
+        )));
+    }
+    let config = ConfigBuilder::new(CommonConfigOptions::default())
+        .with_compiler_config(
+            CompilerConfigOptions::new()
+                .out_format(CompilerOutputFormat::Native)
+                .optimization_level(CompilerOptimizationLevel::O3)
+                .interruptible(true),
+        )
+        .build()
+        .map_err(|e| Error::Runtime(format!("compiler configuration: {e}")))?;
+    let compiler = wasmedge_sdk::Compiler::new(Some(&config))
+        .map_err(|e| Error::Runtime(format!("creating the AOT compiler: {e}")))?;
+    // The SDK names the output `<dir>/<name>.so`; compile under a temporary name next to the
+    // target and rename, so a half-written library is never picked up.
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temporary_name = format!(".wasmfn-aot-{}", std::process::id());
+    let produced = compiler
+        .compile_from_bytes(module.bytes(), &temporary_name, dir)
+        .map_err(|e| Error::InvalidModule(format!("AOT compilation failed: {e}")))?;
+    std::fs::rename(&produced, output).map_err(|e| Error::io(output, e))?;
+    let metadata = AotMetadata {
+        format: FORMAT.to_owned(),
+        module_sha256: module.sha256(),
+        wasmedge_version: runtime_version(),
+        arch: std::env::consts::ARCH.to_owned(),
+        interruptible: true,
+    };
+    let json = serde_json::to_vec_pretty(&metadata).map_err(|e| Error::Runtime(e.to_string()))?;
+    let meta_path = metadata_path(output);
+    std::fs::write(&meta_path, json).map_err(|e| Error::io(&meta_path, e))?;
+    Ok(metadata)
+}
+
+/// Checks whether the AOT form at `aot` may run in place of `module`; the error text says why
+/// not (it ends up in the result document's `runtime.aotRejected`).
+pub fn check(aot: &Path, module: &ModuleBytes) -> Result<(), String> {
+    if !has_library_extension(aot) {
+        return Err(format!("{} is not named *.so", aot.display()));
+    }
+    let meta_path = metadata_path(aot);
+    let raw = std::fs::read(&meta_path)
+        .map_err(|e| format!("no AOT metadata at {}: {e}", meta_path.display()))?;
+    let metadata: AotMetadata =
+        serde_json::from_slice(&raw).map_err(|e| format!("unreadable AOT metadata: {e}"))?;
+    if metadata.format != FORMAT {
+        return Err(format!("unknown AOT metadata format {:?}", metadata.format));
+    }
+    let sha = module.sha256();
+    if metadata.module_sha256 != sha {
+        return Err(format!(
+            "AOT form was compiled from {}, the module is {sha}",
+            metadata.module_sha256
+        ));
+    }
+    let version = runtime_version();
+    if metadata.wasmedge_version != version {
+        return Err(format!(
+            "AOT form was compiled by WasmEdge {}, the runtime is {version}",
+            metadata.wasmedge_version
+        ));
+    }
+    if metadata.arch != std::env::consts::ARCH {
+        return Err(format!("AOT form is for {}", metadata.arch));
+    }
+    if !aot.is_file() {
+        return Err(format!("AOT form {} is missing", aot.display()));
+    }
+    Ok(())
+}
+
+/// The conventional AOT location for a module file: `<module>.aot.so` (metadata
+/// `<module>.aot.so.json`). WasmEdge loads native code only from files named `*.so`.
+pub fn default_path_for(module: &Path) -> PathBuf {
+    let mut name = module.as_os_str().to_owned();
+    name.push(".aot.so");
+    PathBuf::from(name)
+}
+
+fn has_library_extension(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "so")
+}

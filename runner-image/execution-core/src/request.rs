@@ -1,0 +1,156 @@
+//! What a front end asks the core to run: the module, its entry point, the guest's WASI view
+//! (args, env, stdin, directories) and the limits. Front-end neutral: no CLI or Kubernetes types.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the module's bytes come from.
+#[derive(Debug, Clone)]
+pub enum ModuleSource {
+    /// A `.wasm` file (e.g. a mounted artifact).
+    Path(PathBuf),
+    /// `.wasm` bytes already in memory.
+    Bytes(Vec<u8>),
+}
+
+/// Which export to call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    /// A WASI command: call `_start`, the guest's exit code is the result.
+    Command,
+    /// A library (reactor) module: call `_initialize` when exported, then `export` with typed
+    /// numeric arguments given as JSON numbers (checked against the export's signature).
+    Invoke {
+        /// Name of the export to call.
+        export: String,
+        /// One JSON number per parameter.
+        args: Vec<serde_json::Value>,
+    },
+}
+
+impl Entry {
+    /// The export this entry calls.
+    pub fn export_name(&self) -> &str {
+        match self {
+            Entry::Command => "_start",
+            Entry::Invoke { export, .. } => export,
+        }
+    }
+}
+
+/// The guest's stdin.
+#[derive(Debug, Clone, Default)]
+pub enum StdinSource {
+    /// Empty stdin (reads see end of file).
+    #[default]
+    Empty,
+    /// These bytes.
+    Bytes(Vec<u8>),
+    /// The contents of this file, opened before the guest starts (an unreadable file ends the
+    /// run with reason `InputUnreadable` before any guest code runs).
+    File(PathBuf),
+}
+
+/// A host directory made visible to the guest. None are given unless asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// Path the guest sees.
+    pub guest: String,
+    /// Directory on the host.
+    pub host: PathBuf,
+}
+
+impl Preopen {
+    /// Parses the `GUEST:HOST` form used by `--dir` (a bare path maps to itself).
+    pub fn parse(spec: &str) -> Self {
+        match spec.split_once(':') {
+            Some((guest, host)) => Preopen {
+                guest: guest.to_owned(),
+                host: PathBuf::from(host),
+            },
+            None => Preopen {
+                guest: spec.to_owned(),
+                host: PathBuf::from(spec),
+            },
+        }
+    }
+}
+
+/// Limits for one run. Defaults follow the operator's defaults (30 s, 128 MiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock limit for instantiation plus the guest's execution; the guest is stopped
+    /// (killed, in the isolated mode) when it expires.
+    pub timeout: Duration,
+    /// Linear-memory limit in bytes, enforced as a page cap (rounded down to 64 KiB pages).
+    pub memory_bytes: u64,
+    /// How many bytes of each stream the core keeps in memory (the stream is still hashed,
+    /// counted and forwarded to the output sinks in full).
+    pub capture_bytes: usize,
+    /// Total bytes a guest may write to stdout or stderr before it is stopped with reason
+    /// `OutputLimitExceeded`; `None` means unlimited (bytes are streamed, never buffered).
+    pub output_limit_bytes: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 128 << 20,
+            capture_bytes: 1 << 20,
+            output_limit_bytes: Some(64 << 20),
+        }
+    }
+}
+
+/// Size of a WebAssembly page.
+pub const WASM_PAGE_BYTES: u64 = 64 << 10;
+
+impl Limits {
+    /// The memory limit as a WasmEdge page cap (at least one page).
+    pub fn memory_pages(&self) -> u32 {
+        (self.memory_bytes / WASM_PAGE_BYTES).clamp(1, 65536) as u32
+    }
+}
+
+/// One run of one function.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The module.
+    pub module: ModuleSource,
+    /// A candidate AOT-compiled form (see [`crate::aot`]); used only when its metadata matches
+    /// the module's digest and the runtime version, otherwise the interpreter runs it and the
+    /// result says why the AOT form was rejected.
+    pub aot: Option<PathBuf>,
+    /// What to call.
+    pub entry: Entry,
+    /// `argv[0]` as the guest sees it.
+    pub program_name: String,
+    /// Guest arguments after `argv[0]`.
+    pub args: Vec<String>,
+    /// Guest environment (`KEY`, `VALUE`); the host's environment is never passed through.
+    pub env: Vec<(String, String)>,
+    /// Guest stdin.
+    pub stdin: StdinSource,
+    /// Directories visible to the guest.
+    pub preopens: Vec<Preopen>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl RunRequest {
+    /// A command run of `module` with defaults everywhere else.
+    pub fn command(module: ModuleSource) -> Self {
+        RunRequest {
+            module,
+            aot: None,
+            entry: Entry::Command,
+            program_name: "main.wasm".to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: StdinSource::Empty,
+            preopens: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The probe guest (hello, args, env, stdin echo, exit code) in every supported language, each
+//! compiled at test time by its real toolchain, under the interpreter and under AOT.
+
+mod support;
+
+use std::path::PathBuf;
+
+use support::*;
+use wasmfn_execution::interpreter::{script_request, ScriptLanguage};
+use wasmfn_execution::{Reason, RunRequest, StdinSource};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Interpreter,
+    Aot,
+}
+
+fn probe_request(language: &str, mode: Mode, exit_code: Option<i32>) -> RunRequest {
+    let mut request = match language {
+        "python" | "javascript" => {
+            let script_language = ScriptLanguage::parse(language).unwrap();
+            let extension = if language == "python" { "py" } else { "js" };
+            let interpreters = interpreters_dir();
+            let script: PathBuf = guests_dir()
+                .join(language)
+                .join(format!("probe.{extension}"));
+            let mut request = script_request(
+                request(&PathBuf::from("unused")),
+                script_language,
+                &interpreters,
+                &script,
+            );
+            request.aot = match (mode, &request.module) {
+                (Mode::Aot, wasmfn_execution::ModuleSource::Path(module)) => Some(aot_of(module)),
+                _ => None,
+            };
+            request
+        }
+        _ => {
+            let module = guest(&format!("{language}/probe"));
+            let mut request = request(&module);
+            if mode == Mode::Aot {
+                request.aot = Some(aot_of(&module));
+            }
+            request
+        }
+    };
+    request
+        .args
+        .extend(["one".to_owned(), "two words".to_owned()]);
+    request.env.push(("GREETING".into(), "grüezi".into()));
+    if let Some(code) = exit_code {
+        request.env.push(("EXIT_CODE".into(), code.to_string()));
+    }
+    request.stdin = StdinSource::Bytes(b"line 1\nline 2 \xc3\xa9\n".to_vec());
+    request
+}
+
+fn check_probe(language: &str, mode: Mode) {
+    let execution = exec(&probe_request(language, mode, None));
+    let document = &execution.document;
+    assert_eq!(
+        document.reason,
+        Reason::Completed,
+        "{language}: {} / stderr {}",
+        document.message,
+        String::from_utf8_lossy(&execution.stderr.head)
+    );
+    assert_eq!(document.exit_code, Some(0));
+    assert_eq!(
+        document.runtime.aot,
+        mode == Mode::Aot,
+        "{:?}",
+        document.runtime
+    );
+    assert_eq!(
+        stdout_text(&execution),
+        format!(
+            "hello from {language}\nargs: one two words\nenv: grüezi\nstdin: line 1\nline 2 é\n"
+        )
+    );
+    assert_eq!(execution.stderr.head, b"probe done\n");
+    assert!(!document.stdout.truncated);
+
+    let execution = exec(&probe_request(language, mode, Some(3)));
+    assert_eq!(execution.document.reason, Reason::NonZeroExit, "{language}");
+    assert_eq!(execution.document.exit_code, Some(3));
+    assert_eq!(execution.document.process_exit_code(), 3);
+}
+
+macro_rules! probe_tests {
+    ($($name:ident: $language:literal,)*) => {
+        mod interpreter {
+            use super::*;
+            $(#[test] fn $name() { check_probe($language, Mode::Interpreter) })*
+        }
+        mod aot {
+            use super::*;
+            $(#[test] fn $name() { check_probe($language, Mode::Aot) })*
+        }
+    };
+}
+
+probe_tests! {
+    rust: "rust",
+    c: "c",
+    go: "go",
+    assemblyscript: "assemblyscript",
+    python: "python",
+    javascript: "javascript",
+}
+
+#[test]
+fn wat_hello() {
+    let module = guest("wat/hello");
+    let execution = exec(&request(&module));
+    assert_eq!(execution.document.reason, Reason::Completed);
+    assert_eq!(stdout_text(&execution), "hello\n");
+    let mut aot_request = request(&module);
+    aot_request.aot = Some(aot_of(&module));
+    let execution = exec(&aot_request);
+    assert!(execution.document.runtime.aot);
+    assert_eq!(stdout_text(&execution), "hello\n");
+}

@@ -1,0 +1,3 @@
+module wasmfn.dev/guests/probe
+
+go 1.24

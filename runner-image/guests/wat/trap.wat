@@ -1,0 +1,2 @@
+;; Traps with `unreachable`.
+(module (func (export "_start") unreachable))
