@@ -91,7 +91,9 @@ TOML
   rm -rf "$work/crate" && cp -r "$src" "$work/crate"
   # The crate declares no [workspace]; keep cargo from walking up into another one.
   printf '\n[workspace]\n' >> "$work/crate/Cargo.toml"
+  # Debian's rustc has no rust-lld; lld-19's wasm-ld-19 is the wasm linker.
   (cd "$work/crate" && RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$work/target" \
+    CARGO_TARGET_WASM32_WASIP1_LINKER=wasm-ld-19 \
     /usr/bin/cargo build --quiet --release --target wasm32-wasip1 --no-default-features)
   mkdir -p "$js_dir"
   cp "$work/target/wasm32-wasip1/release/wasmedge_quickjs.wasm" "$js_dir/quickjs.wasm"

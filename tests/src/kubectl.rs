@@ -70,15 +70,22 @@ impl Kubectl {
     fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
         let mut child = self
             .command(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(Error::io(format!("run {}", self.binary.display())))?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input.as_bytes()).map_err(Error::io("write kubectl stdin"))?;
+            pipe.write_all(input.as_bytes())
+                .map_err(Error::io("write kubectl stdin"))?;
         }
-        let output = child.wait_with_output().map_err(Error::io("wait for kubectl"))?;
+        let output = child
+            .wait_with_output()
+            .map_err(Error::io("wait for kubectl"))?;
         if !output.status.success() {
             return Err(Error::Command {
                 command: format!("kubectl {}", args.join(" ")),
@@ -131,7 +138,11 @@ impl Kubectl {
             }
             if Instant::now() > deadline {
                 return Err(Error::Timeout {
-                    what: format!("{} (last state: {})", kind_and_name.join(" "), last["status"]),
+                    what: format!(
+                        "{} (last state: {})",
+                        kind_and_name.join(" "),
+                        last["status"]
+                    ),
                     seconds: timeout.as_secs(),
                 });
             }

@@ -23,17 +23,29 @@ struct Cli {
 enum Cmd {
     /// Start a cluster in the background and wait until both nodes are Ready.
     Up {
-        #[arg(long, env = "WASMFN_CLUSTER_DIR", default_value = "/tmp/wasmfn-cluster")]
+        #[arg(
+            long,
+            env = "WASMFN_CLUSTER_DIR",
+            default_value = "/tmp/wasmfn-cluster"
+        )]
         state_dir: PathBuf,
     },
     /// Stop the cluster started by `up` and every process and container it started.
     Down {
-        #[arg(long, env = "WASMFN_CLUSTER_DIR", default_value = "/tmp/wasmfn-cluster")]
+        #[arg(
+            long,
+            env = "WASMFN_CLUSTER_DIR",
+            default_value = "/tmp/wasmfn-cluster"
+        )]
         state_dir: PathBuf,
     },
     /// Print the shell exports for the running cluster.
     Env {
-        #[arg(long, env = "WASMFN_CLUSTER_DIR", default_value = "/tmp/wasmfn-cluster")]
+        #[arg(
+            long,
+            env = "WASMFN_CLUSTER_DIR",
+            default_value = "/tmp/wasmfn-cluster"
+        )]
         state_dir: PathBuf,
     },
     /// Own a cluster in the foreground: prints `READY <cluster.json>` once up, reads control

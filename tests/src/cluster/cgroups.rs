@@ -16,7 +16,9 @@ pub fn hierarchies() -> Vec<PathBuf> {
     };
     for line in mountinfo.lines() {
         // `… mountpoint … - cgroup cgroup rw,cpu`: field 5 is the mount point.
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         if !right.starts_with("cgroup ") {
             continue;
         }

@@ -1,7 +1,7 @@
 //! Configuration files of the cluster's components, rendered from its [`ClusterInfo`]. Pure
 //! functions: no I/O, unit-tested below.
 
-use super::layout::{ClusterInfo, NodeInfo, IMAGE_REGISTRY, PAUSE_IMAGE, WASMEDGE_RUNTIME_CLASS};
+use super::layout::{NodeInfo, IMAGE_REGISTRY, PAUSE_IMAGE, WASMEDGE_RUNTIME_CLASS};
 use std::path::Path;
 
 /// Static bearer tokens: `token,user,uid,"group1,group2"` as the apiserver's `--token-auth-file`
@@ -237,7 +237,7 @@ pub fn image_ref(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::layout::Ports;
+    use crate::cluster::layout::{ClusterInfo, Ports};
     use std::path::PathBuf;
 
     fn info() -> ClusterInfo {
@@ -281,7 +281,10 @@ mod tests {
         assert_eq!(bridge["isGateway"], false);
         assert_eq!(bridge["ipMasq"], false);
         assert_eq!(bridge["bridge"], "wfn0123abcdb");
-        assert!(bridge["bridge"].as_str().map(str::len) <= Some(15), "Linux interface names are at most 15 bytes");
+        assert!(
+            bridge["bridge"].as_str().map(str::len) <= Some(15),
+            "Linux interface names are at most 15 bytes"
+        );
         assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.88.1.0/24");
     }
 

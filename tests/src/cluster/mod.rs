@@ -98,7 +98,10 @@ impl Cluster {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(Error::io(format!("start {}", supervisor_binary.display())))?;
-        let stdout = child.stdout.take().ok_or_else(|| Error::Cluster("no stdout".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Cluster("no stdout".into()))?;
         let control = child.stdin.take();
         let mut lines = BufReader::new(stdout).lines();
         let info_path = loop {

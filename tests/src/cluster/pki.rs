@@ -17,7 +17,9 @@ pub fn generate(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
     let p = |name: &str| dir.join(name);
     run(Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+        ])
         .args(["-subj", "/CN=wasmfn-local-ca"])
         .arg("-keyout")
         .arg(p("ca.key"))

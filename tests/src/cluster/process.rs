@@ -41,9 +41,10 @@ impl Process {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .map_err(Error::io(format!("start {name} ({:?})", command.get_program())))?;
+        let child = command.spawn().map_err(Error::io(format!(
+            "start {name} ({:?})",
+            command.get_program()
+        )))?;
         Ok(Process {
             name: name.to_string(),
             log: log.to_path_buf(),

@@ -51,11 +51,14 @@ pub struct Supervisor {
     nodes: Vec<RunningNode>,
     kubectl: Kubectl,
     keep_state: bool,
+    torn_down: bool,
 }
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Supervisor").field("id", &self.info.id).finish()
+        f.debug_struct("Supervisor")
+            .field("id", &self.info.id)
+            .finish()
     }
 }
 
@@ -78,7 +81,11 @@ fn require_command(name: &str) -> Result<()> {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if ready()? {
@@ -96,7 +103,8 @@ fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> Result<b
 
 fn write(path: &Path, contents: &str) -> Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(Error::io(format!("create {}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(Error::io(format!("create {}", parent.display())))?;
     }
     std::fs::write(path, contents).map_err(Error::io(format!("write {}", path.display())))
 }
@@ -108,11 +116,27 @@ fn mkdir(path: &Path) -> Result<()> {
 impl Supervisor {
     /// Brings the whole cluster up; returns once both nodes are Ready.
     pub fn start(mut info: ClusterInfo, keep_state: bool) -> Result<Supervisor> {
-        for b in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl"] {
+        for b in [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubelet",
+            "kubectl",
+        ] {
             require(&info.binary(b))?;
         }
         require(&info.pause_archive)?;
-        for c in ["etcd", "containerd", "runc", "ctr", "docker-registry", "openssl", "unshare", "nsenter", "ip"] {
+        for c in [
+            "etcd",
+            "containerd",
+            "runc",
+            "ctr",
+            "docker-registry",
+            "openssl",
+            "unshare",
+            "nsenter",
+            "ip",
+        ] {
             require_command(c)?;
         }
         require(Path::new("/usr/lib/cni/bridge"))?;
@@ -129,11 +153,20 @@ impl Supervisor {
             .iter()
             .map(|n| Ok((n.name.clone(), pki::random_hex(16)?)))
             .collect::<Result<Vec<_>>>()?;
-        write(&pki_dir.join("tokens.csv"), &config::token_file(&admin_token, &node_tokens))?;
-        write(&info.kubeconfig(), &config::kubeconfig(&info.apiserver_url(), &ca, "admin", &admin_token))?;
+        write(
+            &pki_dir.join("tokens.csv"),
+            &config::token_file(&admin_token, &node_tokens),
+        )?;
+        write(
+            &info.kubeconfig(),
+            &config::kubeconfig(&info.apiserver_url(), &ca, "admin", &admin_token),
+        )?;
         for (node, (_, token)) in info.nodes.iter().zip(&node_tokens) {
             let user = format!("system:node:{}", node.name);
-            write(&node.kubeconfig(), &config::kubeconfig(&info.apiserver_url(), &ca, &user, token))?;
+            write(
+                &node.kubeconfig(),
+                &config::kubeconfig(&info.apiserver_url(), &ca, &user, token),
+            )?;
         }
         write(&ClusterInfo::info_file(&info.state_dir), &to_json(&info))?;
 
@@ -144,6 +177,7 @@ impl Supervisor {
             nodes: Vec::new(),
             kubectl,
             keep_state,
+            torn_down: false,
         };
         sup.start_control_plane()?;
         let node_infos = sup.info.nodes.clone();
@@ -179,13 +213,18 @@ impl Supervisor {
             .arg(format!("--initial-cluster=default={peer}"))
             .arg("--quota-backend-bytes=4294967296")
             .arg("--log-level=warn");
-        self.control_plane.push(Process::spawn("etcd", etcd, &self.log("etcd"))?);
+        self.control_plane
+            .push(Process::spawn("etcd", etcd, &self.log("etcd"))?);
 
         let registry_config = info.state_dir.join("registry.yaml");
-        write(&registry_config, &config::registry_config(&info.registry_root, info.registry_port))?;
+        write(
+            &registry_config,
+            &config::registry_config(&info.registry_root, info.registry_port),
+        )?;
         let mut registry = Command::new("docker-registry");
         registry.arg("serve").arg(&registry_config);
-        self.control_plane.push(Process::spawn("registry", registry, &self.log("registry"))?);
+        self.control_plane
+            .push(Process::spawn("registry", registry, &self.log("registry"))?);
 
         let mut apiserver = Command::new(info.binary("kube-apiserver"));
         apiserver
@@ -194,23 +233,48 @@ impl Supervisor {
             .arg("--advertise-address=127.0.0.1")
             .arg(format!("--secure-port={}", info.apiserver_port))
             .arg("--insecure-port=0")
-            .arg(format!("--tls-cert-file={}", pki.join("apiserver.crt").display()))
-            .arg(format!("--tls-private-key-file={}", pki.join("apiserver.key").display()))
+            .arg(format!(
+                "--tls-cert-file={}",
+                pki.join("apiserver.crt").display()
+            ))
+            .arg(format!(
+                "--tls-private-key-file={}",
+                pki.join("apiserver.key").display()
+            ))
             .arg(format!("--client-ca-file={}", pki.join("ca.crt").display()))
-            .arg(format!("--token-auth-file={}", pki.join("tokens.csv").display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                pki.join("tokens.csv").display()
+            ))
             .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(format!("--service-account-key-file={}", pki.join("sa.pub").display()))
-            .arg(format!("--service-account-signing-key-file={}", pki.join("sa.key").display()))
+            .arg(format!(
+                "--service-account-key-file={}",
+                pki.join("sa.pub").display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                pki.join("sa.key").display()
+            ))
             .arg("--authorization-mode=Node,RBAC")
             .arg("--enable-admission-plugins=NodeRestriction")
             .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg(format!("--kubelet-client-certificate={}", pki.join("kubelet-client.crt").display()))
-            .arg(format!("--kubelet-client-key={}", pki.join("kubelet-client.key").display()))
+            .arg(format!(
+                "--kubelet-client-certificate={}",
+                pki.join("kubelet-client.crt").display()
+            ))
+            .arg(format!(
+                "--kubelet-client-key={}",
+                pki.join("kubelet-client.key").display()
+            ))
             .arg("--kubelet-preferred-address-types=InternalIP,Hostname")
             .arg("--allow-privileged=true")
             .arg("--profiling=false")
             .arg("--v=1");
-        self.control_plane.push(Process::spawn("kube-apiserver", apiserver, &self.log("kube-apiserver"))?);
+        self.control_plane.push(Process::spawn(
+            "kube-apiserver",
+            apiserver,
+            &self.log("kube-apiserver"),
+        )?);
 
         let kubectl = self.kubectl.clone();
         let started = Instant::now();
@@ -218,7 +282,10 @@ impl Supervisor {
             for p in &mut self.control_plane {
                 p.check_alive()?;
             }
-            Ok(kubectl.run(&["get", "--raw", "/readyz"]).map(|s| s.trim() == "ok").unwrap_or(false))
+            Ok(kubectl
+                .run(&["get", "--raw", "/readyz"])
+                .map(|s| s.trim() == "ok")
+                .unwrap_or(false))
         })?;
         eprintln!("apiserver ready in {:.1}s", started.elapsed().as_secs_f64());
 
@@ -233,12 +300,24 @@ impl Supervisor {
             .arg("--node-monitor-period=2s")
             .arg("--node-monitor-grace-period=20s")
             .arg("--v=1");
-        self.control_plane.push(Process::spawn("kube-controller-manager", cm, &self.log("kube-controller-manager"))?);
+        self.control_plane.push(Process::spawn(
+            "kube-controller-manager",
+            cm,
+            &self.log("kube-controller-manager"),
+        )?);
         let mut scheduler = Command::new(info.binary("kube-scheduler"));
-        scheduler
-            .arg(&kubeconfig)
-            .args(["--bind-address=127.0.0.1", "--secure-port=0", "--port=0", "--leader-elect=false", "--v=1"]);
-        self.control_plane.push(Process::spawn("kube-scheduler", scheduler, &self.log("kube-scheduler"))?);
+        scheduler.arg(&kubeconfig).args([
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--port=0",
+            "--leader-elect=false",
+            "--v=1",
+        ]);
+        self.control_plane.push(Process::spawn(
+            "kube-scheduler",
+            scheduler,
+            &self.log("kube-scheduler"),
+        )?);
         Ok(())
     }
 
@@ -250,7 +329,8 @@ impl Supervisor {
             node.kubelet_root(),
             node.pod_logs_dir(),
             node.container_logs_dir(),
-            node.registry_hosts_dir().join(super::layout::IMAGE_REGISTRY),
+            node.registry_hosts_dir()
+                .join(super::layout::IMAGE_REGISTRY),
         ] {
             mkdir(&dir)?;
         }
@@ -258,12 +338,21 @@ impl Supervisor {
         mkdir(Path::new("/var/log/pods"))?;
         mkdir(Path::new("/var/log/containers"))?;
         write(&node.containerd_config(), &config::containerd_config(node))?;
-        write(&node.cni_dir().join("10-wasmfn.conflist"), &config::cni_conflist(node))?;
         write(
-            &node.registry_hosts_dir().join(super::layout::IMAGE_REGISTRY).join("hosts.toml"),
+            &node.cni_dir().join("10-wasmfn.conflist"),
+            &config::cni_conflist(node),
+        )?;
+        write(
+            &node
+                .registry_hosts_dir()
+                .join(super::layout::IMAGE_REGISTRY)
+                .join("hosts.toml"),
             &config::registry_hosts(info.registry_port),
         )?;
-        write(&node.kubelet_config(), &config::kubelet_config(node, &info.pki_dir().join("ca.crt")))?;
+        write(
+            &node.kubelet_config(),
+            &config::kubelet_config(node, &info.pki_dir().join("ca.crt")),
+        )?;
         cgroups::create(&node.pods_cgroup)?;
         cgroups::create(&node.runtime_cgroup)?;
 
@@ -275,7 +364,8 @@ impl Supervisor {
             .map(|h| {
                 format!(
                     "echo $$ > '{}/cgroup.procs' && ",
-                    h.join(node.runtime_cgroup.trim_start_matches('/')).display()
+                    h.join(node.runtime_cgroup.trim_start_matches('/'))
+                        .display()
                 )
             })
             .collect();
@@ -286,7 +376,16 @@ impl Supervisor {
         );
         let mut containerd = Command::new("unshare");
         containerd
-            .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c", &script, "sh"])
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+                &script,
+                "sh",
+            ])
             .arg("containerd")
             .arg("--config")
             .arg(node.containerd_config());
@@ -294,7 +393,10 @@ impl Supervisor {
         if let Some(path) = std::env::var_os("PATH") {
             let mut paths = vec![node.dir.join("bin")];
             paths.extend(std::env::split_paths(&path));
-            containerd.env("PATH", std::env::join_paths(paths).map_err(|e| Error::Cluster(e.to_string()))?);
+            containerd.env(
+                "PATH",
+                std::env::join_paths(paths).map_err(|e| Error::Cluster(e.to_string()))?,
+            );
         }
         let mut containerd = Process::spawn(
             &format!("containerd ({})", node.name),
@@ -302,10 +404,14 @@ impl Supervisor {
             &self.log(&format!("containerd-{}", node.key)),
         )?;
         let socket = node.containerd_socket.clone();
-        wait_until(&format!("containerd of node {}", node.name), Duration::from_secs(30), || {
-            containerd.check_alive()?;
-            Ok(socket.exists())
-        })?;
+        wait_until(
+            &format!("containerd of node {}", node.name),
+            Duration::from_secs(30),
+            || {
+                containerd.check_alive()?;
+                Ok(socket.exists())
+            },
+        )?;
         run(Command::new("ctr")
             .arg("--address")
             .arg(&node.containerd_socket)
@@ -334,7 +440,10 @@ impl Supervisor {
             .arg(format!("--image-service-endpoint={endpoint}"))
             .arg(format!("--hostname-override={}", node.name))
             .arg(format!("--root-dir={}", node.kubelet_root().display()))
-            .arg(format!("--cert-dir={}", node.dir.join("kubelet-pki").display()))
+            .arg(format!(
+                "--cert-dir={}",
+                node.dir.join("kubelet-pki").display()
+            ))
             .arg("--v=1");
         Process::spawn(
             &format!("kubelet ({})", node.name),
@@ -385,7 +494,9 @@ impl Supervisor {
                     k.check_alive()?;
                 }
             }
-            let Ok(list) = kubectl.json(&["get", "nodes"]) else { return Ok(false) };
+            let Ok(list) = kubectl.json(&["get", "nodes"]) else {
+                return Ok(false);
+            };
             let ready = names.iter().all(|name| {
                 list["items"].as_array().into_iter().flatten().any(|node| {
                     node["metadata"]["name"] == name.as_str()
@@ -398,15 +509,24 @@ impl Supervisor {
             });
             Ok(ready)
         })?;
-        eprintln!("both nodes Ready {:.1}s after the control plane", started.elapsed().as_secs_f64());
+        eprintln!(
+            "both nodes Ready {:.1}s after the control plane",
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 
     fn configure_cluster_objects(&self) -> Result<()> {
         let a = self.info.wasmedge_node();
+        self.kubectl.run(&[
+            "label",
+            "node",
+            &a.name,
+            &format!("{WASMEDGE_NODE_LABEL}=true"),
+            "--overwrite",
+        ])?;
         self.kubectl
-            .run(&["label", "node", &a.name, &format!("{WASMEDGE_NODE_LABEL}=true"), "--overwrite"])?;
-        self.kubectl.apply(&config::runtime_class(WASMEDGE_NODE_LABEL))?;
+            .apply(&config::runtime_class(WASMEDGE_NODE_LABEL))?;
         Ok(())
     }
 
@@ -415,7 +535,11 @@ impl Supervisor {
         let mut dead = Vec::new();
         for p in &mut self.control_plane {
             if let Some(status) = p.exited() {
-                dead.push(format!("{} exited ({status}):\n{}", p.name, tail(&p.log, 20)));
+                dead.push(format!(
+                    "{} exited ({status}):\n{}",
+                    p.name,
+                    tail(&p.log, 20)
+                ));
             }
         }
         for n in &mut self.nodes {
@@ -429,6 +553,9 @@ impl Supervisor {
     /// Stops everything: kubelets, every container (by cgroup), containerds, the control plane;
     /// removes bridges, cgroups and (unless asked to keep it) the state directory.
     pub fn teardown(&mut self) {
+        if std::mem::replace(&mut self.torn_down, true) {
+            return;
+        }
         for node in &mut self.nodes {
             if let Some(mut k) = node.kubelet.take() {
                 k.stop(Duration::from_secs(5));
@@ -488,7 +615,10 @@ pub fn serve(
     ready: impl FnOnce(&ClusterInfo),
 ) -> Result<()> {
     let mut sup = Supervisor::start(info, keep_state)?;
-    write(&ClusterInfo::info_file(&sup.info.state_dir), &to_json(&sup.info))?;
+    write(
+        &ClusterInfo::info_file(&sup.info.state_dir),
+        &to_json(&sup.info),
+    )?;
     ready(&sup.info);
     let mut reported = 0;
     loop {
