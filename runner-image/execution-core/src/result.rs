@@ -194,9 +194,12 @@ impl StreamSummary {
     /// Keeps at most `max` raw bytes of the head.
     fn shrink_head(&mut self, max: usize) {
         let raw = self.head_bytes();
-        if raw.len() > max {
-            self.set_head(&raw[..max]);
-        }
+        self.shrink_head_from(&raw, max);
+    }
+
+    /// Sets the head to the first `len` bytes of `raw` (the original head).
+    fn shrink_head_from(&mut self, raw: &[u8], len: usize) {
+        self.set_head(&raw[..len.min(raw.len())]);
     }
 }
 
@@ -321,43 +324,89 @@ impl ResultDocument {
         self.message = message;
     }
 
-    /// Serializes to JSON of at most [`MAX_DOCUMENT_BYTES`] bytes, trimming the longer stream
-    /// head first (so both streams keep a share of the budget) and, only if still needed, the
-    /// message.
+    /// Serializes to JSON of at most [`MAX_DOCUMENT_BYTES`] bytes. The stream heads share what
+    /// the rest of the document leaves (a head that needs less than half gives the rest to the
+    /// other); each head is cut to the longest prefix whose JSON encoding fits its share.
     pub fn to_json(&self) -> String {
         let mut doc = self.clone();
         truncate_at_char_boundary(&mut doc.message, MAX_MESSAGE_BYTES);
         doc.returns.truncate(16);
+        let full = serde_json::to_string(&doc).unwrap_or_default();
+        if full.len() <= MAX_DOCUMENT_BYTES {
+            return full;
+        }
+        let raw_out = doc.stdout.head_bytes();
+        let raw_err = doc.stderr.head_bytes();
+        doc.stdout.shrink_head(0);
+        doc.stderr.shrink_head(0);
+        let skeleton = serde_json::to_string(&doc).unwrap_or_default().len();
+        // Each empty head serializes as `""`; those two bytes are part of the skeleton.
+        let available = MAX_DOCUMENT_BYTES.saturating_sub(skeleton);
+        let need_out = encoded_head_len(&raw_out, raw_out.len());
+        let need_err = encoded_head_len(&raw_err, raw_err.len());
+        let (budget_out, budget_err) = if need_out + need_err <= available {
+            (need_out, need_err)
+        } else if need_out <= available / 2 {
+            (need_out, available - need_out)
+        } else if need_err <= available / 2 {
+            (available - need_err, need_err)
+        } else {
+            (available / 2, available - available / 2)
+        };
+        doc.stdout
+            .shrink_head_from(&raw_out, longest_prefix(&raw_out, budget_out));
+        doc.stderr
+            .shrink_head_from(&raw_err, longest_prefix(&raw_err, budget_err));
         loop {
             let json = serde_json::to_string(&doc).unwrap_or_default();
             if json.len() <= MAX_DOCUMENT_BYTES {
                 return json;
             }
-            let excess = json.len() - MAX_DOCUMENT_BYTES;
-            // Each raw head byte costs at least one output byte (more when escaped or base64),
-            // so dropping `excess` raw bytes from a head always makes progress.
+            // Only reachable through rounding at the cut points; shave a little more.
             let (out_len, err_len) = (doc.stdout.head_len(), doc.stderr.head_len());
             if out_len == 0 && err_len == 0 {
-                if doc.message.is_empty() {
-                    // Unreachable with the bounded fields above; still never emit an oversized
-                    // document: drop the optional parts instead.
-                    doc.runtime.aot_rejected = None;
-                    doc.returns.clear();
+                doc.message.clear();
+                doc.runtime.aot_rejected = None;
+                doc.returns.clear();
+                if serde_json::to_string(&doc).unwrap_or_default().len() > MAX_DOCUMENT_BYTES {
                     doc.module = None;
-                    return serde_json::to_string(&doc).unwrap_or_default();
                 }
-                let keep = doc.message.len().saturating_sub(excess);
-                truncate_at_char_boundary(&mut doc.message, keep);
-                continue;
+                return serde_json::to_string(&doc).unwrap_or_default();
             }
-            let (longer, len) = if out_len >= err_len {
-                (&mut doc.stdout, out_len)
+            if out_len >= err_len {
+                doc.stdout.shrink_head_from(&raw_out, out_len * 7 / 8);
             } else {
-                (&mut doc.stderr, err_len)
-            };
-            longer.shrink_head(len.saturating_sub(excess.max(1)));
+                doc.stderr.shrink_head_from(&raw_err, err_len * 7 / 8);
+            }
         }
     }
+}
+
+/// Length of the JSON string that encodes the first `len` raw bytes as a head.
+fn encoded_head_len(raw: &[u8], len: usize) -> usize {
+    let (_, text) = encode_head(&raw[..len.min(raw.len())]);
+    serde_json::to_string(&text)
+        .map(|s| s.len())
+        .unwrap_or(usize::MAX)
+}
+
+/// The largest prefix length whose encoding (quotes included) fits in `budget` bytes.
+fn longest_prefix(raw: &[u8], budget: usize) -> usize {
+    // Every raw byte costs at least one encoded byte, so longer prefixes never fit.
+    let raw = &raw[..raw.len().min(budget)];
+    if encoded_head_len(raw, raw.len()) <= budget {
+        return raw.len();
+    }
+    let (mut low, mut high) = (0usize, raw.len());
+    while low < high {
+        let middle = (low + high).div_ceil(2);
+        if encoded_head_len(raw, middle) <= budget {
+            low = middle;
+        } else {
+            high = middle - 1;
+        }
+    }
+    low
 }
 
 fn truncate_at_char_boundary(text: &mut String, max: usize) {

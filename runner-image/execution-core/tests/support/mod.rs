@@ -83,6 +83,9 @@ pub fn guest(name: &str) -> PathBuf {
                 "-O",
                 "-C",
                 "strip=symbols",
+                // Debian ships the wasm linker as wasm-ld-19 (package lld-19), not rust-lld.
+                "-C",
+                "linker=wasm-ld-19",
                 "--edition",
                 "2021",
             ])
