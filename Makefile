@@ -35,7 +35,7 @@ images: ## Build every Dockerfile in the repository with buildah and push to the
 	tests/harness/images.sh
 
 .PHONY: demo
-demo: cluster-up ## Bring up the cluster, run a sample Job on each node, show nodes, pods and logs
+demo: images cluster-up ## Bring up the cluster, run a sample Job on each node, show nodes, pods and logs
 	tests/harness/demo.sh
 
 .PHONY: lint
@@ -46,3 +46,7 @@ lint: ## cargo fmt --check and clippy with warnings denied
 .PHONY: test
 test: images ## Run every test: unit, runner and end-to-end on real clusters (needs `make setup`)
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=8
+
+.PHONY: bench-cluster
+bench-cluster: ## Job create->Complete latency on a fresh local cluster (p50/p99 over 20 Jobs)
+	$(CARGO) bench -p wasmfn-e2e --bench job_latency
