@@ -50,3 +50,15 @@ test: images ## Run every test: unit, runner and end-to-end on real clusters (ne
 .PHONY: bench-cluster
 bench-cluster: ## Job create->Complete latency on a fresh local cluster (p50/p99 over 20 Jobs)
 	$(CARGO) bench -p wasmfn-e2e --bench job_latency
+
+.PHONY: runner-image-context
+runner-image-context: ## Stage the release `wasmfn` and the interpreters (from make setup) for runner-image/Dockerfile
+	$(CARGO) build --release -p wasmfn-cli
+	rm -rf target/runner-image && mkdir -p target/runner-image
+	cp target/release/wasmfn target/runner-image/wasmfn
+	cp -r $(WASMFN_CACHE)/interpreters target/runner-image/interpreters
+
+.PHONY: bench-runner
+bench-runner: ## Per-run overhead of the execution core vs the wasmedge CLI, AOT vs interpreter (median, p99, ratios)
+	$(CARGO) build --release -p wasmfn-cli -p wasmfn-bench
+	target/release/wasmfn-bench --wasmfn target/release/wasmfn

@@ -226,6 +226,9 @@ pub(crate) struct AotArgs {
     /// Output file, named *.so (default: MODULE.aot.so); metadata goes to OUTPUT.json.
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Compile even when OUTPUT already is a matching AOT form of this module.
+    #[arg(long)]
+    force: bool,
 }
 
 /// `wasmfn aot`.
@@ -234,6 +237,15 @@ pub(crate) fn aot(args: AotArgs) -> Result<i32> {
         .output
         .unwrap_or_else(|| aot::default_path_for(&args.module));
     let module = ModuleBytes::read(&args.module)?;
+    if !args.force && aot::check(&output, &module).is_ok() {
+        eprintln!(
+            "wasmfn: {} is up to date for {} ({})",
+            output.display(),
+            args.module.display(),
+            module.sha256()
+        );
+        return Ok(0);
+    }
     let started = std::time::Instant::now();
     let metadata = aot::compile(&module, &output)
         .with_context(|| format!("compiling {}", args.module.display()))?;

@@ -111,6 +111,8 @@ pub fn guest(name: &str) -> PathBuf {
         "assemblyscript" => {
             let asc_dir = cache_dir().join("assemblyscript");
             let mut command = Command::new(asc_dir.join("node_modules/.bin/asc"));
+            // The shim's asconfig.json names its library relative to the npm project.
+            command.current_dir(&asc_dir);
             command
                 .arg(src.join(format!("{stem}.ts")))
                 .arg("-o")
@@ -120,9 +122,10 @@ pub fn guest(name: &str) -> PathBuf {
                 // A library module: no WASI, and no `env.abort` import either.
                 command.args(["--use", "abort=", "--runtime", "stub"]);
             } else {
-                command
-                    .arg("--config")
-                    .arg(asc_dir.join("node_modules/@assemblyscript/wasi-shim/asconfig.json"));
+                command.args([
+                    "--config",
+                    "node_modules/@assemblyscript/wasi-shim/asconfig.json",
+                ]);
             }
             run(&mut command)
         }

@@ -1,0 +1,244 @@
+//! `wasmfn exec`, `wasmfn aot` and `wasmfn run` as processes: the result document lands where
+//! asked, the guest's streams go to ours, and the exit code mirrors the guest.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn wasmfn() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wasmfn"));
+    let interpreters = std::env::var_os("WASMFN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/wasmfn"))
+        .join("interpreters");
+    command.env("WASMFN_INTERPRETERS", interpreters);
+    command
+}
+
+fn guest_wat(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../guests/wat/{name}.wat"));
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// Compiles a WAT guest into `dir`.
+fn module(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, wat::parse_str(guest_wat(name)).unwrap()).unwrap();
+    path
+}
+
+fn document(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.len() <= 4096);
+    serde_json::from_str(&text).unwrap()
+}
+
+fn exec(dir: &Path, args: &[&str]) -> (Output, Value) {
+    let result = dir.join("result.json");
+    let output = wasmfn()
+        .arg("exec")
+        .arg("--result")
+        .arg(&result)
+        .args(args)
+        .output()
+        .unwrap();
+    (output, document(&result))
+}
+
+#[test]
+fn exec_writes_the_document_and_forwards_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let hello = module(dir.path(), "hello");
+    let (output, doc) = exec(dir.path(), &["--no-aot", hello.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(output.stdout, b"hello\n");
+    assert_eq!(doc["apiVersion"], "wasmfn.dev/v1alpha1");
+    assert_eq!(doc["reason"], "Completed");
+    assert_eq!(doc["stdout"]["head"], "hello\n");
+    assert_eq!(doc["runtime"]["aot"], false);
+}
+
+#[test]
+fn exit_code_mirrors_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let exit3 = module(dir.path(), "exit3");
+    let (output, doc) = exec(dir.path(), &[exit3.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(doc["reason"], "NonZeroExit");
+    assert_eq!(doc["exitCode"], 3);
+    let trap = module(dir.path(), "trap");
+    let (output, doc) = exec(dir.path(), &[trap.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(134));
+    assert_eq!(doc["reason"], "Trap");
+}
+
+#[test]
+fn aot_form_is_used_when_present_and_matching() {
+    let dir = tempfile::tempdir().unwrap();
+    let fib = module(dir.path(), "fib");
+    let status = wasmfn().arg("aot").arg(&fib).status().unwrap();
+    assert!(status.success());
+    assert!(dir.path().join("fib.wasm.aot.so.json").is_file());
+    let (_, doc) = exec(
+        dir.path(),
+        &["--invoke", "fib", "--args", "[25]", fib.to_str().unwrap()],
+    );
+    assert_eq!(doc["runtime"]["aot"], true);
+    assert_eq!(doc["returns"][0], 75025);
+    let (_, doc) = exec(
+        dir.path(),
+        &[
+            "--no-aot",
+            "--invoke",
+            "fib",
+            "--args",
+            "[25]",
+            fib.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(doc["runtime"]["aot"], false);
+    // the module changes, the old AOT form no longer matches and is not used
+    std::fs::write(
+        &fib,
+        wat::parse_str(guest_wat("fib").replace("27", "26")).unwrap(),
+    )
+    .unwrap();
+    let (output, doc) = exec(
+        dir.path(),
+        &["--invoke", "fib", "--args", "[25]", fib.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(doc["runtime"]["aot"], false);
+    assert!(doc["runtime"]["aotRejected"]
+        .as_str()
+        .unwrap()
+        .contains("compiled from"));
+}
+
+#[test]
+fn bad_inputs_exit_with_distinct_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = dir.path().join("not.wasm");
+    std::fs::write(&not_wasm, "hello").unwrap();
+    let (output, doc) = exec(dir.path(), &[not_wasm.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(126));
+    assert_eq!(doc["reason"], "InvalidModule");
+    let hello = module(dir.path(), "hello");
+    let (output, doc) = exec(
+        dir.path(),
+        &["--stdin-file", "/nonexistent", hello.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(125));
+    assert_eq!(doc["reason"], "InputUnreadable");
+    let looping = module(dir.path(), "loop");
+    let (output, doc) = exec(
+        dir.path(),
+        &["--timeout", "200ms", looping.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(124));
+    assert_eq!(doc["reason"], "TimedOut");
+    let add = module(dir.path(), "add");
+    let (output, doc) = exec(
+        dir.path(),
+        &["--invoke", "add", "--args", "[1]", add.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(126));
+    assert_eq!(doc["reason"], "BadArguments");
+}
+
+fn run_manifest(dir: &Path, manifest: &str, extra: &[&str]) -> (Output, Value) {
+    let path = dir.join("function.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    let result = dir.join("run-result.json");
+    let output = wasmfn()
+        .arg("run")
+        .arg(&path)
+        .arg("--result")
+        .arg(&result)
+        .args(extra)
+        .output()
+        .unwrap();
+    (output, document(&result))
+}
+
+#[test]
+fn run_builds_and_runs_a_wat_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let indented: String = guest_wat("hello")
+        .lines()
+        .map(|l| format!("      {l}\n"))
+        .collect();
+    let manifest = format!(
+        "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmFunction\nmetadata:\n  name: hello\nspec:\n  language: wat\n  source:\n    code: |\n{indented}"
+    );
+    let (output, doc) = run_manifest(dir.path(), &manifest, &[]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.stdout, b"hello\n");
+    assert_eq!(doc["reason"], "Completed");
+}
+
+#[test]
+fn run_builds_a_prebuilt_wasm_reactor_and_mirrors_exit_codes() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let add =
+        base64::engine::general_purpose::STANDARD.encode(wat::parse_str(guest_wat("add")).unwrap());
+    let manifest = format!(
+        "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmFunction\nmetadata:\n  name: add\nspec:\n  language: wasm\n  entrypoint: add\n  source:\n    base64: {add}\n"
+    );
+    let (output, doc) = run_manifest(dir.path(), &manifest, &["--arg", "20", "--arg", "22"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(doc["returns"][0], 42);
+
+    let exit3 = base64::engine::general_purpose::STANDARD
+        .encode(wat::parse_str(guest_wat("exit3")).unwrap());
+    let manifest = format!(
+        "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmFunction\nmetadata:\n  name: exit3\nspec:\n  language: wasm\n  source:\n    base64: {exit3}\n"
+    );
+    let (output, doc) = run_manifest(dir.path(), &manifest, &[]);
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(doc["reason"], "NonZeroExit");
+}
+
+#[test]
+fn run_a_python_function_with_an_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmFunction\nmetadata:\n  name: greet\nspec:\n  language: python\n  source:\n    code: |\n      import sys, json\n      data = json.load(sys.stdin)\n      print('hello', data['name'], sys.argv[1:])\n";
+    let execution = dir.path().join("execution.yaml");
+    std::fs::write(
+        &execution,
+        "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmExecution\nspec:\n  functionRef: {name: greet}\n  args: [x, y]\n  input: {name: ada}\n  timeout: 60s\n",
+    )
+    .unwrap();
+    let (output, doc) = run_manifest(
+        dir.path(),
+        manifest,
+        &["--execution", execution.to_str().unwrap()],
+    );
+    assert_eq!(doc["reason"], "Completed", "{doc}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "hello ada ['x', 'y']\n"
+    );
+}
+
+#[test]
+fn run_reports_compile_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmFunction\nspec:\n  language: wat\n  source:\n    code: '(module (func (i32.const)))'\n",
+    )
+    .unwrap();
+    let output = wasmfn().arg("run").arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("compile error"));
+}

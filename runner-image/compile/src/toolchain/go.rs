@@ -1,0 +1,67 @@
+//! Go through Go's own `wasip1` port (`GOOS=wasip1 GOARCH=wasm`, Go 1.21+). TinyGo would give
+//! much smaller modules but is in no package registry we can reach. A source without `go.mod`
+//! gets a minimal one. Modules are resolved offline (`GOPROXY=off`) unless the network is
+//! allowed; the build cache is kept between compiles (see [`super::Toolchains::go_cache`]).
+
+use super::{Build, Built, IdentityMemo, ToolchainIdentity, Toolchains};
+use crate::options::OptimizationLevel;
+use crate::{Error, Result};
+
+pub(super) fn identity(toolchains: &Toolchains, memo: &IdentityMemo) -> Result<ToolchainIdentity> {
+    Ok(ToolchainIdentity {
+        name: "go".into(),
+        version: memo.version(&toolchains.go, &["version"])?,
+    })
+}
+
+pub(super) fn build(build: &Build<'_>) -> Result<Built> {
+    if build.source.top_level_with_extension(&["go"]).is_empty() {
+        build.entry_file(&["go"], &[])?;
+    }
+    if !build.source.contains("go.mod") {
+        let go_mod = build.source_dir.join("go.mod");
+        std::fs::write(&go_mod, "module function\n\ngo 1.21\n").map_err(|e| Error::io(&go_mod, e))?;
+    }
+    let go_cache = build
+        .toolchains
+        .go_cache
+        .clone()
+        .unwrap_or_else(|| build.scratch_dir.join("go-build"));
+    let output = build.module_path();
+    let mut command = build.command(&build.toolchains.go);
+    command
+        .env("GOOS", "wasip1")
+        .env("GOARCH", "wasm")
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", go_cache)
+        .env("GOPATH", build.scratch_dir.join("gopath"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOTELEMETRY", "off")
+        .env("GOFLAGS", "-mod=mod -buildvcs=false");
+    if build.options.allow_network {
+        for name in ["GOPROXY", "GOSUMDB", "GOPRIVATE"] {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+    } else {
+        command.env("GOPROXY", "off").env("GOSUMDB", "off");
+    }
+    command.args(["build", "-trimpath", "-o"]).arg(&output);
+    match build.options.optimization {
+        OptimizationLevel::None => {
+            command.arg("-gcflags=all=-N -l");
+        }
+        OptimizationLevel::Speed => {}
+        OptimizationLevel::Size => {
+            command.arg("-ldflags=-s -w");
+        }
+    }
+    command.arg(".");
+    let outcome = build.run(&mut command)?;
+    build.expect_output(&output)?;
+    Ok(Built {
+        artifact: output,
+        warnings: build.warnings(&outcome),
+    })
+}

@@ -1,0 +1,235 @@
+//! Turns a container's spec (args, env, the module source) into the execution core's
+//! [`RunRequest`]. Pure: no I/O, tested below.
+//!
+//! The container's `command[0]` names the module (a file in the container's filesystem, e.g. an
+//! artifact mounted from a ConfigMap, or the image's Wasm layer when the image is an OCI Wasm
+//! artifact); the rest of the command line is the guest's argv. Run settings travel as container
+//! environment variables (the same names `wasmfn exec` reads), which the guest does not see:
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `WASMFN_TIMEOUT_MS` | wall-clock limit of the run | the core's default |
+//! | `WASMFN_MEMORY_BYTES` | linear-memory cap (rounded down to whole 64 KiB pages) | the core's default |
+//! | `WASMFN_STDIN_FILE` | file whose contents are the guest's stdin (a mounted input volume) | empty stdin |
+//! | `WASMFN_INVOKE` / `WASMFN_INVOKE_ARGS` | call this export of a library module with these JSON numbers | `_start` |
+//! | `WASMFN_AOT` | AOT form to use when it matches the module and runtime | `<module>.aot` if present |
+//! | `WASMFN_RESULT_PATH` | where the result document goes | `/dev/termination-log` |
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wasmfn_execution::{aot, Entry, Limits, ModuleSource, RunRequest, StdinSource};
+
+/// Prefix of the run settings; variables with it are not passed to the guest.
+pub(crate) const SETTINGS_PREFIX: &str = "WASMFN_";
+/// The Kubernetes default termination-message path.
+pub(crate) const DEFAULT_RESULT_PATH: &str = "/dev/termination-log";
+
+/// Where the module comes from, as the shim library hands it over.
+#[derive(Debug)]
+pub(crate) enum ModuleOrigin {
+    /// A path inside the container's filesystem.
+    File(PathBuf),
+    /// The bytes of the image's Wasm layer.
+    Layer(Vec<u8>),
+}
+
+/// A request plus where its result document goes.
+#[derive(Debug)]
+pub(crate) struct ContainerRun {
+    pub(crate) request: RunRequest,
+    pub(crate) result_path: PathBuf,
+}
+
+/// Why a container cannot be turned into a run (reported in the result document).
+#[derive(Debug, PartialEq)]
+pub(crate) struct BadSetting(pub(crate) String);
+
+fn setting<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn number(env: &[(String, String)], name: &str) -> Result<Option<u64>, BadSetting> {
+    setting(env, name)
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| BadSetting(format!("{name}={v:?} is not a whole number")))
+        })
+        .transpose()
+}
+
+/// Builds the run for a container whose command line is `args` (argv[0] = the module) and whose
+/// environment is `envs` (`KEY=VALUE` strings).
+pub(crate) fn container_run(
+    args: &[String],
+    envs: &[String],
+    origin: ModuleOrigin,
+) -> Result<ContainerRun, BadSetting> {
+    let env: Vec<(String, String)> = envs
+        .iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.clone(), String::new()),
+        })
+        .collect();
+    let program = args.first().map(String::as_str).unwrap_or("module.wasm");
+    // `module.wasm#export` is the runwasi convention for naming an export in the command.
+    let (program, export_in_command) = match program.split_once('#') {
+        Some((path, export)) => (path, Some(export.to_string())),
+        None => (program, None),
+    };
+    let program_name = Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "module.wasm".into());
+
+    let mut limits = Limits::default();
+    if let Some(ms) = number(&env, "WASMFN_TIMEOUT_MS")? {
+        limits.timeout = Duration::from_millis(ms);
+    }
+    if let Some(bytes) = number(&env, "WASMFN_MEMORY_BYTES")? {
+        limits.memory_bytes = bytes;
+    }
+    let export = setting(&env, "WASMFN_INVOKE")
+        .map(String::from)
+        .or(export_in_command)
+        .filter(|e| e != "_start");
+    let entry = match export {
+        None => Entry::Command,
+        Some(export) => {
+            let text = setting(&env, "WASMFN_INVOKE_ARGS").unwrap_or("[]");
+            let args: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| {
+                BadSetting(format!("WASMFN_INVOKE_ARGS is not a JSON array of numbers: {e}"))
+            })?;
+            Entry::Invoke { export, args }
+        }
+    };
+    let stdin = match setting(&env, "WASMFN_STDIN_FILE") {
+        Some(path) if !path.is_empty() => StdinSource::File(PathBuf::from(path)),
+        _ => StdinSource::Empty,
+    };
+    let (module, aot) = match origin {
+        ModuleOrigin::File(path) => {
+            let aot = setting(&env, "WASMFN_AOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| aot::default_path_for(&path));
+            (ModuleSource::Path(path), Some(aot))
+        }
+        ModuleOrigin::Layer(bytes) => (
+            ModuleSource::Bytes(bytes),
+            setting(&env, "WASMFN_AOT").map(PathBuf::from),
+        ),
+    };
+    let result_path = setting(&env, "WASMFN_RESULT_PATH")
+        .filter(|p| !p.is_empty())
+        .unwrap_or(DEFAULT_RESULT_PATH)
+        .into();
+    let guest_env = env
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(SETTINGS_PREFIX))
+        .collect();
+    Ok(ContainerRun {
+        request: RunRequest {
+            module,
+            aot,
+            entry,
+            program_name,
+            args: args.iter().skip(1).cloned().collect(),
+            env: guest_env,
+            stdin,
+            preopens: Vec::new(),
+            limits,
+        },
+        result_path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_line_and_environment_become_the_guests_view() {
+        let run = container_run(
+            &strings(&["/artifact/module.wasm", "one", "--two"]),
+            &strings(&["PATH=/usr/bin", "GREETING=hi=there", "WASMFN_TIMEOUT_MS=1500"]),
+            ModuleOrigin::File("/artifact/module.wasm".into()),
+        )
+        .expect("valid");
+        let r = &run.request;
+        assert_eq!(r.program_name, "module.wasm");
+        assert_eq!(r.args, strings(&["one", "--two"]));
+        assert_eq!(
+            r.env,
+            vec![
+                ("PATH".to_string(), "/usr/bin".to_string()),
+                ("GREETING".to_string(), "hi=there".to_string())
+            ],
+            "run settings are not part of the guest's environment"
+        );
+        assert_eq!(r.entry, Entry::Command);
+        assert_eq!(r.limits.timeout, Duration::from_millis(1500));
+        assert!(matches!(&r.module, ModuleSource::Path(p) if p == Path::new("/artifact/module.wasm")));
+        assert_eq!(r.aot.as_deref(), Some(aot::default_path_for(Path::new("/artifact/module.wasm")).as_path()));
+        assert_eq!(run.result_path, PathBuf::from(DEFAULT_RESULT_PATH));
+        assert!(matches!(r.stdin, StdinSource::Empty));
+    }
+
+    #[test]
+    fn settings_choose_stdin_memory_export_and_result_path() {
+        let run = container_run(
+            &strings(&["/m.wasm"]),
+            &strings(&[
+                "WASMFN_MEMORY_BYTES=1048576",
+                "WASMFN_STDIN_FILE=/inputs/stdin",
+                "WASMFN_INVOKE=add",
+                "WASMFN_INVOKE_ARGS=[1, 2]",
+                "WASMFN_RESULT_PATH=/results/doc.json",
+            ]),
+            ModuleOrigin::Layer(b"\0asm".to_vec()),
+        )
+        .expect("valid");
+        let r = &run.request;
+        assert_eq!(r.limits.memory_bytes, 1 << 20);
+        assert!(matches!(&r.stdin, StdinSource::File(p) if p == Path::new("/inputs/stdin")));
+        assert_eq!(
+            r.entry,
+            Entry::Invoke {
+                export: "add".into(),
+                args: vec![1.into(), 2.into()]
+            }
+        );
+        assert!(matches!(&r.module, ModuleSource::Bytes(b) if b == b"\0asm"));
+        assert_eq!(r.aot, None, "no AOT form unless named for layer modules");
+        assert_eq!(run.result_path, PathBuf::from("/results/doc.json"));
+    }
+
+    #[test]
+    fn an_export_can_be_named_in_the_command() {
+        let run = container_run(&strings(&["/lib.wasm#add"]), &[], ModuleOrigin::File("/lib.wasm".into()))
+            .expect("valid");
+        assert_eq!(run.request.entry.export_name(), "add");
+        assert_eq!(run.request.program_name, "lib.wasm");
+    }
+
+    #[test]
+    fn malformed_settings_are_reported_not_ignored() {
+        let bad = |env: &str| {
+            container_run(&strings(&["/m.wasm"]), &strings(&[env]), ModuleOrigin::File("/m.wasm".into()))
+                .expect_err("rejected")
+        };
+        assert!(bad("WASMFN_TIMEOUT_MS=soon").0.contains("WASMFN_TIMEOUT_MS"));
+        assert!(bad("WASMFN_MEMORY_BYTES=-1").0.contains("WASMFN_MEMORY_BYTES"));
+        let e = container_run(
+            &strings(&["/m.wasm"]),
+            &strings(&["WASMFN_INVOKE=add", "WASMFN_INVOKE_ARGS={}"]),
+            ModuleOrigin::File("/m.wasm".into()),
+        )
+        .expect_err("rejected");
+        assert!(e.0.contains("WASMFN_INVOKE_ARGS"));
+    }
+}
