@@ -19,8 +19,8 @@ setup: ## Install packages and toolchains, build Kubernetes and the base image (
 build: ## Build every crate (debug)
 	$(CARGO) build --workspace --all-targets
 
-$(CLUSTER): $(shell find tests/src -name '*.rs') tests/Cargo.toml
-	$(CARGO) build -p wasmfn-e2e --bin wasmfn-cluster
+$(CLUSTER): $(shell find tests/src runner-image/shim/src runner-image/execution-core/src -name "*.rs") tests/Cargo.toml
+	$(CARGO) build -p wasmfn-e2e --bin wasmfn-cluster -p containerd-shim-wasmfn
 
 .PHONY: cluster-up
 cluster-up: $(CLUSTER) ## Start the local two-node cluster and wait until both nodes are Ready
@@ -31,7 +31,7 @@ cluster-down: $(CLUSTER) ## Stop the local cluster and everything it started
 	@$(CLUSTER) down --state-dir $(WASMFN_CLUSTER_DIR)
 
 .PHONY: images
-images: ## Build every Dockerfile in the repository with buildah and push to the local registry storage
+images: runner-image-context ## Build every Dockerfile in the repository with buildah and push to the local registry storage
 	tests/harness/images.sh
 
 .PHONY: demo

@@ -12,6 +12,7 @@ IMAGES=(
   "tests/images/probe/Dockerfile|probe|tests/images/probe"
   "runner-image/Dockerfile|runner|."
   "runner-image/Dockerfile.builder|builder|."
+  "runner-image/wasm-pod/Dockerfile|wasm-pod|runner-image/wasm-pod"
   "operator/Dockerfile|operator|."
 )
 

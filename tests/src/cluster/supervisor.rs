@@ -81,6 +81,38 @@ fn require_command(name: &str) -> Result<()> {
     }
 }
 
+/// The project's containerd shim, built next to this binary (`cargo build` builds both), or
+/// named by `WASMFN_SHIM_BINARY`.
+fn shim_binary() -> Result<PathBuf> {
+    let path = match std::env::var_os("WASMFN_SHIM_BINARY") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .map_err(Error::io("find the supervisor's own binary"))?
+            .with_file_name(SHIM_BINARY),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::Prerequisite(format!(
+            "{} (build it: cargo build -p containerd-shim-wasmfn)",
+            path.display()
+        )))
+    }
+}
+
+/// Name containerd derives from runtime type `io.containerd.wasmfn.v1`.
+pub const SHIM_BINARY: &str = "containerd-shim-wasmfn-v1";
+
+/// Puts the shim on the WasmEdge node's containerd PATH (the node's own `bin/`), the way the node
+/// installer puts it on a real node's host.
+fn install_shim(node: &NodeInfo, shim: &Path) -> Result<()> {
+    let bin = node.dir.join("bin");
+    mkdir(&bin)?;
+    let target = bin.join(SHIM_BINARY);
+    std::fs::copy(shim, &target).map_err(Error::io(format!("install {}", target.display())))?;
+    Ok(())
+}
+
 fn wait_until(
     what: &str,
     timeout: Duration,
@@ -140,6 +172,7 @@ impl Supervisor {
             require_command(c)?;
         }
         require(Path::new("/usr/lib/cni/bridge"))?;
+        let shim = shim_binary()?;
 
         info.supervisor_pid = Some(std::process::id());
         mkdir(&info.logs_dir())?;
@@ -182,6 +215,9 @@ impl Supervisor {
         sup.start_control_plane()?;
         let node_infos = sup.info.nodes.clone();
         for node in &node_infos {
+            if node.wasmedge {
+                install_shim(node, &shim)?;
+            }
             sup.start_node(node)?;
         }
         sup.wait_for_nodes_ready(Duration::from_secs(120))?;
@@ -389,7 +425,7 @@ impl Supervisor {
             .arg("containerd")
             .arg("--config")
             .arg(node.containerd_config());
-        // The shim (a later build artefact) is found next to the other project binaries.
+        // The node's own bin/ (the shim on the WasmEdge node) comes first on containerd's PATH.
         if let Some(path) = std::env::var_os("PATH") {
             let mut paths = vec![node.dir.join("bin")];
             paths.extend(std::env::split_paths(&path));

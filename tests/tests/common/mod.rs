@@ -84,3 +84,38 @@ spec:
         args = serde_json::to_string(args).expect("args"),
     )
 }
+
+/// Pids in the pod's cgroup on its node (pids hierarchy).
+pub fn pod_processes(pods_cgroup: &str, uid: &str) -> Option<usize> {
+    let root =
+        std::path::Path::new("/sys/fs/cgroup/pids").join(pods_cgroup.trim_start_matches('/'));
+    let wanted = format!("pod{uid}");
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if entry.file_name().to_string_lossy() == wanted {
+                let mut count = 0;
+                let mut inner = vec![path];
+                while let Some(d) = inner.pop() {
+                    count += std::fs::read_to_string(d.join("cgroup.procs"))
+                        .map(|s| s.lines().count())
+                        .unwrap_or(0);
+                    inner.extend(
+                        std::fs::read_dir(&d)
+                            .ok()?
+                            .flatten()
+                            .map(|e| e.path())
+                            .filter(|p| p.is_dir()),
+                    );
+                }
+                return Some(count);
+            }
+            stack.push(path);
+        }
+    }
+    None
+}
