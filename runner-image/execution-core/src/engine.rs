@@ -72,17 +72,19 @@ pub fn runtime_info() -> RuntimeInfo {
 }
 
 /// Loads, validates and checks a module for `request`.
-pub fn prepare(request: &RunRequest) -> Result<PreparedModule, Rejection> {
+pub fn prepare(request: &RunRequest) -> Result<PreparedModule, Box<Rejection>> {
     silence_runtime_log();
     let started = Instant::now();
     let mut runtime = runtime_info();
     let reject =
-        |reason, message: String, module: Option<ModuleInfo>, runtime: &RuntimeInfo| Rejection {
-            reason,
-            message,
-            module,
-            runtime: runtime.clone(),
-            load_ms: elapsed_ms(started),
+        |reason, message: String, module: Option<ModuleInfo>, runtime: &RuntimeInfo| {
+            Box::new(Rejection {
+                reason,
+                message,
+                module,
+                runtime: runtime.clone(),
+                load_ms: elapsed_ms(started),
+            })
         };
     let bytes = ModuleBytes::from_source(&request.module)
         .map_err(|e| reject(Reason::InvalidModule, e.to_string(), None, &runtime))?;

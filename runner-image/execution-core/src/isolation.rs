@@ -67,7 +67,7 @@ pub fn execute(request: &RunRequest, isolation: Isolation, sink: &mut dyn Output
     let started = Instant::now();
     match crate::engine::prepare(request) {
         Ok(prepared) => execute_prepared(&prepared, request, isolation, sink, started),
-        Err(rejection) => Execution::rejected(rejection, started),
+        Err(rejection) => Execution::rejected(*rejection, started),
     }
 }
 

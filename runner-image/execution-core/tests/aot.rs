@@ -1,5 +1,6 @@
 //! The AOT form is used only when it belongs to the module and the runtime, and when it is
 //! used, native code really runs.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod support;
 

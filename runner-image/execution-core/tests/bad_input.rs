@@ -1,4 +1,5 @@
 //! Every bad input ends in its own reason — never a crash or a hang of the runner.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! The probe guest (hello, args, env, stdin echo, exit code) in every supported language, each
 //! compiled at test time by its real toolchain, under the interpreter and under AOT.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod support;
 

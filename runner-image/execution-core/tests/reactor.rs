@@ -1,4 +1,5 @@
 //! Library (reactor) modules: a named export called with typed arguments given as JSON.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod support;
 

@@ -1,0 +1,4 @@
+import * as std from 'std';
+
+const total = 1 +;
+std.out.puts(String(total));

@@ -1,0 +1,4 @@
+import sys
+
+def broken(:
+    return 1

@@ -1,0 +1,5 @@
+fn main() {
+    let greeting = "hello";
+    println!("{}", undefined_name);
+    let _ = greeting;
+}
