@@ -44,17 +44,13 @@ impl CacheConfig {
         let enabled = match lookup("WASM_CACHE_ENABLED") {
             None => true,
             Some(value) => parse_bool(&value).ok_or_else(|| {
-                Error::Configuration(format!(
-                    "WASM_CACHE_ENABLED={value:?}: use true or false"
-                ))
+                Error::Configuration(format!("WASM_CACHE_ENABLED={value:?}: use true or false"))
             })?,
         };
         let ttl = match lookup("WASM_CACHE_TTL") {
             None => DEFAULT_TTL,
             Some(value) => Duration::from_secs(value.trim().parse().map_err(|_| {
-                Error::Configuration(format!(
-                    "WASM_CACHE_TTL={value:?}: a number of seconds"
-                ))
+                Error::Configuration(format!("WASM_CACHE_TTL={value:?}: a number of seconds"))
             })?),
         };
         let max_bytes = match lookup("WASM_CACHE_MAX_BYTES") {
@@ -95,12 +91,12 @@ pub fn is_expired(stored: SystemTime, now: SystemTime, ttl: Duration) -> bool {
 
 /// Which entries to evict so the rest fits `max_bytes`: every expired one, then the oldest
 /// until the total is within the bound. `entries` are (name, stored, size).
-pub fn plan_eviction<'a>(
-    entries: &'a [(String, SystemTime, u64)],
+pub fn plan_eviction(
+    entries: &[(String, SystemTime, u64)],
     now: SystemTime,
     ttl: Duration,
     max_bytes: u64,
-) -> Vec<&'a str> {
+) -> Vec<&str> {
     let mut evicted = Vec::new();
     let mut live: Vec<&(String, SystemTime, u64)> = Vec::new();
     for entry in entries {
@@ -323,8 +319,8 @@ mod tests {
         use crate::language::Language;
         use crate::options::BuildOptions;
         use crate::source::SourceTree;
-        let tree = SourceTree::from_files([("m.wat", text.as_bytes())], Language::Wat)
-            .expect("tree");
+        let tree =
+            SourceTree::from_files([("m.wat", text.as_bytes())], Language::Wat).expect("tree");
         CacheKey::compute(Language::Wat, &[], &BuildOptions::default(), &tree)
     }
 
@@ -371,8 +367,15 @@ mod tests {
         let (first, second) = (key("1"), key("2"));
         store_entry(&cache, &first, scratch.path(), 1000);
         // Make the first entry visibly older.
-        let manifest = dir.path().join("entries").join(first.hex()).join(MANIFEST_FILE);
-        let file = std::fs::File::options().write(true).open(&manifest).expect("open");
+        let manifest = dir
+            .path()
+            .join("entries")
+            .join(first.hex())
+            .join(MANIFEST_FILE);
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&manifest)
+            .expect("open");
         file.set_modified(SystemTime::now() - Duration::from_secs(100))
             .expect("set mtime");
         store_entry(&cache, &second, scratch.path(), 2000);

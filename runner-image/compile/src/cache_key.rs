@@ -91,7 +91,12 @@ mod tests {
         .expect("tree")
     }
 
-    fn key(language: Language, version: &str, options: &BuildOptions, source: &SourceTree) -> String {
+    fn key(
+        language: Language,
+        version: &str,
+        options: &BuildOptions,
+        source: &SourceTree,
+    ) -> String {
         CacheKey::compute(language, &tool(version), options, source)
             .as_str()
             .to_owned()
@@ -100,8 +105,18 @@ mod tests {
     #[test]
     fn equal_inputs_give_equal_keys_and_the_format_is_sha256() {
         let options = BuildOptions::default();
-        let a = key(Language::Rust, "1.85", &options, &tree(&[("main.rs", "fn main(){}")]));
-        let b = key(Language::Rust, "1.85", &options, &tree(&[("main.rs", "fn main(){}")]));
+        let a = key(
+            Language::Rust,
+            "1.85",
+            &options,
+            &tree(&[("main.rs", "fn main(){}")]),
+        );
+        let b = key(
+            Language::Rust,
+            "1.85",
+            &options,
+            &tree(&[("main.rs", "fn main(){}")]),
+        );
         assert_eq!(a, b);
         assert!(a.starts_with("sha256:"));
         assert_eq!(a.len(), "sha256:".len() + 64);
@@ -110,8 +125,18 @@ mod tests {
     #[test]
     fn line_ending_differences_do_not_change_the_key() {
         let options = BuildOptions::default();
-        let unix = key(Language::Rust, "1", &options, &tree(&[("main.rs", "a\nb\n")]));
-        let windows = key(Language::Rust, "1", &options, &tree(&[("main.rs", "a\r\nb\r\n")]));
+        let unix = key(
+            Language::Rust,
+            "1",
+            &options,
+            &tree(&[("main.rs", "a\nb\n")]),
+        );
+        let windows = key(
+            Language::Rust,
+            "1",
+            &options,
+            &tree(&[("main.rs", "a\r\nb\r\n")]),
+        );
         assert_eq!(unix, windows);
     }
 
@@ -159,8 +184,18 @@ mod tests {
                 },
                 &source,
             ),
-            key(Language::Rust, "1.85", &options, &tree(&[("main.rs", "fn main(){ }")])),
-            key(Language::Rust, "1.85", &options, &tree(&[("lib.rs", "fn main(){}")])),
+            key(
+                Language::Rust,
+                "1.85",
+                &options,
+                &tree(&[("main.rs", "fn main(){ }")]),
+            ),
+            key(
+                Language::Rust,
+                "1.85",
+                &options,
+                &tree(&[("lib.rs", "fn main(){}")]),
+            ),
             key(
                 Language::Rust,
                 "1.85",
@@ -172,7 +207,11 @@ mod tests {
             assert_ne!(&base, variant, "variant {index} collides with the base key");
         }
         let unique: std::collections::HashSet<_> = variants.iter().collect();
-        assert_eq!(unique.len(), variants.len(), "variants collide with each other");
+        assert_eq!(
+            unique.len(),
+            variants.len(),
+            "variants collide with each other"
+        );
     }
 
     #[test]
@@ -186,8 +225,18 @@ mod tests {
     #[test]
     fn file_order_of_input_does_not_matter() {
         let options = BuildOptions::default();
-        let one = key(Language::C, "1", &options, &tree(&[("a.c", "1"), ("b.c", "2")]));
-        let two = key(Language::C, "1", &options, &tree(&[("b.c", "2"), ("a.c", "1")]));
+        let one = key(
+            Language::C,
+            "1",
+            &options,
+            &tree(&[("a.c", "1"), ("b.c", "2")]),
+        );
+        let two = key(
+            Language::C,
+            "1",
+            &options,
+            &tree(&[("b.c", "2"), ("a.c", "1")]),
+        );
         assert_eq!(one, two);
     }
 

@@ -50,10 +50,14 @@ impl Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let mut line = format!(
-            "{}:{}:{}: {severity}: {}",
-            self.file, self.line, self.column, self.message
-        );
+        let mut line = if self.file.is_empty() {
+            format!("{severity}: {}", self.message)
+        } else {
+            format!(
+                "{}:{}:{}: {severity}: {}",
+                self.file, self.line, self.column, self.message
+            )
+        };
         truncate_at_char_boundary(&mut line, MAX_LINE_BYTES);
         line
     }
@@ -107,7 +111,10 @@ impl Diagnostics {
         let dropped = items.len().saturating_sub(MAX_DIAGNOSTICS);
         items.truncate(MAX_DIAGNOSTICS);
         let unparsed = if items.is_empty() {
-            tail(&strip_ansi(output).replace(&format!("{work_dir}/"), ""), 4096)
+            tail(
+                &strip_ansi(output).replace(&format!("{work_dir}/"), ""),
+                4096,
+            )
         } else {
             String::new()
         };
@@ -146,7 +153,7 @@ impl Diagnostics {
             }
         }
         if out.len() > MAX_RENDERED_BYTES {
-            truncate_at_char_boundary(&mut out, MAX_RENDERED_BYTES - 16);
+            truncate_at_char_boundary(&mut out, MAX_RENDERED_BYTES - 32);
             out.push_str("\n... (truncated)\n");
         }
         out
@@ -219,8 +226,7 @@ fn split_severity(message: &str) -> Option<(Severity, &str)> {
             return Some((severity, message[prefix.len()..].trim()));
         }
     }
-    if lower.starts_with("note:") || lower.starts_with("in file included") || message.is_empty()
-    {
+    if lower.starts_with("note:") || lower.starts_with("in file included") || message.is_empty() {
         return None;
     }
     Some((Severity::Error, message))
@@ -412,10 +418,7 @@ mod tests {
     fn rustc_warning_without_code() {
         let output = "warning: unused variable: `a`\n --> src/main.rs:2:9\n";
         let d = one(output);
-        assert_eq!(
-            d.render(),
-            "src/main.rs:2:9: warning: unused variable: `a`"
-        );
+        assert_eq!(d.render(), "src/main.rs:2:9: warning: unused variable: `a`");
     }
 
     #[test]
@@ -453,7 +456,8 @@ mod tests {
         assert_eq!((d.file.as_str(), d.line, d.column), ("main.ts", 3, 10));
         assert_eq!(d.message, "Cannot find name 'undefinedThing'. [TS2304]");
         assert_eq!(d.severity, Severity::Error);
-        let colon_form = "ERROR TS2304: Cannot find name 'x'.\n    :\n  3 │   x;\n    └─ in main.ts:3:3\n";
+        let colon_form =
+            "ERROR TS2304: Cannot find name 'x'.\n    :\n  3 │   x;\n    └─ in main.ts:3:3\n";
         let d = one(colon_form);
         assert_eq!((d.file.as_str(), d.line, d.column), ("main.ts", 3, 3));
     }
@@ -463,6 +467,13 @@ mod tests {
         let d = one("main.py:2:10: error: SyntaxError: invalid syntax\n");
         assert_eq!((d.file.as_str(), d.line, d.column), ("main.py", 2, 10));
         assert_eq!(d.message, "SyntaxError: invalid syntax");
+    }
+
+    #[test]
+    fn headlines_without_location_render_without_one() {
+        let d =
+            one("error: no matching package named `x` found\nlocation searched: crates.io index\n");
+        assert_eq!(d.render(), "error: no matching package named `x` found");
     }
 
     #[test]
@@ -479,7 +490,10 @@ mod tests {
 
     #[test]
     fn unparsable_output_is_kept_as_a_bounded_tail() {
-        let output = format!("{}\nsegmentation fault in /tmp/wasmfn-build-x/src/x\n", "x".repeat(10_000));
+        let output = format!(
+            "{}\nsegmentation fault in /tmp/wasmfn-build-x/src/x\n",
+            "x".repeat(10_000)
+        );
         let diagnostics = parse(&output);
         assert!(diagnostics.items.is_empty());
         assert!(diagnostics.unparsed.len() <= 4096 + 3);
@@ -504,7 +518,8 @@ mod tests {
 
     #[test]
     fn summary_lines_and_noise_are_ignored() {
-        let diagnostics = parse("1 error generated.\nerror: aborting due to 2 previous errors\nFinished.\n");
+        let diagnostics =
+            parse("1 error generated.\nerror: aborting due to 2 previous errors\nFinished.\n");
         assert!(diagnostics.items.is_empty());
         let diagnostics = parse("Compiling foo: bar baz\nnote: something\n");
         assert!(diagnostics.items.is_empty());

@@ -273,7 +273,8 @@ impl Compiler {
         };
         let compile_started = Instant::now();
         let built = toolchain::build(language, &build)?;
-        let artifact_bytes = std::fs::read(&built.artifact).map_err(|e| Error::io(&built.artifact, e))?;
+        let artifact_bytes =
+            std::fs::read(&built.artifact).map_err(|e| Error::io(&built.artifact, e))?;
         if artifact_bytes.len() as u64 > request.limits.module_bytes {
             return Err(Error::ArtifactTooLarge {
                 size: artifact_bytes.len() as u64,
@@ -281,7 +282,8 @@ impl Compiler {
             });
         }
         let artifact_name = file_name(&built.artifact);
-        let mut files: Vec<(String, PathBuf)> = vec![(artifact_name.clone(), built.artifact.clone())];
+        let mut files: Vec<(String, PathBuf)> =
+            vec![(artifact_name.clone(), built.artifact.clone())];
         let mut aot = None;
         if request.options.aot && language.artifact_kind() != ArtifactKind::Script {
             let aot_path = build.output_dir.join(AOT_FILE);
@@ -290,7 +292,11 @@ impl Compiler {
             wasmfn_execution::aot::compile(&module, &aot_path)
                 .map_err(|e| Error::Internal(format!("AOT compile: {e}")))?;
             let aot_bytes = std::fs::read(&aot_path).map_err(|e| Error::io(&aot_path, e))?;
-            aot = Some(artifact_file(AOT_FILE, &aot_bytes, "application/vnd.wasmedge.aot"));
+            aot = Some(artifact_file(
+                AOT_FILE,
+                &aot_bytes,
+                "application/vnd.wasmedge.aot",
+            ));
             files.push((AOT_FILE.to_owned(), aot_path.clone()));
             let metadata = wasmfn_execution::aot::metadata_path(&aot_path);
             files.push((file_name(&metadata), metadata));
@@ -365,7 +371,9 @@ fn serve_from_cache(entry: &Path, output_dir: &Path, started: Instant) -> Result
     let artifact_source = entry.join(&manifest.artifact.file);
     let bytes = std::fs::read(&artifact_source).map_err(|e| Error::io(&artifact_source, e))?;
     if digest(&bytes) != manifest.artifact.digest {
-        return Err(Error::Internal("cache entry does not match its digest".into()));
+        return Err(Error::Internal(
+            "cache entry does not match its digest".into(),
+        ));
     }
     let read = std::fs::read_dir(entry).map_err(|e| Error::io(entry, e))?;
     for file in read.flatten() {
@@ -444,7 +452,10 @@ mod tests {
                 program: "rustc".into(),
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             },
-            Error::io(Path::new("/x"), std::io::Error::from(std::io::ErrorKind::Other)),
+            Error::io(
+                Path::new("/x"),
+                std::io::Error::from(std::io::ErrorKind::Other),
+            ),
         ];
         for error in &internal {
             assert!(!error.is_user_error(), "{error:?}");
@@ -460,7 +471,10 @@ mod tests {
         let error = Error::CompileFailed {
             diagnostics: Diagnostics::parse("main.c:3:1: error: boom\n", "/w"),
         };
-        assert_eq!(error.to_string(), "compile failed:\nmain.c:3:1: error: boom");
+        assert_eq!(
+            error.to_string(),
+            "compile failed:\nmain.c:3:1: error: boom"
+        );
         assert_eq!(error.reason(), "CompileError");
         assert_eq!(error.diagnostics().map(|d| d.items.len()), Some(1));
     }

@@ -78,10 +78,7 @@ pub fn run_limited(
     let stderr = std::fs::File::create(&stderr_path).map_err(|e| Error::io(&stderr_path, e))?;
     let memory = limits.memory_bytes;
     let file_size = limits.file_bytes;
-    command
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
+    command.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
     // system calls (setsid, setrlimit, prctl).
     unsafe {

@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn optimization_levels_parse() {
         assert_eq!(OptimizationLevel::parse("0"), Some(OptimizationLevel::None));
-        assert_eq!(OptimizationLevel::parse("3"), Some(OptimizationLevel::Speed));
+        assert_eq!(
+            OptimizationLevel::parse("3"),
+            Some(OptimizationLevel::Speed)
+        );
         assert_eq!(OptimizationLevel::parse("Z"), Some(OptimizationLevel::Size));
         assert_eq!(OptimizationLevel::parse("fast"), None);
     }

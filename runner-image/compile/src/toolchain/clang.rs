@@ -33,7 +33,10 @@ pub(super) fn build(build: &Build<'_>, cpp: bool) -> Result<Built> {
     let mut command = build.command(compiler);
     command
         .arg("--target=wasm32-wasi")
-        .arg(format!("--sysroot={}", build.toolchains.wasi_sysroot.display()))
+        .arg(format!(
+            "--sysroot={}",
+            build.toolchains.wasi_sysroot.display()
+        ))
         .arg(match build.options.optimization {
             OptimizationLevel::None => "-O0",
             OptimizationLevel::Speed => "-O2",

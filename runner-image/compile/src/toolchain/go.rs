@@ -20,7 +20,8 @@ pub(super) fn build(build: &Build<'_>) -> Result<Built> {
     }
     if !build.source.contains("go.mod") {
         let go_mod = build.source_dir.join("go.mod");
-        std::fs::write(&go_mod, "module function\n\ngo 1.21\n").map_err(|e| Error::io(&go_mod, e))?;
+        std::fs::write(&go_mod, "module function\n\ngo 1.21\n")
+            .map_err(|e| Error::io(&go_mod, e))?;
     }
     let go_cache = build
         .toolchains

@@ -38,12 +38,11 @@ impl IdentityMemo {
     /// The version line `program args…` prints (first non-empty line of stdout, else stderr),
     /// remembered by the program file's fingerprint.
     pub fn version(&self, program: &Path, args: &[&str]) -> Result<String> {
-        let fingerprint = file_fingerprint(program, args).map_err(|source| {
-            Error::ToolchainMissing {
+        let fingerprint =
+            file_fingerprint(program, args).map_err(|source| Error::ToolchainMissing {
                 program: program.display().to_string(),
                 source,
-            }
-        })?;
+            })?;
         self.remembered(&fingerprint, || {
             *self.queries.lock().unwrap_or_else(|e| e.into_inner()) += 1;
             let output = Command::new(program)
@@ -78,12 +77,11 @@ impl IdentityMemo {
     /// `compute()`'s result for a file's content digest (interpreter modules), remembered by the
     /// file's fingerprint.
     pub fn file_digest(&self, path: &Path) -> Result<String> {
-        let fingerprint = file_fingerprint(path, &["sha256"]).map_err(|source| {
-            Error::ToolchainMissing {
+        let fingerprint =
+            file_fingerprint(path, &["sha256"]).map_err(|source| Error::ToolchainMissing {
                 program: path.display().to_string(),
                 source,
-            }
-        })?;
+            })?;
         self.remembered(&fingerprint, || {
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
             Ok(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))))
@@ -158,19 +156,29 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let memo = IdentityMemo::persistent(dir.path().to_path_buf());
         let sh = Path::new("/bin/sh");
-        let first = memo.version(sh, &["-c", "echo tool 1.2.3"]).expect("version");
+        let first = memo
+            .version(sh, &["-c", "echo tool 1.2.3"])
+            .expect("version");
         assert_eq!(first, "tool 1.2.3");
-        assert_eq!(memo.version(sh, &["-c", "echo tool 1.2.3"]).expect("again"), first);
+        assert_eq!(
+            memo.version(sh, &["-c", "echo tool 1.2.3"]).expect("again"),
+            first
+        );
         assert_eq!(memo.queries(), 1);
         let fresh = IdentityMemo::persistent(dir.path().to_path_buf());
-        assert_eq!(fresh.version(sh, &["-c", "echo tool 1.2.3"]).expect("disk"), first);
+        assert_eq!(
+            fresh.version(sh, &["-c", "echo tool 1.2.3"]).expect("disk"),
+            first
+        );
         assert_eq!(fresh.queries(), 0, "read back from disk, no process");
     }
 
     #[test]
     fn failures_are_not_remembered() {
         let memo = IdentityMemo::default();
-        assert!(memo.version(Path::new("/bin/sh"), &["-c", "exit 1"]).is_err());
+        assert!(memo
+            .version(Path::new("/bin/sh"), &["-c", "exit 1"])
+            .is_err());
         assert!(matches!(
             memo.version(Path::new("/no/such/tool"), &["--version"]),
             Err(Error::ToolchainMissing { .. })

@@ -52,7 +52,10 @@ pub(super) fn build(build: &Build<'_>) -> Result<Built> {
     command
         .args(["--target", TARGET, "--edition", "2021", "--color", "never"])
         .arg("-C")
-        .arg(format!("opt-level={}", opt_level(build.options.optimization)))
+        .arg(format!(
+            "opt-level={}",
+            opt_level(build.options.optimization)
+        ))
         .args(["-C", "strip=symbols", "-C"])
         .arg(format!("linker={}", build.toolchains.wasm_linker.display()))
         .args(["--crate-name", "function"])
@@ -95,21 +98,20 @@ fn build_cargo_project(build: &Build<'_>) -> Result<Built> {
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|e| e == "wasm"))
         .collect();
-    let module = match modules.as_slice() {
-        [single] => single.clone(),
-        [] => {
-            return Err(Error::InvalidSource(
+    let module =
+        match modules.as_slice() {
+            [single] => single.clone(),
+            [] => return Err(Error::InvalidSource(
                 "the Cargo project built no .wasm (it needs a binary target, or a cdylib library)"
                     .into(),
-            ))
-        }
-        several => {
-            return Err(Error::InvalidSource(format!(
-                "the Cargo project builds {} modules; keep one binary or cdylib target",
-                several.len()
-            )))
-        }
-    };
+            )),
+            several => {
+                return Err(Error::InvalidSource(format!(
+                    "the Cargo project builds {} modules; keep one binary or cdylib target",
+                    several.len()
+                )))
+            }
+        };
     let output = build.module_path();
     std::fs::copy(&module, &output).map_err(|e| Error::io(&module, e))?;
     Ok(Built {
