@@ -1,6 +1,7 @@
 //! `wasmfn`: the data-plane command. `exec` runs one module (the runner pod's entry point),
 //! `aot` compiles a module ahead of time, `run` builds and runs a WasmFunction manifest locally.
 
+mod compile;
 mod exec;
 mod manifest;
 mod options;
@@ -26,6 +27,8 @@ enum Command {
     Aot(exec::AotArgs),
     /// Build and run a WasmFunction manifest locally, without a cluster.
     Run(run::RunArgs),
+    /// Compile a function's source to a checked artifact (module or script) with a manifest.
+    Compile(compile::CompileArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => exec::exec(args),
         Command::Aot(args) => exec::aot(args),
         Command::Run(args) => run::run(args),
+        Command::Compile(args) => compile::compile(args),
     };
     match result {
         // Exit codes are 0..=255; a guest's larger or negative code is reported modulo 256 like

@@ -31,6 +31,9 @@ pub const IGNORED_DIRECTORIES: [&str; 4] = [".git", "target", "node_modules", "_
 /// Most files a source tree may hold.
 pub const MAX_FILES: usize = 1000;
 
+/// Deepest directory nesting read.
+pub const MAX_DEPTH: usize = 32;
+
 /// A normalised source tree.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SourceTree {
@@ -94,18 +97,28 @@ impl SourceTree {
         limit_bytes: u64,
         total: &mut u64,
     ) -> Result<()> {
+        // Followed links could form a loop; no real source tree is this deep.
+        if dir.strip_prefix(root).map_or(0, |r| r.components().count()) > MAX_DEPTH {
+            return Err(Error::InvalidSource(format!(
+                "the source is nested more than {MAX_DEPTH} directories deep"
+            )));
+        }
         let entries = std::fs::read_dir(dir)
             .map_err(|e| Error::InvalidSource(format!("{}: {e}", dir.display())))?;
         for entry in entries {
             let entry =
                 entry.map_err(|e| Error::InvalidSource(format!("{}: {e}", dir.display())))?;
             let path = entry.path();
-            // DirEntry::metadata does not follow links: a symlink is neither followed nor taken
-            // (it could point anywhere on the builder).
-            let metadata = entry
-                .metadata()
-                .map_err(|e| Error::InvalidSource(format!("{}: {e}", path.display())))?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            // Kubernetes' atomic-writer internals of a ConfigMap volume (`..data`, `..2024_…`):
+            // the visible names are links into them.
+            if name.starts_with("..") {
+                continue;
+            }
+            // Links are followed (a ConfigMap volume is made of them); what they point at is
+            // read like any other file, and counted against the size limit.
+            let metadata = std::fs::metadata(&path)
+                .map_err(|e| Error::InvalidSource(format!("{}: {e}", path.display())))?;
             if metadata.is_dir() {
                 if !IGNORED_DIRECTORIES.contains(&name.as_str()) {
                     self.read_directory(root, &path, language, limit_bytes, total)?;
@@ -325,6 +338,26 @@ mod tests {
         assert!(matches!(
             SourceTree::read(&SourceInput::Directory(root.into()), Language::Rust, 15),
             Err(Error::SourceTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn configmap_volume_layouts_are_read_through_their_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let data = root.join("..2026_11_25_10_00_00.123");
+        std::fs::create_dir_all(&data).expect("mkdir");
+        std::fs::write(data.join("main.go"), "package main\n").expect("write");
+        std::os::unix::fs::symlink("..2026_11_25_10_00_00.123", root.join("..data")).expect("link");
+        std::os::unix::fs::symlink("..data/main.go", root.join("main.go")).expect("link");
+        let tree = SourceTree::read(&SourceInput::Directory(root.into()), Language::Go, 100)
+            .expect("read");
+        let paths: Vec<&str> = tree.files().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["main.go"]);
+        std::os::unix::fs::symlink(".", root.join("loop")).expect("link");
+        assert!(matches!(
+            SourceTree::read(&SourceInput::Directory(root.into()), Language::Go, 1 << 20),
+            Err(Error::InvalidSource(_))
         ));
     }
 
