@@ -205,6 +205,10 @@ fn run_forked(
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     let started = Instant::now();
+    // The runner may itself be pid 1 (a container's init), so "the parent died" is checked
+    // against this pid rather than against init's.
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     // SAFETY: fork; the child only calls into WasmEdge and async-signal-tolerant code, then
     // `_exit`s without running the parent's destructors or atexit handlers.
     let pid = unsafe { libc::fork() };
@@ -215,6 +219,7 @@ fn run_forked(
         child_main(
             prepared,
             view,
+            parent,
             stdin.as_raw_fd(),
             out_w.as_raw_fd(),
             err_w.as_raw_fd(),
@@ -228,6 +233,7 @@ fn run_forked(
 fn child_main(
     prepared: &PreparedModule,
     view: &GuestView,
+    parent: libc::pid_t,
     stdin: RawFd,
     stdout: RawFd,
     stderr: RawFd,
@@ -237,7 +243,7 @@ fn child_main(
     unsafe {
         // Die with the parent: a runner killed by its pod must not leave the guest running.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() == 1 {
+        if libc::getppid() != parent {
             libc::_exit(125);
         }
         // dup2 clears O_CLOEXEC on the targets, so 0/1/2 survive; the originals do not matter.
