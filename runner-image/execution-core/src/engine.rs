@@ -76,16 +76,15 @@ pub fn prepare(request: &RunRequest) -> Result<PreparedModule, Box<Rejection>> {
     silence_runtime_log();
     let started = Instant::now();
     let mut runtime = runtime_info();
-    let reject =
-        |reason, message: String, module: Option<ModuleInfo>, runtime: &RuntimeInfo| {
-            Box::new(Rejection {
-                reason,
-                message,
-                module,
-                runtime: runtime.clone(),
-                load_ms: elapsed_ms(started),
-            })
-        };
+    let reject = |reason, message: String, module: Option<ModuleInfo>, runtime: &RuntimeInfo| {
+        Box::new(Rejection {
+            reason,
+            message,
+            module,
+            runtime: runtime.clone(),
+            load_ms: elapsed_ms(started),
+        })
+    };
     let bytes = ModuleBytes::from_source(&request.module)
         .map_err(|e| reject(Reason::InvalidModule, e.to_string(), None, &runtime))?;
     let info = ModuleInfo {
@@ -282,10 +281,17 @@ pub fn run_guest(
     // counts only when the guest then failed (an allocator may recover from a refused grow).
     let initial_over_cap = log.contains("Memory Instance: Limited");
     let grow_refused = log.contains("Memory grow page failed");
-    if initial_over_cap || (grow_refused && !outcome.reason.succeeded()) {
+    let pages = prepared.config.max_memory_pages();
+    if initial_over_cap {
         outcome.message = format!(
-            "memory limit of {} pages exceeded ({})",
-            prepared.config.max_memory_pages(),
+            "the module's initial memory is larger than the limit of {pages} pages ({} MiB)",
+            pages / 16
+        );
+        outcome.reason = Reason::MemoryLimitExceeded;
+    } else if grow_refused && !outcome.reason.succeeded() {
+        outcome.message = format!(
+            "memory limit of {pages} pages ({} MiB) exceeded: a memory.grow was refused and then {}",
+            pages / 16,
             outcome_detail(&outcome)
         );
         outcome.reason = Reason::MemoryLimitExceeded;

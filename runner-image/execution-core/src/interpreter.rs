@@ -54,11 +54,25 @@ impl ScriptLanguage {
     }
 }
 
-/// The interpreter directory from the environment, else the default.
+/// The interpreter directory: `$WASMFN_INTERPRETERS`, else the runner image's
+/// [`DEFAULT_INTERPRETERS_DIR`] when it exists, else `make setup`'s cache
+/// (`$WASMFN_CACHE/interpreters`, default `~/.cache/wasmfn/interpreters`) so `wasmfn run` works
+/// on a development machine without configuration.
 pub fn interpreters_dir() -> PathBuf {
-    std::env::var_os("WASMFN_INTERPRETERS")
+    if let Some(dir) = std::env::var_os("WASMFN_INTERPRETERS") {
+        return PathBuf::from(dir);
+    }
+    let installed = PathBuf::from(DEFAULT_INTERPRETERS_DIR);
+    if installed.is_dir() {
+        return installed;
+    }
+    let cache = std::env::var_os("WASMFN_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_INTERPRETERS_DIR))
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/wasmfn")));
+    match cache {
+        Some(cache) if cache.join("interpreters").is_dir() => cache.join("interpreters"),
+        _ => installed,
+    }
 }
 
 /// The interpreter module for `language` under `dir`.

@@ -303,8 +303,11 @@ impl ResultDocument {
     /// (like shells: 124 for a timeout, 125 for a runner-side problem, 126 for an unrunnable
     /// module, 128+9 for a killed guest, 134 for a trap).
     pub fn process_exit_code(&self) -> i32 {
-        if let Some(code) = self.exit_code {
-            return code;
+        match (self.reason, self.exit_code) {
+            (Reason::Completed, code) => return code.unwrap_or(0),
+            // A failure never exits 0, even when the guest itself said 0.
+            (_, Some(code)) if code != 0 => return code,
+            _ => {}
         }
         match self.reason {
             Reason::Completed => 0,
@@ -519,5 +522,8 @@ mod tests {
         assert_eq!(doc.process_exit_code(), 3);
         let doc = ResultDocument::new(Reason::TimedOut, runtime());
         assert_eq!(doc.process_exit_code(), 124);
+        let mut doc = ResultDocument::new(Reason::MemoryLimitExceeded, runtime());
+        doc.exit_code = Some(0);
+        assert_eq!(doc.process_exit_code(), 137);
     }
 }
