@@ -123,3 +123,55 @@ fn wat_hello() {
     assert!(execution.document.runtime.aot);
     assert_eq!(stdout_text(&execution), "hello\n");
 }
+
+#[test]
+fn guests_see_only_the_directories_they_are_given() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.txt"), "from the host").unwrap();
+    let script = dir.path().join("read.py");
+    std::fs::write(
+        &script,
+        "import sys\ntry:\n    print(open(sys.argv[1]).read())\nexcept OSError as e:\n    print('denied', type(e).__name__)\n    sys.exit(7)\n",
+    )
+    .unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join("data.txt"),
+        data_dir.path().join("data.txt"),
+    )
+    .unwrap();
+    let interpreters = interpreters_dir();
+    let base = |args: Vec<String>| {
+        let mut request = request(&PathBuf::from("unused"));
+        request.args = args;
+        let mut request = script_request(request, ScriptLanguage::Python, &interpreters, &script);
+        if let wasmfn_execution::ModuleSource::Path(module) = &request.module {
+            request.aot = Some(aot_of(module));
+        }
+        request
+    };
+    // No --dir: the host file system is invisible.
+    let host_path = data_dir.path().join("data.txt").display().to_string();
+    let execution = exec(&base(vec![host_path]));
+    assert_eq!(
+        execution.document.exit_code,
+        Some(7),
+        "{}",
+        stdout_text(&execution)
+    );
+    assert!(stdout_text(&execution).starts_with("denied"));
+    // With --dir /data:<host dir> the file is readable at /data.
+    let mut request = base(vec!["/data/data.txt".into()]);
+    request.preopens.push(wasmfn_execution::Preopen {
+        guest: "/data".into(),
+        host: data_dir.path().to_path_buf(),
+    });
+    let execution = exec(&request);
+    assert_eq!(
+        execution.document.reason,
+        Reason::Completed,
+        "{}",
+        stdout_text(&execution)
+    );
+    assert_eq!(stdout_text(&execution), "from the host\n");
+}

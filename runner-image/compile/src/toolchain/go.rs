@@ -3,6 +3,8 @@
 //! gets a minimal one. Modules are resolved offline (`GOPROXY=off`) unless the network is
 //! allowed; the build cache is kept between compiles (see [`super::Toolchains::go_cache`]).
 
+use std::path::Path;
+
 use super::{Build, Built, IdentityMemo, ToolchainIdentity, Toolchains};
 use crate::options::OptimizationLevel;
 use crate::{Error, Result};
@@ -28,6 +30,11 @@ pub(super) fn build(build: &Build<'_>) -> Result<Built> {
         .go_cache
         .clone()
         .unwrap_or_else(|| build.scratch_dir.join("go-build"));
+    if let Some(seed) = &build.toolchains.go_cache_seed {
+        if !go_cache.exists() && seed.is_dir() {
+            seed_cache(seed, &go_cache)?;
+        }
+    }
     let output = build.module_path();
     let mut command = build.command(&build.toolchains.go);
     command
@@ -65,4 +72,36 @@ pub(super) fn build(build: &Build<'_>) -> Result<Built> {
         artifact: output,
         warnings: build.warnings(&outcome),
     })
+}
+
+/// Copies the seed into a fresh cache directory (written beside it, then renamed, so a
+/// concurrent compile sees the whole seed or none).
+fn seed_cache(seed: &Path, cache: &Path) -> Result<()> {
+    let parent = cache.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".go-build-seed-")
+        .tempdir_in(parent)
+        .map_err(|e| Error::io(parent, e))?;
+    copy_tree(seed, staging.path())?;
+    let staging = staging.keep();
+    if std::fs::rename(&staging, cache).is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let entry = entry.map_err(|e| Error::io(from, e))?;
+        let target = to.join(entry.file_name());
+        let file_type = entry.file_type().map_err(|e| Error::io(&entry.path(), e))?;
+        if file_type.is_dir() {
+            std::fs::create_dir_all(&target).map_err(|e| Error::io(&target, e))?;
+            copy_tree(&entry.path(), &target)?;
+        } else if file_type.is_file() {
+            std::fs::copy(entry.path(), &target).map_err(|e| Error::io(&target, e))?;
+        }
+    }
+    Ok(())
 }
