@@ -62,3 +62,16 @@ runner-image-context: ## Stage the release `wasmfn` and the interpreters (from m
 bench-runner: ## Per-run overhead of the execution core vs the wasmedge CLI, AOT vs interpreter (median, p99, ratios)
 	$(CARGO) build --release -p wasmfn-cli -p wasmfn-bench
 	target/release/wasmfn-bench --wasmfn target/release/wasmfn
+
+.PHONY: builder-image-context
+builder-image-context: runner-image-context ## Stage AssemblyScript (from make setup) for runner-image/Dockerfile.builder
+	rm -rf target/builder-image && mkdir -p target/builder-image
+	cp -r $(WASMFN_CACHE)/assemblyscript target/builder-image/assemblyscript
+
+# The builder image (built by `make images`) needs its staged files too.
+images: builder-image-context
+
+.PHONY: bench-compile
+bench-compile: ## Cold compile per language, cache-hit time vs a Rust miss, builder image size (median, p99, ratios)
+	$(CARGO) build --release -p wasmfn-cli
+	$(CARGO) bench -p wasmfn-compile --bench compile -- --wasmfn target/release/wasmfn
