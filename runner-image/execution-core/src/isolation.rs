@@ -247,10 +247,21 @@ fn child_main(
             libc::_exit(125);
         }
         // dup2 clears O_CLOEXEC on the targets, so 0/1/2 survive; the originals do not matter.
-        if libc::dup2(stdin, 0) < 0 || libc::dup2(stdout, 1) < 0 || libc::dup2(stderr, 2) < 0 {
+        if libc::dup2(stdin, 0) < 0
+            || libc::dup2(stdout, 1) < 0
+            || libc::dup2(stderr, 2) < 0
+            || libc::dup2(result.as_raw_fd(), REPORT_FD) < 0
+        {
             libc::_exit(125);
         }
+        // Close every other inherited descriptor. Besides hygiene (the guest's runtime sees
+        // nothing of the parent's), this matters when a parent runs several guests at once:
+        // a child holding the write end of another run's pipe would keep that run's parent
+        // from ever seeing end-of-file.
+        close_from(REPORT_FD + 1);
     }
+    // SAFETY: REPORT_FD is the duplicate made above and owned by this process from here on.
+    let result = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
     limit_host_memory(prepared);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_guest(prepared, view, None)
@@ -296,6 +307,27 @@ fn vm_data_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmData:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The child's end of the report pipe, right after the guest's stdio.
+const REPORT_FD: RawFd = 3;
+
+/// Closes every descriptor from `first` up.
+///
+/// # Safety
+/// Only for a freshly forked child: descriptors owned by Rust objects become dangling.
+unsafe fn close_from(first: RawFd) {
+    // SAFETY: see the function's contract.
+    if unsafe { libc::close_range(first as libc::c_uint, libc::c_uint::MAX, 0) } == 0 {
+        return;
+    }
+    // Kernels before 5.9: close whatever is open, by number.
+    // SAFETY: plain sysconf call.
+    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(1024, 1 << 16) as RawFd;
+    for fd in first..max {
+        // SAFETY: see the function's contract.
+        unsafe { libc::close(fd) };
+    }
 }
 
 struct Channel {

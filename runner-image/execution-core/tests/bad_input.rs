@@ -178,3 +178,23 @@ fn unreadable_stdin_file() {
         assert!(execution.document.message.contains(path));
     }
 }
+
+#[test]
+fn a_stuck_guest_does_not_delay_a_concurrent_run() {
+    // Runs forked from one process must not hold each other's pipes open.
+    let stuck = {
+        let mut request = request(&guest("wat/loop"));
+        request.limits.timeout = Duration::from_secs(4);
+        std::thread::spawn(move || exec(&request))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let execution = exec(&request(&guest("wat/hello")));
+    assert_reason(&execution, Reason::Completed);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_reason(&stuck.join().unwrap(), Reason::TimedOut);
+}
