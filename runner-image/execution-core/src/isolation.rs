@@ -254,10 +254,10 @@ fn child_main(
         {
             libc::_exit(125);
         }
-        // Close every other inherited descriptor. Besides hygiene (the guest's runtime sees
-        // nothing of the parent's), this matters when a parent runs several guests at once:
-        // a child holding the write end of another run's pipe would keep that run's parent
-        // from ever seeing end-of-file.
+        // Close every other inherited descriptor: the guest's runtime sees nothing of the
+        // parent's, and when a parent starts several runs at once, a child forked while another
+        // run's pipes were being set up cannot hold that run's write ends (its parent would
+        // then not see end-of-file until this child exits).
         close_from(REPORT_FD + 1);
     }
     // SAFETY: REPORT_FD is the duplicate made above and owned by this process from here on.
