@@ -91,6 +91,21 @@ fn memory_bomb() {
 }
 
 #[test]
+fn memory_bomb_in_process() {
+    let module = guest("rust/misbehave");
+    let mut request = request(&module);
+    request.aot = Some(aot_of(&module));
+    request.args = vec!["memory-bomb".into()];
+    request.limits.memory_bytes = 32 << 20;
+    let execution = wasmfn_execution::execute(
+        &request,
+        Isolation::InProcess,
+        &mut wasmfn_execution::DiscardSink,
+    );
+    assert_reason(&execution, Reason::MemoryLimitExceeded);
+}
+
+#[test]
 fn initial_memory_over_the_limit() {
     let mut request = request(&guest("wat/big-memory"));
     request.limits.memory_bytes = 16 << 20;
