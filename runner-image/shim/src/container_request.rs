@@ -99,7 +99,9 @@ pub(crate) fn container_run(
         Some(export) => {
             let text = setting(&env, "WASMFN_INVOKE_ARGS").unwrap_or("[]");
             let args: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| {
-                BadSetting(format!("WASMFN_INVOKE_ARGS is not a JSON array of numbers: {e}"))
+                BadSetting(format!(
+                    "WASMFN_INVOKE_ARGS is not a JSON array of numbers: {e}"
+                ))
             })?;
             Entry::Invoke { export, args }
         }
@@ -156,7 +158,11 @@ mod tests {
     fn command_line_and_environment_become_the_guests_view() {
         let run = container_run(
             &strings(&["/artifact/module.wasm", "one", "--two"]),
-            &strings(&["PATH=/usr/bin", "GREETING=hi=there", "WASMFN_TIMEOUT_MS=1500"]),
+            &strings(&[
+                "PATH=/usr/bin",
+                "GREETING=hi=there",
+                "WASMFN_TIMEOUT_MS=1500",
+            ]),
             ModuleOrigin::File("/artifact/module.wasm".into()),
         )
         .expect("valid");
@@ -173,8 +179,13 @@ mod tests {
         );
         assert_eq!(r.entry, Entry::Command);
         assert_eq!(r.limits.timeout, Duration::from_millis(1500));
-        assert!(matches!(&r.module, ModuleSource::Path(p) if p == Path::new("/artifact/module.wasm")));
-        assert_eq!(r.aot.as_deref(), Some(aot::default_path_for(Path::new("/artifact/module.wasm")).as_path()));
+        assert!(
+            matches!(&r.module, ModuleSource::Path(p) if p == Path::new("/artifact/module.wasm"))
+        );
+        assert_eq!(
+            r.aot.as_deref(),
+            Some(aot::default_path_for(Path::new("/artifact/module.wasm")).as_path())
+        );
         assert_eq!(run.result_path, PathBuf::from(DEFAULT_RESULT_PATH));
         assert!(matches!(r.stdin, StdinSource::Empty));
     }
@@ -210,8 +221,12 @@ mod tests {
 
     #[test]
     fn an_export_can_be_named_in_the_command() {
-        let run = container_run(&strings(&["/lib.wasm#add"]), &[], ModuleOrigin::File("/lib.wasm".into()))
-            .expect("valid");
+        let run = container_run(
+            &strings(&["/lib.wasm#add"]),
+            &[],
+            ModuleOrigin::File("/lib.wasm".into()),
+        )
+        .expect("valid");
         assert_eq!(run.request.entry.export_name(), "add");
         assert_eq!(run.request.program_name, "lib.wasm");
     }
@@ -219,11 +234,19 @@ mod tests {
     #[test]
     fn malformed_settings_are_reported_not_ignored() {
         let bad = |env: &str| {
-            container_run(&strings(&["/m.wasm"]), &strings(&[env]), ModuleOrigin::File("/m.wasm".into()))
-                .expect_err("rejected")
+            container_run(
+                &strings(&["/m.wasm"]),
+                &strings(&[env]),
+                ModuleOrigin::File("/m.wasm".into()),
+            )
+            .expect_err("rejected")
         };
-        assert!(bad("WASMFN_TIMEOUT_MS=soon").0.contains("WASMFN_TIMEOUT_MS"));
-        assert!(bad("WASMFN_MEMORY_BYTES=-1").0.contains("WASMFN_MEMORY_BYTES"));
+        assert!(bad("WASMFN_TIMEOUT_MS=soon")
+            .0
+            .contains("WASMFN_TIMEOUT_MS"));
+        assert!(bad("WASMFN_MEMORY_BYTES=-1")
+            .0
+            .contains("WASMFN_MEMORY_BYTES"));
         let e = container_run(
             &strings(&["/m.wasm"]),
             &strings(&["WASMFN_INVOKE=add", "WASMFN_INVOKE_ARGS={}"]),

@@ -13,7 +13,10 @@ pub(crate) struct WasmfnSandbox;
 
 fn write_result(path: &Path, document: &ResultDocument) {
     if let Err(e) = std::fs::write(path, document.to_json()) {
-        eprintln!("wasmfn shim: cannot write the result document to {}: {e}", path.display());
+        eprintln!(
+            "wasmfn shim: cannot write the result document to {}: {e}",
+            path.display()
+        );
     }
 }
 
@@ -24,16 +27,23 @@ impl Sandbox for WasmfnSandbox {
             Source::File(path) => ModuleOrigin::File(path),
             Source::Oci([layer]) => ModuleOrigin::Layer(layer.layer.clone()),
             Source::Oci(layers) => {
-                bail!("the image has {} Wasm layers; wasmfn runs exactly one module", layers.len())
+                bail!(
+                    "the image has {} Wasm layers; wasmfn runs exactly one module",
+                    layers.len()
+                )
             }
         };
         let run = match container_run(ctx.args(), ctx.envs(), origin) {
             Ok(run) => run,
             Err(BadSetting(message)) => {
                 // The container's settings are unusable: say so where the pod's status shows it.
-                let mut document = ResultDocument::new(Reason::BadArguments, engine::runtime_info());
+                let mut document =
+                    ResultDocument::new(Reason::BadArguments, engine::runtime_info());
                 document.set_message(message);
-                write_result(Path::new(crate::container_request::DEFAULT_RESULT_PATH), &document);
+                write_result(
+                    Path::new(crate::container_request::DEFAULT_RESULT_PATH),
+                    &document,
+                );
                 return Ok(document.process_exit_code());
             }
         };

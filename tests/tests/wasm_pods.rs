@@ -1,0 +1,491 @@
+//! WasmEdge nodes: the same modules and inputs give the same result document through
+//! `wasmfn exec` on this machine, a runner-image pod on node B, and a Wasm pod run by the project's
+//! containerd shim on node A (RuntimeClass `wasmedge`) — timings and the runtime field aside.
+
+mod common;
+
+use common::{cluster, namespace, pod_processes, terminated};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `wasmfn` is built into the same directory as the cluster supervisor.
+fn wasmfn_binary() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_wasmfn-cluster")).with_file_name("wasmfn")
+}
+
+fn run(command: &mut Command) {
+    let out = command.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Compiles the C probe and the Rust misbehaving guest with the real toolchains.
+fn compile_guests(dir: &Path) {
+    let guests = repo().join("runner-image/guests");
+    run(Command::new("clang-19")
+        .args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-o"])
+        .arg(dir.join("probe.wasm"))
+        .arg(guests.join("c/probe.c")));
+    run(Command::new("/usr/bin/rustc")
+        // Debian ships the wasm linker as wasm-ld-19 (package lld-19), not rust-lld.
+        .args([
+            "--target",
+            "wasm32-wasip1",
+            "-O",
+            "-C",
+            "strip=symbols",
+            "-C",
+            "linker=wasm-ld-19",
+            "-o",
+        ])
+        .arg(dir.join("misbehave.wasm"))
+        .arg(guests.join("rust/misbehave.rs")));
+    std::fs::write(dir.join("stdin.txt"), "line one\nline two\n").expect("stdin file");
+}
+
+/// One run: module, guest args, guest env, and run settings.
+struct Case {
+    name: &'static str,
+    module: &'static str,
+    args: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
+    stdin: bool,
+    timeout_ms: u64,
+    memory: u64,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "hello",
+        module: "probe.wasm",
+        args: &[],
+        env: &[],
+        stdin: false,
+        timeout_ms: 10_000,
+        memory: 64 << 20,
+    },
+    Case {
+        name: "stdin",
+        module: "probe.wasm",
+        args: &[],
+        env: &[],
+        stdin: true,
+        timeout_ms: 10_000,
+        memory: 64 << 20,
+    },
+    Case {
+        name: "args",
+        module: "probe.wasm",
+        args: &["one", "two words", "--three"],
+        env: &[],
+        stdin: false,
+        timeout_ms: 10_000,
+        memory: 64 << 20,
+    },
+    Case {
+        name: "env",
+        module: "probe.wasm",
+        args: &[],
+        env: &[("GREETING", "hi there")],
+        stdin: false,
+        timeout_ms: 10_000,
+        memory: 64 << 20,
+    },
+    Case {
+        name: "exit3",
+        module: "probe.wasm",
+        args: &[],
+        env: &[("EXIT_CODE", "3")],
+        stdin: false,
+        timeout_ms: 10_000,
+        memory: 64 << 20,
+    },
+    Case {
+        name: "trap",
+        module: "misbehave.wasm",
+        args: &["trap"],
+        env: &[],
+        stdin: false,
+        timeout_ms: 10_000,
+        memory: 64 << 20,
+    },
+    Case {
+        name: "loop",
+        module: "misbehave.wasm",
+        args: &["loop"],
+        env: &[],
+        stdin: false,
+        timeout_ms: 2_000,
+        memory: 64 << 20,
+    },
+    Case {
+        name: "memory-bomb",
+        module: "misbehave.wasm",
+        args: &["memory-bomb"],
+        env: &[],
+        stdin: false,
+        timeout_ms: 10_000,
+        memory: 16 << 20,
+    },
+];
+
+/// `wasmfn exec` flags for a case whose files live in `artifact` and `inputs`.
+fn exec_args(case: &Case, artifact: &str, inputs: &str) -> Vec<String> {
+    let mut args = vec![
+        "exec".to_string(),
+        format!("--timeout={}ms", case.timeout_ms),
+        format!("--memory={}", case.memory),
+    ];
+    if case.stdin {
+        args.push(format!("--stdin-file={inputs}/stdin.txt"));
+    }
+    for (k, v) in case.env {
+        args.push(format!("--env={k}={v}"));
+    }
+    args.push(format!("{artifact}/{}", case.module));
+    args.push("--".into());
+    args.extend(case.args.iter().map(|a| a.to_string()));
+    args
+}
+
+fn yaml_list(items: &[String]) -> String {
+    serde_json::to_string(items).expect("json")
+}
+
+/// The pod-level hardening both kinds of run pod share.
+const POD_SECURITY: &str = "  restartPolicy: Never
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  terminationGracePeriodSeconds: 2
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+";
+const CONTAINER_SECURITY: &str = "    securityContext:
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities:
+        drop: [\"ALL\"]
+    volumeMounts:
+    - name: artifact
+      mountPath: /artifact
+    - name: inputs
+      mountPath: /inputs
+";
+const VOLUMES: &str = "  volumes:
+  - name: artifact
+    configMap:
+      name: modules
+  - name: inputs
+    configMap:
+      name: inputs
+";
+
+fn runner_pod(case: &Case, node: &str) -> String {
+    let mut command = vec!["wasmfn".to_string()];
+    command.extend(exec_args(case, "/artifact", "/inputs"));
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: runner-{name}
+spec:
+{POD_SECURITY}  nodeSelector:
+    kubernetes.io/hostname: \"{node}\"
+  containers:
+  - name: run
+    image: {image}
+    command: {command}
+{CONTAINER_SECURITY}{VOLUMES}",
+        name = case.name,
+        image = common::image("runner"),
+        command = yaml_list(&command),
+    )
+}
+
+fn wasm_pod(case: &Case) -> String {
+    let mut command = vec![format!("/artifact/{}", case.module)];
+    command.extend(case.args.iter().map(|a| a.to_string()));
+    let mut env = vec![
+        ("WASMFN_TIMEOUT_MS".to_string(), case.timeout_ms.to_string()),
+        ("WASMFN_MEMORY_BYTES".to_string(), case.memory.to_string()),
+    ];
+    if case.stdin {
+        env.push(("WASMFN_STDIN_FILE".into(), "/inputs/stdin.txt".into()));
+    }
+    env.extend(case.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let env: String = env
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "    - name: {k}\n      value: {}\n",
+                serde_json::to_string(v).expect("json")
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: wasm-{name}
+spec:
+  runtimeClassName: wasmedge
+{POD_SECURITY}  containers:
+  - name: run
+    image: {image}
+    command: {command}
+    env:
+{env}{CONTAINER_SECURITY}{VOLUMES}",
+        name = case.name,
+        image = common::image("wasm-pod"),
+        command = yaml_list(&command),
+    )
+}
+
+/// The document without what legitimately differs between runners.
+fn comparable(mut document: Value) -> Value {
+    let object = document.as_object_mut().expect("document is an object");
+    object.remove("timings");
+    object.remove("runtime");
+    document
+}
+
+fn local_document(case: &Case, dir: &Path) -> Value {
+    let result = dir.join(format!("{}.result.json", case.name));
+    let dir_text = dir.display().to_string();
+    let mut args = exec_args(case, &dir_text, &dir_text);
+    args.insert(1, format!("--result={}", result.display()));
+    let status = Command::new(wasmfn_binary())
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run wasmfn exec");
+    let document: Value =
+        serde_json::from_str(&std::fs::read_to_string(&result).expect("result document"))
+            .expect("JSON");
+    assert_eq!(
+        status.code(),
+        Some(expected_exit(&document)),
+        "wasmfn exec's exit code mirrors the document for {}",
+        case.name
+    );
+    document
+}
+
+fn expected_exit(document: &Value) -> i32 {
+    if let Some(code) = document["exitCode"].as_i64() {
+        return code as i32;
+    }
+    match document["reason"].as_str() {
+        Some("Completed") => 0,
+        Some("TimedOut") => 124,
+        Some("Trap") | Some("StackOverflow") => 134,
+        Some("MemoryLimitExceeded") => 137,
+        other => panic!("unexpected reason {other:?}"),
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmfn-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn create_configmaps(ns: &wasmfn_e2e::Kubectl, dir: &Path) {
+    ns.run(&[
+        "create",
+        "configmap",
+        "modules",
+        &format!("--from-file={}", dir.join("probe.wasm").display()),
+        &format!("--from-file={}", dir.join("misbehave.wasm").display()),
+    ])
+    .expect("modules configmap");
+    ns.run(&[
+        "create",
+        "configmap",
+        "inputs",
+        &format!("--from-file={}", dir.join("stdin.txt").display()),
+    ])
+    .expect("inputs configmap");
+}
+
+#[test]
+fn wasm_pods_runner_pods_and_wasmfn_exec_give_the_same_result_documents() {
+    let dir = temp_dir("parity");
+    compile_guests(&dir);
+    let ns = namespace("parity");
+    create_configmaps(&ns, &dir);
+    let (node_a, node_b) = {
+        let c = cluster();
+        (
+            c.info().wasmedge_node().name.clone(),
+            c.info().plain_node().name.clone(),
+        )
+    };
+    for case in CASES {
+        ns.create(&runner_pod(case, &node_b)).expect("runner pod");
+        ns.create(&wasm_pod(case)).expect("wasm pod");
+    }
+    for case in CASES {
+        let local = local_document(case, &dir);
+        let mut documents = Vec::new();
+        for (pod, node) in [
+            (format!("runner-{}", case.name), &node_b),
+            (format!("wasm-{}", case.name), &node_a),
+        ] {
+            let state = ns
+                .wait_for(&["pod", &pod], Duration::from_secs(120), terminated)
+                .unwrap_or_else(|e| panic!("{pod} terminates: {e}"));
+            let placed = ns.json(&["get", "pod", &pod]).expect("pod");
+            assert_eq!(
+                placed["spec"]["nodeName"],
+                node.as_str(),
+                "{pod} runs on node {node}"
+            );
+            let message = state["message"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{pod} has a termination message: {state}"));
+            let document: Value = serde_json::from_str(message).unwrap_or_else(|e| {
+                panic!("{pod}'s termination message is the result document ({e}): {message}")
+            });
+            assert_eq!(
+                state["exitCode"].as_i64(),
+                Some(expected_exit(&document) as i64),
+                "{pod}'s exit code mirrors the guest"
+            );
+            documents.push((pod, document));
+        }
+        for (pod, document) in documents {
+            assert_eq!(
+                comparable(document),
+                comparable(local.clone()),
+                "{pod} and wasmfn exec disagree on case {}",
+                case.name
+            );
+        }
+    }
+    // The guest's output is the container's output: stdout complete, stderr's line too (the two
+    // streams interleave in the log in whatever order the runtime flushed them).
+    let logs = ns
+        .run(&["logs", "wasm-stdin"])
+        .expect("logs of the Wasm pod");
+    let stdout = "hello from c\nargs:\nenv: \nstdin: line one\nline two\n";
+    assert!(
+        logs.contains(stdout) && logs.contains("probe done\n"),
+        "{logs}"
+    );
+    assert_eq!(logs.len(), stdout.len() + "probe done\n".len(), "{logs}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_module_from_a_registry_image_runs_in_a_wasm_pod() {
+    let dir = temp_dir("image");
+    compile_guests(&dir);
+    let registry_port = cluster().info().registry_port;
+    let name = format!("test-probe-module-{}", std::process::id());
+    let out = Command::new("buildah")
+        .args(["from", "scratch"])
+        .output()
+        .expect("buildah from");
+    let container = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    run(Command::new("buildah")
+        .arg("copy")
+        .arg(&container)
+        .arg(dir.join("probe.wasm"))
+        .arg("/probe.wasm"));
+    // The module is the entrypoint, so a pod's `args` become the guest's arguments.
+    run(Command::new("buildah").args(["config", "--entrypoint", "[\"/probe.wasm\"]", &container]));
+    run(Command::new("buildah").args([
+        "commit",
+        "-q",
+        &container,
+        &format!("wasmfn.local/{name}:dev"),
+    ]));
+    run(Command::new("buildah").args(["rm", &container]));
+    run(Command::new("buildah").args([
+        "push",
+        "-q",
+        "--tls-verify=false",
+        &format!("wasmfn.local/{name}:dev"),
+        &format!("docker://127.0.0.1:{registry_port}/{name}:dev"),
+    ]));
+    let ns = namespace("image");
+    ns.create(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: from-image
+spec:
+  runtimeClassName: wasmedge
+{POD_SECURITY}  containers:
+  - name: run
+    image: wasmfn.local/{name}:dev
+    args: [\"from\", \"the image\"]
+"
+    ))
+    .expect("pod");
+    let state = ns
+        .wait_for(&["pod", "from-image"], Duration::from_secs(120), terminated)
+        .expect("terminates");
+    let document: Value =
+        serde_json::from_str(state["message"].as_str().expect("message")).expect("document");
+    assert_eq!(document["reason"], "Completed", "{document}");
+    let logs = ns.run(&["logs", "from-image"]).expect("logs");
+    assert!(
+        logs.contains("hello from c\n") && logs.contains("args: from the image\n"),
+        "{logs}"
+    );
+    let _ = Command::new("buildah")
+        .args(["rmi", &format!("wasmfn.local/{name}:dev")])
+        .output();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn deleting_a_running_wasm_pod_stops_the_guest() {
+    let dir = temp_dir("delete");
+    compile_guests(&dir);
+    let ns = namespace("wasm-delete");
+    create_configmaps(&ns, &dir);
+    let case = Case {
+        name: "spin",
+        module: "misbehave.wasm",
+        args: &["loop"],
+        env: &[],
+        stdin: false,
+        timeout_ms: 600_000,
+        memory: 64 << 20,
+    };
+    ns.create(&wasm_pod(&case)).expect("pod");
+    let uid = ns
+        .wait_for(&["pod", "wasm-spin"], Duration::from_secs(60), |p| {
+            (p["status"]["phase"] == "Running")
+                .then(|| p["metadata"]["uid"].as_str().map(String::from))?
+        })
+        .expect("runs");
+    let node = cluster().info().wasmedge_node().clone();
+    assert!(
+        pod_processes(&node.pods_cgroup, &uid).unwrap_or(0) > 0,
+        "the guest runs in the pod's cgroup"
+    );
+    ns.run(&["delete", "pod", "wasm-spin", "--wait=true", "--timeout=60s"])
+        .expect("delete");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pod_processes(&node.pods_cgroup, &uid).unwrap_or(0) > 0 {
+        assert!(Instant::now() < deadline, "the guest survived its pod");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
