@@ -8,7 +8,9 @@
 //! outcome from a fourth pipe. A guest that crashes the runtime takes only the child with it.
 //! The parent must not hold locks other threads could own at fork time; `wasmfn exec` is
 //! single-threaded, and a warm multi-threaded front end should fork from a dedicated thread
-//! early or use a zygote process.
+//! early or use a zygote process. The child is killed when the *thread* that forked it exits
+//! (`PR_SET_PDEATHSIG` follows the thread), so fork from a long-lived thread, not from a
+//! short-lived worker of a pool.
 //!
 //! **In-process.** For the lowest per-run overhead (benchmarks, trusted warm paths): fds 0/1/2
 //! are swapped for memfds around the call and the timeout is WasmEdge's own interruption. The
