@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+#[path = "../../execution-core/tests/support/mod.rs"]
+mod support;
 
 fn wasmfn() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wasmfn"));
@@ -241,4 +245,57 @@ fn run_reports_compile_errors() {
     let output = wasmfn().arg("run").arg(&path).output().unwrap();
     assert_eq!(output.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&output.stderr).contains("compile error"));
+}
+
+#[test]
+fn exec_forwards_a_100_mb_flood_completely_and_the_document_still_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let misbehave = support::guest("rust/misbehave");
+    let result = dir.path().join("result.json");
+    let output = wasmfn()
+        .args(["exec", "--output-limit", "none", "--result"])
+        .arg(&result)
+        .arg(&misbehave)
+        .args(["flood", "100"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(output.stdout.len(), 100 << 20);
+    let doc = document(&result);
+    assert_eq!(doc["stdout"]["size"], 100 << 20);
+    assert_eq!(doc["stdout"]["truncated"], true);
+    assert_eq!(
+        doc["stdout"]["sha256"],
+        format!("sha256:{}", hex::encode(Sha256::digest(&output.stdout)))
+    );
+}
+
+#[test]
+fn exec_runs_a_javascript_script() {
+    let dir = tempfile::tempdir().unwrap();
+    // Compile the interpreter's AOT form now if no test did yet (it is cached next to it).
+    support::aot_of(&support::interpreters_dir().join("javascript/quickjs.wasm"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/javascript/probe.js");
+    let (output, doc) = exec(
+        dir.path(),
+        &[
+            "--language",
+            "javascript",
+            "--stdin",
+            "abc",
+            "-e",
+            "GREETING=hej",
+            script.to_str().unwrap(),
+            "x",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{doc}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "hello from javascript\nargs: x\nenv: hej\nstdin: abc"
+    );
+    assert_eq!(
+        doc["runtime"]["aot"], true,
+        "the interpreter's AOT form from make setup/tests"
+    );
 }
