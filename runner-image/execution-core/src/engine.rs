@@ -272,13 +272,11 @@ pub fn run_guest(
     let diagnostics = DiagnosticLog::begin();
     let mut outcome = run_guest_inner(prepared, view, timeout);
     let log = diagnostics.finish();
-    // WasmEdge reports a refused `memory.grow` only in its log (the guest sees -1 and then traps
-    // or exits however its allocator fails), and an over-limit initial memory as a generic
-    // instantiation error; the log line names the page limit in both cases.
-    // Two distinct log lines: an initial memory above the cap ("Limited N page in
-    // configuration", after which WasmEdge instantiates anyway with a smaller memory than the
-    // module declared — never acceptable) and a refused grow ("Memory grow page failed"), which
-    // counts only when the guest then failed (an allocator may recover from a refused grow).
+    // The memory limit shows only in WasmEdge's log, in two distinct lines: an initial memory
+    // above the cap ("Limited N page in configuration"; WasmEdge then instantiates anyway, with
+    // less memory than the module declared — never acceptable) and a refused `memory.grow`
+    // ("Memory grow page failed"; the guest just sees -1), which counts only when the guest
+    // then failed — an allocator may recover from a refused grow.
     let initial_over_cap = log.contains("Memory Instance: Limited");
     let grow_refused = log.contains("Memory grow page failed");
     let pages = prepared.config.max_memory_pages();
