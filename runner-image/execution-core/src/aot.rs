@@ -45,6 +45,11 @@ pub fn metadata_path(aot: &Path) -> PathBuf {
 /// Compiles `module` to a native AOT form at `output` and writes its metadata next to it.
 /// The code is interruptible, so in-process timeouts stop it too.
 pub fn compile(module: &ModuleBytes, output: &Path) -> Result<AotMetadata, Error> {
+    // WasmEdge links the native code with lld in-process, and lld keeps global state: two
+    // compilations at once in one process fail ("unsupported e_machine value") and can take
+    // the process down. One at a time.
+    static COMPILER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = COMPILER.lock().unwrap_or_else(|e| e.into_inner());
     crate::runtime::silence_runtime_log();
     if !has_library_extension(output) {
         return Err(Error::Runtime(format!(
@@ -73,7 +78,6 @@ pub fn compile(module: &ModuleBytes, output: &Path) -> Result<AotMetadata, Error
     let produced = compiler
         .compile_from_bytes(module.bytes(), &temporary_name, dir)
         .map_err(|e| Error::InvalidModule(format!("AOT compilation failed: {e}")))?;
-    std::fs::rename(&produced, output).map_err(|e| Error::io(output, e))?;
     let metadata = AotMetadata {
         format: FORMAT.to_owned(),
         module_sha256: module.sha256(),
@@ -82,8 +86,13 @@ pub fn compile(module: &ModuleBytes, output: &Path) -> Result<AotMetadata, Error
         interruptible: true,
     };
     let json = serde_json::to_vec_pretty(&metadata).map_err(|e| Error::Runtime(e.to_string()))?;
+    // Readers check the metadata, then load the library: replace both atomically (library
+    // first), so a reader never pairs new metadata with an old library.
     let meta_path = metadata_path(output);
-    std::fs::write(&meta_path, json).map_err(|e| Error::io(&meta_path, e))?;
+    let meta_temporary = dir.join(format!("{temporary_name}.json"));
+    std::fs::write(&meta_temporary, json).map_err(|e| Error::io(&meta_temporary, e))?;
+    std::fs::rename(&produced, output).map_err(|e| Error::io(output, e))?;
+    std::fs::rename(&meta_temporary, &meta_path).map_err(|e| Error::io(&meta_path, e))?;
     Ok(metadata)
 }
 

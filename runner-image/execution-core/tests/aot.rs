@@ -31,7 +31,11 @@ fn aot_runs_native_code_much_faster() {
         );
     }
     assert!(!interpreted.document.runtime.aot);
-    assert!(compiled.document.runtime.aot);
+    assert!(
+        compiled.document.runtime.aot,
+        "{:?}",
+        compiled.document.runtime
+    );
     let ratio = interpreted.document.timings.run_ms / compiled.document.timings.run_ms;
     assert!(
         ratio > 10.0,

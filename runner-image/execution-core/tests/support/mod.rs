@@ -140,10 +140,20 @@ pub fn guest(name: &str) -> PathBuf {
     out
 }
 
-/// The AOT form of a module, compiled (and cached next to it) on first use.
+/// The AOT form of a module, compiled (and cached next to it) on first use. Test binaries run
+/// as parallel processes and compiling CPython takes minutes, so the check-and-compile holds an
+/// exclusive lock file next to the module.
 pub fn aot_of(module: &Path) -> PathBuf {
+    use std::os::fd::AsRawFd as _;
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let lock_path = module.with_extension("wasm.aot.lock");
+    let lock_file = std::fs::File::create(&lock_path).unwrap();
+    // SAFETY: flock on a descriptor we own; released when the file is closed.
+    assert_eq!(
+        unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_EX) },
+        0
+    );
     let bytes = ModuleBytes::read(module).unwrap();
     let path = aot::default_path_for(module);
     if aot::check(&path, &bytes).is_err() {
