@@ -74,4 +74,4 @@ images: builder-image-context
 .PHONY: bench-compile
 bench-compile: ## Cold compile per language, cache-hit time vs a Rust miss, builder image size (median, p99, ratios)
 	$(CARGO) build --release -p wasmfn-cli
-	$(CARGO) bench -p wasmfn-compile --bench compile -- --wasmfn target/release/wasmfn
+	$(CARGO) bench -p wasmfn-compile --bench compile -- --wasmfn $(CURDIR)/target/release/wasmfn
