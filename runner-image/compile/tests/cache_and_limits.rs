@@ -319,3 +319,94 @@ fn cargo_dependencies_need_the_network_option() {
         "{text}"
     );
 }
+
+#[test]
+fn a_toolchain_over_its_memory_limit_fails_the_compile() {
+    let dir = scratch();
+    // A "rustc" that tries to hold 1 GiB, like a compiler bomb.
+    let hungry_rustc = script(
+        &dir.path().join("rustc"),
+        "if [ \"$1\" = --version ]; then echo 'rustc 0.0.0-hungry'; exit 0; fi\n\
+         exec python3 -c 'block = bytearray(1 << 30); print(len(block))'\n",
+    );
+    let compiler = compiler_with(
+        &dir.path().join("cache"),
+        Toolchains {
+            rustc: hungry_rustc,
+            ..Toolchains::from_env()
+        },
+    );
+    let mut compile = request(
+        Language::Rust,
+        source("rust/echo.rs"),
+        &dir.path().join("out"),
+    );
+    compile.limits = CompileLimits {
+        memory_bytes: 256 << 20,
+        ..CompileLimits::default()
+    };
+    let error = compiler.compile(&compile).expect_err("out of memory");
+    assert!(error.is_user_error(), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            Error::CompileFailed { .. } | Error::ToolchainCrashed { .. }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("MemoryError"), "{error}");
+}
+
+#[test]
+fn the_aot_option_adds_a_wasmedge_native_form_that_the_runner_uses() {
+    let dir = scratch();
+    let compiler = compiler(&dir.path().join("cache"));
+    let mut compile = request(
+        Language::Wat,
+        source("wat/echo.wat"),
+        &dir.path().join("out"),
+    );
+    compile.options.aot = true;
+    let outcome = compiler.compile(&compile).expect("compile with AOT");
+    let aot = outcome
+        .manifest
+        .aot
+        .clone()
+        .expect("AOT form in the manifest");
+    assert_eq!(aot.file, wasmfn_compile::AOT_FILE);
+    let aot_path = dir.path().join("out").join(&aot.file);
+    assert_eq!(
+        std::fs::metadata(&aot_path).expect("AOT file").len(),
+        aot.size
+    );
+    let mut run = wasmfn_execution::RunRequest::command(wasmfn_execution::ModuleSource::Path(
+        outcome.artifact.clone(),
+    ));
+    run.aot = Some(aot_path);
+    run.stdin = wasmfn_execution::StdinSource::Bytes(b"native\n".to_vec());
+    let execution = wasmfn_execution::execute(
+        &run,
+        wasmfn_execution::Isolation::Fork,
+        &mut wasmfn_execution::DiscardSink,
+    );
+    assert!(
+        execution.document.runtime.aot,
+        "{:?}",
+        execution.document.runtime
+    );
+    assert_eq!(stdout_of(&execution), "hello from wat\nnative\n");
+
+    // The hit serves the AOT form too.
+    let again = compiler
+        .compile(&wasmfn_compile::CompileRequest {
+            output_dir: dir.path().join("again"),
+            ..compile.clone()
+        })
+        .expect("hit");
+    assert_eq!(again.manifest.cache, CacheOutcome::Hit);
+    assert!(dir
+        .path()
+        .join("again")
+        .join(wasmfn_compile::AOT_FILE)
+        .is_file());
+}
