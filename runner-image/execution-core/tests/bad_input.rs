@@ -211,13 +211,13 @@ fn concurrent_runs_are_independent() {
     };
     std::thread::sleep(Duration::from_millis(100));
     let mut stuck = request(&guest("wat/loop"));
-    stuck.limits.timeout = Duration::from_secs(5);
+    stuck.limits.timeout = Duration::from_secs(10);
     let stuck_execution = exec(&stuck);
     let (busy_execution, busy_elapsed) = busy.join().unwrap();
     assert_reason(&busy_execution, Reason::Completed);
     assert_reason(&stuck_execution, Reason::TimedOut);
     assert!(
-        busy_elapsed < Duration::from_millis(4500),
+        busy_elapsed < Duration::from_secs(8),
         "the busy run took {busy_elapsed:?} (run {} ms): it waited for the stuck one",
         busy_execution.document.timings.run_ms
     );
