@@ -49,7 +49,8 @@ test: images ## Run every test: unit, runner and end-to-end on real clusters (ne
 
 .PHONY: bench-cluster
 bench-cluster: ## Job create->Complete latency on a fresh local cluster (p50/p99 over 20 Jobs)
-	$(CARGO) bench -p wasmfn-e2e --bench job_latency
+	$(CARGO) build -p containerd-shim-wasmfn
+	WASMFN_SHIM_BINARY=$(CURDIR)/target/debug/containerd-shim-wasmfn-v1 $(CARGO) bench -p wasmfn-e2e --bench job_latency
 
 .PHONY: runner-image-context
 runner-image-context: ## Stage the release `wasmfn` and the interpreters (from make setup) for runner-image/Dockerfile
@@ -75,3 +76,8 @@ images: builder-image-context
 bench-compile: ## Cold compile per language, cache-hit time vs a Rust miss, builder image size (median, p99, ratios)
 	$(CARGO) build --release -p wasmfn-cli
 	$(CARGO) bench -p wasmfn-compile --bench compile -- --wasmfn $(CURDIR)/target/release/wasmfn
+
+.PHONY: bench-wasm-pods
+bench-wasm-pods: ## Wasm pod (shim, node A) vs runner-image pod (node B): create->Succeeded p50/p99 over 20 each
+	$(CARGO) build -p containerd-shim-wasmfn
+	WASMFN_SHIM_BINARY=$(CURDIR)/target/debug/containerd-shim-wasmfn-v1 $(CARGO) bench -p wasmfn-e2e --bench pod_latency

@@ -489,3 +489,128 @@ fn deleting_a_running_wasm_pod_stops_the_guest() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Pushes `module` to the cluster's registry as an OCI Wasm artifact: config architecture `wasm`,
+/// os `wasip1`, no rootfs layers, and one `application/wasm` layer holding the raw module.
+fn push_wasm_artifact(registry_port: u16, name: &str, module: &[u8]) {
+    use sha2::{Digest, Sha256};
+    let base = format!("http://127.0.0.1:{registry_port}/v2/{name}");
+    let upload = |bytes: &[u8]| -> (String, usize) {
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let headers = Command::new("curl")
+            .args(["-sS", "-f", "-X", "POST", "-D", "-", "-o", "/dev/null"])
+            .arg(format!("{base}/blobs/uploads/"))
+            .output()
+            .expect("curl");
+        assert!(
+            headers.status.success(),
+            "start upload: {}",
+            String::from_utf8_lossy(&headers.stderr)
+        );
+        let headers = String::from_utf8_lossy(&headers.stdout).into_owned();
+        let location = headers
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Location: ")
+                    .or_else(|| l.strip_prefix("location: "))
+            })
+            .expect("upload location")
+            .trim()
+            .to_string();
+        let location = if location.starts_with('/') {
+            format!("http://127.0.0.1:{registry_port}{location}")
+        } else {
+            location
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let blob = std::env::temp_dir().join(format!(
+            "wasmfn-blob-{}-{}",
+            std::process::id(),
+            &digest[7..19]
+        ));
+        std::fs::write(&blob, bytes).expect("blob file");
+        run(Command::new("curl")
+            .args([
+                "-sS",
+                "-f",
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+            ])
+            .arg(format!("@{}", blob.display()))
+            .arg(format!("{location}{separator}digest={digest}")));
+        let _ = std::fs::remove_file(blob);
+        (digest, bytes.len())
+    };
+    let config =
+        br#"{"architecture":"wasm","os":"wasip1","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let (config_digest, config_size) = upload(config);
+    let (layer_digest, layer_size) = upload(module);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/wasm", "digest": layer_digest, "size": layer_size}],
+    });
+    run(Command::new("curl")
+        .args([
+            "-sS",
+            "-f",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+        ])
+        .arg(manifest.to_string())
+        .arg(format!("{base}/manifests/dev")));
+}
+
+#[test]
+fn an_oci_wasm_artifact_runs_from_its_wasm_layer() {
+    let dir = temp_dir("artifact");
+    compile_guests(&dir);
+    let module = std::fs::read(dir.join("probe.wasm")).expect("module");
+    let registry_port = cluster().info().registry_port;
+    let name = format!("test-wasm-artifact-{}", std::process::id());
+    push_wasm_artifact(registry_port, &name, &module);
+    let ns = namespace("artifact");
+    // No command: the module comes from the image's only layer, the args are the guest's.
+    ns.create(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: artifact
+spec:
+  runtimeClassName: wasmedge
+{POD_SECURITY}  containers:
+  - name: run
+    image: wasmfn.local/{name}:dev
+    args: [\"/probe.wasm\", \"layer\", \"args\"]
+    env:
+    - name: GREETING
+      value: from a layer
+"
+    ))
+    .expect("pod");
+    let state = ns
+        .wait_for(&["pod", "artifact"], Duration::from_secs(120), terminated)
+        .expect("terminates");
+    let document: Value =
+        serde_json::from_str(state["message"].as_str().expect("message")).expect("document");
+    assert_eq!(document["reason"], "Completed", "{document}");
+    use sha2::{Digest, Sha256};
+    assert_eq!(
+        document["module"]["sha256"],
+        format!("sha256:{}", hex::encode(Sha256::digest(&module))),
+        "the layer's module ran"
+    );
+    let logs = ns.run(&["logs", "artifact"]).expect("logs");
+    assert!(
+        logs.contains("args: layer args\nenv: from a layer\n"),
+        "{logs}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
