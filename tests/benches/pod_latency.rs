@@ -197,5 +197,6 @@ fn main() {
         results[1] / results[0]
     );
     let _ = watch.kill();
+    let _ = watch.wait();
     let _ = std::fs::remove_dir_all(dir);
 }
