@@ -557,17 +557,22 @@ impl StdioSwap {
     fn install(targets: [RawFd; 3]) -> std::io::Result<Self> {
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
-        let mut saved = [-1; 3];
+        // Built first so that a failure half-way restores what was already swapped (Drop).
+        let mut swap = StdioSwap { saved: [-1; 3] };
         for (fd, target) in targets.iter().enumerate() {
             // SAFETY: duplicating and replacing standard descriptors of this process.
             unsafe {
-                saved[fd] = libc::fcntl(fd as RawFd, libc::F_DUPFD_CLOEXEC, 3);
-                if saved[fd] < 0 || libc::dup2(*target, fd as RawFd) < 0 {
+                let saved = libc::fcntl(fd as RawFd, libc::F_DUPFD_CLOEXEC, 3);
+                if saved < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                swap.saved[fd] = saved;
+                if libc::dup2(*target, fd as RawFd) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
         }
-        Ok(StdioSwap { saved })
+        Ok(swap)
     }
 }
 
