@@ -3,14 +3,9 @@
 //! watch (`kubectl wait`) sees the Complete condition.
 
 use std::time::{Duration, Instant};
-use wasmfn_e2e::Cluster;
+use wasmfn_e2e::{percentile, Cluster};
 
 const RUNS: usize = 20;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 fn main() {
     let started = Instant::now();
@@ -20,17 +15,7 @@ fn main() {
         "cluster up (both nodes Ready) in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let kubectl = cluster.kubectl();
-    kubectl
-        .run(&["create", "namespace", "bench"])
-        .expect("namespace");
-    let ns = kubectl.in_namespace("bench");
-    ns.wait_for(
-        &["serviceaccount", "default"],
-        Duration::from_secs(30),
-        |_| Some(()),
-    )
-    .expect("default service account");
+    let ns = cluster.namespace("bench").expect("namespace");
     let image = wasmfn_e2e::cluster::config::image_ref("probe");
     let job = |name: &str, selector: &str| {
         format!(
@@ -76,14 +61,14 @@ spec:
             first.as_secs_f64() * 1000.0
         );
     }
-    let mut samples: Vec<Duration> = (0..RUNS).map(|i| run(&format!("job-{i}"), "")).collect();
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let samples: Vec<Duration> = (0..RUNS).map(|i| run(&format!("job-{i}"), "")).collect();
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
     println!(
         "job create->Complete over {RUNS} Jobs: p50 {:.0} ms, p99 {:.0} ms, min {:.0} ms, max {:.0} ms",
-        ms(percentile(&samples, 50.0)),
-        ms(percentile(&samples, 99.0)),
-        ms(samples[0]),
-        ms(samples[RUNS - 1]),
+        percentile(&ms, 50.0),
+        percentile(&ms, 99.0),
+        ms[0],
+        ms[RUNS - 1],
     );
 }

@@ -10,14 +10,9 @@ use std::io::BufReader;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use wasmfn_e2e::Cluster;
+use wasmfn_e2e::{percentile, Cluster};
 
 const RUNS: usize = 20;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 fn pod(name: &str, wasm: bool, node_b: &str, image_runner: &str, image_wasm: &str) -> String {
     let (placement, image, command) = if wasm {
@@ -68,17 +63,7 @@ spec:
 fn main() {
     let cluster = Cluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_wasmfn-cluster")))
         .expect("start the local cluster");
-    let kubectl = cluster.kubectl();
-    kubectl
-        .run(&["create", "namespace", "bench"])
-        .expect("namespace");
-    let ns = kubectl.in_namespace("bench");
-    ns.wait_for(
-        &["serviceaccount", "default"],
-        Duration::from_secs(30),
-        |_| Some(()),
-    )
-    .expect("default service account");
+    let ns = cluster.namespace("bench").expect("namespace");
     let dir = std::env::temp_dir().join(format!("wasmfn-pod-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let hello = dir.join("hello.wasm");

@@ -6,6 +6,12 @@ pub mod cluster;
 pub mod error;
 pub mod kubectl;
 
+/// The `p`th percentile (nearest rank) of ascending `sorted` samples; benchmarks report p50/p99.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 pub use cluster::{Cluster, ClusterInfo, NodeInfo};
 pub use error::{Error, Result};
 pub use kubectl::Kubectl;

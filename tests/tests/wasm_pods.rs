@@ -389,6 +389,35 @@ fn wasm_pods_runner_pods_and_wasmfn_exec_give_the_same_result_documents() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Runs a Wasm pod (RuntimeClass `wasmedge`) from image `wasmfn.local/<image>:dev` with `args`
+/// (a YAML list) and extra container lines; returns its result document.
+fn run_image_pod(
+    ns: &wasmfn_e2e::Kubectl,
+    pod: &str,
+    image: &str,
+    args: &str,
+    extra: &str,
+) -> Value {
+    ns.create(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {pod}
+spec:
+  runtimeClassName: wasmedge
+{POD_SECURITY}  containers:
+  - name: run
+    image: wasmfn.local/{image}:dev
+    args: {args}
+{extra}"
+    ))
+    .expect("pod");
+    let state = ns
+        .wait_for(&["pod", pod], Duration::from_secs(120), terminated)
+        .expect("terminates");
+    serde_json::from_str(state["message"].as_str().expect("message")).expect("document")
+}
+
 #[test]
 fn a_module_from_a_registry_image_runs_in_a_wasm_pod() {
     let dir = temp_dir("image");
@@ -422,25 +451,7 @@ fn a_module_from_a_registry_image_runs_in_a_wasm_pod() {
         &format!("docker://127.0.0.1:{registry_port}/{name}:dev"),
     ]));
     let ns = namespace("image");
-    ns.create(&format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: from-image
-spec:
-  runtimeClassName: wasmedge
-{POD_SECURITY}  containers:
-  - name: run
-    image: wasmfn.local/{name}:dev
-    args: [\"from\", \"the image\"]
-"
-    ))
-    .expect("pod");
-    let state = ns
-        .wait_for(&["pod", "from-image"], Duration::from_secs(120), terminated)
-        .expect("terminates");
-    let document: Value =
-        serde_json::from_str(state["message"].as_str().expect("message")).expect("document");
+    let document = run_image_pod(&ns, "from-image", &name, r#"["from", "the image"]"#, "");
     assert_eq!(document["reason"], "Completed", "{document}");
     let logs = ns.run(&["logs", "from-image"]).expect("logs");
     assert!(
@@ -577,29 +588,14 @@ fn an_oci_wasm_artifact_runs_from_its_wasm_layer() {
     let name = format!("test-wasm-artifact-{}", std::process::id());
     push_wasm_artifact(registry_port, &name, &module);
     let ns = namespace("artifact");
-    // No command: the module comes from the image's only layer, the args are the guest's.
-    ns.create(&format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: artifact
-spec:
-  runtimeClassName: wasmedge
-{POD_SECURITY}  containers:
-  - name: run
-    image: wasmfn.local/{name}:dev
-    args: [\"/probe.wasm\", \"layer\", \"args\"]
-    env:
-    - name: GREETING
-      value: from a layer
-"
-    ))
-    .expect("pod");
-    let state = ns
-        .wait_for(&["pod", "artifact"], Duration::from_secs(120), terminated)
-        .expect("terminates");
-    let document: Value =
-        serde_json::from_str(state["message"].as_str().expect("message")).expect("document");
+    // No command: the module comes from the image's only layer; args[0] names the program.
+    let document = run_image_pod(
+        &ns,
+        "artifact",
+        &name,
+        r#"["/probe.wasm", "layer", "args"]"#,
+        "    env:\n    - name: GREETING\n      value: from a layer\n",
+    );
     assert_eq!(document["reason"], "Completed", "{document}");
     use sha2::{Digest, Sha256};
     assert_eq!(

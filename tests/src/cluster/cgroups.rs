@@ -57,24 +57,36 @@ pub fn create(cgroup: &str) -> Result<()> {
     Ok(())
 }
 
-fn pids_below(cgroup: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for h in hierarchies() {
-        let mut stack = vec![h.join(cgroup.trim_start_matches('/'))];
-        while let Some(dir) = stack.pop() {
-            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-            }
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                stack.extend(
-                    entries
-                        .flatten()
-                        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-                        .map(|e| e.path()),
-                );
-            }
+/// `dir` and every cgroup directory below it, parents before children.
+fn tree(dir: PathBuf) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(dir) = stack.pop() {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                    .map(|e| e.path()),
+            );
         }
+        out.push(dir);
     }
+    out
+}
+
+fn pids_below(cgroup: &str) -> Vec<u32> {
+    let mut pids: Vec<u32> = hierarchies()
+        .into_iter()
+        .flat_map(|h| tree(h.join(cgroup.trim_start_matches('/'))))
+        .filter_map(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
+        .flat_map(|procs| {
+            procs
+                .lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
     pids.sort_unstable();
     pids.dedup();
     pids
@@ -98,21 +110,7 @@ pub fn kill_all(cgroup: &str) {
 /// Removes `cgroup` and everything below it from every hierarchy (deepest first).
 pub fn remove(cgroup: &str) {
     for h in hierarchies() {
-        let top = h.join(cgroup.trim_start_matches('/'));
-        let mut dirs = Vec::new();
-        let mut stack = vec![top];
-        while let Some(dir) = stack.pop() {
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                stack.extend(
-                    entries
-                        .flatten()
-                        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-                        .map(|e| e.path()),
-                );
-            }
-            dirs.push(dir);
-        }
-        for dir in dirs.iter().rev() {
+        for dir in tree(h.join(cgroup.trim_start_matches('/'))).iter().rev() {
             let _ = std::fs::remove_dir(dir);
         }
     }

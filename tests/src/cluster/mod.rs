@@ -137,6 +137,20 @@ impl Cluster {
         Kubectl::new(self.info.kubectl_path(), self.info.kubeconfig())
     }
 
+    /// Creates namespace `name`, waits for its default service account (pods need it) and
+    /// returns a `kubectl` bound to it.
+    pub fn namespace(&self, name: &str) -> Result<Kubectl> {
+        let kubectl = self.kubectl();
+        kubectl.run(&["create", "namespace", name])?;
+        let ns = kubectl.in_namespace(name);
+        ns.wait_for(
+            &["serviceaccount", "default"],
+            Duration::from_secs(30),
+            |_| Some(()),
+        )?;
+        Ok(ns)
+    }
+
     fn send(&mut self, line: &str) -> Result<()> {
         let pipe = self
             .control

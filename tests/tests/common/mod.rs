@@ -4,7 +4,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
 use wasmfn_e2e::{Cluster, Kubectl};
 
 static CLUSTER: OnceLock<Mutex<Cluster>> = OnceLock::new();
@@ -23,22 +22,11 @@ pub fn cluster() -> MutexGuard<'static, Cluster> {
 /// A new namespace `<prefix>-<random>` whose default service account exists; returns a kubectl
 /// bound to it.
 pub fn namespace(prefix: &str) -> Kubectl {
-    let kubectl = cluster().kubectl();
     let name = format!(
         "{prefix}-{}",
         wasmfn_e2e::cluster::pki::random_hex(3).expect("random")
     );
-    kubectl
-        .run(&["create", "namespace", &name])
-        .expect("create namespace");
-    let ns = kubectl.in_namespace(&name);
-    ns.wait_for(
-        &["serviceaccount", "default"],
-        Duration::from_secs(30),
-        |_| Some(()),
-    )
-    .expect("default service account");
-    ns
+    cluster().namespace(&name).expect("create namespace")
 }
 
 /// The image reference of a project image built by `make images`.
