@@ -73,7 +73,7 @@ fi
 TRIXIE_PKGS=(
   libwasmedge-dev wasmedge libwasmedge0     # WasmEdge 0.14.1 with LLVM (AOT)
   containerd                                # 1.7: pulls OCI Wasm artifacts
-  rustc cargo libstd-rust-dev-wasm32        # Rust -> wasm32-wasip1
+  rustc cargo libstd-rust-dev-wasm32 rust-llvm  # Rust -> wasm32-wasip1 (rust-llvm: rust-lld)
   clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc libc++-19-dev-wasm32
   golang-1.24-go                            # Go's wasip1 port
 )
