@@ -105,3 +105,33 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_is_copied_whole_into_a_missing_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seed = dir.path().join("seed");
+        std::fs::create_dir_all(seed.join("0a")).expect("mkdir");
+        std::fs::write(seed.join("0a/entry-d"), b"object").expect("write");
+        std::fs::write(seed.join("README"), b"cache").expect("write");
+        let cache = dir.path().join("cache/go-build");
+        seed_cache(&seed, &cache).expect("seed");
+        assert_eq!(
+            std::fs::read(cache.join("0a/entry-d")).expect("copied"),
+            b"object"
+        );
+        assert_eq!(
+            std::fs::read(cache.join("README")).expect("copied"),
+            b"cache"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
+            .expect("parent")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(leftovers, ["go-build"], "no staging directory left behind");
+    }
+}
