@@ -31,7 +31,7 @@ cluster-down: $(CLUSTER) ## Stop the local cluster and everything it started
 	@$(CLUSTER) down --state-dir $(WASMFN_CLUSTER_DIR)
 
 .PHONY: images
-images: runner-image-context ## Build every Dockerfile in the repository with buildah and push to the local registry storage
+images: runner-image-context builder-image-context ## Build every Dockerfile in the repository with buildah and push to the local registry storage
 	tests/harness/images.sh
 
 .PHONY: demo
@@ -68,9 +68,6 @@ bench-runner: ## Per-run overhead of the execution core vs the wasmedge CLI, AOT
 builder-image-context: runner-image-context ## Stage AssemblyScript (from make setup) for runner-image/Dockerfile.builder
 	rm -rf target/builder-image && mkdir -p target/builder-image
 	cp -r $(WASMFN_CACHE)/assemblyscript target/builder-image/assemblyscript
-
-# The builder image (built by `make images`) needs its staged files too.
-images: builder-image-context
 
 .PHONY: bench-compile
 bench-compile: ## Cold compile per language, cache-hit time vs a Rust miss, builder image size (median, p99, ratios)
