@@ -45,6 +45,8 @@ lint: ## cargo fmt --check and clippy with warnings denied
 
 .PHONY: test
 test: images ## Run every test: unit, runner and end-to-end on real clusters (needs `make setup`)
+	@# The cluster suites run the shim and `wasmfn` binaries; `cargo test` alone builds only test harnesses of them.
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=8
 
 .PHONY: bench-cluster

@@ -26,7 +26,7 @@ pub enum Error {
         log: PathBuf,
         tail: String,
     },
-    #[error("missing prerequisite: {0} (run `make setup`)")]
+    #[error("missing prerequisite: {0}")]
     Prerequisite(String),
     #[error("invalid JSON from {what}: {source}")]
     Json {

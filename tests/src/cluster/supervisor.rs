@@ -66,7 +66,10 @@ fn require(path: &Path) -> Result<()> {
     if path.exists() {
         Ok(())
     } else {
-        Err(Error::Prerequisite(path.display().to_string()))
+        Err(Error::Prerequisite(format!(
+            "{} (make setup provides it)",
+            path.display()
+        )))
     }
 }
 
@@ -77,7 +80,9 @@ fn require_command(name: &str) -> Result<()> {
     if found {
         Ok(())
     } else {
-        Err(Error::Prerequisite(format!("`{name}` on PATH")))
+        Err(Error::Prerequisite(format!(
+            "`{name}` on PATH (make setup installs it)"
+        )))
     }
 }
 
