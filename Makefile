@@ -57,6 +57,10 @@ bench-cluster: ## Job create->Complete latency on a fresh local cluster (p50/p99
 .PHONY: runner-image-context
 runner-image-context: ## Stage the release `wasmfn` and the interpreters (from make setup) for runner-image/Dockerfile
 	$(CARGO) build --release -p wasmfn-cli
+	@# AOT forms land next to the interpreters in the cache (skipped when up to date), where the
+	@# image build and the runner tests both reuse them instead of compiling CPython twice more.
+	target/release/wasmfn aot $(WASMFN_CACHE)/interpreters/python/python3.11.wasm
+	target/release/wasmfn aot $(WASMFN_CACHE)/interpreters/javascript/quickjs.wasm
 	rm -rf target/runner-image && mkdir -p target/runner-image
 	cp target/release/wasmfn target/runner-image/wasmfn
 	cp -r $(WASMFN_CACHE)/interpreters target/runner-image/interpreters
