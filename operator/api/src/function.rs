@@ -1,0 +1,331 @@
+//! `WasmFunction`: source code plus language, compiled once per distinct source into a stored
+//! WebAssembly module.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Largest inline source or prebuilt module accepted in a manifest (bytes of the field's text).
+/// The apiserver's own request limit (~1.5 MiB) is the hard stop; this leaves room for the rest.
+pub const MAX_INLINE_SOURCE_BYTES: usize = 1 << 20;
+
+/// A function: source code and language, compiled by the operator into a WebAssembly module that
+/// is stored as an artifact and run by `WasmExecution`s.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "wasmfn.dev",
+    version = "v1alpha1",
+    kind = "WasmFunction",
+    namespaced,
+    status = "WasmFunctionStatus",
+    shortname = "wfn",
+    category = "wasmfn",
+    derive = "PartialEq",
+    doc = "A function: source code and language, compiled once per distinct source into a stored WebAssembly module that WasmExecutions run.",
+    printcolumn = r#"{"name":"Language","type":"string","jsonPath":".spec.language"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.artifact.shortDigest"}"#,
+    printcolumn = r#"{"name":"Size","type":"integer","jsonPath":".status.artifact.size"}"#,
+    printcolumn = r#"{"name":"Store","type":"string","priority":1,"jsonPath":".status.artifact.store"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WasmFunctionSpec {
+    /// The source language. Compiled languages (rust, c, cpp, go, assemblyscript/typescript, wat)
+    /// become a new module; interpreted ones (python, javascript) are checked and run by an
+    /// interpreter module shipped in the runner image; `wasm` is a prebuilt module.
+    pub language: Language,
+    /// Where the source comes from: exactly one of `code`, `configMapRef` or `base64`.
+    pub source: FunctionSource,
+    /// The export to call. Empty (default) runs a WASI command module's `_start`; a name calls
+    /// that export of a library (reactor) module, e.g. an AssemblyScript `add`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.$-]*$"))]
+    pub entrypoint: Option<String>,
+    /// How to build the module.
+    #[serde(default)]
+    pub build: BuildOptions,
+    /// Defaults for this function's executions; an execution's own values win.
+    #[serde(default)]
+    pub defaults: ExecutionDefaults,
+    /// Where to store the compiled module. Empty uses the operator's default store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_store: Option<ArtifactStore>,
+}
+
+/// A source language.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// Rust, one file (`main.rs`) or a Cargo project without dependencies from the network.
+    Rust,
+    /// C (clang + wasi-libc).
+    C,
+    /// C++ (clang + libc++ for WASI).
+    Cpp,
+    /// Go (`GOOS=wasip1 GOARCH=wasm`).
+    Go,
+    /// AssemblyScript.
+    Assemblyscript,
+    /// TypeScript, compiled as AssemblyScript.
+    Typescript,
+    /// JavaScript, run by the QuickJS interpreter module.
+    Javascript,
+    /// Python, run by the CPython interpreter module.
+    Python,
+    /// WebAssembly text format.
+    Wat,
+    /// A prebuilt WebAssembly binary module.
+    Wasm,
+}
+
+impl Language {
+    /// The name `wasmfn compile --language` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Rust => "rust",
+            Language::C => "c",
+            Language::Cpp => "cpp",
+            Language::Go => "go",
+            Language::Assemblyscript => "assemblyscript",
+            Language::Typescript => "typescript",
+            Language::Javascript => "javascript",
+            Language::Python => "python",
+            Language::Wat => "wat",
+            Language::Wasm => "wasm",
+        }
+    }
+
+    /// File name an inline source gets when the manifest names none.
+    pub fn default_file_name(self) -> &'static str {
+        match self {
+            Language::Rust => "main.rs",
+            Language::C => "main.c",
+            Language::Cpp => "main.cpp",
+            Language::Go => "main.go",
+            Language::Assemblyscript | Language::Typescript => "main.ts",
+            Language::Javascript => "main.js",
+            Language::Python => "main.py",
+            Language::Wat => "main.wat",
+            Language::Wasm => "module.wasm",
+        }
+    }
+}
+
+/// Where a function's source comes from. Exactly one field must be set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionSource {
+    /// The source text itself (up to 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1048576))]
+    pub code: Option<String>,
+    /// File name for `code` (default `main.<ext>` for the language). Line numbers in compiler
+    /// diagnostics refer to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"))]
+    pub file_name: Option<String>,
+    /// A ConfigMap in the function's namespace whose keys are the source files (a Rust Cargo
+    /// project keeps `Cargo.toml` and `src/main.rs` as `Cargo.toml` and `src__main.rs`: `__` stands
+    /// for a directory separator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ConfigMapSource>,
+    /// A prebuilt module (language `wasm`), base64-encoded (up to 1 MiB of text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1048576))]
+    pub base64: Option<String>,
+}
+
+/// A ConfigMap holding source files.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapSource {
+    /// The ConfigMap's name (same namespace as the function).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Build options. They are part of the cache key: changing one recompiles.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildOptions {
+    /// Optimisation: `speed` (default), `size` or `none`.
+    #[serde(default)]
+    pub optimization: Optimization,
+    /// Build a library (reactor) module whose exports are called by name instead of a WASI
+    /// command (AssemblyScript).
+    #[serde(default)]
+    pub library: bool,
+    /// Wall-clock limit of the compile Job in seconds (default: the operator's, 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub timeout_seconds: Option<i64>,
+}
+
+/// Optimisation level.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimization {
+    /// Optimise for speed (`-O2`, release).
+    #[default]
+    Speed,
+    /// Optimise for size (`-Os`/`-Oz`).
+    Size,
+    /// No optimisation (fastest compile).
+    None,
+}
+
+impl Optimization {
+    /// The value `wasmfn compile --opt-level` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Optimization::Speed => "speed",
+            Optimization::Size => "size",
+            Optimization::None => "none",
+        }
+    }
+}
+
+/// An environment variable for the guest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVar {
+    /// The name.
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^=\x00]+$"))]
+    pub name: String,
+    /// The value.
+    #[serde(default)]
+    #[schemars(length(max = 32768))]
+    pub value: String,
+}
+
+/// Defaults for executions of a function.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionDefaults {
+    /// Wall-clock limit of a run in milliseconds (operator default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86_400_000))]
+    pub timeout_millis: Option<i64>,
+    /// Linear-memory limit of a run, as a quantity (`128Mi`; operator default 128 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(Ki|Mi|Gi|k|M|G)?$"))]
+    pub memory_limit: Option<String>,
+    /// Environment variables every run gets (an execution's own `env` entries win by name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+}
+
+/// An artifact store.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ArtifactStore {
+    /// ConfigMaps in the function's namespace: the module gzip-compressed, split into parts of
+    /// at most 900 KiB, with a manifest naming the parts and the digest.
+    ConfigMap,
+    /// An OCI registry: the module as an OCI Wasm artifact that WasmEdge nodes run as an image.
+    Oci,
+}
+
+impl ArtifactStore {
+    /// Lower-case name used in labels and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactStore::ConfigMap => "configmap",
+            ArtifactStore::Oci => "oci",
+        }
+    }
+}
+
+/// What the operator has observed and done.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WasmFunctionStatus {
+    /// Pending, Compiling, Ready or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<FunctionPhase>,
+    /// `Ready` (the module is stored and executions can run) and `Compiled` (the last compile
+    /// succeeded), with reasons a person can act on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The stored module, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactStatus>,
+    /// The last compile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile: Option<CompileStatus>,
+    /// `sha256:<hex>` over language, builder image, build options and source: functions with the
+    /// same key share one compile and one artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A function's lifecycle phase.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum FunctionPhase {
+    /// Seen, not yet acted on (or waiting for its source).
+    Pending,
+    /// A compile Job is running.
+    Compiling,
+    /// The module is stored; executions can run.
+    Ready,
+    /// The spec is invalid or the compile failed; see the Ready condition and `compile`.
+    Failed,
+}
+
+/// A stored module.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactStatus {
+    /// `sha256:<hex>` of the module (or checked script) bytes.
+    pub digest: String,
+    /// The first 12 hex digits of the digest, for `kubectl get`.
+    pub short_digest: String,
+    /// Size in bytes, uncompressed.
+    pub size: i64,
+    /// `application/wasm`, or the script type for interpreted languages.
+    pub media_type: String,
+    /// The store holding it.
+    pub store: String,
+    /// Where: the manifest ConfigMap's name (ConfigMap store) or the image reference by digest
+    /// (OCI store), as pods name it.
+    pub location: String,
+    /// The ConfigMaps a pod mounts (one projected volume) to read the module (ConfigMap store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_maps: Vec<String>,
+}
+
+/// A compile's record.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompileStatus {
+    /// The compile Job (shared by functions with the same cache key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// True when no compile ran because the artifact was already stored.
+    #[serde(default)]
+    pub cache_hit: bool,
+    /// When the Job started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the operator finished collecting its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Time the toolchains took, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    /// Fixed reason of a failed compile (`CompileError`, `TimedOut`, `SourceTooLarge`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The compiler's messages, `file:line:col: severity: message`, trimmed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<String>,
+    /// The tools and versions that built the module.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub toolchain: Vec<String>,
+}

@@ -1,0 +1,52 @@
+//! The `wasmfn.dev/v1alpha1` API: the [`WasmFunction`] and [`WasmExecution`] custom resources.
+//!
+//! This crate holds only types and the small pure helpers that belong to them (conditions,
+//! well-known names), so a workflow engine can create executions and read their results by
+//! depending on it alone. The CRD YAML in `crds/` is generated from these types by
+//! `wasmfn-operator crdgen`; every `///` comment on a field becomes `kubectl explain` text.
+
+pub mod condition;
+pub mod execution;
+pub mod function;
+
+pub use condition::{set_condition, ConditionStatus};
+pub use execution::{
+    ExecutionPhase, ExecutionRuntime, FunctionReference, WasmExecution, WasmExecutionSpec,
+    WasmExecutionStatus,
+};
+pub use function::{
+    ArtifactStatus, ArtifactStore, BuildOptions, CompileStatus, ConfigMapSource, EnvVar,
+    ExecutionDefaults, FunctionPhase, FunctionSource, Language, Optimization, WasmFunction,
+    WasmFunctionSpec, WasmFunctionStatus,
+};
+
+/// The API group.
+pub const GROUP: &str = "wasmfn.dev";
+/// The API version.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of both kinds.
+pub const API_VERSION: &str = "wasmfn.dev/v1alpha1";
+
+/// Labels and annotations the operator puts on what it creates.
+pub mod labels {
+    /// `app.kubernetes.io/managed-by` value on every object the operator creates.
+    pub const MANAGED_BY_VALUE: &str = "wasmfn-operator";
+    /// The standard managed-by label.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// On compile Jobs and artifact records: the function's cache key (hex, 63 characters).
+    pub const CACHE_KEY: &str = "wasmfn.dev/cache-key";
+    /// On artifact records, one label per cache key that produced the module:
+    /// `key.wasmfn.dev/<first 63 hex digits of the key>` (value empty). A cache lookup is a
+    /// list call with this label as an existence selector.
+    pub const CACHE_KEY_PREFIX: &str = "key.wasmfn.dev/";
+    /// On artifact records: `true`.
+    pub const ARTIFACT: &str = "wasmfn.dev/artifact";
+    /// On artifact records: the store (`configmap` or `oci`).
+    pub const STORE: &str = "wasmfn.dev/store";
+    /// On artifact records: the module digest (hex, 63 characters).
+    pub const DIGEST: &str = "wasmfn.dev/digest";
+    /// On nodes: this node's containerd runs Wasm through the wasmfn shim.
+    pub const WASMEDGE_NODE: &str = "wasmfn.dev/wasmedge";
+    /// Annotation on artifact records: when the operator first saw no function use it (RFC 3339).
+    pub const UNREFERENCED_SINCE: &str = "wasmfn.dev/unreferenced-since";
+}

@@ -1,0 +1,209 @@
+//! Configuration: flags, each with an environment variable. The defaults are the replaced
+//! system's (`WASMEDGE_ENABLED`, `WASMEDGE_TIMEOUT` 30000 ms, `WASMEDGE_MEMORY_LIMIT` 128 MiB,
+//! `WASM_CACHE_ENABLED`, `WASM_CACHE_TTL` 3600 s).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use wasmfn_api::ArtifactStore;
+
+use crate::error::{Error, Result};
+
+/// `wasmfn-operator run` settings.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Place executions on WasmEdge nodes when the cluster has them (false: container pods only).
+    #[arg(long, env = "WASMEDGE_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub wasmedge_enabled: bool,
+    /// Default wall-clock limit of an execution, milliseconds.
+    #[arg(long, env = "WASMEDGE_TIMEOUT", default_value_t = 30_000)]
+    pub wasmedge_timeout_ms: u64,
+    /// Default linear-memory limit of an execution: bytes, or a quantity such as 128Mi.
+    #[arg(long, env = "WASMEDGE_MEMORY_LIMIT", default_value = "134217728", value_parser = parse_quantity)]
+    pub wasmedge_memory_limit: u64,
+    /// Reuse stored artifacts for identical sources (false: every function compiles).
+    #[arg(long, env = "WASM_CACHE_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cache_enabled: bool,
+    /// Seconds an artifact no function uses is kept before it is deleted.
+    #[arg(long, env = "WASM_CACHE_TTL", default_value_t = 3600)]
+    pub cache_ttl_seconds: u64,
+    /// The builder image compile Jobs run (`wasmfn compile`). Part of the cache key: a new
+    /// builder image recompiles.
+    #[arg(long, env = "WASMFN_BUILDER_IMAGE", default_value = "wasmfn.local/builder:dev")]
+    pub builder_image: String,
+    /// Default compile deadline, seconds.
+    #[arg(long, env = "WASMFN_COMPILE_TIMEOUT", default_value_t = 600)]
+    pub compile_timeout_seconds: u64,
+    /// Memory limit of a compile Job's container: bytes or a quantity.
+    #[arg(long, env = "WASMFN_COMPILE_MEMORY", default_value = "2Gi", value_parser = parse_quantity)]
+    pub compile_memory: u64,
+    /// Store used when a function names none: configmap or oci.
+    #[arg(long, env = "WASMFN_DEFAULT_STORE", default_value = "configmap", value_parser = parse_store)]
+    pub default_store: ArtifactStore,
+    /// OCI store: registry host[:port] the operator pushes to (empty: the OCI store is off).
+    #[arg(long, env = "WASMFN_OCI_REGISTRY", default_value = "")]
+    pub oci_registry: String,
+    /// OCI store: the registry name nodes pull from, when it differs from --oci-registry
+    /// (a mirror name in containerd's config).
+    #[arg(long, env = "WASMFN_OCI_PULL_REGISTRY")]
+    pub oci_pull_registry: Option<String>,
+    /// OCI store: repository for modules.
+    #[arg(long, env = "WASMFN_OCI_REPOSITORY", default_value = "wasmfn/modules")]
+    pub oci_repository: String,
+    /// OCI store: talk plain HTTP to the registry (loopback test registries).
+    #[arg(long, env = "WASMFN_OCI_INSECURE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub oci_insecure: bool,
+    /// Reconciles run at once, per controller.
+    #[arg(long, env = "WASMFN_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "WASMFN_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
+    pub health_addr: SocketAddr,
+    /// Namespace of the leader Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "WASMFN_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, env = "WASMFN_LEASE_NAME", default_value = "wasmfn-operator")]
+    pub lease_name: String,
+    /// Seconds a leader's lease lasts without renewal; a standby takes over after it.
+    #[arg(long, env = "WASMFN_LEASE_SECONDS", default_value_t = 10)]
+    pub lease_seconds: u64,
+    /// This replica's identity in the Lease (default: the pod or host name plus a random suffix).
+    #[arg(long, env = "WASMFN_IDENTITY")]
+    pub identity: Option<String>,
+    /// Seconds between artifact garbage-collection sweeps (default: a quarter of the TTL, at
+    /// most 60).
+    #[arg(long, env = "WASMFN_GC_INTERVAL")]
+    pub gc_interval_seconds: Option<u64>,
+}
+
+impl Config {
+    /// The cache TTL.
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_ttl_seconds)
+    }
+
+    /// Time between GC sweeps.
+    pub fn gc_interval(&self) -> Duration {
+        let seconds = self
+            .gc_interval_seconds
+            .unwrap_or((self.cache_ttl_seconds / 4).clamp(1, 60));
+        Duration::from_secs(seconds.max(1))
+    }
+
+    /// The registry name nodes pull modules from.
+    pub fn oci_pull_registry(&self) -> &str {
+        self.oci_pull_registry.as_deref().unwrap_or(&self.oci_registry)
+    }
+
+    /// Checks combinations clap cannot.
+    pub fn validate(&self) -> Result<()> {
+        if self.default_store == ArtifactStore::Oci && self.oci_registry.is_empty() {
+            return Err(Error::Config(
+                "the default store is oci but --oci-registry (WASMFN_OCI_REGISTRY) is empty".into(),
+            ));
+        }
+        if self.lease_seconds < 3 {
+            return Err(Error::Config("--lease-seconds must be at least 3".into()));
+        }
+        if self.concurrency == 0 {
+            return Err(Error::Config("--concurrency must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `134217728`, `128Mi`, `1Gi`, `500k`, `2M` into bytes.
+pub fn parse_quantity(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (use bytes or a quantity like 128Mi)"))?;
+    let multiplier: u64 = match unit {
+        "" => 1,
+        "k" => 1000,
+        "M" => 1000 * 1000,
+        "G" => 1000 * 1000 * 1000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (use k, M, G, Ki, Mi, Gi)")),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn parse_store(text: &str) -> Result<ArtifactStore, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "configmap" => Ok(ArtifactStore::ConfigMap),
+        "oci" => Ok(ArtifactStore::Oci),
+        other => Err(format!("unknown store {other:?}: use configmap or oci")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn quantities_parse_in_bytes_and_binary_and_decimal_units() {
+        assert_eq!(parse_quantity("134217728"), Ok(134_217_728));
+        assert_eq!(parse_quantity("128Mi"), Ok(128 << 20));
+        assert_eq!(parse_quantity("2Gi"), Ok(2 << 30));
+        assert_eq!(parse_quantity("500k"), Ok(500_000));
+        assert_eq!(parse_quantity("3M"), Ok(3_000_000));
+        assert!(parse_quantity("12Ti").is_err());
+        assert!(parse_quantity("Mi").is_err());
+        assert!(parse_quantity("-1").is_err());
+        assert!(parse_quantity("99999999999999999999Gi").is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_replaced_systems() {
+        let config = Command::try_parse_from(["op"]).expect("defaults parse").config;
+        assert!(config.wasmedge_enabled);
+        assert_eq!(config.wasmedge_timeout_ms, 30_000);
+        assert_eq!(config.wasmedge_memory_limit, 128 << 20);
+        assert!(config.cache_enabled);
+        assert_eq!(config.cache_ttl(), Duration::from_secs(3600));
+        assert_eq!(config.gc_interval(), Duration::from_secs(60));
+        assert_eq!(config.default_store, ArtifactStore::ConfigMap);
+        config.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn flags_override_and_bad_combinations_are_refused() {
+        let config = Command::try_parse_from([
+            "op",
+            "--cache-enabled",
+            "false",
+            "--wasmedge-memory-limit",
+            "64Mi",
+            "--cache-ttl-seconds",
+            "8",
+            "--default-store",
+            "oci",
+        ])
+        .expect("flags parse")
+        .config;
+        assert!(!config.cache_enabled);
+        assert_eq!(config.wasmedge_memory_limit, 64 << 20);
+        assert_eq!(config.gc_interval(), Duration::from_secs(2));
+        let error = config.validate().expect_err("oci without a registry");
+        assert!(error.to_string().contains("--oci-registry"), "{error}");
+        assert!(Command::try_parse_from(["op", "--default-store", "s3"]).is_err());
+    }
+}

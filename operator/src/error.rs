@@ -1,0 +1,87 @@
+//! The operator's one error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Talking to the OCI registry failed.
+    #[error("OCI registry {registry}: {message}")]
+    Registry {
+        /// The registry.
+        registry: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A stored artifact failed its checks.
+    #[error("artifact: {0}")]
+    Artifact(#[from] wasmfn_artifact::Error),
+    /// What a compile Job produced could not be used (not the user's fault).
+    #[error("compile output of Job {job}: {message}")]
+    CompileOutput {
+        /// The Job.
+        job: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// An object the operator needs is missing or malformed.
+    #[error("{0}")]
+    Invariant(String),
+    /// The CRDs are not installed.
+    #[error("the wasmfn CRDs are not installed: run `kubectl apply --server-side -f crds/` (missing {0})")]
+    MissingCrd(String),
+    /// Configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Serialising or parsing JSON/YAML.
+    #[error("serialisation: {0}")]
+    Serde(String),
+    /// File or socket I/O.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Leadership was lost; the process stops so it can never act beside the new leader.
+    #[error("lost the leader lease after {0:?}")]
+    LostLeadership(Duration),
+}
+
+impl Error {
+    /// A fixed, low-cardinality name for metrics and event reasons.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Registry { .. } => "registry",
+            Error::Artifact(_) => "artifact",
+            Error::CompileOutput { .. } => "compile_output",
+            Error::Invariant(_) => "invariant",
+            Error::MissingCrd(_) => "missing_crd",
+            Error::Config(_) => "config",
+            Error::Serde(_) => "serde",
+            Error::Io { .. } => "io",
+            Error::LostLeadership(_) => "lost_leadership",
+        }
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(error: serde_json::Error) -> Self {
+        Error::Serde(error.to_string())
+    }
+}
+
+/// The operator's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,269 @@
+//! Reading what a compile Job produced: the manifest line and the base64 artifact block in the
+//! container log (`wasmfn compile --log-artifact`), or the `CompileFailure` document in the
+//! termination message. Pure: the reconciler fetches the log and pod status and hands them in.
+
+use base64::Engine as _;
+use serde::Deserialize;
+use wasmfn_artifact::sha256_digest;
+
+/// Longest diagnostics list kept in status.
+const MAX_DIAGNOSTICS: usize = 20;
+/// Longest diagnostic line kept in status.
+const MAX_DIAGNOSTIC_CHARS: usize = 400;
+
+/// A successful compile's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompiledModule {
+    /// The module (or checked script) bytes, digest-verified.
+    pub bytes: Vec<u8>,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Media type from the manifest.
+    pub media_type: String,
+    /// Toolchain time in milliseconds.
+    pub compile_ms: f64,
+    /// `name version` of each tool.
+    pub toolchain: Vec<String>,
+}
+
+/// A failed compile, as status shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompileFailure {
+    /// Fixed reason (`CompileError`, `TimedOut`, `OutOfMemory`, …).
+    pub reason: String,
+    /// True when the function's source is at fault.
+    pub user_error: bool,
+    /// One line.
+    pub message: String,
+    /// `file:line:col: severity: message` lines, trimmed.
+    pub diagnostics: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestLine {
+    kind: String,
+    artifact: ManifestArtifact,
+    #[serde(default)]
+    toolchain: Vec<ToolIdentity>,
+    #[serde(default)]
+    timings: Option<Timings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestArtifact {
+    digest: String,
+    size: u64,
+    media_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ToolIdentity {
+    name: String,
+    version: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Timings {
+    compile_ms: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FailureDocument {
+    kind: String,
+    reason: String,
+    #[serde(default)]
+    user_error: bool,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    diagnostics: Vec<String>,
+}
+
+/// Reads a successful compile from its container log. Errors say what was missing or wrong.
+pub fn parse_success(log: &str) -> Result<CompiledModule, String> {
+    let manifest = log
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .filter_map(|line| serde_json::from_str::<ManifestLine>(line).ok())
+        .find(|m| m.kind == "CompileManifest")
+        .ok_or("the log holds no CompileManifest line")?;
+    let mut lines = log.lines();
+    lines
+        .find(|l| l.starts_with("-----BEGIN WASMFN ARTIFACT "))
+        .ok_or("the log holds no artifact block (was --log-artifact given?)")?;
+    let mut body = String::new();
+    let mut ended = false;
+    for line in lines {
+        if line.starts_with("-----END WASMFN ARTIFACT") {
+            ended = true;
+            break;
+        }
+        body.push_str(line.trim());
+    }
+    if !ended {
+        return Err("the artifact block in the log is cut off (log rotated or truncated?)".into());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .map_err(|e| format!("the artifact block is not base64: {e}"))?;
+    let digest = sha256_digest(&bytes);
+    if digest != manifest.artifact.digest || bytes.len() as u64 != manifest.artifact.size {
+        return Err(format!(
+            "the logged artifact ({} bytes, {digest}) does not match the manifest ({} bytes, {})",
+            bytes.len(),
+            manifest.artifact.size,
+            manifest.artifact.digest
+        ));
+    }
+    Ok(CompiledModule {
+        bytes,
+        digest,
+        media_type: manifest.artifact.media_type,
+        compile_ms: manifest.timings.map(|t| t.compile_ms).unwrap_or_default(),
+        toolchain: manifest
+            .toolchain
+            .into_iter()
+            .map(|t| format!("{} {}", t.name, t.version))
+            .collect(),
+    })
+}
+
+/// Reads a failed compile from the container's termination message and terminated reason
+/// (`OOMKilled`, `Error`, …), or the Job's failure reason (`DeadlineExceeded`) when the
+/// container never wrote one.
+pub fn parse_failure(
+    termination_message: Option<&str>,
+    container_reason: Option<&str>,
+    job_reason: Option<&str>,
+) -> CompileFailure {
+    if let Some(document) = termination_message
+        .and_then(|m| serde_json::from_str::<FailureDocument>(m).ok())
+        .filter(|d| d.kind == "CompileFailure")
+    {
+        return CompileFailure {
+            reason: document.reason,
+            user_error: document.user_error,
+            message: trim(&document.message),
+            diagnostics: document
+                .diagnostics
+                .iter()
+                .take(MAX_DIAGNOSTICS)
+                .map(|d| trim(d))
+                .collect(),
+        };
+    }
+    let (reason, user_error, message) = match (container_reason, job_reason) {
+        (Some("OOMKilled"), _) => (
+            "OutOfMemory",
+            true,
+            "the compiler ran out of memory (the compile Job's memory limit)".to_owned(),
+        ),
+        (_, Some("DeadlineExceeded")) => (
+            "TimedOut",
+            true,
+            "the compile Job ran past its deadline (spec.build.timeoutSeconds)".to_owned(),
+        ),
+        (container, job) => (
+            "BuilderFailed",
+            false,
+            format!(
+                "the builder ended without a result (container: {}, job: {})",
+                container.unwrap_or("no state"),
+                job.unwrap_or("no reason")
+            ),
+        ),
+    };
+    CompileFailure {
+        reason: reason.to_owned(),
+        user_error,
+        message,
+        diagnostics: Vec::new(),
+    }
+}
+
+fn trim(text: &str) -> String {
+    match text.char_indices().nth(MAX_DIAGNOSTIC_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_for(bytes: &[u8], digest: &str, size: usize, ended: bool) -> String {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let mut log = format!(
+            "warning: unused variable\n{{\"apiVersion\":\"wasmfn.dev/v1alpha1\",\"kind\":\"CompileManifest\",\
+             \"artifact\":{{\"file\":\"module.wasm\",\"digest\":\"{digest}\",\"size\":{size},\
+             \"mediaType\":\"application/wasm\"}},\"toolchain\":[{{\"name\":\"rustc\",\"version\":\"1.85\"}}],\
+             \"timings\":{{\"compileMs\":321.5,\"totalMs\":400.0}}}}\n\
+             -----BEGIN WASMFN ARTIFACT module.wasm {digest}-----\n"
+        );
+        for chunk in encoded.as_bytes().chunks(76) {
+            log.push_str(std::str::from_utf8(chunk).expect("ascii"));
+            log.push('\n');
+        }
+        if ended {
+            log.push_str("-----END WASMFN ARTIFACT-----\n");
+        }
+        log
+    }
+
+    #[test]
+    fn a_logged_artifact_is_decoded_and_verified() {
+        let module: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let digest = sha256_digest(&module);
+        let parsed = parse_success(&log_for(&module, &digest, module.len(), true)).expect("parsed");
+        assert_eq!(parsed.bytes, module);
+        assert_eq!(parsed.digest, digest);
+        assert_eq!(parsed.media_type, "application/wasm");
+        assert_eq!(parsed.compile_ms, 321.5);
+        assert_eq!(parsed.toolchain, ["rustc 1.85"]);
+    }
+
+    #[test]
+    fn a_wrong_digest_a_cut_block_or_a_missing_manifest_is_an_error() {
+        let module = b"\0asm\x01\0\0\0".to_vec();
+        let digest = sha256_digest(&module);
+        let wrong = sha256_digest(b"other");
+        assert!(parse_success(&log_for(&module, &wrong, module.len(), true))
+            .expect_err("digest")
+            .contains("does not match"));
+        assert!(parse_success(&log_for(&module, &digest, 3, true)).is_err());
+        assert!(parse_success(&log_for(&module, &digest, module.len(), false))
+            .expect_err("cut")
+            .contains("cut off"));
+        assert!(parse_success("just text\n").expect_err("none").contains("CompileManifest"));
+    }
+
+    #[test]
+    fn a_failure_document_is_taken_as_written_and_trimmed() {
+        let long = "x".repeat(1000);
+        let message = format!(
+            "{{\"apiVersion\":\"wasmfn.dev/v1alpha1\",\"kind\":\"CompileFailure\",\"reason\":\"CompileError\",\
+             \"userError\":true,\"message\":\"compile failed: main.rs:3:5: error: oops\",\
+             \"diagnostics\":[\"main.rs:3:5: error: oops\",\"{long}\"]}}"
+        );
+        let failure = parse_failure(Some(&message), Some("Error"), Some("BackoffLimitExceeded"));
+        assert_eq!(failure.reason, "CompileError");
+        assert!(failure.user_error);
+        assert_eq!(failure.diagnostics[0], "main.rs:3:5: error: oops");
+        assert_eq!(failure.diagnostics[1].chars().count(), MAX_DIAGNOSTIC_CHARS + 1);
+    }
+
+    #[test]
+    fn without_a_document_the_pod_and_job_reasons_decide() {
+        assert_eq!(parse_failure(None, Some("OOMKilled"), None).reason, "OutOfMemory");
+        assert_eq!(parse_failure(Some("garbage"), None, Some("DeadlineExceeded")).reason, "TimedOut");
+        let other = parse_failure(None, Some("Error"), Some("BackoffLimitExceeded"));
+        assert_eq!(other.reason, "BuilderFailed");
+        assert!(!other.user_error);
+        assert!(other.message.contains("Error") && other.message.contains("BackoffLimitExceeded"));
+    }
+}

@@ -1,0 +1,191 @@
+//! The function status each outcome produces. Pure: the reconciler applies the result.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use wasmfn_api::{
+    set_condition, ArtifactStatus, CompileStatus, ConditionStatus, FunctionPhase,
+    WasmFunctionStatus,
+};
+
+use super::compile_output::CompileFailure;
+
+/// Condition: the module is stored and executions can run.
+pub const READY: &str = "Ready";
+/// Condition: the last compile succeeded.
+pub const COMPILED: &str = "Compiled";
+
+/// A status update in the making: starts from the current status so conditions keep their
+/// transition times.
+#[derive(Debug, Clone)]
+pub struct StatusUpdate {
+    status: WasmFunctionStatus,
+    generation: Option<i64>,
+    now: Time,
+}
+
+impl StatusUpdate {
+    /// Starts from `current` for the object at `generation`.
+    pub fn new(current: Option<&WasmFunctionStatus>, generation: Option<i64>, now: Time) -> Self {
+        let mut status = current.cloned().unwrap_or_default();
+        status.observed_generation = generation;
+        StatusUpdate { status, generation, now }
+    }
+
+    fn condition(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: &str) {
+        set_condition(
+            &mut self.status.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            self.generation,
+            self.now.clone(),
+        );
+    }
+
+    /// The spec cannot be built as written.
+    pub fn invalid(mut self, key: Option<&str>, reason: &str, message: &str) -> WasmFunctionStatus {
+        self.status.phase = Some(FunctionPhase::Failed);
+        self.status.cache_key = key.map(str::to_owned);
+        self.status.artifact = None;
+        self.condition(READY, ConditionStatus::False, reason, message);
+        self.status
+    }
+
+    /// Waiting for something outside the operator (a source ConfigMap).
+    pub fn pending(mut self, reason: &str, message: &str) -> WasmFunctionStatus {
+        self.status.phase = Some(FunctionPhase::Pending);
+        self.condition(READY, ConditionStatus::False, reason, message);
+        self.status
+    }
+
+    /// A compile Job is running.
+    pub fn compiling(mut self, key: &str, job_name: &str, start_time: Option<Time>) -> WasmFunctionStatus {
+        self.status.phase = Some(FunctionPhase::Compiling);
+        self.status.cache_key = Some(key.to_owned());
+        self.status.compile = Some(CompileStatus {
+            job_name: Some(job_name.to_owned()),
+            start_time,
+            ..Default::default()
+        });
+        self.condition(READY, ConditionStatus::False, "Compiling", &format!("compile Job {job_name} is running"));
+        self.condition(COMPILED, ConditionStatus::Unknown, "Compiling", "");
+        self.status
+    }
+
+    /// The module is stored. `compile` is `None` for a cache hit (the record of an earlier compile
+    /// of the same key is not ours to show).
+    pub fn ready(mut self, key: &str, artifact: ArtifactStatus, compile: Option<CompileStatus>) -> WasmFunctionStatus {
+        let cache_hit = compile.is_none();
+        let message = format!("module {} ({} bytes) stored in {} {}", artifact.digest, artifact.size, artifact.store, artifact.location);
+        self.status.phase = Some(FunctionPhase::Ready);
+        self.status.cache_key = Some(key.to_owned());
+        self.status.artifact = Some(artifact);
+        self.status.compile = Some(compile.unwrap_or(CompileStatus {
+            cache_hit: true,
+            completion_time: Some(self.now.clone()),
+            ..Default::default()
+        }));
+        let reason = if cache_hit { "CacheHit" } else { "Compiled" };
+        self.condition(READY, ConditionStatus::True, reason, &message);
+        self.condition(COMPILED, ConditionStatus::True, reason, "");
+        self.status
+    }
+
+    /// The compile failed.
+    pub fn compile_failed(mut self, key: &str, mut compile: CompileStatus, failure: &CompileFailure) -> WasmFunctionStatus {
+        self.status.phase = Some(FunctionPhase::Failed);
+        self.status.cache_key = Some(key.to_owned());
+        self.status.artifact = None;
+        compile.reason = Some(failure.reason.clone());
+        compile.diagnostics = failure.diagnostics.clone();
+        compile.completion_time = Some(self.now.clone());
+        self.status.compile = Some(compile);
+        self.condition(READY, ConditionStatus::False, &failure.reason, &failure.message);
+        self.condition(COMPILED, ConditionStatus::False, &failure.reason, &failure.message);
+        self.status
+    }
+}
+
+/// The artifact status for a stored record.
+pub fn short_digest(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    hex[..hex.len().min(12)].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).expect("time"))
+    }
+
+    fn artifact() -> ArtifactStatus {
+        ArtifactStatus {
+            digest: "sha256:0123456789abcdef".into(),
+            short_digest: short_digest("sha256:0123456789abcdef"),
+            size: 42,
+            media_type: "application/wasm".into(),
+            store: "configmap".into(),
+            location: "wasmfn-artifact-0123".into(),
+            config_maps: vec!["wasmfn-artifact-0123".into()],
+        }
+    }
+
+    fn condition<'a>(status: &'a WasmFunctionStatus, type_: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).expect("condition")
+    }
+
+    #[test]
+    fn compiling_then_ready_moves_the_ready_condition_and_keeps_generation() {
+        let compiling = StatusUpdate::new(None, Some(3), at(10)).compiling("sha256:k", "wasmfn-compile-k", Some(at(9)));
+        assert_eq!(compiling.phase, Some(FunctionPhase::Compiling));
+        assert_eq!(compiling.observed_generation, Some(3));
+        assert_eq!(condition(&compiling, READY).status, "False");
+        assert_eq!(condition(&compiling, COMPILED).status, "Unknown");
+        let record = CompileStatus { job_name: Some("wasmfn-compile-k".into()), duration_ms: Some(300), ..Default::default() };
+        let ready = StatusUpdate::new(Some(&compiling), Some(3), at(20)).ready("sha256:k", artifact(), Some(record));
+        assert_eq!(ready.phase, Some(FunctionPhase::Ready));
+        assert_eq!(condition(&ready, READY).status, "True");
+        assert_eq!(condition(&ready, READY).reason, "Compiled");
+        assert_eq!(condition(&ready, READY).last_transition_time, at(20));
+        assert!(!ready.compile.as_ref().expect("compile").cache_hit);
+        assert_eq!(ready.artifact.as_ref().map(|a| a.short_digest.as_str()), Some("0123456789ab"));
+    }
+
+    #[test]
+    fn a_cache_hit_says_so() {
+        let ready = StatusUpdate::new(None, Some(1), at(5)).ready("sha256:k", artifact(), None);
+        assert_eq!(condition(&ready, READY).reason, "CacheHit");
+        assert!(ready.compile.as_ref().expect("compile").cache_hit);
+    }
+
+    #[test]
+    fn a_compile_failure_carries_reason_and_diagnostics_and_drops_the_old_artifact() {
+        let ready = StatusUpdate::new(None, Some(1), at(5)).ready("sha256:old", artifact(), None);
+        let failure = CompileFailure {
+            reason: "CompileError".into(),
+            user_error: true,
+            message: "compile failed: main.rs:3:5: error: x".into(),
+            diagnostics: vec!["main.rs:3:5: error: x".into()],
+        };
+        let failed = StatusUpdate::new(Some(&ready), Some(2), at(9)).compile_failed("sha256:new", CompileStatus::default(), &failure);
+        assert_eq!(failed.phase, Some(FunctionPhase::Failed));
+        assert_eq!(failed.artifact, None);
+        assert_eq!(failed.cache_key.as_deref(), Some("sha256:new"));
+        assert_eq!(condition(&failed, READY).reason, "CompileError");
+        assert!(condition(&failed, READY).message.contains("main.rs:3:5"));
+        assert_eq!(failed.compile.as_ref().expect("compile").diagnostics, failure.diagnostics);
+    }
+
+    #[test]
+    fn invalid_and_pending_set_phase_and_reason() {
+        let invalid = StatusUpdate::new(None, Some(1), at(1)).invalid(None, "InvalidSpec", "fix it");
+        assert_eq!(invalid.phase, Some(FunctionPhase::Failed));
+        assert_eq!(condition(&invalid, READY).reason, "InvalidSpec");
+        let pending = StatusUpdate::new(None, Some(1), at(1)).pending("SourceNotFound", "create it");
+        assert_eq!(pending.phase, Some(FunctionPhase::Pending));
+        assert_eq!(condition(&pending, READY).message, "create it");
+    }
+}

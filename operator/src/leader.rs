@@ -1,0 +1,216 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease: one replica acts, the others wait.
+//!
+//! A replica takes the Lease when it is free or its holder has not renewed it for the lease
+//! duration; every write carries the `resourceVersion` it read, so two replicas can never both
+//! win the same round. The leader renews every third of the duration and **stops acting before
+//! its lease can be taken** (it exits when it has not renewed for two thirds of the duration),
+//! so a standby taking over an expired lease never overlaps with it. On shutdown the leader
+//! releases the Lease so a standby takes over at once.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+
+/// What a replica may do with the Lease as it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseDecision {
+    /// We hold it: renew.
+    Renew,
+    /// Free or expired: take it.
+    Acquire,
+    /// Someone else holds it.
+    Wait,
+}
+
+/// Decides from the Lease's spec (pure).
+pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> LeaseDecision {
+    let Some(spec) = spec else {
+        return LeaseDecision::Acquire;
+    };
+    match spec.holder_identity.as_deref() {
+        Some(holder) if holder == identity => LeaseDecision::Renew,
+        None | Some("") => LeaseDecision::Acquire,
+        Some(_) => {
+            let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
+            let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
+            match renewed {
+                Some(renewed) if now.duration_since(renewed) < duration => LeaseDecision::Wait,
+                _ => LeaseDecision::Acquire,
+            }
+        }
+    }
+}
+
+/// One replica's view of the election.
+#[derive(Debug, Clone)]
+pub struct LeaderElector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+}
+
+impl LeaderElector {
+    /// An elector for Lease `namespace/name`.
+    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, duration: Duration) -> Self {
+        LeaderElector {
+            api: Api::namespaced(client, namespace),
+            name: name.to_owned(),
+            identity: identity.to_owned(),
+            duration,
+        }
+    }
+
+    /// This replica's identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// One round: returns whether we hold the Lease afterwards.
+    pub async fn try_acquire_or_renew(&self) -> Result<bool> {
+        let existing = self.api.get_opt(&self.name).await?;
+        let now = Timestamp::now();
+        let decision = decide(existing.as_ref().and_then(|l| l.spec.as_ref()), &self.identity, now);
+        if decision == LeaseDecision::Wait {
+            return Ok(false);
+        }
+        let seconds = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
+        let previous = existing.as_ref().and_then(|l| l.spec.clone()).unwrap_or_default();
+        let spec = LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(seconds),
+            acquire_time: match decision {
+                LeaseDecision::Renew => previous.acquire_time.clone(),
+                _ => Some(MicroTime(now)),
+            },
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(
+                previous.lease_transitions.unwrap_or(0) + i32::from(decision == LeaseDecision::Acquire && existing.is_some()),
+            ),
+            ..Default::default()
+        };
+        let result = match existing {
+            Some(mut lease) => {
+                lease.spec = Some(spec);
+                self.api.replace(&self.name, &PostParams::default(), &lease).await
+            }
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                    spec: Some(spec),
+                };
+                self.api.create(&PostParams::default(), &lease).await
+            }
+        };
+        match result {
+            Ok(_) => Ok(true),
+            // Another replica wrote first (conflict on resourceVersion, or created it first).
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Waits until this replica leads.
+    pub async fn acquire(&self) -> Result<()> {
+        let retry = self.duration / 5;
+        let mut announced = false;
+        loop {
+            match self.try_acquire_or_renew().await {
+                Ok(true) => {
+                    info!(identity = %self.identity, lease = %self.name, "became the leader");
+                    return Ok(());
+                }
+                Ok(false) if !announced => {
+                    info!(identity = %self.identity, lease = %self.name, "standing by: another replica leads");
+                    announced = true;
+                }
+                Ok(false) => {}
+                Err(error) => warn!(%error, "lease check failed"),
+            }
+            tokio::time::sleep(retry).await;
+        }
+    }
+
+    /// Renews until leadership is lost or cannot be confirmed in time; then returns the error
+    /// the process must exit with.
+    pub async fn hold(&self) -> Error {
+        let renew_every = self.duration / 3;
+        let give_up_after = self.duration * 2 / 3;
+        let mut last_renewed = Instant::now();
+        loop {
+            tokio::time::sleep(renew_every).await;
+            match self.try_acquire_or_renew().await {
+                Ok(true) => last_renewed = Instant::now(),
+                Ok(false) => return Error::LostLeadership(last_renewed.elapsed()),
+                Err(error) => warn!(%error, "lease renewal failed"),
+            }
+            if last_renewed.elapsed() >= give_up_after {
+                return Error::LostLeadership(last_renewed.elapsed());
+            }
+        }
+    }
+
+    /// Gives the Lease up (on shutdown) so a standby need not wait for it to expire.
+    pub async fn release(&self) -> Result<()> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(());
+        };
+        let ours = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(self.identity.as_str());
+        if !ours {
+            return Ok(());
+        }
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+            spec.renew_time = None;
+        }
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: Option<&str>, renewed: Option<i64>, seconds: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: holder.map(str::to_owned),
+            renew_time: renewed.map(|s| MicroTime(Timestamp::from_second(s).expect("time"))),
+            lease_duration_seconds: Some(seconds),
+            ..Default::default()
+        }
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).expect("time")
+    }
+
+    #[test]
+    fn a_missing_or_free_lease_is_acquired() {
+        assert_eq!(decide(None, "me", at(100)), LeaseDecision::Acquire);
+        assert_eq!(decide(Some(&lease(None, None, 10)), "me", at(100)), LeaseDecision::Acquire);
+        assert_eq!(decide(Some(&lease(Some(""), Some(99), 10)), "me", at(100)), LeaseDecision::Acquire);
+    }
+
+    #[test]
+    fn our_own_lease_is_renewed_even_when_expired() {
+        assert_eq!(decide(Some(&lease(Some("me"), Some(95), 10)), "me", at(100)), LeaseDecision::Renew);
+        assert_eq!(decide(Some(&lease(Some("me"), Some(10), 10)), "me", at(100)), LeaseDecision::Renew);
+    }
+
+    #[test]
+    fn another_holders_lease_is_respected_until_it_expires() {
+        assert_eq!(decide(Some(&lease(Some("other"), Some(95), 10)), "me", at(100)), LeaseDecision::Wait);
+        assert_eq!(decide(Some(&lease(Some("other"), Some(90), 10)), "me", at(100)), LeaseDecision::Acquire);
+        assert_eq!(decide(Some(&lease(Some("other"), None, 10)), "me", at(100)), LeaseDecision::Acquire);
+    }
+}

@@ -1,0 +1,18 @@
+//! wasmfn-operator: the controller manager. The API types live in the `wasmfn-api` crate.
+//!
+//! Modules: [`config`] (flags and env), [`crdgen`], [`function`] (the WasmFunction controller),
+//! [`store`] (artifact stores and their garbage collection), [`leader`] (Lease election),
+//! [`health`] (probes and metrics), [`context`] and [`error`].
+
+pub mod config;
+pub mod context;
+pub mod crdgen;
+pub mod error;
+pub mod function;
+pub mod health;
+pub mod leader;
+pub mod metrics;
+pub mod operator;
+pub mod store;
+
+pub use error::{Error, Result};

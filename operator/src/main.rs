@@ -1,0 +1,56 @@
+//! `wasmfn-operator`: `run` the controllers, or `crdgen` the CRD YAML.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use wasmfn_operator::config::Config;
+use wasmfn_operator::{crdgen, operator};
+
+#[derive(Debug, Parser)]
+#[command(name = "wasmfn-operator", version, about = "Compiles WasmFunctions to WebAssembly and runs WasmExecutions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the controllers (leader-elected).
+    Run(Box<Config>),
+    /// Write the CRD YAML generated from the API types.
+    Crdgen {
+        /// Directory to write into; without it the YAML goes to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Crdgen { out: Some(dir) } => crdgen::write(&dir),
+        Command::Crdgen { out: None } => crdgen::crds().iter().try_for_each(|(_, crd)| {
+            print!("{}---\n", crdgen::render(crd)?);
+            Ok(())
+        }),
+        Command::Run(config) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime.block_on(operator::run(*config)),
+                Err(error) => Err(wasmfn_operator::Error::io("start the async runtime")(error)),
+            }
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wasmfn-operator: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! `wasmfn-operator run`: check the CRDs, serve probes, win the Lease, then run the
+//! controllers and the artifact garbage collector until shutdown or lost leadership.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::health::{self, Health};
+use crate::leader::LeaderElector;
+use crate::metrics::Metrics;
+use crate::store::oci::OciStore;
+use crate::store::{gc, Stores};
+
+/// The CRDs the operator needs.
+const REQUIRED_CRDS: [&str; 2] = ["wasmfunctions.wasmfn.dev", "wasmexecutions.wasmfn.dev"];
+
+/// Fails with [`Error::MissingCrd`] when a CRD is not installed.
+pub async fn check_crds(client: &Client) -> Result<()> {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    for name in REQUIRED_CRDS {
+        if crds.get_opt(name).await?.is_none() {
+            return Err(Error::MissingCrd(name.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+fn identity(config: &Config) -> String {
+    config.identity.clone().unwrap_or_else(|| {
+        let host = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "wasmfn-operator".to_owned());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+fn lease_namespace(config: &Config) -> String {
+    config.lease_namespace.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            .map(|ns| ns.trim().to_owned())
+            .unwrap_or_else(|_| "default".to_owned())
+    })
+}
+
+/// Runs the operator until SIGTERM/SIGINT (exit 0) or a fatal error.
+pub async fn run(config: Config) -> Result<()> {
+    config.validate()?;
+    let client = Client::try_default().await?;
+    check_crds(&client).await?;
+
+    let health = Arc::new(Health::default());
+    let metrics = Arc::new(Metrics::default());
+    health.ready.store(true, Ordering::Relaxed);
+    let listener = health::bind(config.health_addr).await?;
+    tokio::spawn(health::serve(listener, health.clone(), metrics.clone()));
+
+    let identity = identity(&config);
+    let elector = LeaderElector::new(
+        client.clone(),
+        &lease_namespace(&config),
+        &config.lease_name,
+        &identity,
+        Duration::from_secs(config.lease_seconds),
+    );
+    tokio::select! {
+        acquired = elector.acquire() => acquired?,
+        () = shutdown_signal() => {
+            info!("stopping while standing by");
+            return Ok(());
+        }
+    }
+    health.leading.store(true, Ordering::Relaxed);
+
+    let oci = (!config.oci_registry.is_empty()).then(|| {
+        OciStore::new(&config.oci_registry, config.oci_pull_registry(), &config.oci_repository, config.oci_insecure)
+    });
+    let stores = Stores::new(client.clone(), oci);
+    let ctx = Arc::new(Context::new(client.clone(), config.clone(), stores, metrics, &identity));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let controller = {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(crate::function::run(ctx.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    };
+    let collector = tokio::spawn(collect_garbage(client.clone(), config.clone(), stop_rx));
+
+    let outcome = tokio::select! {
+        lost = elector.hold() => Err(lost),
+        () = shutdown_signal() => Ok(()),
+    };
+    let _ = stop_tx.send(true);
+    match &outcome {
+        Ok(()) => {
+            info!("shutting down: finishing in-flight reconciles");
+            let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+            collector.abort();
+            if let Err(error) = elector.release().await {
+                warn!(%error, "could not release the lease");
+            }
+        }
+        Err(error) => error!(%error, "stopping at once so two replicas never act together"),
+    }
+    outcome
+}
+
+async fn collect_garbage(client: Client, config: Config, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(config.gc_interval());
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match gc::sweep(&client, config.cache_ttl()).await {
+            Ok(0) => {}
+            Ok(deleted) => info!(deleted, "artifact garbage collection"),
+            Err(error) => warn!(%error, "artifact garbage collection failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            warn!(%error, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

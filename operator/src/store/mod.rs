@@ -1,0 +1,121 @@
+//! Artifact stores: where compiled modules live, shared by digest, found by cache key.
+//!
+//! Each stored module has a **record**: a ConfigMap in the function's namespace named after the
+//! store and the module digest, labelled `wasmfn.dev/artifact=true`, `wasmfn.dev/store=<store>`
+//! and one `key.wasmfn.dev/<key>` label per cache key that produced the module. A cache lookup
+//! is one list call with those labels as selector. The ConfigMap store keeps the module itself
+//! in the record and its part ConfigMaps; the OCI store keeps it in a registry and the record
+//! says where. Records are never owned by functions (functions share them); the garbage
+//! collector deletes records no function refers to after the cache TTL.
+
+pub mod configmap;
+pub mod gc;
+pub mod oci;
+pub mod record;
+
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use k8s_openapi::api::core::v1::ConfigMap;
+use wasmfn_api::{labels, ArtifactStore};
+
+use crate::error::Result;
+use crate::function::cache_key::key_label;
+pub use record::ArtifactRecord;
+
+/// The field manager of everything the operator writes.
+pub const FIELD_MANAGER: &str = "wasmfn-operator";
+
+/// A module to store.
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleToStore<'a> {
+    /// The bytes.
+    pub bytes: &'a [u8],
+    /// `sha256:<hex>` of the bytes (already verified by the caller).
+    pub digest: &'a str,
+    /// Media type.
+    pub media_type: &'a str,
+}
+
+/// Both stores behind one front.
+#[derive(Clone)]
+pub struct Stores {
+    client: Client,
+    oci: Option<oci::OciStore>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").field("oci", &self.oci).finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    /// The stores; `oci` is `None` when no registry is configured.
+    pub fn new(client: Client, oci: Option<oci::OciStore>) -> Self {
+        Stores { client, oci }
+    }
+
+    /// Whether the OCI store can be used.
+    pub fn oci_available(&self) -> bool {
+        self.oci.is_some()
+    }
+
+    fn records(&self, namespace: &str) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// The record stored under `key` in `store`, if any.
+    pub async fn lookup(&self, namespace: &str, store: ArtifactStore, key: &str) -> Result<Option<ArtifactRecord>> {
+        let selector = format!(
+            "{}=true,{}={},{}{}",
+            labels::ARTIFACT,
+            labels::STORE,
+            store.as_str(),
+            labels::CACHE_KEY_PREFIX,
+            key_label(key)
+        );
+        let found = self.records(namespace).list(&ListParams::default().labels(&selector)).await?;
+        Ok(found.items.iter().find_map(ArtifactRecord::from_config_map))
+    }
+
+    /// Stores `module` in `store` under `key` (idempotent: a module already stored gains the key).
+    pub async fn put(
+        &self,
+        namespace: &str,
+        store: ArtifactStore,
+        key: &str,
+        module: ModuleToStore<'_>,
+    ) -> Result<ArtifactRecord> {
+        let api = self.records(namespace);
+        let name = record::record_name(store, module.digest);
+        if let Some(existing) = api.get_opt(&name).await? {
+            if let Some(record) = ArtifactRecord::from_config_map(&existing) {
+                if record.digest == module.digest {
+                    self.add_key(&api, &name, key).await?;
+                    return Ok(record);
+                }
+            }
+        }
+        let record = match store {
+            ArtifactStore::ConfigMap => configmap::store(&api, &name, key, module).await?,
+            ArtifactStore::Oci => {
+                let oci = self.oci.as_ref().ok_or_else(|| {
+                    crate::error::Error::Config("the OCI store is not configured".into())
+                })?;
+                oci.store(&api, &name, key, module).await?
+            }
+        };
+        Ok(record)
+    }
+
+    async fn add_key(&self, api: &Api<ConfigMap>, name: &str, key: &str) -> Result<()> {
+        let patch = serde_json::json!({
+            "metadata": {
+                "labels": { format!("{}{}", labels::CACHE_KEY_PREFIX, key_label(key)): "" },
+                "annotations": { labels::UNREFERENCED_SINCE: null }
+            }
+        });
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Ok(())
+    }
+}
