@@ -90,7 +90,8 @@ pub(crate) struct ExecArgs {
     /// Arguments for `--invoke` as a JSON array of numbers, e.g. '[1, 2]'.
     #[arg(long, requires = "invoke")]
     args: Option<String>,
-    /// AOT form to use when it matches the module (default: MODULE.aot.so when present).
+    /// AOT form to use when it matches the module (default: MODULE.aot.so when present; none
+    /// for a packed artifact).
     #[arg(long, conflicts_with = "no_aot")]
     aot: Option<PathBuf>,
     /// Always use the interpreter.
@@ -106,7 +107,8 @@ pub(crate) struct ExecArgs {
     limits: LimitArgs,
     #[command(flatten)]
     output: OutputArgs,
-    /// The module (.wasm) or script.
+    /// The module (.wasm), a packed artifact (its directory or artifact.json, as the ConfigMap
+    /// store's volume mounts it), or a script.
     module: PathBuf,
     /// Arguments passed to the guest (after `--` when they start with a dash).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -155,12 +157,10 @@ pub(crate) fn exec(args: ExecArgs) -> Result<i32> {
             request.aot = None;
         }
     } else if !args.no_aot {
-        request.aot = Some(
-            args.aot
-                .clone()
-                .unwrap_or_else(|| aot::default_path_for(&args.module)),
-        )
-        .filter(|path| args.aot.is_some() || path.is_file());
+        request.aot = match &args.aot {
+            Some(path) => Some(path.clone()),
+            None => aot::default_for(&args.module).filter(|path| path.is_file()),
+        };
     }
     if let Some(expected) = &args.expect_digest {
         if let Err(error) = ModuleBytes::from_source(&request.module)?.verify(expected) {

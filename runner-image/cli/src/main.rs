@@ -1,6 +1,8 @@
 //! `wasmfn`: the data-plane command. `exec` runs one module (the runner pod's entry point),
-//! `aot` compiles a module ahead of time, `run` builds and runs a WasmFunction manifest locally.
+//! `aot` compiles a module ahead of time, `run` builds and runs a WasmFunction manifest locally,
+//! `artifact` packs and unpacks the ConfigMap store's form of a module.
 
+mod artifact;
 mod compile;
 mod exec;
 mod manifest;
@@ -29,6 +31,9 @@ enum Command {
     Run(run::RunArgs),
     /// Compile a function's source to a checked artifact (module or script) with a manifest.
     Compile(compile::CompileArgs),
+    /// Pack a module the way the ConfigMap store holds it, or unpack and verify such an artifact.
+    #[command(subcommand)]
+    Artifact(artifact::ArtifactCommand),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
         Command::Aot(args) => exec::aot(args),
         Command::Run(args) => run::run(args),
         Command::Compile(args) => compile::compile(args),
+        Command::Artifact(command) => artifact::artifact(command),
     };
     match result {
         // Exit codes are 0..=255; a guest's larger or negative code is reported modulo 256 like

@@ -141,6 +141,13 @@ pub fn default_path_for(module: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The AOT form to look for when none is named: [`default_path_for`] a module file, none for a
+/// packed artifact (the ConfigMap store holds only the module; its AOT form, if any, must be
+/// named explicitly).
+pub fn default_for(module: &Path) -> Option<PathBuf> {
+    (!crate::artifact::is_packed(module)).then(|| default_path_for(module))
+}
+
 fn has_library_extension(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "so")
 }

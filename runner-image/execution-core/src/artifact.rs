@@ -1,4 +1,10 @@
 //! The artifact reader: a module's bytes and their identity (sha256), read once per run.
+//!
+//! A module path names either a plain `.wasm` file or a packed artifact of the ConfigMap store
+//! (the format of the `wasmfn-artifact` crate: a directory holding `artifact.json` and the
+//! gzip-compressed parts, or that `artifact.json` itself). A packed artifact is unpacked in
+//! memory, each part and the module checked against the manifest's digests; any mismatch is an
+//! error naming the part, never a module that runs anyway.
 
 use std::path::Path;
 
@@ -7,8 +13,9 @@ use sha2::{Digest, Sha256};
 use crate::request::ModuleSource;
 use crate::Error;
 
-/// Largest module accepted (CPython-WASI is ~20 MB; anything far bigger is a mistake or an attack).
-pub const MAX_MODULE_BYTES: u64 = 256 << 20;
+/// Largest module accepted (CPython-WASI is ~20 MB; anything far bigger is a mistake or an
+/// attack). The same bound applies to packed artifacts.
+pub const MAX_MODULE_BYTES: u64 = wasmfn_artifact::MAX_MODULE_BYTES;
 
 /// A module's bytes with their digest.
 #[derive(Debug, Clone)]
@@ -24,8 +31,16 @@ impl ModuleBytes {
         ModuleBytes { bytes, sha256_hex }
     }
 
-    /// Reads a module file (bounded by [`MAX_MODULE_BYTES`]).
+    /// Reads a module file (bounded by [`MAX_MODULE_BYTES`]), or unpacks and verifies a packed
+    /// artifact when `path` is one (see [`is_packed`]).
     pub fn read(path: &Path) -> Result<Self, Error> {
+        if is_packed(path) {
+            let (_, bytes) = wasmfn_artifact::read(path).map_err(|source| Error::Artifact {
+                path: path.display().to_string(),
+                source,
+            })?;
+            return Ok(Self::new(bytes));
+        }
         let metadata = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if metadata.len() > MAX_MODULE_BYTES {
             return Err(Error::InvalidModule(format!(
@@ -70,6 +85,12 @@ impl ModuleBytes {
             )))
         }
     }
+}
+
+/// Whether `path` names a packed artifact (a directory with `artifact.json`, or that file)
+/// rather than a plain module file.
+pub fn is_packed(path: &Path) -> bool {
+    wasmfn_artifact::is_packed(path)
 }
 
 /// Lower-case hex sha256 of `bytes`.

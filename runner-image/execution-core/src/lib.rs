@@ -48,6 +48,15 @@ pub enum Error {
     /// The module is unusable.
     #[error("{0}")]
     InvalidModule(String),
+    /// A packed artifact (ConfigMap store) could not be read or failed verification.
+    #[error("{path}: {source}")]
+    Artifact {
+        /// The artifact's directory or manifest.
+        path: String,
+        /// What is wrong with it (which part, expected vs actual digest …).
+        #[source]
+        source: wasmfn_artifact::Error,
+    },
     /// WasmEdge refused an operation.
     #[error("{0}")]
     Runtime(String),

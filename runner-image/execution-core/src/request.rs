@@ -7,7 +7,9 @@ use std::time::Duration;
 /// Where the module's bytes come from.
 #[derive(Debug, Clone)]
 pub enum ModuleSource {
-    /// A `.wasm` file (e.g. a mounted artifact).
+    /// A `.wasm` file, or a packed artifact from the ConfigMap store (its directory or its
+    /// `artifact.json`, e.g. the artifact's ConfigMaps mounted as one projected volume), which
+    /// is unpacked and digest-verified on read.
     Path(PathBuf),
     /// `.wasm` bytes already in memory.
     Bytes(Vec<u8>),

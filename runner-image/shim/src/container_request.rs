@@ -1,9 +1,16 @@
 //! Turns a container's spec (args, env, the module source) into the execution core's
 //! [`RunRequest`]. Pure: no I/O, tested below.
 //!
-//! The container's `command[0]` names the module (a file in the container's filesystem, e.g. an
-//! artifact mounted from a ConfigMap, or the image's Wasm layer when the image is an OCI Wasm
-//! artifact); the rest of the command line is the guest's argv. Run settings travel as container
+//! The container's `command[0]` names the module; the rest of the command line is the guest's
+//! argv. The module is one of:
+//!
+//! | `command[0]` | the module |
+//! |---|---|
+//! | `/artifact/module.wasm` | a plain module file in the container's filesystem (e.g. one ConfigMap key) |
+//! | `/artifact` (a directory holding `artifact.json`) or `/artifact/artifact.json` | a packed artifact of the ConfigMap store: the artifact's ConfigMaps mounted as one projected volume (manifest + gzip parts), unpacked and digest-verified before the run; a missing or corrupt part ends the run with reason `InvalidModule` and a message naming the part |
+//! | anything, when the image is an OCI Wasm artifact | the image's Wasm layer |
+//!
+//! `module.wasm#export` names an export, as runwasi does. Run settings travel as container
 //! environment variables (the same names `wasmfn exec` reads), which the guest does not see:
 //!
 //! | variable | meaning | default |
@@ -12,7 +19,7 @@
 //! | `WASMFN_MEMORY_BYTES` | linear-memory cap (rounded down to whole 64 KiB pages) | the core's default |
 //! | `WASMFN_STDIN_FILE` | file whose contents are the guest's stdin (a mounted input volume) | empty stdin |
 //! | `WASMFN_INVOKE` / `WASMFN_INVOKE_ARGS` | call this export of a library module with these JSON numbers | `_start` |
-//! | `WASMFN_AOT` | AOT form to use when it matches the module and runtime | `<module>.aot` if present |
+//! | `WASMFN_AOT` | AOT form to use when it matches the module and runtime | `<module>.aot.so` if present; none for a packed artifact or a layer |
 //! | `WASMFN_RESULT_PATH` | where the result document goes | `/dev/termination-log` |
 
 use std::path::{Path, PathBuf};
@@ -27,8 +34,10 @@ pub(crate) const DEFAULT_RESULT_PATH: &str = "/dev/termination-log";
 /// Where the module comes from, as the shim library hands it over.
 #[derive(Debug)]
 pub(crate) enum ModuleOrigin {
-    /// A path inside the container's filesystem.
+    /// A module file inside the container's filesystem.
     File(PathBuf),
+    /// A packed artifact (directory or its `artifact.json`) inside the container's filesystem.
+    Packed(PathBuf),
     /// The bytes of the image's Wasm layer.
     Layer(Vec<u8>),
 }
@@ -117,6 +126,11 @@ pub(crate) fn container_run(
                 .unwrap_or_else(|| aot::default_path_for(&path));
             (ModuleSource::Path(path), Some(aot))
         }
+        // The store holds no AOT form next to a packed module: only a named one is used.
+        ModuleOrigin::Packed(path) => (
+            ModuleSource::Path(path),
+            setting(&env, "WASMFN_AOT").map(PathBuf::from),
+        ),
         ModuleOrigin::Layer(bytes) => (
             ModuleSource::Bytes(bytes),
             setting(&env, "WASMFN_AOT").map(PathBuf::from),
@@ -217,6 +231,35 @@ mod tests {
         assert!(matches!(&r.module, ModuleSource::Bytes(b) if b == b"\0asm"));
         assert_eq!(r.aot, None, "no AOT form unless named for layer modules");
         assert_eq!(run.result_path, PathBuf::from("/results/doc.json"));
+    }
+
+    #[test]
+    fn a_packed_artifact_is_the_module_with_no_implicit_aot_form() {
+        for command in ["/artifact", "/artifact/artifact.json"] {
+            let run = container_run(
+                &strings(&[command, "x"]),
+                &[],
+                ModuleOrigin::Packed(command.into()),
+            )
+            .expect("valid");
+            let r = &run.request;
+            assert!(matches!(&r.module, ModuleSource::Path(p) if p == Path::new(command)));
+            assert_eq!(
+                r.aot, None,
+                "no AOT form is guessed next to a packed artifact"
+            );
+            assert_eq!(r.args, strings(&["x"]));
+        }
+        let run = container_run(
+            &strings(&["/artifact"]),
+            &strings(&["WASMFN_AOT=/aot/module.aot.so"]),
+            ModuleOrigin::Packed("/artifact".into()),
+        )
+        .expect("valid");
+        assert_eq!(
+            run.request.aot.as_deref(),
+            Some(Path::new("/aot/module.aot.so"))
+        );
     }
 
     #[test]

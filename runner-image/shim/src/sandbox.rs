@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use containerd_shim_wasm::sandbox::context::{RuntimeContext, Source};
 use containerd_shim_wasm::sandbox::Sandbox;
 use std::path::Path;
-use wasmfn_execution::{engine, execute, ForwardSink, Isolation, Reason, ResultDocument};
+use wasmfn_execution::{artifact, engine, execute, ForwardSink, Isolation, Reason, ResultDocument};
 
 #[derive(Default)]
 pub(crate) struct WasmfnSandbox;
@@ -24,6 +24,9 @@ impl Sandbox for WasmfnSandbox {
     async fn run_wasi(&self, ctx: &impl RuntimeContext) -> Result<i32> {
         wasmfn_execution::runtime::silence_runtime_log();
         let origin = match ctx.entrypoint().source {
+            // A packed artifact of the ConfigMap store is a directory (or its manifest); the
+            // execution core unpacks and verifies it when it reads the module.
+            Source::File(path) if artifact::is_packed(&path) => ModuleOrigin::Packed(path),
             Source::File(path) => ModuleOrigin::File(path),
             Source::Oci([layer]) => ModuleOrigin::Layer(layer.layer.clone()),
             Source::Oci(layers) => {
