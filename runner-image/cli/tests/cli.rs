@@ -299,3 +299,90 @@ fn exec_runs_a_javascript_script() {
         "the interpreter's AOT form from make setup/tests"
     );
 }
+
+#[test]
+fn artifact_pack_then_exec_runs_the_packed_form_and_refuses_a_corrupt_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let hello = module(dir.path(), "hello");
+    let packed = dir.path().join("packed");
+    let status = wasmfn()
+        .args(["artifact", "pack", "--part-bytes", "32", "-o"])
+        .arg(&packed)
+        .arg(&hello)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(packed.join("artifact.json")).unwrap()).unwrap();
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(std::fs::read(&hello).unwrap()))
+    );
+    assert_eq!(manifest["digest"], digest.as_str());
+    assert!(manifest["parts"].as_array().unwrap().len() >= 2);
+
+    // An AOT form next to the plain module is not taken for the packed one.
+    assert!(wasmfn().arg("aot").arg(&hello).status().unwrap().success());
+    let aot_beside_dir = dir.path().join("packed.aot.so");
+    std::fs::copy(dir.path().join("hello.wasm.aot.so"), &aot_beside_dir).unwrap();
+    std::fs::copy(
+        dir.path().join("hello.wasm.aot.so.json"),
+        dir.path().join("packed.aot.so.json"),
+    )
+    .unwrap();
+    for path in [packed.clone(), packed.join("artifact.json")] {
+        let (output, doc) = exec(dir.path(), &[path.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(0), "{doc}");
+        assert_eq!(output.stdout, b"hello\n");
+        assert_eq!(doc["module"]["sha256"], digest.as_str());
+        assert_eq!(
+            doc["runtime"]["aot"], false,
+            "no implicit AOT for a packed artifact"
+        );
+        assert!(doc["runtime"]["aotRejected"].is_null(), "{doc}");
+    }
+    // ... but a named one is, since it is bound to the unpacked module's digest.
+    let (_, doc) = exec(
+        dir.path(),
+        &[
+            "--aot",
+            aot_beside_dir.to_str().unwrap(),
+            packed.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(doc["runtime"]["aot"], true, "{doc}");
+
+    let unpacked = dir.path().join("unpacked.wasm");
+    let status = wasmfn()
+        .args(["artifact", "unpack", "-o"])
+        .arg(&unpacked)
+        .arg(&packed)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read(&unpacked).unwrap(),
+        std::fs::read(&hello).unwrap()
+    );
+
+    let part = packed.join("module.gz.001");
+    let mut bytes = std::fs::read(&part).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&part, bytes).unwrap();
+    let (output, doc) = exec(dir.path(), &[packed.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(126));
+    assert_eq!(doc["reason"], "InvalidModule");
+    let message = doc["message"].as_str().unwrap();
+    assert!(
+        message.contains("module.gz.001") && message.contains("digest mismatch"),
+        "{message}"
+    );
+    let output = wasmfn()
+        .args(["artifact", "unpack", "-o"])
+        .arg(&unpacked)
+        .arg(&packed)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("module.gz.001"));
+}
