@@ -19,7 +19,7 @@ setup: ## Install packages and toolchains, build Kubernetes and the base image (
 build: ## Build every crate (debug)
 	$(CARGO) build --workspace --all-targets
 
-$(CLUSTER): $(shell find tests/src runner-image/shim/src runner-image/execution-core/src -name "*.rs") tests/Cargo.toml
+$(CLUSTER): $(shell find tests/src runner-image/shim/src runner-image/execution-core/src runner-image/artifact/src -name "*.rs") tests/Cargo.toml
 	$(CARGO) build -p wasmfn-e2e --bin wasmfn-cluster -p containerd-shim-wasmfn
 
 .PHONY: cluster-up
