@@ -190,7 +190,11 @@ pub fn add_handler(
         }
     }
     Ok(Edit {
-        text: if changed { doc.to_string() } else { text.to_string() },
+        text: if changed {
+            doc.to_string()
+        } else {
+            text.to_string()
+        },
         changed,
         version: Some(version),
     })
@@ -234,8 +238,11 @@ pub fn remove_handler(text: &str, handler: &Handler) -> Result<Edit, Error> {
             path: entry_path.clone(),
             found: entry.type_name(),
         })?;
-        string_value(entry.get("runtime_type"), &format!("{entry_path}.runtime_type"))?
-            .map(str::to_string)
+        string_value(
+            entry.get("runtime_type"),
+            &format!("{entry_path}.runtime_type"),
+        )?
+        .map(str::to_string)
     };
     if current.as_deref() != Some(handler.runtime_type.as_str()) {
         return Err(Error::HandlerTaken {
@@ -305,7 +312,10 @@ fn refuse_disabled_cri(doc: &DocumentMut) -> Result<(), Error> {
     Ok(())
 }
 
-fn table_like<'a>(item: &'a mut Item, path: &str) -> Result<&'a mut dyn toml_edit::TableLike, Error> {
+fn table_like<'a>(
+    item: &'a mut Item,
+    path: &str,
+) -> Result<&'a mut dyn toml_edit::TableLike, Error> {
     let found = item.type_name();
     item.as_table_like_mut().ok_or_else(|| Error::NotATable {
         path: display_path(path),

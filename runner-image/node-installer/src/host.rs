@@ -143,8 +143,11 @@ mod tests {
         };
         std::fs::create_dir_all(dir.path().join("etc/containerd")).expect("mkdir");
         std::fs::create_dir_all(dir.path().join("var/lib/rancher")).expect("mkdir");
-        std::fs::write(dir.path().join("var/lib/rancher/config.toml"), "version = 2\n")
-            .expect("write");
+        std::fs::write(
+            dir.path().join("var/lib/rancher/config.toml"),
+            "version = 2\n",
+        )
+        .expect("write");
         // An absolute target is a host path: it must resolve under the host root.
         std::os::unix::fs::symlink(
             "/var/lib/rancher/config.toml",
@@ -159,7 +162,10 @@ mod tests {
         let backup = replace_with_backup(&real, old.as_deref(), "version = 2\n# new\n")
             .expect("replace")
             .expect("backup");
-        assert_eq!(std::fs::read_to_string(&backup).expect("backup"), "version = 2\n");
+        assert_eq!(
+            std::fs::read_to_string(&backup).expect("backup"),
+            "version = 2\n"
+        );
         assert_eq!(
             std::fs::read_to_string(&real).expect("read"),
             "version = 2\n# new\n"

@@ -228,7 +228,10 @@ async fn install(args: NodeArgs) -> Result<()> {
             println!("node {node}: labelled {}", labels_text(&args.handler));
             changes += 1;
         } else {
-            println!("node {node}: already labelled {}", labels_text(&args.handler));
+            println!(
+                "node {node}: already labelled {}",
+                labels_text(&args.handler)
+            );
         }
     }
     if changes == 0 {
@@ -269,12 +272,14 @@ async fn uninstall(args: NodeArgs) -> Result<()> {
             args.handler
         ),
         Err(e @ containerd_config::Error::HandlerTaken { .. }) => {
-            println!("containerd config {}: {e}", args.containerd_config.display())
+            println!(
+                "containerd config {}: {e}",
+                args.containerd_config.display()
+            )
         }
         Err(e) => {
-            return Err(e).with_context(|| {
-                format!("containerd config {}", args.containerd_config.display())
-            })
+            return Err(e)
+                .with_context(|| format!("containerd config {}", args.containerd_config.display()))
         }
     }
     let removed = payload::uninstall(&host.path(&args.install_dir))?;

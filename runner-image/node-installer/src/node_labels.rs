@@ -85,7 +85,10 @@ mod tests {
         assert!(!has_any_installed_label(&labels, "wasmedge"));
         labels.insert("wasmedge".into(), "pending".into());
         labels.insert("wasmfn.dev/wasmedge".into(), "true".into());
-        assert!(!has_installed_labels(&labels, "wasmedge"), "pending is not provisioned");
+        assert!(
+            !has_installed_labels(&labels, "wasmedge"),
+            "pending is not provisioned"
+        );
         assert!(has_any_installed_label(&labels, "wasmedge"));
         labels.insert("wasmedge".into(), "provisioned".into());
         assert!(has_installed_labels(&labels, "wasmedge"));

@@ -148,8 +148,7 @@ pub fn install(from: &Path, to: &Path) -> Result<Installed> {
     for dir in ["bin", "lib"] {
         let source = from.join(dir);
         let target = to.join(dir);
-        std::fs::create_dir_all(&target)
-            .with_context(|| format!("create {}", target.display()))?;
+        std::fs::create_dir_all(&target).with_context(|| format!("create {}", target.display()))?;
         let mut wanted = Vec::new();
         for entry in read_dir(&source)? {
             let name = entry.file_name();
@@ -162,10 +161,7 @@ pub fn install(from: &Path, to: &Path) -> Result<Installed> {
                 result.unchanged += 1;
                 continue;
             }
-            let temporary = target.join(format!(
-                ".{}.wasmfn-new",
-                name.to_string_lossy()
-            ));
+            let temporary = target.join(format!(".{}.wasmfn-new", name.to_string_lossy()));
             std::fs::write(&temporary, &new)
                 .with_context(|| format!("write {}", temporary.display()))?;
             let mode = std::fs::metadata(&source_file)
@@ -256,10 +252,20 @@ mod tests {
 
     #[test]
     fn glibc_stays_with_the_host_and_everything_else_is_bundled() {
-        for name in ["libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2", "linux-vdso.so.1"] {
+        for name in [
+            "libc.so.6",
+            "libm.so.6",
+            "ld-linux-x86-64.so.2",
+            "linux-vdso.so.1",
+        ] {
             assert!(is_host_library(name), "{name}");
         }
-        for name in ["libwasmedge.so.0", "libstdc++.so.6", "libgcc_s.so.1", "libLLVM.so.19.1"] {
+        for name in [
+            "libwasmedge.so.0",
+            "libstdc++.so.6",
+            "libgcc_s.so.1",
+            "libLLVM.so.19.1",
+        ] {
             assert!(!is_host_library(name), "{name}");
         }
     }
@@ -269,7 +275,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let payload = dir.path().join("payload");
         let target = dir.path().join("opt/wasmfn");
-        for (path, content) in [("bin/shim", "v1"), ("lib/liba.so", "a"), ("lib/libb.so", "b")] {
+        for (path, content) in [
+            ("bin/shim", "v1"),
+            ("lib/liba.so", "a"),
+            ("lib/libb.so", "b"),
+        ] {
             let path = payload.join(path);
             std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
             std::fs::write(path, content).expect("write");
@@ -284,7 +294,10 @@ mod tests {
         let update = install(&payload, &target).expect("update");
         assert_eq!(update.written, [target.join("bin/shim")]);
         assert_eq!(update.removed, [target.join("lib/libb.so")]);
-        assert_eq!(std::fs::read_to_string(target.join("bin/shim")).expect("read"), "v2");
+        assert_eq!(
+            std::fs::read_to_string(target.join("bin/shim")).expect("read"),
+            "v2"
+        );
 
         std::fs::write(target.join("keep-me"), "someone else's").expect("write");
         let removed = uninstall(&target).expect("uninstall");

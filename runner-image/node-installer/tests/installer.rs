@@ -49,7 +49,10 @@ fn libraries(binary: &Path) -> Vec<String> {
         "ldd",
     );
     out.lines()
-        .filter_map(|l| l.split_once(" => ").map(|(name, _)| name.trim().to_string()))
+        .filter_map(|l| {
+            l.split_once(" => ")
+                .map(|(name, _)| name.trim().to_string())
+        })
         .collect()
 }
 
@@ -59,7 +62,16 @@ fn without_system_copies(hidden: &[PathBuf], program: &Path, args: &[&str]) -> O
     let script = "for f in $HIDE; do mount --bind /dev/null \"$f\" || exit 97; done; exec \"$@\"";
     let hide: Vec<String> = hidden.iter().map(|p| p.display().to_string()).collect();
     Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh"])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+            "sh",
+        ])
         .arg(program)
         .args(args)
         .env("HIDE", hide.join(" "))
@@ -167,8 +179,9 @@ state = "{d}/containerd/state"
             .filter_map(|l| {
                 let (name, rest) = l.split_once(" => ")?;
                 let path = rest.split_whitespace().next()?;
-                (staged.contains(&name.trim().to_string()) && !own.contains(&name.trim().to_string()))
-                    .then(|| PathBuf::from(path))
+                (staged.contains(&name.trim().to_string())
+                    && !own.contains(&name.trim().to_string()))
+                .then(|| PathBuf::from(path))
             })
             .collect();
         staged
@@ -229,7 +242,11 @@ impl Containerd {
             if let Ok(Some(status)) = containerd.child.try_wait() {
                 panic!("containerd exited ({status}):\n{}", containerd.log_text());
             }
-            assert!(Instant::now() < deadline, "containerd did not start:\n{}", containerd.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start:\n{}",
+                containerd.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         containerd
@@ -252,10 +269,15 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
     let mut scratch = Scratch::new();
     let staged = scratch.stage();
     for library in ["libwasmedge.so.0", "libLLVM.so.19.1", "libstdc++.so.6"] {
-        assert!(staged.iter().any(|s| s == library), "{library} staged: {staged:?}");
+        assert!(
+            staged.iter().any(|s| s == library),
+            "{library} staged: {staged:?}"
+        );
     }
     assert!(
-        !staged.iter().any(|s| s == "libc.so.6" || s.starts_with("ld-linux")),
+        !staged
+            .iter()
+            .any(|s| s == "libc.so.6" || s.starts_with("ld-linux")),
         "glibc stays the host's: {staged:?}"
     );
     assert!(
@@ -271,8 +293,14 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
     let output = scratch.installer("install", &[]);
     let first = success(output, "install");
     assert!(first.contains("handler wasmedge registered"), "{first}");
-    assert!(first.contains("shim /opt/wasmfn/bin/containerd-shim-wasmfn-v1 starts"), "{first}");
-    assert!(scratch.restarted().exists(), "containerd restarted after the change:\n{first}");
+    assert!(
+        first.contains("shim /opt/wasmfn/bin/containerd-shim-wasmfn-v1 starts"),
+        "{first}"
+    );
+    assert!(
+        scratch.restarted().exists(),
+        "containerd restarted after the change:\n{first}"
+    );
     let config = std::fs::read_to_string(scratch.config()).expect("config");
     assert!(
         config.starts_with(&scratch.original_config),
@@ -314,7 +342,12 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
             .map(|path| std::fs::canonicalize(path).expect("resolved library exists"));
         assert_eq!(
             found,
-            Some(private_lib.join(library).canonicalize().expect("private copy")),
+            Some(
+                private_lib
+                    .join(library)
+                    .canonicalize()
+                    .expect("private copy")
+            ),
             "{library} is loaded from the private directory: {line}"
         );
     }
@@ -322,10 +355,16 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
     // Second run: nothing to do, and no restart.
     std::fs::remove_file(scratch.restarted()).expect("reset marker");
     let second = success(scratch.installer("install", &[]), "second install");
-    assert!(second.contains("already registered, unchanged; no restart"), "{second}");
+    assert!(
+        second.contains("already registered, unchanged; no restart"),
+        "{second}"
+    );
     assert!(second.contains("nothing changed"), "{second}");
     assert!(!scratch.restarted().exists(), "no restart without a change");
-    assert_eq!(std::fs::read_to_string(scratch.config()).expect("config"), config);
+    assert_eq!(
+        std::fs::read_to_string(scratch.config()).expect("config"),
+        config
+    );
 
     // containerd loads the edited file: the CRI plugin is up and has the handler.
     {
@@ -341,17 +380,25 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
         );
         let cri = plugins
             .lines()
-            .find(|l| l.starts_with("io.containerd.grpc.v1") && l.split_whitespace().nth(1) == Some("cri"))
+            .find(|l| {
+                l.starts_with("io.containerd.grpc.v1") && l.split_whitespace().nth(1) == Some("cri")
+            })
             .unwrap_or_else(|| panic!("no CRI plugin:\n{plugins}"));
         assert!(cri.trim_end().ends_with("ok"), "CRI plugin loaded: {cri}");
         // containerd logs the CRI configuration it parsed when the plugin starts.
         let deadline = Instant::now() + Duration::from_secs(10);
         let loaded = loop {
             let log = containerd.log_text();
-            if let Some(line) = log.lines().find(|l| l.contains("Start cri plugin with config")) {
+            if let Some(line) = log
+                .lines()
+                .find(|l| l.contains("Start cri plugin with config"))
+            {
                 break line.to_string();
             }
-            assert!(Instant::now() < deadline, "no CRI config in the log:\n{log}");
+            assert!(
+                Instant::now() < deadline,
+                "no CRI config in the log:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         };
         assert!(
@@ -360,13 +407,19 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
             ),
             "containerd loaded the handler: {loaded}"
         );
-        assert!(loaded.contains("runc:{Type:io.containerd.runc.v2"), "{loaded}");
+        assert!(
+            loaded.contains("runc:{Type:io.containerd.runc.v2"),
+            "{loaded}"
+        );
     }
 
     // Uninstall: the original file, byte for byte, and no files left.
     let removed = success(scratch.installer("uninstall", &[]), "uninstall");
     assert!(removed.contains("handler wasmedge removed"), "{removed}");
-    assert!(scratch.restarted().exists(), "restart after removing the handler");
+    assert!(
+        scratch.restarted().exists(),
+        "restart after removing the handler"
+    );
     assert_eq!(
         std::fs::read_to_string(scratch.config()).expect("config"),
         scratch.original_config
@@ -389,8 +442,14 @@ fn a_malformed_config_fails_clearly_and_stays_untouched() {
             && stderr.contains("line 2"),
         "{stderr}"
     );
-    assert_eq!(std::fs::read_to_string(scratch.config()).expect("config"), broken);
-    assert!(!scratch.config().with_file_name("config.toml.wasmfn-backup").exists());
+    assert_eq!(
+        std::fs::read_to_string(scratch.config()).expect("config"),
+        broken
+    );
+    assert!(!scratch
+        .config()
+        .with_file_name("config.toml.wasmfn-backup")
+        .exists());
     assert!(!scratch.restarted().exists());
 }
 

@@ -154,7 +154,10 @@ fn a_v3_file_gets_the_handler_under_the_cri_runtime_plugin_in_its_own_quoting() 
     assert_eq!(edit.text, expected);
     // Not under the v2 plugin name, which containerd 2.x keeps for the CRI gRPC service only.
     assert_eq!(
-        lookup(&edit.text, &handler_path("io.containerd.grpc.v1.cri", "runtime_type")),
+        lookup(
+            &edit.text,
+            &handler_path("io.containerd.grpc.v1.cri", "runtime_type")
+        ),
         None
     );
 }
@@ -168,7 +171,11 @@ fn a_file_without_version_is_schema_1_and_uses_the_cri_plugin() {
         lookup(&edit.text, &handler_path("cri", "runtime_type")).as_deref(),
         Some(RUNTIME_TYPE)
     );
-    assert!(edit.text.starts_with(V1), "appended after the runc table:\n{}", edit.text);
+    assert!(
+        edit.text.starts_with(V1),
+        "appended after the runc table:\n{}",
+        edit.text
+    );
 }
 
 #[test]
@@ -195,18 +202,40 @@ fn existing_runtimes_and_settings_keep_their_values() {
     let edit = add(MANY_RUNTIMES).expect("edit");
     let cri = "io.containerd.grpc.v1.cri";
     for (path, expected) in [
-        (vec!["plugins", cri, "containerd", "default_runtime_name"], "nvidia"),
         (
-            vec!["plugins", cri, "containerd", "runtimes", "nvidia", "options", "BinaryName"],
+            vec!["plugins", cri, "containerd", "default_runtime_name"],
+            "nvidia",
+        ),
+        (
+            vec![
+                "plugins",
+                cri,
+                "containerd",
+                "runtimes",
+                "nvidia",
+                "options",
+                "BinaryName",
+            ],
             "/usr/bin/nvidia-container-runtime",
         ),
         (
-            vec!["plugins", cri, "containerd", "runtimes", "kata", "runtime_type"],
+            vec![
+                "plugins",
+                cri,
+                "containerd",
+                "runtimes",
+                "kata",
+                "runtime_type",
+            ],
             "io.containerd.kata.v2",
         ),
         (vec!["plugins", cri, "cni", "bin_dir"], "/opt/cni/bin"),
     ] {
-        assert_eq!(lookup(&edit.text, &path).as_deref(), Some(expected), "{path:?}");
+        assert_eq!(
+            lookup(&edit.text, &path).as_deref(),
+            Some(expected),
+            "{path:?}"
+        );
     }
     assert!(edit.text.contains("privileged_without_host_devices = true"));
 }
@@ -237,7 +266,8 @@ fn a_second_run_changes_nothing() {
 fn removing_undoes_adding_byte_for_byte() {
     for (name, text) in FIXTURES {
         let added = add(text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let removed = remove_handler(&added.text, &ours()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let removed =
+            remove_handler(&added.text, &ours()).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(removed.changed, "{name}");
         assert_eq!(removed.text, *text, "{name}");
         let again = remove_handler(&removed.text, &ours()).expect("second removal");
@@ -256,10 +286,14 @@ fn dotted_and_inline_runtimes_get_an_entry_in_the_same_style() {
         "{}",
         dotted.text
     );
-    assert!(!dotted.text.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes"));
+    assert!(!dotted
+        .text
+        .contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes"));
     let inline = add(INLINE).expect("inline");
     assert!(
-        inline.text.contains("wasmedge = { runtime_type = \"io.containerd.wasmfn.v1\""),
+        inline
+            .text
+            .contains("wasmedge = { runtime_type = \"io.containerd.wasmfn.v1\""),
         "{}",
         inline.text
     );
@@ -274,7 +308,8 @@ fn a_missing_or_empty_file_becomes_a_file_of_the_chosen_schema() {
         let edit = add_handler("", &ours(), version, ExistingHandler::Refuse).expect("edit");
         assert!(edit.changed);
         assert!(
-            edit.text.starts_with(&format!("version = {}\n", version.number())),
+            edit.text
+                .starts_with(&format!("version = {}\n", version.number())),
             "{}",
             edit.text
         );
@@ -282,8 +317,8 @@ fn a_missing_or_empty_file_becomes_a_file_of_the_chosen_schema() {
             lookup(&edit.text, &handler_path(plugin, "runtime_type")).as_deref(),
             Some(RUNTIME_TYPE)
         );
-        let second = add_handler(&edit.text, &ours(), version, ExistingHandler::Refuse)
-            .expect("second");
+        let second =
+            add_handler(&edit.text, &ours(), version, ExistingHandler::Refuse).expect("second");
         assert!(!second.changed);
     }
 }
@@ -309,10 +344,16 @@ fn the_handler_without_a_runtime_path_is_completed_and_its_other_settings_kept()
 "#;
     let edit = add(text).expect("edit");
     assert!(edit.changed);
-    assert!(edit.text.contains("  pod_annotations = [\"wasmfn.dev/*\"]\n"));
+    assert!(edit
+        .text
+        .contains("  pod_annotations = [\"wasmfn.dev/*\"]\n"));
     assert!(edit.text.contains("  # pinned by the platform team\n"));
     assert_eq!(
-        lookup(&edit.text, &handler_path("io.containerd.grpc.v1.cri", "runtime_path")).as_deref(),
+        lookup(
+            &edit.text,
+            &handler_path("io.containerd.grpc.v1.cri", "runtime_path")
+        )
+        .as_deref(),
         Some(SHIM)
     );
     // Without a runtime path to add, the same file is already complete.
@@ -337,18 +378,31 @@ SystemdCgroup = false
 #[test]
 fn a_same_named_handler_of_another_runtime_is_refused_unless_taken_over() {
     match add(KWASM_STYLE) {
-        Err(Error::HandlerTaken { name, existing, wanted }) => {
+        Err(Error::HandlerTaken {
+            name,
+            existing,
+            wanted,
+        }) => {
             assert_eq!(name, "wasmedge");
             assert_eq!(existing, "io.containerd.wasmedge.v1");
             assert_eq!(wanted, RUNTIME_TYPE);
         }
         other => panic!("expected HandlerTaken, got {other:?}"),
     }
-    let taken = add_handler(KWASM_STYLE, &ours(), SchemaVersion::V2, ExistingHandler::TakeOver)
-        .expect("take over");
+    let taken = add_handler(
+        KWASM_STYLE,
+        &ours(),
+        SchemaVersion::V2,
+        ExistingHandler::TakeOver,
+    )
+    .expect("take over");
     assert!(taken.changed);
     assert_eq!(
-        lookup(&taken.text, &handler_path("io.containerd.grpc.v1.cri", "runtime_type")).as_deref(),
+        lookup(
+            &taken.text,
+            &handler_path("io.containerd.grpc.v1.cri", "runtime_type")
+        )
+        .as_deref(),
         Some(RUNTIME_TYPE)
     );
     assert!(taken.text.contains("SystemdCgroup = false"), "options kept");
