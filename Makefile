@@ -19,7 +19,7 @@ setup: ## Install packages and toolchains, build Kubernetes and the base image (
 build: ## Build every crate (debug)
 	$(CARGO) build --workspace --all-targets
 
-$(CLUSTER): $(shell find tests/src runner-image/shim/src runner-image/execution-core/src runner-image/artifact/src -name "*.rs") tests/Cargo.toml
+$(CLUSTER): $(shell find tests/src runner-image/shim/src runner-image/execution-core/src runner-image/artifact/src runner-image/node-installer/src -name "*.rs") tests/Cargo.toml
 	$(CARGO) build -p wasmfn-e2e --bin wasmfn-cluster -p containerd-shim-wasmfn
 
 .PHONY: cluster-up
@@ -31,7 +31,7 @@ cluster-down: $(CLUSTER) ## Stop the local cluster and everything it started
 	@$(CLUSTER) down --state-dir $(WASMFN_CLUSTER_DIR)
 
 .PHONY: images
-images: runner-image-context builder-image-context ## Build every Dockerfile in the repository with buildah and push to the local registry storage
+images: runner-image-context builder-image-context node-installer-image-context ## Build every Dockerfile in the repository with buildah and push to the local registry storage
 	tests/harness/images.sh
 
 .PHONY: demo
@@ -74,6 +74,12 @@ bench-runner: ## Per-run overhead of the execution core vs the wasmedge CLI, AOT
 builder-image-context: runner-image-context ## Stage AssemblyScript (from make setup) for runner-image/Dockerfile.builder
 	rm -rf target/builder-image && mkdir -p target/builder-image
 	cp -r $(WASMFN_CACHE)/assemblyscript target/builder-image/assemblyscript
+
+.PHONY: node-installer-image-context
+node-installer-image-context: ## Stage the release shim and node installer for runner-image/node-installer/Dockerfile
+	$(CARGO) build --release -p containerd-shim-wasmfn -p wasmfn-node-installer
+	rm -rf target/node-installer-image && mkdir -p target/node-installer-image
+	cp target/release/containerd-shim-wasmfn-v1 target/release/wasmfn-node-installer target/node-installer-image/
 
 .PHONY: bench-compile
 bench-compile: ## Cold compile per language, cache-hit time vs a Rust miss, builder image size (median, p99, ratios)

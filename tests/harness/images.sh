@@ -13,6 +13,7 @@ IMAGES=(
   "runner-image/Dockerfile|runner|."
   "runner-image/Dockerfile.builder|builder|."
   "runner-image/wasm-pod/Dockerfile|wasm-pod|runner-image/wasm-pod"
+  "runner-image/node-installer/Dockerfile|node-installer|."
   "operator/Dockerfile|operator|."
 )
 

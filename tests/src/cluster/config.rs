@@ -3,6 +3,7 @@
 
 use super::layout::{NodeInfo, IMAGE_REGISTRY, PAUSE_IMAGE, WASMEDGE_RUNTIME_CLASS};
 use std::path::Path;
+use wasmfn_node_installer::containerd_config::{self, ExistingHandler, Handler, SchemaVersion};
 
 /// Static bearer tokens: `token,user,uid,"group1,group2"` as the apiserver's `--token-auth-file`
 /// reads them. The admin is in `system:masters`; each kubelet is `system:node:<name>` so the Node
@@ -45,10 +46,11 @@ current-context: wasmfn-local
 
 /// containerd (1.7, config version 2) for one node: its own root, state and socket, CNI from the
 /// node's directory, the local registry, `restrict_oom_score_adj` (these machines lack
-/// CAP_SYS_RESOURCE), and on the WasmEdge node the project's shim as runtime handler `wasmedge`.
-pub fn containerd_config(node: &NodeInfo) -> String {
+/// CAP_SYS_RESOURCE), and on the WasmEdge node the project's shim as runtime handler `wasmedge`,
+/// added by the node installer's own config edit.
+pub fn containerd_config(node: &NodeInfo) -> Result<String, containerd_config::Error> {
     let dir = &node.dir;
-    let mut out = format!(
+    let base = format!(
         r#"version = 2
 root = "{root}"
 state = "{state}"
@@ -96,16 +98,17 @@ state = "{state}"
         cni = node.cni_dir().display(),
         hosts = node.registry_hosts_dir().display(),
     );
-    if node.wasmedge {
-        // The shim binary `containerd-shim-wasmfn-v1` is found on containerd's PATH.
-        out.push_str(&format!(
-            r#"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{WASMEDGE_RUNTIME_CLASS}]
-  runtime_type = "io.containerd.wasmfn.v1"
-"#
-        ));
+    if !node.wasmedge {
+        return Ok(base);
     }
-    out
+    // No runtime_path: the shim binary `containerd-shim-wasmfn-v1` is found on containerd's PATH.
+    let handler = Handler {
+        name: WASMEDGE_RUNTIME_CLASS.to_string(),
+        runtime_type: containerd_config::RUNTIME_TYPE.to_string(),
+        runtime_path: None,
+    };
+    containerd_config::add_handler(&base, &handler, SchemaVersion::V2, ExistingHandler::Refuse)
+        .map(|edit| edit.text)
 }
 
 /// `hosts.toml` mapping the image namespace `wasmfn.local` to the cluster's registry on loopback.
@@ -259,8 +262,8 @@ mod tests {
     #[test]
     fn only_the_wasmedge_node_gets_the_wasm_handler() {
         let info = info();
-        let a = containerd_config(info.wasmedge_node());
-        let b = containerd_config(info.plain_node());
+        let a = containerd_config(info.wasmedge_node()).expect("node A");
+        let b = containerd_config(info.plain_node()).expect("node B");
         assert!(a.contains("runtimes.wasmedge]"));
         assert!(a.contains(r#"runtime_type = "io.containerd.wasmfn.v1""#));
         assert!(!b.contains("wasmfn.v1"));

@@ -143,8 +143,10 @@ impl NodeInfo {
     pub fn kubelet_config(&self) -> PathBuf {
         self.dir.join("kubelet-config.yaml")
     }
+    /// In a directory of its own, as on a real node (`/etc/containerd/config.toml`), so a test
+    /// can mount just the directory into a node-installer pod.
     pub fn containerd_config(&self) -> PathBuf {
-        self.dir.join("containerd.toml")
+        self.dir.join("etc/containerd/config.toml")
     }
     pub fn cni_dir(&self) -> PathBuf {
         self.dir.join("cni")

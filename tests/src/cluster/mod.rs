@@ -21,7 +21,7 @@ use crate::kubectl::Kubectl;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 /// The line the supervisor prints on stdout once the cluster is up.
@@ -85,6 +85,8 @@ pub struct Cluster {
     info: ClusterInfo,
     supervisor: Child,
     control: Option<ChildStdin>,
+    /// The supervisor's stdout after `READY`: acknowledgements of control commands.
+    acknowledgements: std::io::Lines<BufReader<ChildStdout>>,
 }
 
 impl Cluster {
@@ -125,6 +127,7 @@ impl Cluster {
             info,
             supervisor: child,
             control,
+            acknowledgements: lines,
         })
     }
 
@@ -167,6 +170,25 @@ impl Cluster {
     /// Starts node `name`'s kubelet again.
     pub fn start_kubelet(&mut self, name: &str) -> Result<()> {
         self.send(&format!("start-kubelet {name}"))
+    }
+
+    /// Restarts node `name`'s containerd (and its kubelet), as the node installer's restart step
+    /// does on a real node; returns once the new containerd serves its socket.
+    pub fn restart_containerd(&mut self, name: &str) -> Result<()> {
+        let command = format!("restart-containerd {name}");
+        self.send(&command)?;
+        for line in self.acknowledgements.by_ref() {
+            let line = line.map_err(Error::io("read supervisor output"))?;
+            if line == format!("{}{command}", supervisor::ACK_PREFIX[0]) {
+                return Ok(());
+            }
+            if let Some(error) = line.strip_prefix(supervisor::ACK_PREFIX[1]) {
+                return Err(Error::Cluster(error.to_string()));
+            }
+        }
+        Err(Error::Cluster(format!(
+            "the supervisor exited before acknowledging `{command}`"
+        )))
     }
 
     /// Tears the cluster down and waits for the supervisor to finish.

@@ -22,6 +22,10 @@ pub enum Control {
     StopKubelet(String),
     /// `start-kubelet <node>`.
     StartKubelet(String),
+    /// `restart-containerd <node>`: what `systemctl restart containerd` is on a real node (the
+    /// node installer's restart step), with the node's kubelet restarted too so it keeps sharing
+    /// containerd's mount namespace. Acknowledged on stdout with [`ACK_PREFIX`].
+    RestartContainerd(String),
     /// stdin closed or `shutdown`.
     Shutdown,
 }
@@ -32,11 +36,18 @@ impl Control {
         match (words.next(), words.next()) {
             (Some("stop-kubelet"), Some(node)) => Some(Control::StopKubelet(node.into())),
             (Some("start-kubelet"), Some(node)) => Some(Control::StartKubelet(node.into())),
+            (Some("restart-containerd"), Some(node)) => {
+                Some(Control::RestartContainerd(node.into()))
+            }
             (Some("shutdown"), None) => Some(Control::Shutdown),
             _ => None,
         }
     }
 }
+
+/// Starts the supervisor's stdout line acknowledging a control command: `DONE <command>` or
+/// `FAILED <command>: <error>`.
+pub const ACK_PREFIX: [&str; 2] = ["DONE ", "FAILED "];
 
 struct RunningNode {
     info: NodeInfo,
@@ -378,7 +389,9 @@ impl Supervisor {
         // Bind-mount targets; each node mounts its own directory over them in its namespace.
         mkdir(Path::new("/var/log/pods"))?;
         mkdir(Path::new("/var/log/containers"))?;
-        write(&node.containerd_config(), &config::containerd_config(node))?;
+        let containerd_config = config::containerd_config(node)
+            .map_err(|e| Error::Cluster(format!("containerd config of node {}: {e}", node.name)))?;
+        write(&node.containerd_config(), &containerd_config)?;
         write(
             &node.cni_dir().join("10-wasmfn.conflist"),
             &config::cni_conflist(node),
@@ -397,6 +410,23 @@ impl Supervisor {
         cgroups::create(&node.pods_cgroup)?;
         cgroups::create(&node.runtime_cgroup)?;
 
+        let containerd = self.spawn_containerd(node)?;
+        run(Command::new("ctr")
+            .arg("--address")
+            .arg(&node.containerd_socket)
+            .args(["-n", "k8s.io", "images", "import", "--all-platforms"])
+            .arg(&info.pause_archive))?;
+        let kubelet = self.spawn_kubelet(node, containerd.pid())?;
+        self.nodes.push(RunningNode {
+            info: node.clone(),
+            containerd,
+            kubelet: Some(kubelet),
+        });
+        Ok(())
+    }
+
+    /// Starts the node's containerd and waits for its socket.
+    fn spawn_containerd(&self, node: &NodeInfo) -> Result<Process> {
         // containerd in a mount namespace of its own with private /var/log/pods and
         // /var/log/containers (two kubelets sharing them delete each other's pod logs), and in the
         // node's runtime cgroup so teardown finds its shims.
@@ -453,18 +483,7 @@ impl Supervisor {
                 Ok(socket.exists())
             },
         )?;
-        run(Command::new("ctr")
-            .arg("--address")
-            .arg(&node.containerd_socket)
-            .args(["-n", "k8s.io", "images", "import", "--all-platforms"])
-            .arg(&info.pause_archive))?;
-        let kubelet = self.spawn_kubelet(node, containerd.pid())?;
-        self.nodes.push(RunningNode {
-            info: node.clone(),
-            containerd,
-            kubelet: Some(kubelet),
-        });
-        Ok(())
+        Ok(containerd)
     }
 
     fn spawn_kubelet(&self, node: &NodeInfo, containerd_pid: u32) -> Result<Process> {
@@ -506,6 +525,28 @@ impl Supervisor {
         if let Some(mut kubelet) = node.kubelet.take() {
             kubelet.stop(Duration::from_secs(10));
         }
+        Ok(())
+    }
+
+    /// Restarts a node's containerd (it rereads its config) and, after it, the node's kubelet.
+    /// Running containers survive, as they do a real containerd restart: their shims are not
+    /// containerd's children.
+    pub fn restart_containerd(&mut self, name: &str) -> Result<()> {
+        let info = {
+            let node = self.node_mut(name)?;
+            if let Some(mut kubelet) = node.kubelet.take() {
+                kubelet.stop(Duration::from_secs(10));
+            }
+            node.containerd.stop(Duration::from_secs(10));
+            node.info.clone()
+        };
+        // Its socket must be the new containerd's before the kubelet connects.
+        let _ = std::fs::remove_file(&info.containerd_socket);
+        let containerd = self.spawn_containerd(&info)?;
+        let kubelet = self.spawn_kubelet(&info, containerd.pid())?;
+        let node = self.node_mut(name)?;
+        node.containerd = containerd;
+        node.kubelet = Some(kubelet);
         Ok(())
     }
 
@@ -670,6 +711,11 @@ pub fn serve(
             Ok(Control::Shutdown) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             Ok(Control::StopKubelet(node)) => report(sup.stop_kubelet(&node), "stop-kubelet"),
             Ok(Control::StartKubelet(node)) => report(sup.start_kubelet(&node), "start-kubelet"),
+            Ok(Control::RestartContainerd(node)) => {
+                let result = sup.restart_containerd(&node);
+                acknowledge(&result, &format!("restart-containerd {node}"));
+                report(result, "restart-containerd");
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
         let dead = sup.check_components();
@@ -683,6 +729,19 @@ pub fn serve(
     eprintln!("shutting down cluster {}", sup.info.id);
     sup.teardown();
     Ok(())
+}
+
+/// Tells the process driving the supervisor (on its stdout) that a command finished.
+fn acknowledge(result: &Result<()>, command: &str) {
+    use std::io::Write;
+    let line = match result {
+        Ok(()) => format!("{}{command}", ACK_PREFIX[0]),
+        Err(e) => format!("{}{command}: {e}", ACK_PREFIX[1]),
+    };
+    // Nobody reads a detached supervisor's stdout; a closed pipe is not an error here.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{}", line.replace('\n', " "));
+    let _ = out.flush();
 }
 
 fn report(result: Result<()>, what: &str) {
