@@ -43,6 +43,10 @@ lint: ## cargo fmt --check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+.PHONY: crds
+crds: ## Regenerate crds/*.yaml from the API types (a test fails when they drift)
+	$(CARGO) run -q -p wasmfn-operator -- crdgen --out crds
+
 .PHONY: test
 test: images ## Run every test: unit, runner and end-to-end on real clusters (needs `make setup`)
 	@# The cluster suites run the shim and `wasmfn` binaries; `cargo test` alone builds only test harnesses of them.
@@ -85,6 +89,11 @@ node-installer-image-context: ## Stage the release shim and node installer for r
 bench-compile: ## Cold compile per language, cache-hit time vs a Rust miss, builder image size (median, p99, ratios)
 	$(CARGO) build --release -p wasmfn-cli
 	$(CARGO) bench -p wasmfn-compile --bench compile -- --wasmfn $(CURDIR)/target/release/wasmfn
+
+.PHONY: bench-operator
+bench-operator: ## WasmFunction create->Ready: cache miss per language, cache hit p50/p99 over 20 (real operator, fresh cluster)
+	$(CARGO) build --workspace --bins
+	$(CARGO) bench -p wasmfn-e2e --bench function_latency
 
 .PHONY: bench-wasm-pods
 bench-wasm-pods: ## Wasm pod (shim, node A) vs runner-image pod (node B): create->Succeeded p50/p99 over 20 each

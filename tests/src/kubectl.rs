@@ -31,6 +31,11 @@ impl Kubectl {
         }
     }
 
+    /// The kubectl binary.
+    pub fn binary(&self) -> &PathBuf {
+        &self.binary
+    }
+
     pub fn kubeconfig(&self) -> &PathBuf {
         &self.kubeconfig
     }

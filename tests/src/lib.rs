@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod error;
 pub mod kubectl;
+pub mod operator;
 
 /// The `p`th percentile (nearest rank) of ascending `sorted` samples; benchmarks report p50/p99.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -46,7 +46,9 @@ pub fn set_condition(
         type_: type_.to_owned(),
         status,
         reason: reason.to_owned(),
-        message: message.to_owned(),
+        // The 1.20 apiserver's server-side apply turns an empty message into null and then
+        // rejects it; a condition always says something.
+        message: if message.is_empty() { reason.to_owned() } else { message.to_owned() },
         observed_generation,
         last_transition_time,
     };
@@ -97,5 +99,6 @@ mod tests {
         assert_eq!(conditions[0].last_transition_time, at(5));
         assert_eq!(conditions[1].status, "True");
         assert_eq!(conditions[1].last_transition_time, at(30));
+        assert_eq!(conditions[0].message, "Compiled", "an empty message takes the reason");
     }
 }

@@ -194,10 +194,10 @@ pub struct EnvVar {
     /// The name.
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^=\x00]+$"))]
     pub name: String,
-    /// The value.
-    #[serde(default)]
+    /// The value (empty when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32768))]
-    pub value: String,
+    pub value: Option<String>,
 }
 
 /// Defaults for executions of a function.
