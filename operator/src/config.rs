@@ -30,7 +30,11 @@ pub struct Config {
     pub cache_ttl_seconds: u64,
     /// The builder image compile Jobs run (`wasmfn compile`). Part of the cache key: a new
     /// builder image recompiles.
-    #[arg(long, env = "WASMFN_BUILDER_IMAGE", default_value = "wasmfn.local/builder:dev")]
+    #[arg(
+        long,
+        env = "WASMFN_BUILDER_IMAGE",
+        default_value = "wasmfn.local/builder:dev"
+    )]
     pub builder_image: String,
     /// Default compile deadline, seconds.
     #[arg(long, env = "WASMFN_COMPILE_TIMEOUT", default_value_t = 600)]
@@ -94,7 +98,9 @@ impl Config {
 
     /// The registry name nodes pull modules from.
     pub fn oci_pull_registry(&self) -> &str {
-        self.oci_pull_registry.as_deref().unwrap_or(&self.oci_registry)
+        self.oci_pull_registry
+            .as_deref()
+            .unwrap_or(&self.oci_registry)
     }
 
     /// Checks combinations clap cannot.
@@ -132,7 +138,11 @@ pub fn parse_quantity(text: &str) -> Result<u64, String> {
         "Ki" => 1 << 10,
         "Mi" => 1 << 20,
         "Gi" => 1 << 30,
-        other => return Err(format!("unknown unit {other:?} in {text:?} (use k, M, G, Ki, Mi, Gi)")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use k, M, G, Ki, Mi, Gi)"
+            ))
+        }
     };
     number
         .checked_mul(multiplier)
@@ -173,7 +183,9 @@ mod tests {
 
     #[test]
     fn defaults_are_the_replaced_systems() {
-        let config = Command::try_parse_from(["op"]).expect("defaults parse").config;
+        let config = Command::try_parse_from(["op"])
+            .expect("defaults parse")
+            .config;
         assert!(config.wasmedge_enabled);
         assert_eq!(config.wasmedge_timeout_ms, 30_000);
         assert_eq!(config.wasmedge_memory_limit, 128 << 20);

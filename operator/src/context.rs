@@ -32,13 +32,21 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl Context {
     /// Builds the context; `instance` names this replica in events.
-    pub fn new(client: Client, config: Config, stores: Stores, metrics: Arc<Metrics>, instance: &str) -> Self {
+    pub fn new(
+        client: Client,
+        config: Config,
+        stores: Stores,
+        metrics: Arc<Metrics>,
+        instance: &str,
+    ) -> Self {
         let reporter = Reporter {
             controller: "wasmfn-operator".into(),
             instance: Some(instance.to_owned()),
@@ -54,9 +62,20 @@ impl Context {
     }
 
     /// Publishes an event on `object`; a failure to record is logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(&self, object: &K, warning: bool, reason: &str, action: &str, note: String) {
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.to_owned(),
             note: Some(note),
             action: action.to_owned(),
@@ -77,7 +96,10 @@ impl Context {
 
     /// Forgets `key`'s failures after a successful reconcile.
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 }
 

@@ -26,13 +26,23 @@ pub fn respond(path: &str, health: &Health, metrics: &Metrics) -> (u16, String) 
     match path {
         "/healthz" | "/livez" => (200, "ok\n".to_owned()),
         "/readyz" if health.ready.load(Ordering::Relaxed) => {
-            let role = if health.leading.load(Ordering::Relaxed) { "leader" } else { "standby" };
+            let role = if health.leading.load(Ordering::Relaxed) {
+                "leader"
+            } else {
+                "standby"
+            };
             (200, format!("ok ({role})\n"))
         }
         "/readyz" => (503, "not ready: checking CRDs\n".to_owned()),
         "/metrics" => {
             let leading = u8::from(health.leading.load(Ordering::Relaxed));
-            (200, format!("# TYPE wasmfn_leader gauge\nwasmfn_leader {leading}\n{}", metrics.render()))
+            (
+                200,
+                format!(
+                    "# TYPE wasmfn_leader gauge\nwasmfn_leader {leading}\n{}",
+                    metrics.render()
+                ),
+            )
         }
         _ => (404, "not found\n".to_owned()),
     }
@@ -40,7 +50,9 @@ pub fn respond(path: &str, health: &Health, metrics: &Metrics) -> (u16, String) 
 
 /// Binds the endpoint (failing early, before the operator does anything else).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await.map_err(Error::io(format!("listen on {addr}")))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(Error::io(format!("listen on {addr}")))?;
     info!(%addr, "serving /healthz, /readyz and /metrics");
     Ok(listener)
 }
@@ -88,10 +100,18 @@ mod tests {
         assert_eq!(respond("/healthz", &health, &metrics).0, 200);
         assert_eq!(respond("/readyz", &health, &metrics).0, 503);
         health.ready.store(true, Ordering::Relaxed);
-        assert_eq!(respond("/readyz", &health, &metrics), (200, "ok (standby)\n".to_owned()));
+        assert_eq!(
+            respond("/readyz", &health, &metrics),
+            (200, "ok (standby)\n".to_owned())
+        );
         health.leading.store(true, Ordering::Relaxed);
-        assert_eq!(respond("/readyz", &health, &metrics), (200, "ok (leader)\n".to_owned()));
-        assert!(respond("/metrics", &health, &metrics).1.contains("wasmfn_leader 1"));
+        assert_eq!(
+            respond("/readyz", &health, &metrics),
+            (200, "ok (leader)\n".to_owned())
+        );
+        assert!(respond("/metrics", &health, &metrics)
+            .1
+            .contains("wasmfn_leader 1"));
         assert_eq!(respond("/nope", &health, &metrics).0, 404);
     }
 }

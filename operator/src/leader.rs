@@ -38,8 +38,13 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Lease
         Some(holder) if holder == identity => LeaseDecision::Renew,
         None | Some("") => LeaseDecision::Acquire,
         Some(_) => {
-            let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
-            let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
+            let renewed = spec
+                .renew_time
+                .as_ref()
+                .or(spec.acquire_time.as_ref())
+                .map(|t| t.0);
+            let duration =
+                SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
             match renewed {
                 Some(renewed) if now.duration_since(renewed) < duration => LeaseDecision::Wait,
                 _ => LeaseDecision::Acquire,
@@ -59,7 +64,13 @@ pub struct LeaderElector {
 
 impl LeaderElector {
     /// An elector for Lease `namespace/name`.
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, duration: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+    ) -> Self {
         LeaderElector {
             api: Api::namespaced(client, namespace),
             name: name.to_owned(),
@@ -77,12 +88,19 @@ impl LeaderElector {
     pub async fn try_acquire_or_renew(&self) -> Result<bool> {
         let existing = self.api.get_opt(&self.name).await?;
         let now = Timestamp::now();
-        let decision = decide(existing.as_ref().and_then(|l| l.spec.as_ref()), &self.identity, now);
+        let decision = decide(
+            existing.as_ref().and_then(|l| l.spec.as_ref()),
+            &self.identity,
+            now,
+        );
         if decision == LeaseDecision::Wait {
             return Ok(false);
         }
         let seconds = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
-        let previous = existing.as_ref().and_then(|l| l.spec.clone()).unwrap_or_default();
+        let previous = existing
+            .as_ref()
+            .and_then(|l| l.spec.clone())
+            .unwrap_or_default();
         let spec = LeaseSpec {
             holder_identity: Some(self.identity.clone()),
             lease_duration_seconds: Some(seconds),
@@ -92,18 +110,24 @@ impl LeaderElector {
             },
             renew_time: Some(MicroTime(now)),
             lease_transitions: Some(
-                previous.lease_transitions.unwrap_or(0) + i32::from(decision == LeaseDecision::Acquire && existing.is_some()),
+                previous.lease_transitions.unwrap_or(0)
+                    + i32::from(decision == LeaseDecision::Acquire && existing.is_some()),
             ),
             ..Default::default()
         };
         let result = match existing {
             Some(mut lease) => {
                 lease.spec = Some(spec);
-                self.api.replace(&self.name, &PostParams::default(), &lease).await
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
             }
             None => {
                 let lease = Lease {
-                    metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..Default::default()
+                    },
                     spec: Some(spec),
                 };
                 self.api.create(&PostParams::default(), &lease).await
@@ -162,7 +186,11 @@ impl LeaderElector {
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             return Ok(());
         };
-        let ours = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(self.identity.as_str());
+        let ours = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(self.identity.as_str());
         if !ours {
             return Ok(());
         }
@@ -170,7 +198,11 @@ impl LeaderElector {
             spec.holder_identity = None;
             spec.renew_time = None;
         }
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
             Err(error) => Err(error.into()),
         }
@@ -197,20 +229,41 @@ mod tests {
     #[test]
     fn a_missing_or_free_lease_is_acquired() {
         assert_eq!(decide(None, "me", at(100)), LeaseDecision::Acquire);
-        assert_eq!(decide(Some(&lease(None, None, 10)), "me", at(100)), LeaseDecision::Acquire);
-        assert_eq!(decide(Some(&lease(Some(""), Some(99), 10)), "me", at(100)), LeaseDecision::Acquire);
+        assert_eq!(
+            decide(Some(&lease(None, None, 10)), "me", at(100)),
+            LeaseDecision::Acquire
+        );
+        assert_eq!(
+            decide(Some(&lease(Some(""), Some(99), 10)), "me", at(100)),
+            LeaseDecision::Acquire
+        );
     }
 
     #[test]
     fn our_own_lease_is_renewed_even_when_expired() {
-        assert_eq!(decide(Some(&lease(Some("me"), Some(95), 10)), "me", at(100)), LeaseDecision::Renew);
-        assert_eq!(decide(Some(&lease(Some("me"), Some(10), 10)), "me", at(100)), LeaseDecision::Renew);
+        assert_eq!(
+            decide(Some(&lease(Some("me"), Some(95), 10)), "me", at(100)),
+            LeaseDecision::Renew
+        );
+        assert_eq!(
+            decide(Some(&lease(Some("me"), Some(10), 10)), "me", at(100)),
+            LeaseDecision::Renew
+        );
     }
 
     #[test]
     fn another_holders_lease_is_respected_until_it_expires() {
-        assert_eq!(decide(Some(&lease(Some("other"), Some(95), 10)), "me", at(100)), LeaseDecision::Wait);
-        assert_eq!(decide(Some(&lease(Some("other"), Some(90), 10)), "me", at(100)), LeaseDecision::Acquire);
-        assert_eq!(decide(Some(&lease(Some("other"), None, 10)), "me", at(100)), LeaseDecision::Acquire);
+        assert_eq!(
+            decide(Some(&lease(Some("other"), Some(95), 10)), "me", at(100)),
+            LeaseDecision::Wait
+        );
+        assert_eq!(
+            decide(Some(&lease(Some("other"), Some(90), 10)), "me", at(100)),
+            LeaseDecision::Acquire
+        );
+        assert_eq!(
+            decide(Some(&lease(Some("other"), None, 10)), "me", at(100)),
+            LeaseDecision::Acquire
+        );
     }
 }

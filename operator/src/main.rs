@@ -8,7 +8,11 @@ use wasmfn_operator::config::Config;
 use wasmfn_operator::{crdgen, operator};
 
 #[derive(Debug, Parser)]
-#[command(name = "wasmfn-operator", version, about = "Compiles WasmFunctions to WebAssembly and runs WasmExecutions")]
+#[command(
+    name = "wasmfn-operator",
+    version,
+    about = "Compiles WasmFunctions to WebAssembly and runs WasmExecutions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,13 +33,15 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Crdgen { out: Some(dir) } => crdgen::write(&dir),
         Command::Crdgen { out: None } => crdgen::crds().iter().try_for_each(|(_, crd)| {
-            print!("{}---\n", crdgen::render(crd)?);
+            println!("{}---", crdgen::render(crd)?);
             Ok(())
         }),
         Command::Run(config) => {

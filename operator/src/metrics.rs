@@ -20,7 +20,10 @@ impl Metrics {
     /// The value of `name{label}`.
     pub fn get(&self, name: &'static str, label: &str) -> u64 {
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        counters.get(&(name, label.to_owned())).copied().unwrap_or(0)
+        counters
+            .get(&(name, label.to_owned()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Prometheus text exposition.

@@ -80,10 +80,21 @@ pub async fn run(config: Config) -> Result<()> {
     health.leading.store(true, Ordering::Relaxed);
 
     let oci = (!config.oci_registry.is_empty()).then(|| {
-        OciStore::new(&config.oci_registry, config.oci_pull_registry(), &config.oci_repository, config.oci_insecure)
+        OciStore::new(
+            &config.oci_registry,
+            config.oci_pull_registry(),
+            &config.oci_repository,
+            config.oci_insecure,
+        )
     });
     let stores = Stores::new(client.clone(), oci);
-    let ctx = Arc::new(Context::new(client.clone(), config.clone(), stores, metrics, &identity));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.clone(),
+        stores,
+        metrics,
+        &identity,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let controller = {
         let mut stop = stop_rx.clone();
@@ -128,14 +139,15 @@ async fn collect_garbage(client: Client, config: Config, mut stop: watch::Receiv
 }
 
 async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            warn!(%error, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

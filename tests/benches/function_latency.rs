@@ -32,11 +32,19 @@ fn watch(ns: &Kubectl, namespace: &str) -> mpsc::Receiver<(String, String, Insta
         .expect("kubectl watch");
     let stdout = child.stdout.take().expect("stdout");
     std::thread::spawn(move || {
-        for object in serde_json::Deserializer::from_reader(BufReader::new(stdout)).into_iter::<Value>() {
+        for object in
+            serde_json::Deserializer::from_reader(BufReader::new(stdout)).into_iter::<Value>()
+        {
             let Ok(object) = object else { break };
             let now = Instant::now();
-            let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-            let phase = object["status"]["phase"].as_str().unwrap_or("Added").to_owned();
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let phase = object["status"]["phase"]
+                .as_str()
+                .unwrap_or("Added")
+                .to_owned();
             if tx.send((name, phase, now)).is_err() {
                 break;
             }
@@ -48,13 +56,21 @@ fn watch(ns: &Kubectl, namespace: &str) -> mpsc::Receiver<(String, String, Insta
 }
 
 /// Creates a function and returns its create→Ready time as the watch saw it.
-fn time_to_ready(ns: &Kubectl, events: &mpsc::Receiver<(String, String, Instant)>, name: &str, language: &str, code: &str) -> Duration {
+fn time_to_ready(
+    ns: &Kubectl,
+    events: &mpsc::Receiver<(String, String, Instant)>,
+    name: &str,
+    language: &str,
+    code: &str,
+) -> Duration {
     let manifest = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction", "metadata": {"name": name},
                           "spec": {"language": language, "source": {"code": code}}});
     ns.create(&manifest.to_string()).expect("create");
     let mut seen: HashMap<&str, Instant> = HashMap::new();
     loop {
-        let (who, phase, at) = events.recv_timeout(Duration::from_secs(600)).expect("watch events");
+        let (who, phase, at) = events
+            .recv_timeout(Duration::from_secs(600))
+            .expect("watch events");
         if who != name {
             continue;
         }
@@ -68,15 +84,24 @@ fn time_to_ready(ns: &Kubectl, events: &mpsc::Receiver<(String, String, Instant)
 }
 
 fn source(language: &str, file: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runner-image/compile/tests/sources").join(language).join(file);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../runner-image/compile/tests/sources")
+        .join(language)
+        .join(file);
     std::fs::read_to_string(path).expect("source")
 }
 
 fn main() {
-    let cluster = Cluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_wasmfn-cluster"))).expect("start the cluster");
-    cluster.kubectl().run(&["apply", "-f", crds_dir().to_str().expect("utf-8")]).expect("CRDs");
+    let cluster = Cluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_wasmfn-cluster")))
+        .expect("start the cluster");
+    cluster
+        .kubectl()
+        .run(&["apply", "-f", crds_dir().to_str().expect("utf-8")])
+        .expect("CRDs");
     let mut operator = OperatorProcess::start(cluster.info(), "bench", &[]).expect("operator");
-    operator.wait_for_log("became the leader", Duration::from_secs(60)).expect("leads");
+    operator
+        .wait_for_log("became the leader", Duration::from_secs(60))
+        .expect("leads");
     let ns = cluster.namespace("bench-fn").expect("namespace");
     let events = watch(&ns, "bench-fn");
 
@@ -86,9 +111,11 @@ fn main() {
             "spec": {"restartPolicy": "Never", "nodeSelector": {"kubernetes.io/hostname": node.name},
                      "containers": [{"name": "pull", "image": wasmfn_e2e::cluster::config::image_ref("builder"), "args": ["--version"]}]}});
         ns.create(&pod.to_string()).expect("pull pod");
-        ns.wait_for(&["pod", &format!("pull-{index}")], Duration::from_secs(600), |p| {
-            matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")).then_some(())
-        })
+        ns.wait_for(
+            &["pod", &format!("pull-{index}")],
+            Duration::from_secs(600),
+            |p| matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")).then_some(()),
+        )
         .expect("the builder image is pulled");
     }
 
@@ -105,16 +132,27 @@ fn main() {
     ];
     let mut wat_miss = Duration::ZERO;
     for (language, file) in languages {
-        let elapsed = time_to_ready(&ns, &events, &format!("miss-{language}"), language, &source(language, file));
+        let elapsed = time_to_ready(
+            &ns,
+            &events,
+            &format!("miss-{language}"),
+            language,
+            &source(language, file),
+        );
         if language == "wat" {
             wat_miss = elapsed;
         }
-        println!("  {language:<15} {:>8.0} ms", elapsed.as_secs_f64() * 1000.0);
+        println!(
+            "  {language:<15} {:>8.0} ms",
+            elapsed.as_secs_f64() * 1000.0
+        );
     }
 
     let wat = source("wat", "echo.wat");
     let mut hits: Vec<f64> = (0..HITS)
-        .map(|i| time_to_ready(&ns, &events, &format!("hit-{i}"), "wat", &wat).as_secs_f64() * 1000.0)
+        .map(|i| {
+            time_to_ready(&ns, &events, &format!("hit-{i}"), "wat", &wat).as_secs_f64() * 1000.0
+        })
         .collect();
     hits.sort_by(f64::total_cmp);
     let p50 = percentile(&hits, 50.0);

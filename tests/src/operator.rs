@@ -50,7 +50,10 @@ pub struct OperatorProcess {
 
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::io("pick a port"))?;
-    Ok(listener.local_addr().map_err(Error::io("pick a port"))?.port())
+    Ok(listener
+        .local_addr()
+        .map_err(Error::io("pick a port"))?
+        .port())
 }
 
 impl OperatorProcess {
@@ -61,7 +64,8 @@ impl OperatorProcess {
         let health_port = free_port()?;
         let log = info.logs_dir().join(format!("operator-{identity}.log"));
         std::fs::create_dir_all(info.logs_dir()).map_err(Error::io("create the log directory"))?;
-        let file = std::fs::File::create(&log).map_err(Error::io(format!("create {}", log.display())))?;
+        let file =
+            std::fs::File::create(&log).map_err(Error::io(format!("create {}", log.display())))?;
         let registry = format!("127.0.0.1:{}", info.registry_port);
         let builder = image_ref("builder");
         let pull_registry = builder.split('/').next().unwrap_or_default().to_owned();
@@ -70,7 +74,14 @@ impl OperatorProcess {
             .arg("run")
             .args(["--identity", identity, "--lease-namespace", "default"])
             .args(["--builder-image", &builder, "--health-addr", &health])
-            .args(["--oci-registry", &registry, "--oci-pull-registry", &pull_registry, "--oci-insecure", "true"])
+            .args([
+                "--oci-registry",
+                &registry,
+                "--oci-pull-registry",
+                &pull_registry,
+                "--oci-insecure",
+                "true",
+            ])
             .args(extra)
             .env("KUBECONFIG", info.kubeconfig())
             .env("RUST_LOG", "info,kube=warn")
@@ -116,7 +127,10 @@ impl OperatorProcess {
                 )));
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout { what: format!("operator log line {needle:?}"), seconds: timeout.as_secs() });
+                return Err(Error::Timeout {
+                    what: format!("operator log line {needle:?}"),
+                    seconds: timeout.as_secs(),
+                });
             }
             std::thread::sleep(Duration::from_millis(50));
         }

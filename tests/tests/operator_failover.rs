@@ -17,14 +17,19 @@ static REPLICAS: Mutex<()> = Mutex::new(());
 fn setup(prefix: &str) -> (Kubectl, wasmfn_e2e::ClusterInfo) {
     let cluster = common::cluster();
     let crds = crds_dir();
-    cluster.kubectl().run(&["apply", "-f", crds.to_str().expect("utf-8")]).expect("apply the CRDs");
+    cluster
+        .kubectl()
+        .run(&["apply", "-f", crds.to_str().expect("utf-8")])
+        .expect("apply the CRDs");
     let info = cluster.info().clone();
     drop(cluster);
     (common::namespace(prefix), info)
 }
 
 fn lease_holder(ns: &Kubectl) -> Option<String> {
-    let lease = ns.json(&["get", "lease", "wasmfn-operator", "-n", "default"]).ok()?;
+    let lease = ns
+        .json(&["get", "lease", "wasmfn-operator", "-n", "default"])
+        .ok()?;
     lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
 }
 
@@ -36,8 +41,10 @@ fn wat_function(name: &str, comment: &str) -> String {
 }
 
 fn wait_ready(ns: &Kubectl, name: &str, timeout: Duration) -> Value {
-    ns.wait_for(&["wasmfunction", name], timeout, |f| (f["status"]["phase"] == "Ready").then(|| f.clone()))
-        .unwrap_or_else(|e| panic!("{name} never became Ready: {e}"))
+    ns.wait_for(&["wasmfunction", name], timeout, |f| {
+        (f["status"]["phase"] == "Ready").then(|| f.clone())
+    })
+    .unwrap_or_else(|e| panic!("{name} never became Ready: {e}"))
 }
 
 #[test]
@@ -45,31 +52,52 @@ fn two_replicas_never_both_act_and_the_standby_takes_over_within_15_seconds() {
     let _one_at_a_time = REPLICAS.lock().unwrap_or_else(|p| p.into_inner());
     let (ns, info) = setup("failover");
     let mut first = OperatorProcess::start(&info, "replica-one", &[]).expect("start replica one");
-    first.wait_for_log("became the leader", Duration::from_secs(60)).expect("replica one leads");
+    first
+        .wait_for_log("became the leader", Duration::from_secs(60))
+        .expect("replica one leads");
     let mut second = OperatorProcess::start(&info, "replica-two", &[]).expect("start replica two");
-    second.wait_for_log("standing by", Duration::from_secs(60)).expect("replica two stands by");
+    second
+        .wait_for_log("standing by", Duration::from_secs(60))
+        .expect("replica two stands by");
     assert_eq!(lease_holder(&ns).as_deref(), Some("replica-one"));
 
     // Work done while both run is done by the leader alone.
     ns.create(&wat_function("while-both", "a")).expect("create");
     wait_ready(&ns, "while-both", Duration::from_secs(300));
-    assert!(!second.log_text().contains("decided"), "the standby reconciled:\n{}", second.log_text());
+    assert!(
+        !second.log_text().contains("decided"),
+        "the standby reconciled:\n{}",
+        second.log_text()
+    );
     assert!(first.log_text().contains("decided"));
 
     // The leader dies without releasing the Lease; the standby must wait for it to expire, and
     // no longer than 15 s in all.
     first.kill();
     let killed = Instant::now();
-    second.wait_for_log("became the leader", Duration::from_secs(30)).expect("replica two takes over");
+    second
+        .wait_for_log("became the leader", Duration::from_secs(30))
+        .expect("replica two takes over");
     let takeover = killed.elapsed();
-    eprintln!("standby took over {:.1} s after the leader was killed", takeover.as_secs_f64());
-    assert!(takeover <= Duration::from_secs(15), "takeover took {takeover:?}");
+    eprintln!(
+        "standby took over {:.1} s after the leader was killed",
+        takeover.as_secs_f64()
+    );
+    assert!(
+        takeover <= Duration::from_secs(15),
+        "takeover took {takeover:?}"
+    );
     assert_eq!(lease_holder(&ns).as_deref(), Some("replica-two"));
-    ns.create(&wat_function("after-failover", "b")).expect("create");
+    ns.create(&wat_function("after-failover", "b"))
+        .expect("create");
     wait_ready(&ns, "after-failover", Duration::from_secs(300));
 
     // A clean shutdown releases the Lease at once.
-    assert!(second.terminate(Duration::from_secs(20)), "SIGTERM ends the leader cleanly:\n{}", second.log_text());
+    assert!(
+        second.terminate(Duration::from_secs(20)),
+        "SIGTERM ends the leader cleanly:\n{}",
+        second.log_text()
+    );
     assert_eq!(lease_holder(&ns), None);
 }
 
@@ -78,9 +106,12 @@ fn an_operator_killed_mid_compile_resumes_without_a_duplicate_job() {
     let _one_at_a_time = REPLICAS.lock().unwrap_or_else(|p| p.into_inner());
     let (ns, info) = setup("resume");
     let mut first = OperatorProcess::start(&info, "before-crash", &[]).expect("start");
-    first.wait_for_log("became the leader", Duration::from_secs(60)).expect("leads");
+    first
+        .wait_for_log("became the leader", Duration::from_secs(60))
+        .expect("leads");
     let code = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runner-image/compile/tests/sources/go/echo.go"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../runner-image/compile/tests/sources/go/echo.go"),
     )
     .expect("go source");
     let function = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction", "metadata": {"name": "slow"},
@@ -88,26 +119,44 @@ fn an_operator_killed_mid_compile_resumes_without_a_duplicate_job() {
     ns.create(&function.to_string()).expect("create");
     let job_uid = ns
         .wait_for(&["jobs"], Duration::from_secs(60), |list| {
-            list["items"].as_array()?.first()?["metadata"]["uid"].as_str().map(str::to_owned)
+            list["items"].as_array()?.first()?["metadata"]["uid"]
+                .as_str()
+                .map(str::to_owned)
         })
         .expect("a compile Job starts");
     first.kill();
     // Watch the Jobs while no operator runs and after the new one starts: only ever the one.
     let mut second = OperatorProcess::start(&info, "after-crash", &[]).expect("restart");
-    second.wait_for_log("became the leader", Duration::from_secs(60)).expect("the new replica leads");
+    second
+        .wait_for_log("became the leader", Duration::from_secs(60))
+        .expect("the new replica leads");
     let deadline = Instant::now() + Duration::from_secs(420);
     let ready = loop {
-        for job in ns.json(&["get", "jobs"]).expect("jobs")["items"].as_array().into_iter().flatten() {
-            assert_eq!(job["metadata"]["uid"].as_str(), Some(job_uid.as_str()), "a second compile Job appeared");
+        for job in ns.json(&["get", "jobs"]).expect("jobs")["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(
+                job["metadata"]["uid"].as_str(),
+                Some(job_uid.as_str()),
+                "a second compile Job appeared"
+            );
         }
         let function = ns.json(&["get", "wasmfunction", "slow"]).expect("function");
         if function["status"]["phase"] == "Ready" {
             break function;
         }
-        assert!(Instant::now() < deadline, "never Ready: {}", function["status"]);
+        assert!(
+            Instant::now() < deadline,
+            "never Ready: {}",
+            function["status"]
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
-    assert!(ready["status"]["artifact"]["digest"].as_str().is_some_and(|d| d.starts_with("sha256:")));
+    assert!(ready["status"]["artifact"]["digest"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
     let events = ns.json(&["get", "events.events.k8s.io"]).expect("events");
     let started = events["items"]
         .as_array()

@@ -77,7 +77,10 @@ fn wait_phase(ns: &Kubectl, name: &str, phase: &str, timeout: Duration) -> Value
 }
 
 fn jobs(ns: &Kubectl) -> Vec<Value> {
-    ns.json(&["get", "jobs"]).expect("jobs")["items"].as_array().cloned().unwrap_or_default()
+    ns.json(&["get", "jobs"]).expect("jobs")["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn events_for(ns: &Kubectl, name: &str) -> Vec<(String, String, String)> {
@@ -100,8 +103,14 @@ fn events_for(ns: &Kubectl, name: &str) -> Vec<(String, String, String)> {
 fn assert_ready_with_digest(function: &Value) {
     let artifact = &function["status"]["artifact"];
     let digest = artifact["digest"].as_str().expect("digest");
-    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{artifact}");
-    assert!(artifact["size"].as_i64().is_some_and(|s| s > 0), "{artifact}");
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{artifact}"
+    );
+    assert!(
+        artifact["size"].as_i64().is_some_and(|s| s > 0),
+        "{artifact}"
+    );
     let ready = function["status"]["conditions"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
@@ -121,22 +130,50 @@ fn rust_c_go_assemblyscript_and_python_functions_each_reach_ready_with_a_digest(
     ];
     let started = Instant::now();
     for (name, language, file) in cases {
-        ns.create(&function(name, language, &source(language, file), json!({}))).expect("create");
+        ns.create(&function(
+            name,
+            language,
+            &source(language, file),
+            json!({}),
+        ))
+        .expect("create");
     }
     for (name, _, _) in cases {
         let ready = wait_phase(&ns, name, "Ready", COMPILE_TIMEOUT);
         assert_ready_with_digest(&ready);
-        assert_eq!(ready["status"]["compile"]["cacheHit"], false, "{}", ready["status"]);
-        assert!(ready["status"]["compile"]["jobName"].as_str().is_some_and(|j| j.starts_with("wasmfn-compile-")));
-        let record = ready["status"]["artifact"]["location"].as_str().expect("location");
-        ns.json(&["get", "configmap", record]).expect("the artifact record exists");
-        let reasons: Vec<String> = events_for(&ns, name).into_iter().map(|(_, reason, _)| reason).collect();
-        assert!(reasons.contains(&"CompileStarted".to_owned()) && reasons.contains(&"Compiled".to_owned()), "{reasons:?}");
-        eprintln!("{name}: Ready {:.1} s after creation", started.elapsed().as_secs_f64());
+        assert_eq!(
+            ready["status"]["compile"]["cacheHit"], false,
+            "{}",
+            ready["status"]
+        );
+        assert!(ready["status"]["compile"]["jobName"]
+            .as_str()
+            .is_some_and(|j| j.starts_with("wasmfn-compile-")));
+        let record = ready["status"]["artifact"]["location"]
+            .as_str()
+            .expect("location");
+        ns.json(&["get", "configmap", record])
+            .expect("the artifact record exists");
+        let reasons: Vec<String> = events_for(&ns, name)
+            .into_iter()
+            .map(|(_, reason, _)| reason)
+            .collect();
+        assert!(
+            reasons.contains(&"CompileStarted".to_owned())
+                && reasons.contains(&"Compiled".to_owned()),
+            "{reasons:?}"
+        );
+        eprintln!(
+            "{name}: Ready {:.1} s after creation",
+            started.elapsed().as_secs_f64()
+        );
     }
     // Collected Jobs are deleted; their pods and source ConfigMaps go with them.
     ns.wait_for(&["jobs"], Duration::from_secs(60), |list| {
-        list["items"].as_array().is_some_and(Vec::is_empty).then_some(())
+        list["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
     })
     .expect("compile Jobs are cleaned up after collection");
 }
@@ -145,25 +182,49 @@ fn rust_c_go_assemblyscript_and_python_functions_each_reach_ready_with_a_digest(
 fn a_second_function_with_identical_source_is_ready_from_the_cache_without_a_job() {
     let ns = namespace("fn-cache");
     let code = source("wat", "echo.wat");
-    ns.create(&function("first", "wat", &code, json!({}))).expect("create first");
+    ns.create(&function("first", "wat", &code, json!({})))
+        .expect("create first");
     let first = wait_phase(&ns, "first", "Ready", COMPILE_TIMEOUT);
-    ns.wait_for(&["jobs"], Duration::from_secs(60), |l| l["items"].as_array().is_some_and(Vec::is_empty).then_some(()))
-        .expect("the first compile's Job is cleaned up");
+    ns.wait_for(&["jobs"], Duration::from_secs(60), |l| {
+        l["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
+    })
+    .expect("the first compile's Job is cleaned up");
     let started = Instant::now();
-    ns.create(&function("second", "wat", &code, json!({}))).expect("create second");
+    ns.create(&function("second", "wat", &code, json!({})))
+        .expect("create second");
     let second = wait_phase(&ns, "second", "Ready", Duration::from_secs(30));
-    eprintln!("cache hit: Ready {} ms after creation (kubectl polling included)", started.elapsed().as_millis());
-    assert_eq!(second["status"]["compile"]["cacheHit"], true, "{}", second["status"]);
-    assert_eq!(second["status"]["artifact"]["digest"], first["status"]["artifact"]["digest"]);
+    eprintln!(
+        "cache hit: Ready {} ms after creation (kubectl polling included)",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(
+        second["status"]["compile"]["cacheHit"], true,
+        "{}",
+        second["status"]
+    );
+    assert_eq!(
+        second["status"]["artifact"]["digest"],
+        first["status"]["artifact"]["digest"]
+    );
     assert_eq!(second["status"]["cacheKey"], first["status"]["cacheKey"]);
     assert!(jobs(&ns).is_empty(), "a cache hit creates no Job");
-    let reasons: Vec<String> = events_for(&ns, "second").into_iter().map(|(_, r, _)| r).collect();
+    let reasons: Vec<String> = events_for(&ns, "second")
+        .into_iter()
+        .map(|(_, r, _)| r)
+        .collect();
     assert_eq!(reasons, ["CacheHit"]);
     // Deleting one function never breaks the other: the artifact is shared, not owned.
-    ns.run(&["delete", "wasmfunction", "first", "--wait=true"]).expect("delete first");
+    ns.run(&["delete", "wasmfunction", "first", "--wait=true"])
+        .expect("delete first");
     std::thread::sleep(Duration::from_secs(CACHE_TTL_SECONDS + 6));
-    let record = second["status"]["artifact"]["location"].as_str().expect("location");
-    ns.json(&["get", "configmap", record]).expect("the shared artifact survives the TTL while used");
+    let record = second["status"]["artifact"]["location"]
+        .as_str()
+        .expect("location");
+    ns.json(&["get", "configmap", record])
+        .expect("the shared artifact survives the TTL while used");
     let still = ns.json(&["get", "wasmfunction", "second"]).expect("second");
     assert_eq!(still["status"]["phase"], "Ready");
 }
@@ -171,24 +232,59 @@ fn a_second_function_with_identical_source_is_ready_from_the_cache_without_a_job
 #[test]
 fn a_compile_error_ends_in_failed_with_the_compilers_line_number() {
     let ns = namespace("fn-error");
-    ns.create(&function("broken", "rust", &source("rust", "error.rs"), json!({}))).expect("create");
+    ns.create(&function(
+        "broken",
+        "rust",
+        &source("rust", "error.rs"),
+        json!({}),
+    ))
+    .expect("create");
     let failed = wait_phase(&ns, "broken", "Failed", COMPILE_TIMEOUT);
     let status = &failed["status"];
     assert_eq!(status["compile"]["reason"], "CompileError", "{status}");
-    let diagnostics = status["compile"]["diagnostics"].as_array().expect("diagnostics");
-    assert!(diagnostics.iter().any(|d| d.as_str().is_some_and(|d| d.starts_with("main.rs:3:"))), "{diagnostics:?}");
-    let ready = status["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Ready")).expect("Ready");
+    let diagnostics = status["compile"]["diagnostics"]
+        .as_array()
+        .expect("diagnostics");
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.as_str().is_some_and(|d| d.starts_with("main.rs:3:"))),
+        "{diagnostics:?}"
+    );
+    let ready = status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .expect("Ready");
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "CompileError");
-    assert!(ready["message"].as_str().is_some_and(|m| m.contains("main.rs:3")), "{ready}");
-    let warnings: Vec<_> = events_for(&ns, "broken").into_iter().filter(|(t, _, _)| t == "Warning").collect();
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("main.rs:3")),
+        "{ready}"
+    );
+    let warnings: Vec<_> = events_for(&ns, "broken")
+        .into_iter()
+        .filter(|(t, _, _)| t == "Warning")
+        .collect();
     assert!(warnings.iter().any(|(_, reason, note)| reason == "CompileError" && note.contains("kubectl logs job/")), "{warnings:?}");
     // Failed stays failed: no second compile of the same source, no crash loop.
-    let job_names: Vec<String> = jobs(&ns).iter().map(|j| j["metadata"]["name"].as_str().unwrap_or_default().to_owned()).collect();
+    let job_names: Vec<String> = jobs(&ns)
+        .iter()
+        .map(|j| {
+            j["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
     assert_eq!(job_names.len(), 1, "{job_names:?}");
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(jobs(&ns).len(), 1);
-    assert_eq!(ns.json(&["get", "wasmfunction", "broken"]).expect("get")["status"]["phase"], "Failed");
+    assert_eq!(
+        ns.json(&["get", "wasmfunction", "broken"]).expect("get")["status"]["phase"],
+        "Failed"
+    );
 }
 
 #[test]
@@ -200,10 +296,20 @@ fn an_invalid_spec_fails_with_a_reason_and_an_event_and_starts_nothing() {
     });
     ns.create(&manifest.to_string()).expect("create");
     let failed = wait_phase(&ns, "two-sources", "Failed", Duration::from_secs(30));
-    let ready = failed["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Ready")).expect("Ready");
+    let ready = failed["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .expect("Ready");
     assert_eq!(ready["reason"], "InvalidSpec");
-    assert!(ready["message"].as_str().is_some_and(|m| m.contains("exactly one")), "{ready}");
-    assert!(events_for(&ns, "two-sources").iter().any(|(t, r, _)| t == "Warning" && r == "InvalidSpec"));
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("exactly one")),
+        "{ready}"
+    );
+    assert!(events_for(&ns, "two-sources")
+        .iter()
+        .any(|(t, r, _)| t == "Warning" && r == "InvalidSpec"));
     assert!(jobs(&ns).is_empty());
     // A missing source ConfigMap waits (Pending) and recovers once it exists.
     let pending = json!({
@@ -243,22 +349,31 @@ func main() {
 	_ = gzip.NewWriter(os.Stdout)
 }
 "#;
-    ns.create(&function("big-go", "go", code, json!({}))).expect("create");
+    ns.create(&function("big-go", "go", code, json!({})))
+        .expect("create");
     let ready = wait_phase(&ns, "big-go", "Ready", COMPILE_TIMEOUT);
     let artifact = &ready["status"]["artifact"];
-    assert!(artifact["size"].as_i64().is_some_and(|s| s > 2 << 20), "{artifact}");
+    assert!(
+        artifact["size"].as_i64().is_some_and(|s| s > 2 << 20),
+        "{artifact}"
+    );
     let maps: Vec<String> = artifact["configMaps"]
         .as_array()
         .expect("configMaps")
         .iter()
         .filter_map(|m| m.as_str().map(str::to_owned))
         .collect();
-    assert!(maps.len() >= 2, "a module this big needs several ConfigMaps: {maps:?}");
-    let manifest_text = ns.json(&["get", "configmap", &maps[0]]).expect("record")["data"]["artifact.json"]
+    assert!(
+        maps.len() >= 2,
+        "a module this big needs several ConfigMaps: {maps:?}"
+    );
+    let manifest_text = ns.json(&["get", "configmap", &maps[0]]).expect("record")["data"]
+        ["artifact.json"]
         .as_str()
         .expect("artifact.json")
         .to_owned();
-    let manifest: wasmfn_artifact::ArtifactManifest = serde_json::from_str(&manifest_text).expect("manifest");
+    let manifest: wasmfn_artifact::ArtifactManifest =
+        serde_json::from_str(&manifest_text).expect("manifest");
     let mut parts = std::collections::BTreeMap::new();
     for map in &maps {
         let object = ns.json(&["get", "configmap", map]).expect("part");
@@ -268,11 +383,23 @@ func main() {
         }
     }
     let module = wasmfn_artifact::unpack(&manifest, |name| {
-        parts.get(name).cloned().ok_or_else(|| wasmfn_artifact::Error::MissingPart { name: name.to_owned(), detail: "not in any ConfigMap".into() })
+        parts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| wasmfn_artifact::Error::MissingPart {
+                name: name.to_owned(),
+                detail: "not in any ConfigMap".into(),
+            })
     })
     .expect("the parts unpack and verify");
-    assert_eq!(wasmfn_artifact::sha256_digest(&module), artifact["digest"].as_str().expect("digest"));
-    assert_eq!(module.len() as i64, artifact["size"].as_i64().expect("size"));
+    assert_eq!(
+        wasmfn_artifact::sha256_digest(&module),
+        artifact["digest"].as_str().expect("digest")
+    );
+    assert_eq!(
+        module.len() as i64,
+        artifact["size"].as_i64().expect("size")
+    );
     assert!(module.starts_with(b"\0asm"));
 }
 
@@ -280,12 +407,21 @@ func main() {
 fn a_function_in_the_oci_store_is_pushed_and_runs_as_a_wasm_image_on_the_wasmedge_node() {
     let ns = namespace("fn-oci");
     let code = source("wat", "echo.wat");
-    ns.create(&function("hello-oci", "wat", &code, json!({"artifactStore": "Oci"}))).expect("create");
+    ns.create(&function(
+        "hello-oci",
+        "wat",
+        &code,
+        json!({"artifactStore": "Oci"}),
+    ))
+    .expect("create");
     let ready = wait_phase(&ns, "hello-oci", "Ready", COMPILE_TIMEOUT);
     let artifact = &ready["status"]["artifact"];
     assert_eq!(artifact["store"], "oci");
     let image = artifact["location"].as_str().expect("location");
-    assert!(image.starts_with("wasmfn.local/wasmfn/modules@sha256:"), "{image}");
+    assert!(
+        image.starts_with("wasmfn.local/wasmfn/modules@sha256:"),
+        "{image}"
+    );
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "from-registry"},
         "spec": {"restartPolicy": "Never", "runtimeClassName": "wasmedge", "automountServiceAccountToken": false,
@@ -300,21 +436,39 @@ fn a_function_in_the_oci_store_is_pushed_and_runs_as_a_wasm_image_on_the_wasmedg
         .expect("the pod finishes");
     let log = ns.run(&["logs", "from-registry"]).expect("logs");
     assert_eq!(phase, "Succeeded", "{log}");
-    assert!(!log.trim().is_empty(), "the module's output reaches kubectl logs");
+    assert!(
+        !log.trim().is_empty(),
+        "the module's output reaches kubectl logs"
+    );
 }
 
 #[test]
 fn a_spec_update_recompiles_to_a_new_digest() {
     let ns = namespace("fn-update");
     let code = source("wat", "echo.wat");
-    ns.create(&function("changing", "wat", &code, json!({}))).expect("create");
+    ns.create(&function("changing", "wat", &code, json!({})))
+        .expect("create");
     let before = wait_phase(&ns, "changing", "Ready", COMPILE_TIMEOUT);
-    let changed = code.replacen("(module", "(module\n  (global $changed i32 (i32.const 7))", 1);
+    // A new definition after the imports, so the module (not just the source text) changes.
+    let end = code.trim_end().rfind(')').expect("the module's closing parenthesis");
+    let changed = format!("{}\n  (global $changed i32 (i32.const 7)))\n", &code[..end]);
     let patch = json!({"spec": {"source": {"code": changed}}}).to_string();
-    ns.run(&["patch", "wasmfunction", "changing", "--type", "merge", "-p", &patch]).expect("patch");
+    ns.run(&[
+        "patch",
+        "wasmfunction",
+        "changing",
+        "--type",
+        "merge",
+        "-p",
+        &patch,
+    ])
+    .expect("patch");
     let after = wait_phase(&ns, "changing", "Ready", COMPILE_TIMEOUT);
     assert_eq!(after["status"]["observedGeneration"], 2);
-    assert_ne!(after["status"]["artifact"]["digest"], before["status"]["artifact"]["digest"]);
+    assert_ne!(
+        after["status"]["artifact"]["digest"],
+        before["status"]["artifact"]["digest"]
+    );
     assert_ne!(after["status"]["cacheKey"], before["status"]["cacheKey"]);
 }
 
@@ -322,21 +476,39 @@ fn a_spec_update_recompiles_to_a_new_digest() {
 fn an_artifact_no_function_uses_is_deleted_after_the_ttl() {
     let ns = namespace("fn-gc");
     let code = format!(";; unique to the gc test\n{}", source("wat", "echo.wat"));
-    ns.create(&function("short-lived", "wat", &code, json!({}))).expect("create");
+    ns.create(&function("short-lived", "wat", &code, json!({})))
+        .expect("create");
     let ready = wait_phase(&ns, "short-lived", "Ready", COMPILE_TIMEOUT);
-    let record = ready["status"]["artifact"]["location"].as_str().expect("location").to_owned();
-    ns.run(&["delete", "wasmfunction", "short-lived", "--wait=true"]).expect("delete");
+    let record = ready["status"]["artifact"]["location"]
+        .as_str()
+        .expect("location")
+        .to_owned();
+    ns.run(&["delete", "wasmfunction", "short-lived", "--wait=true"])
+        .expect("delete");
     let deleted = Instant::now();
-    ns.wait_for(&["configmaps"], Duration::from_secs(CACHE_TTL_SECONDS + 30), |list| {
-        let names: Vec<&str> = list["items"].as_array()?.iter().filter_map(|m| m["metadata"]["name"].as_str()).collect();
-        (!names.contains(&record.as_str())).then_some(())
-    })
+    ns.wait_for(
+        &["configmaps"],
+        Duration::from_secs(CACHE_TTL_SECONDS + 30),
+        |list| {
+            let names: Vec<&str> = list["items"]
+                .as_array()?
+                .iter()
+                .filter_map(|m| m["metadata"]["name"].as_str())
+                .collect();
+            (!names.contains(&record.as_str())).then_some(())
+        },
+    )
     .expect("the unreferenced artifact is collected");
     let after = deleted.elapsed();
-    assert!(after >= Duration::from_secs(CACHE_TTL_SECONDS - 1), "collected after {after:?}, before the TTL");
+    assert!(
+        after >= Duration::from_secs(CACHE_TTL_SECONDS - 1),
+        "collected after {after:?}, before the TTL"
+    );
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64")
 }

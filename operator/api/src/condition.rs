@@ -48,7 +48,11 @@ pub fn set_condition(
         reason: reason.to_owned(),
         // The 1.20 apiserver's server-side apply turns an empty message into null and then
         // rejects it; a condition always says something.
-        message: if message.is_empty() { reason.to_owned() } else { message.to_owned() },
+        message: if message.is_empty() {
+            reason.to_owned()
+        } else {
+            message.to_owned()
+        },
         observed_generation,
         last_transition_time,
     };
@@ -70,7 +74,15 @@ mod tests {
     #[test]
     fn a_new_condition_is_appended_with_the_current_time() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, "Ready", ConditionStatus::False, "Compiling", "m", Some(1), at(10));
+        set_condition(
+            &mut conditions,
+            "Ready",
+            ConditionStatus::False,
+            "Compiling",
+            "m",
+            Some(1),
+            at(10),
+        );
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].status, "False");
         assert_eq!(conditions[0].last_transition_time, at(10));
@@ -80,8 +92,24 @@ mod tests {
     #[test]
     fn an_unchanged_status_keeps_its_transition_time_but_takes_the_new_reason() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, "Ready", ConditionStatus::False, "Compiling", "a", Some(1), at(10));
-        set_condition(&mut conditions, "Ready", ConditionStatus::False, "CompileFailed", "b", Some(2), at(20));
+        set_condition(
+            &mut conditions,
+            "Ready",
+            ConditionStatus::False,
+            "Compiling",
+            "a",
+            Some(1),
+            at(10),
+        );
+        set_condition(
+            &mut conditions,
+            "Ready",
+            ConditionStatus::False,
+            "CompileFailed",
+            "b",
+            Some(2),
+            at(20),
+        );
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].last_transition_time, at(10));
         assert_eq!(conditions[0].reason, "CompileFailed");
@@ -92,13 +120,40 @@ mod tests {
     #[test]
     fn a_changed_status_moves_the_transition_time_and_other_types_are_untouched() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, "Compiled", ConditionStatus::True, "Compiled", "", None, at(5));
-        set_condition(&mut conditions, "Ready", ConditionStatus::False, "Compiling", "", None, at(10));
-        set_condition(&mut conditions, "Ready", ConditionStatus::True, "Ready", "", None, at(30));
+        set_condition(
+            &mut conditions,
+            "Compiled",
+            ConditionStatus::True,
+            "Compiled",
+            "",
+            None,
+            at(5),
+        );
+        set_condition(
+            &mut conditions,
+            "Ready",
+            ConditionStatus::False,
+            "Compiling",
+            "",
+            None,
+            at(10),
+        );
+        set_condition(
+            &mut conditions,
+            "Ready",
+            ConditionStatus::True,
+            "Ready",
+            "",
+            None,
+            at(30),
+        );
         assert_eq!(conditions.len(), 2);
         assert_eq!(conditions[0].last_transition_time, at(5));
         assert_eq!(conditions[1].status, "True");
         assert_eq!(conditions[1].last_transition_time, at(30));
-        assert_eq!(conditions[0].message, "Compiled", "an empty message takes the reason");
+        assert_eq!(
+            conditions[0].message, "Compiled",
+            "an empty message takes the reason"
+        );
     }
 }

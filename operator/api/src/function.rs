@@ -41,7 +41,10 @@ pub struct WasmFunctionSpec {
     /// The export to call. Empty (default) runs a WASI command module's `_start`; a name calls
     /// that export of a library (reactor) module, e.g. an AssemblyScript `add`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.$-]*$"))]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.$-]*$")
+    )]
     pub entrypoint: Option<String>,
     /// How to build the module.
     #[serde(default)]
@@ -124,7 +127,10 @@ pub struct FunctionSource {
     /// File name for `code` (default `main.<ext>` for the language). Line numbers in compiler
     /// diagnostics refer to this file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"))]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    )]
     pub file_name: Option<String>,
     /// A ConfigMap in the function's namespace whose keys are the source files (a Rust Cargo
     /// project keeps `Cargo.toml` and `src/main.rs` as `Cargo.toml` and `src__main.rs`: `__` stands

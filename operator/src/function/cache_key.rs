@@ -35,7 +35,11 @@ pub fn cache_key(inputs: KeyInputs<'_>, files: &SourceFiles) -> String {
     field(inputs.language.as_str().as_bytes());
     field(inputs.builder_image.as_bytes());
     field(inputs.build.optimization.as_str().as_bytes());
-    field(if inputs.build.library { b"library" } else { b"command" });
+    field(if inputs.build.library {
+        b"library"
+    } else {
+        b"command"
+    });
     field(&(files.len() as u64).to_le_bytes());
     for (path, bytes) in files {
         field(path.as_bytes());
@@ -71,11 +75,21 @@ mod tests {
     use wasmfn_api::Optimization;
 
     fn files(entries: &[(&str, &str)]) -> SourceFiles {
-        entries.iter().map(|(p, b)| ((*p).to_owned(), b.as_bytes().to_vec())).collect()
+        entries
+            .iter()
+            .map(|(p, b)| ((*p).to_owned(), b.as_bytes().to_vec()))
+            .collect()
     }
 
     fn key(language: Language, image: &str, build: &BuildOptions, tree: &SourceFiles) -> String {
-        cache_key(KeyInputs { language, builder_image: image, build }, tree)
+        cache_key(
+            KeyInputs {
+                language,
+                builder_image: image,
+                build,
+            },
+            tree,
+        )
     }
 
     #[test]
@@ -94,16 +108,37 @@ mod tests {
         let build = BuildOptions::default();
         let tree = files(&[("main.rs", "fn main() {}")]);
         let base = key(Language::Rust, "b:1", &build, &tree);
-        let size = BuildOptions { optimization: Optimization::Size, ..Default::default() };
-        let library = BuildOptions { library: true, ..Default::default() };
+        let size = BuildOptions {
+            optimization: Optimization::Size,
+            ..Default::default()
+        };
+        let library = BuildOptions {
+            library: true,
+            ..Default::default()
+        };
         let variants = [
             key(Language::C, "b:1", &build, &tree),
             key(Language::Rust, "b:2", &build, &tree),
             key(Language::Rust, "b:1", &size, &tree),
             key(Language::Rust, "b:1", &library, &tree),
-            key(Language::Rust, "b:1", &build, &files(&[("main.rs", "fn main() { }")])),
-            key(Language::Rust, "b:1", &build, &files(&[("lib.rs", "fn main() {}")])),
-            key(Language::Rust, "b:1", &build, &files(&[("main.rs", "fn main() {}"), ("x", "")])),
+            key(
+                Language::Rust,
+                "b:1",
+                &build,
+                &files(&[("main.rs", "fn main() { }")]),
+            ),
+            key(
+                Language::Rust,
+                "b:1",
+                &build,
+                &files(&[("lib.rs", "fn main() {}")]),
+            ),
+            key(
+                Language::Rust,
+                "b:1",
+                &build,
+                &files(&[("main.rs", "fn main() {}"), ("x", "")]),
+            ),
         ];
         for (index, variant) in variants.iter().enumerate() {
             assert_ne!(&base, variant, "variant {index}");
@@ -113,7 +148,10 @@ mod tests {
     #[test]
     fn the_compile_deadline_is_not_part_of_the_key() {
         let tree = files(&[("main.c", "int main(){}")]);
-        let slow = BuildOptions { timeout_seconds: Some(900), ..Default::default() };
+        let slow = BuildOptions {
+            timeout_seconds: Some(900),
+            ..Default::default()
+        };
         assert_eq!(
             key(Language::C, "b", &BuildOptions::default(), &tree),
             key(Language::C, "b", &slow, &tree)
@@ -122,7 +160,12 @@ mod tests {
 
     #[test]
     fn private_keys_differ_per_function_and_from_the_shared_key() {
-        let shared = key(Language::C, "b", &BuildOptions::default(), &files(&[("a", "b")]));
+        let shared = key(
+            Language::C,
+            "b",
+            &BuildOptions::default(),
+            &files(&[("a", "b")]),
+        );
         let one = private_key(&shared, "uid-1");
         assert_ne!(one, shared);
         assert_ne!(one, private_key(&shared, "uid-2"));

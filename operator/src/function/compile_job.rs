@@ -70,8 +70,14 @@ fn config_map_key(path: &str) -> String {
 pub fn compile_job(inputs: &CompileJobInputs<'_>) -> Job {
     let name = job_name(inputs.key);
     let object_labels = BTreeMap::from([
-        (labels::MANAGED_BY.to_owned(), labels::MANAGED_BY_VALUE.to_owned()),
-        (labels::CACHE_KEY.to_owned(), key_label(inputs.key).to_owned()),
+        (
+            labels::MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_VALUE.to_owned(),
+        ),
+        (
+            labels::CACHE_KEY.to_owned(),
+            key_label(inputs.key).to_owned(),
+        ),
     ]);
     // One file compiles as that file; a tree (a Cargo project, C with headers) as the directory.
     let source_arg = match inputs.files.keys().next() {
@@ -230,7 +236,10 @@ pub fn source_config_map(key: &str, files: &SourceFiles, job_owner: OwnerReferen
         metadata: ObjectMeta {
             name: Some(source_config_map_name(key)),
             labels: Some(BTreeMap::from([
-                (labels::MANAGED_BY.to_owned(), labels::MANAGED_BY_VALUE.to_owned()),
+                (
+                    labels::MANAGED_BY.to_owned(),
+                    labels::MANAGED_BY_VALUE.to_owned(),
+                ),
                 (labels::CACHE_KEY.to_owned(), key_label(key).to_owned()),
             ])),
             owner_references: Some(vec![job_owner]),
@@ -274,13 +283,19 @@ mod tests {
     }
 
     fn pod(job: &Job) -> &PodSpec {
-        job.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec")
+        job.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec")
     }
 
     #[test]
     fn names_derive_from_the_key() {
         assert_eq!(job_name(KEY), "wasmfn-compile-0123456789abcdef0123");
-        assert_eq!(source_config_map_name(KEY), "wasmfn-source-0123456789abcdef0123");
+        assert_eq!(
+            source_config_map_name(KEY),
+            "wasmfn-source-0123456789abcdef0123"
+        );
     }
 
     #[test]
@@ -290,16 +305,29 @@ mod tests {
         assert_eq!(job.metadata.owner_references, Some(vec![owner()]));
         let labels = job.metadata.labels.as_ref().expect("labels");
         assert_eq!(labels[labels::CACHE_KEY], &KEY[7..70]);
-        assert_eq!(job.metadata.annotations.as_ref().expect("annotations")[labels::CACHE_KEY], KEY);
+        assert_eq!(
+            job.metadata.annotations.as_ref().expect("annotations")[labels::CACHE_KEY],
+            KEY
+        );
         let spec = job.spec.as_ref().expect("spec");
         assert_eq!(spec.backoff_limit, Some(0));
         assert_eq!(spec.active_deadline_seconds, Some(600));
         let container = &pod(&job).containers[0];
-        let limits = container.resources.as_ref().and_then(|r| r.limits.as_ref()).expect("limits");
+        let limits = container
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .expect("limits");
         assert_eq!(limits["memory"], Quantity((2u64 << 30).to_string()));
         let args = container.args.as_ref().expect("args");
-        assert_eq!(&args[..4], ["compile", "--language", "rust", "/src/main.rs"]);
-        assert!(args.contains(&"585s".to_owned()), "toolchain deadline below the Job's: {args:?}");
+        assert_eq!(
+            &args[..4],
+            ["compile", "--language", "rust", "/src/main.rs"]
+        );
+        assert!(
+            args.contains(&"585s".to_owned()),
+            "toolchain deadline below the Job's: {args:?}"
+        );
         assert!(!args.contains(&"--library".to_owned()));
     }
 
@@ -313,11 +341,20 @@ mod tests {
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         let security = pod.security_context.as_ref().expect("pod security");
         assert_eq!(security.run_as_non_root, Some(true));
-        assert_eq!(security.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
-        let container = pod.containers[0].security_context.as_ref().expect("container security");
+        assert_eq!(
+            security.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        let container = pod.containers[0]
+            .security_context
+            .as_ref()
+            .expect("container security");
         assert_eq!(container.allow_privilege_escalation, Some(false));
         assert_eq!(container.read_only_root_filesystem, Some(true));
-        assert_eq!(container.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_owned()]));
+        assert_eq!(
+            container.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_owned()])
+        );
     }
 
     #[test]
@@ -326,18 +363,38 @@ mod tests {
             ("Cargo.toml".into(), b"[package]".to_vec()),
             ("src/main.rs".into(), b"fn main(){}".to_vec()),
         ]);
-        let build = BuildOptions { optimization: Optimization::Size, library: true, timeout_seconds: None };
+        let build = BuildOptions {
+            optimization: Optimization::Size,
+            library: true,
+            timeout_seconds: None,
+        };
         let job = job_for(&files, &build);
         let pod = pod(&job);
         let args = pod.containers[0].args.as_ref().expect("args");
         assert_eq!(args[3], "/src");
         assert!(args.windows(2).any(|w| w == ["--opt-level", "size"]));
         assert!(args.contains(&"--library".to_owned()));
-        let volume = pod.volumes.as_ref().expect("volumes").iter().find(|v| v.name == "source").expect("source");
-        let items = volume.config_map.as_ref().and_then(|c| c.items.clone()).expect("items");
+        let volume = pod
+            .volumes
+            .as_ref()
+            .expect("volumes")
+            .iter()
+            .find(|v| v.name == "source")
+            .expect("source");
+        let items = volume
+            .config_map
+            .as_ref()
+            .and_then(|c| c.items.clone())
+            .expect("items");
         assert_eq!(
-            items.iter().map(|i| (i.key.as_str(), i.path.as_str())).collect::<Vec<_>>(),
-            [("Cargo.toml", "Cargo.toml"), ("src__main.rs", "src/main.rs")]
+            items
+                .iter()
+                .map(|i| (i.key.as_str(), i.path.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("Cargo.toml", "Cargo.toml"),
+                ("src__main.rs", "src/main.rs")
+            ]
         );
     }
 
@@ -348,8 +405,14 @@ mod tests {
             ("blob.bin".into(), vec![0xff, 0xfe]),
         ]);
         let map = source_config_map(KEY, &files, owner());
-        assert_eq!(map.data.as_ref().expect("data")["src__main.rs"], "fn main(){}");
-        assert_eq!(map.binary_data.as_ref().expect("binary")["blob.bin"], ByteString(vec![0xff, 0xfe]));
+        assert_eq!(
+            map.data.as_ref().expect("data")["src__main.rs"],
+            "fn main(){}"
+        );
+        assert_eq!(
+            map.binary_data.as_ref().expect("binary")["blob.bin"],
+            ByteString(vec![0xff, 0xfe])
+        );
         assert_eq!(map.metadata.owner_references, Some(vec![owner()]));
     }
 }

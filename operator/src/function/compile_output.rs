@@ -236,10 +236,14 @@ mod tests {
             .expect_err("digest")
             .contains("does not match"));
         assert!(parse_success(&log_for(&module, &digest, 3, true)).is_err());
-        assert!(parse_success(&log_for(&module, &digest, module.len(), false))
-            .expect_err("cut")
-            .contains("cut off"));
-        assert!(parse_success("just text\n").expect_err("none").contains("CompileManifest"));
+        assert!(
+            parse_success(&log_for(&module, &digest, module.len(), false))
+                .expect_err("cut")
+                .contains("cut off")
+        );
+        assert!(parse_success("just text\n")
+            .expect_err("none")
+            .contains("CompileManifest"));
     }
 
     #[test]
@@ -254,13 +258,22 @@ mod tests {
         assert_eq!(failure.reason, "CompileError");
         assert!(failure.user_error);
         assert_eq!(failure.diagnostics[0], "main.rs:3:5: error: oops");
-        assert_eq!(failure.diagnostics[1].chars().count(), MAX_DIAGNOSTIC_CHARS + 1);
+        assert_eq!(
+            failure.diagnostics[1].chars().count(),
+            MAX_DIAGNOSTIC_CHARS + 1
+        );
     }
 
     #[test]
     fn without_a_document_the_pod_and_job_reasons_decide() {
-        assert_eq!(parse_failure(None, Some("OOMKilled"), None).reason, "OutOfMemory");
-        assert_eq!(parse_failure(Some("garbage"), None, Some("DeadlineExceeded")).reason, "TimedOut");
+        assert_eq!(
+            parse_failure(None, Some("OOMKilled"), None).reason,
+            "OutOfMemory"
+        );
+        assert_eq!(
+            parse_failure(Some("garbage"), None, Some("DeadlineExceeded")).reason,
+            "TimedOut"
+        );
         let other = parse_failure(None, Some("Error"), Some("BackoffLimitExceeded"));
         assert_eq!(other.reason, "BuilderFailed");
         assert!(!other.user_error);

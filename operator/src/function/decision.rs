@@ -69,7 +69,9 @@ pub fn decide(observation: Observation<'_>) -> Step {
         return Step::UpToDate;
     }
     if let Some(digest) = observation.stored_digest {
-        let shown = current.and_then(|s| s.artifact.as_ref()).map(|a| a.digest.as_str());
+        let shown = current
+            .and_then(|s| s.artifact.as_ref())
+            .map(|a| a.digest.as_str());
         return if phase == Some(FunctionPhase::Ready) && shown == Some(digest) {
             Step::UpToDate
         } else {
@@ -95,18 +97,37 @@ mod tests {
 
     const KEY: &str = "sha256:aa";
 
-    fn status(phase: FunctionPhase, generation: i64, key: &str, digest: Option<&str>) -> WasmFunctionStatus {
+    fn status(
+        phase: FunctionPhase,
+        generation: i64,
+        key: &str,
+        digest: Option<&str>,
+    ) -> WasmFunctionStatus {
         WasmFunctionStatus {
             phase: Some(phase),
             observed_generation: Some(generation),
             cache_key: Some(key.into()),
-            artifact: digest.map(|d| ArtifactStatus { digest: d.into(), ..Default::default() }),
+            artifact: digest.map(|d| ArtifactStatus {
+                digest: d.into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
 
-    fn observe<'a>(status: Option<&'a WasmFunctionStatus>, stored: Option<&'a str>, job: Option<JobState>) -> Observation<'a> {
-        Observation { generation: Some(2), status, key: KEY, stored_digest: stored, prebuilt: false, job }
+    fn observe<'a>(
+        status: Option<&'a WasmFunctionStatus>,
+        stored: Option<&'a str>,
+        job: Option<JobState>,
+    ) -> Observation<'a> {
+        Observation {
+            generation: Some(2),
+            status,
+            key: KEY,
+            stored_digest: stored,
+            prebuilt: false,
+            job,
+        }
     }
 
     #[test]
@@ -116,46 +137,81 @@ mod tests {
 
     #[test]
     fn a_stored_artifact_makes_a_new_function_ready_without_a_job() {
-        assert_eq!(decide(observe(None, Some("sha256:d"), None)), Step::UseStored);
+        assert_eq!(
+            decide(observe(None, Some("sha256:d"), None)),
+            Step::UseStored
+        );
         // Even when a Job for the key is still around.
-        assert_eq!(decide(observe(None, Some("sha256:d"), Some(JobState::Succeeded))), Step::UseStored);
+        assert_eq!(
+            decide(observe(None, Some("sha256:d"), Some(JobState::Succeeded))),
+            Step::UseStored
+        );
     }
 
     #[test]
     fn a_ready_function_whose_status_matches_is_up_to_date() {
         let ready = status(FunctionPhase::Ready, 2, KEY, Some("sha256:d"));
-        assert_eq!(decide(observe(Some(&ready), Some("sha256:d"), None)), Step::UpToDate);
+        assert_eq!(
+            decide(observe(Some(&ready), Some("sha256:d"), None)),
+            Step::UpToDate
+        );
     }
 
     #[test]
     fn a_ready_function_whose_artifact_vanished_compiles_again() {
         let ready = status(FunctionPhase::Ready, 2, KEY, Some("sha256:d"));
-        assert_eq!(decide(observe(Some(&ready), None, None)), Step::StartCompile);
+        assert_eq!(
+            decide(observe(Some(&ready), None, None)),
+            Step::StartCompile
+        );
     }
 
     #[test]
     fn a_spec_change_recompiles_even_after_ready_or_failed() {
         let old_generation = status(FunctionPhase::Ready, 1, KEY, Some("sha256:d"));
-        assert_eq!(decide(observe(Some(&old_generation), None, None)), Step::StartCompile);
+        assert_eq!(
+            decide(observe(Some(&old_generation), None, None)),
+            Step::StartCompile
+        );
         let old_key = status(FunctionPhase::Failed, 2, "sha256:bb", None);
-        assert_eq!(decide(observe(Some(&old_key), None, None)), Step::StartCompile);
+        assert_eq!(
+            decide(observe(Some(&old_key), None, None)),
+            Step::StartCompile
+        );
         let old_failure = status(FunctionPhase::Failed, 1, KEY, None);
-        assert_eq!(decide(observe(Some(&old_failure), None, Some(JobState::Failed))), Step::CollectFailure);
+        assert_eq!(
+            decide(observe(Some(&old_failure), None, Some(JobState::Failed))),
+            Step::CollectFailure
+        );
     }
 
     #[test]
     fn a_failed_compile_of_the_same_inputs_is_not_retried() {
         let failed = status(FunctionPhase::Failed, 2, KEY, None);
-        assert_eq!(decide(observe(Some(&failed), None, Some(JobState::Failed))), Step::UpToDate);
+        assert_eq!(
+            decide(observe(Some(&failed), None, Some(JobState::Failed))),
+            Step::UpToDate
+        );
         assert_eq!(decide(observe(Some(&failed), None, None)), Step::UpToDate);
     }
 
     #[test]
     fn a_running_job_is_joined_or_waited_for() {
-        assert_eq!(decide(observe(None, None, Some(JobState::Running { owned: false }))), Step::JoinCompile);
+        assert_eq!(
+            decide(observe(
+                None,
+                None,
+                Some(JobState::Running { owned: false })
+            )),
+            Step::JoinCompile
+        );
         let compiling = status(FunctionPhase::Compiling, 2, KEY, None);
         assert_eq!(
-            decide(observe(Some(&compiling), None, Some(JobState::Running { owned: true }))),
+            decide(observe(
+                Some(&compiling),
+                None,
+                Some(JobState::Running { owned: true })
+            )),
             Step::WaitForCompile
         );
     }
@@ -163,8 +219,14 @@ mod tests {
     #[test]
     fn a_finished_job_is_collected() {
         let compiling = status(FunctionPhase::Compiling, 2, KEY, None);
-        assert_eq!(decide(observe(Some(&compiling), None, Some(JobState::Succeeded))), Step::CollectSuccess);
-        assert_eq!(decide(observe(Some(&compiling), None, Some(JobState::Failed))), Step::CollectFailure);
+        assert_eq!(
+            decide(observe(Some(&compiling), None, Some(JobState::Succeeded))),
+            Step::CollectSuccess
+        );
+        assert_eq!(
+            decide(observe(Some(&compiling), None, Some(JobState::Failed))),
+            Step::CollectFailure
+        );
     }
 
     #[test]

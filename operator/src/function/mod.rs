@@ -26,7 +26,10 @@ use wasmfn_api::{labels, WasmFunction};
 use crate::context::Context;
 
 /// Runs the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let functions = Api::<WasmFunction>::all(ctx.client.clone());
     let jobs = Api::<Job>::all(ctx.client.clone());
     let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);

@@ -7,7 +7,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{
+    DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, PropagationPolicy,
+};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
@@ -40,14 +42,19 @@ pub async fn reconcile(function: Arc<WasmFunction>, ctx: Arc<Context>) -> Result
 
 /// Retries a failed reconcile with per-object exponential backoff.
 pub fn error_policy(function: Arc<WasmFunction>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.inc("wasmfn_reconcile_errors_total", error.metric_label());
+    ctx.metrics
+        .inc("wasmfn_reconcile_errors_total", error.metric_label());
     let delay = ctx.backoff(&backoff_key(&function));
     warn!(name = function.name_any(), %error, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }
 
 fn backoff_key(function: &WasmFunction) -> String {
-    format!("{}/{}", function.namespace().unwrap_or_default(), function.name_any())
+    format!(
+        "{}/{}",
+        function.namespace().unwrap_or_default(),
+        function.name_any()
+    )
 }
 
 async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Action> {
@@ -65,7 +72,8 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
         Err(invalid) => {
             let status = update.invalid(None, invalid.reason, &invalid.message);
             if write_status(&functions, function, status).await? {
-                ctx.event(function, true, invalid.reason, "Validate", invalid.message).await;
+                ctx.event(function, true, invalid.reason, "Validate", invalid.message)
+                    .await;
             }
             return Ok(Action::await_change());
         }
@@ -74,10 +82,12 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
         SourceRequest::ConfigMap(name) => {
             let maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace);
             let Some(map) = maps.get_opt(&name).await? else {
-                let message = format!("source ConfigMap {name} does not exist in namespace {namespace}");
+                let message =
+                    format!("source ConfigMap {name} does not exist in namespace {namespace}");
                 let status = update.pending("SourceNotFound", &message);
                 if write_status(&functions, function, status).await? {
-                    ctx.event(function, true, "SourceNotFound", "Validate", message).await;
+                    ctx.event(function, true, "SourceNotFound", "Validate", message)
+                        .await;
                 }
                 return Ok(Action::requeue(SOURCE_POLL));
             };
@@ -87,12 +97,18 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
                 .into_iter()
                 .map(|(k, v)| (k, v.0))
                 .collect();
-            match files_from_config_map(function.spec.language, &name, &map.data.unwrap_or_default(), &binary) {
+            match files_from_config_map(
+                function.spec.language,
+                &name,
+                &map.data.unwrap_or_default(),
+                &binary,
+            ) {
                 Ok(request) => request,
                 Err(invalid) => {
                     let status = update.invalid(None, invalid.reason, &invalid.message);
                     if write_status(&functions, function, status).await? {
-                        ctx.event(function, true, invalid.reason, "Validate", invalid.message).await;
+                        ctx.event(function, true, invalid.reason, "Validate", invalid.message)
+                            .await;
                     }
                     return Ok(Action::requeue(SOURCE_POLL));
                 }
@@ -102,8 +118,13 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
     };
     let (files, prebuilt) = match request {
         SourceRequest::Files(files) => (files, None),
-        SourceRequest::Prebuilt(bytes) => (SourceFiles::from([("module.wasm".to_owned(), bytes.clone())]), Some(bytes)),
-        SourceRequest::ConfigMap(_) => return Err(Error::Invariant("source resolved twice".into())),
+        SourceRequest::Prebuilt(bytes) => (
+            SourceFiles::from([("module.wasm".to_owned(), bytes.clone())]),
+            Some(bytes),
+        ),
+        SourceRequest::ConfigMap(_) => {
+            return Err(Error::Invariant("source resolved twice".into()))
+        }
     };
 
     // The cache key, the stored artifact and the Job.
@@ -116,7 +137,10 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
     if !ctx.config.cache_enabled {
         key = private_key(&key, &function.uid().unwrap_or_default());
     }
-    let store = function.spec.artifact_store.unwrap_or(ctx.config.default_store);
+    let store = function
+        .spec
+        .artifact_store
+        .unwrap_or(ctx.config.default_store);
     let stored = ctx.stores.lookup(&namespace, store, &key).await?;
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
     let job = if stored.is_none() && prebuilt.is_none() {
@@ -138,9 +162,13 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
     match step {
         Step::UpToDate => Ok(Action::await_change()),
         Step::UseStored => {
-            let record = stored.ok_or_else(|| Error::Invariant("UseStored without a record".into()))?;
+            let record =
+                stored.ok_or_else(|| Error::Invariant("UseStored without a record".into()))?;
             ctx.metrics.inc("wasmfn_cache_total", "hit");
-            let note = format!("module {} already stored ({}); no compile needed", record.digest, record.location);
+            let note = format!(
+                "module {} already stored ({}); no compile needed",
+                record.digest, record.location
+            );
             let status = update.ready(&key, record.to_status(), None);
             if write_status(&functions, function, status).await? {
                 ctx.event(function, false, "CacheHit", "Store", note).await;
@@ -150,10 +178,22 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
         Step::StorePrebuilt => {
             let bytes = prebuilt.unwrap_or_default();
             let digest = sha256_digest(&bytes);
-            let module = ModuleToStore { bytes: &bytes, digest: &digest, media_type: wasmfn_artifact::WASM_MEDIA_TYPE };
+            let module = ModuleToStore {
+                bytes: &bytes,
+                digest: &digest,
+                media_type: wasmfn_artifact::WASM_MEDIA_TYPE,
+            };
             let record = ctx.stores.put(&namespace, store, &key, module).await?;
-            let compile = CompileStatus { completion_time: Some(Time(Timestamp::now())), ..Default::default() };
-            let note = format!("prebuilt module {} stored in {} {}", record.digest, record.store.as_str(), record.location);
+            let compile = CompileStatus {
+                completion_time: Some(Time(Timestamp::now())),
+                ..Default::default()
+            };
+            let note = format!(
+                "prebuilt module {} stored in {} {}",
+                record.digest,
+                record.store.as_str(),
+                record.location
+            );
             let status = update.ready(&key, record.to_status(), Some(compile));
             if write_status(&functions, function, status).await? {
                 ctx.event(function, false, "Stored", "Store", note).await;
@@ -165,8 +205,13 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             let name = start_compile(ctx, function, &jobs, &namespace, &key, &files).await?;
             let status = update.compiling(&key, &name, None);
             if write_status(&functions, function, status).await? {
-                let note = format!("compile Job {name} started ({} with {})", function.spec.language.as_str(), ctx.config.builder_image);
-                ctx.event(function, false, "CompileStarted", "Compile", note).await;
+                let note = format!(
+                    "compile Job {name} started ({} with {})",
+                    function.spec.language.as_str(),
+                    ctx.config.builder_image
+                );
+                ctx.event(function, false, "CompileStarted", "Compile", note)
+                    .await;
             }
             Ok(Action::requeue(COMPILE_POLL))
         }
@@ -177,8 +222,10 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             let start = job.status.as_ref().and_then(|s| s.start_time.clone());
             let status = update.compiling(&key, &name, start);
             if write_status(&functions, function, status).await? {
-                let note = format!("sharing compile Job {name} with another function of the same source");
-                ctx.event(function, false, "CompileShared", "Compile", note).await;
+                let note =
+                    format!("sharing compile Job {name} with another function of the same source");
+                ctx.event(function, false, "CompileShared", "Compile", note)
+                    .await;
             }
             Ok(Action::requeue(COMPILE_POLL))
         }
@@ -192,8 +239,14 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
         Step::CollectSuccess => {
             let job = job.ok_or_else(|| Error::Invariant("CollectSuccess without a Job".into()))?;
             let (pod, log) = compile_pod_log(ctx, &namespace, &job).await?;
-            let module = parse_success(&log).map_err(|message| Error::CompileOutput { job: job.name_any(), message })?;
-            let record = ctx.stores.put(&namespace, store, &key, to_store(&module)).await?;
+            let module = parse_success(&log).map_err(|message| Error::CompileOutput {
+                job: job.name_any(),
+                message,
+            })?;
+            let record = ctx
+                .stores
+                .put(&namespace, store, &key, to_store(&module))
+                .await?;
             let compile = CompileStatus {
                 job_name: Some(job.name_any()),
                 cache_hit: false,
@@ -214,7 +267,8 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             );
             let status = update.ready(&key, record.to_status(), Some(compile));
             if write_status(&functions, function, status).await? {
-                ctx.event(function, false, "Compiled", "Compile", note).await;
+                ctx.event(function, false, "Compiled", "Compile", note)
+                    .await;
             }
             // The module is stored; the Job's pod and source ConfigMap have done their work.
             delete_job(&jobs, &job.name_any()).await?;
@@ -249,7 +303,8 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             let note = format!("{} (kubectl logs job/{})", failure.message, job.name_any());
             let status = update.compile_failed(&key, compile, &failure);
             if write_status(&functions, function, status).await? {
-                ctx.event(function, true, &failure.reason, "Compile", note).await;
+                ctx.event(function, true, &failure.reason, "Compile", note)
+                    .await;
             }
             // The failed Job stays (owned by its functions) so `kubectl logs` shows the compiler.
             Ok(Action::await_change())
@@ -258,7 +313,11 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
 }
 
 fn to_store(module: &CompiledModule) -> ModuleToStore<'_> {
-    ModuleToStore { bytes: &module.bytes, digest: &module.digest, media_type: &module.media_type }
+    ModuleToStore {
+        bytes: &module.bytes,
+        digest: &module.digest,
+        media_type: &module.media_type,
+    }
 }
 
 /// The Job's state as [`decide`] needs it.
@@ -273,7 +332,9 @@ fn job_state(job: &Job, function_uid: &str) -> JobState {
     if failed {
         return JobState::Failed;
     }
-    JobState::Running { owned: job.owner_references().iter().any(|o| o.uid == function_uid) }
+    JobState::Running {
+        owned: job.owner_references().iter().any(|o| o.uid == function_uid),
+    }
 }
 
 fn owner_reference(function: &WasmFunction, controller: bool) -> Result<OwnerReference> {
@@ -281,7 +342,9 @@ fn owner_reference(function: &WasmFunction, controller: bool) -> Result<OwnerRef
         api_version: API_VERSION.to_owned(),
         kind: WasmFunction::kind(&()).into_owned(),
         name: function.name_any(),
-        uid: function.uid().ok_or_else(|| Error::Invariant("a WasmFunction without a uid".into()))?,
+        uid: function
+            .uid()
+            .ok_or_else(|| Error::Invariant("a WasmFunction without a uid".into()))?,
         controller: Some(controller),
         block_owner_deletion: Some(true),
     })
@@ -290,7 +353,14 @@ fn owner_reference(function: &WasmFunction, controller: bool) -> Result<OwnerRef
 /// Creates the Job and then its source ConfigMap (owned by the Job, so it goes with it; the
 /// kubelet waits for the volume until it exists). Another function or replica winning the race
 /// for the Job's name is fine: the Job is the same.
-async fn start_compile(ctx: &Context, function: &WasmFunction, jobs: &Api<Job>, namespace: &str, key: &str, files: &SourceFiles) -> Result<String> {
+async fn start_compile(
+    ctx: &Context,
+    function: &WasmFunction,
+    jobs: &Api<Job>,
+    namespace: &str,
+    key: &str,
+    files: &SourceFiles,
+) -> Result<String> {
     let deadline = function
         .spec
         .build
@@ -316,7 +386,9 @@ async fn start_compile(ctx: &Context, function: &WasmFunction, jobs: &Api<Job>, 
         api_version: "batch/v1".into(),
         kind: "Job".into(),
         name: name.clone(),
-        uid: created.uid().ok_or_else(|| Error::Invariant("a Job without a uid".into()))?,
+        uid: created
+            .uid()
+            .ok_or_else(|| Error::Invariant("a Job without a uid".into()))?,
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
@@ -341,30 +413,48 @@ async fn join_compile(jobs: &Api<Job>, job: &Job, owner: OwnerReference) -> Resu
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": job.resource_version(), "ownerReferences": owners}
     });
-    jobs.patch(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    jobs.patch(
+        &job.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
 async fn latest_pod(ctx: &Context, namespace: &str, job: &Job) -> Result<Option<Pod>> {
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
-    let listed = pods.list(&ListParams::default().labels(&format!("job-name={}", job.name_any()))).await?;
-    Ok(listed.items.into_iter().max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0)))
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
+        .await?;
+    Ok(listed
+        .items
+        .into_iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0)))
 }
 
 /// The compile pod's name and its container log.
 async fn compile_pod_log(ctx: &Context, namespace: &str, job: &Job) -> Result<(String, String)> {
-    let pod = latest_pod(ctx, namespace, job).await?.ok_or_else(|| Error::CompileOutput {
-        job: job.name_any(),
-        message: "the Job succeeded but its pod is gone".into(),
-    })?;
+    let pod = latest_pod(ctx, namespace, job)
+        .await?
+        .ok_or_else(|| Error::CompileOutput {
+            job: job.name_any(),
+            message: "the Job succeeded but its pod is gone".into(),
+        })?;
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
-    let params = LogParams { container: Some(CONTAINER.to_owned()), ..Default::default() };
+    let params = LogParams {
+        container: Some(CONTAINER.to_owned()),
+        ..Default::default()
+    };
     let log = pods.logs(&pod.name_any(), &params).await?;
     Ok((pod.name_any(), log))
 }
 
 async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<()> {
-    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
     match jobs.delete(name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -373,7 +463,11 @@ async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<()> {
 }
 
 /// Writes the status with server-side apply when it differs; returns whether it changed.
-async fn write_status(api: &Api<WasmFunction>, function: &WasmFunction, status: WasmFunctionStatus) -> Result<bool> {
+async fn write_status(
+    api: &Api<WasmFunction>,
+    function: &WasmFunction,
+    status: WasmFunctionStatus,
+) -> Result<bool> {
     if function.status.as_ref() == Some(&status) {
         return Ok(false);
     }
@@ -382,7 +476,11 @@ async fn write_status(api: &Api<WasmFunction>, function: &WasmFunction, status: 
         "kind": "WasmFunction",
         "status": status,
     });
-    api.patch_status(&function.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &function.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(true)
 }

@@ -59,7 +59,11 @@ pub fn validate(spec: &WasmFunctionSpec, oci_available: bool) -> Result<SourceRe
     if given.len() != 1 {
         return Err(Invalid::spec(format!(
             "spec.source must set exactly one of code, configMapRef, base64 (found {})",
-            if given.is_empty() { "none".to_owned() } else { given.join(", ") }
+            if given.is_empty() {
+                "none".to_owned()
+            } else {
+                given.join(", ")
+            }
         )));
     }
     if spec.artifact_store == Some(ArtifactStore::Oci) && !oci_available {
@@ -71,14 +75,19 @@ pub fn validate(spec: &WasmFunctionSpec, oci_available: bool) -> Result<SourceRe
         });
     }
     if let Some(limit) = &spec.defaults.memory_limit {
-        parse_quantity(limit).map_err(|e| Invalid::spec(format!("spec.defaults.memoryLimit: {e}")))?;
+        parse_quantity(limit)
+            .map_err(|e| Invalid::spec(format!("spec.defaults.memoryLimit: {e}")))?;
     }
     if spec.defaults.timeout_millis.is_some_and(|t| t <= 0) {
-        return Err(Invalid::spec("spec.defaults.timeoutMillis must be positive"));
+        return Err(Invalid::spec(
+            "spec.defaults.timeoutMillis must be positive",
+        ));
     }
     if let Some(timeout) = spec.build.timeout_seconds {
         if !(10..=3600).contains(&timeout) {
-            return Err(Invalid::spec("spec.build.timeoutSeconds must be between 10 and 3600"));
+            return Err(Invalid::spec(
+                "spec.build.timeoutSeconds must be between 10 and 3600",
+            ));
         }
     }
     let prebuilt = spec.language == Language::Wasm;
@@ -90,7 +99,11 @@ pub fn validate(spec: &WasmFunctionSpec, oci_available: bool) -> Result<SourceRe
             )));
         }
         if encoded.len() > MAX_INLINE_SOURCE_BYTES {
-            return Err(too_large("spec.source.base64", encoded.len(), MAX_INLINE_SOURCE_BYTES));
+            return Err(too_large(
+                "spec.source.base64",
+                encoded.len(),
+                MAX_INLINE_SOURCE_BYTES,
+            ));
         }
         let compact: String = encoded.split_ascii_whitespace().collect();
         let bytes = base64::engine::general_purpose::STANDARD
@@ -99,8 +112,9 @@ pub fn validate(spec: &WasmFunctionSpec, oci_available: bool) -> Result<SourceRe
         if !bytes.starts_with(b"\0asm") {
             return Err(Invalid {
                 reason: "InvalidModule",
-                message: "spec.source.base64 does not decode to a WebAssembly binary (no \\0asm header)"
-                    .into(),
+                message:
+                    "spec.source.base64 does not decode to a WebAssembly binary (no \\0asm header)"
+                        .into(),
             });
         }
         return Ok(SourceRequest::Prebuilt(bytes));
@@ -115,7 +129,11 @@ pub fn validate(spec: &WasmFunctionSpec, oci_available: bool) -> Result<SourceRe
             return Err(Invalid::spec("spec.source.code is empty"));
         }
         if code.len() > MAX_INLINE_SOURCE_BYTES {
-            return Err(too_large("spec.source.code", code.len(), MAX_INLINE_SOURCE_BYTES));
+            return Err(too_large(
+                "spec.source.code",
+                code.len(),
+                MAX_INLINE_SOURCE_BYTES,
+            ));
         }
         let name = source
             .file_name
@@ -127,9 +145,15 @@ pub fn validate(spec: &WasmFunctionSpec, oci_available: bool) -> Result<SourceRe
         )])));
     }
     if source.file_name.is_some() {
-        return Err(Invalid::spec("spec.source.fileName only applies to spec.source.code"));
+        return Err(Invalid::spec(
+            "spec.source.fileName only applies to spec.source.code",
+        ));
     }
-    let reference = source.config_map_ref.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+    let reference = source
+        .config_map_ref
+        .as_ref()
+        .map(|r| r.name.clone())
+        .unwrap_or_default();
     Ok(SourceRequest::ConfigMap(reference))
 }
 
@@ -164,17 +188,28 @@ pub fn files_from_config_map(
         .chain(binary.iter().map(|(k, v)| (k, v.as_slice())))
     {
         let path = key.replace("__", "/");
-        if path.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-            return Err(Invalid::spec(format!("ConfigMap {name}: key {key:?} is not a usable file path")));
+        if path
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(Invalid::spec(format!(
+                "ConfigMap {name}: key {key:?} is not a usable file path"
+            )));
         }
         files.insert(path, bytes.to_vec());
     }
     if files.is_empty() {
-        return Err(Invalid::spec(format!("ConfigMap {name} holds no source files")));
+        return Err(Invalid::spec(format!(
+            "ConfigMap {name} holds no source files"
+        )));
     }
     let total: usize = files.values().map(Vec::len).sum();
     if total > MAX_SOURCE_TREE_BYTES {
-        return Err(too_large(&format!("ConfigMap {name}"), total, MAX_SOURCE_TREE_BYTES));
+        return Err(too_large(
+            &format!("ConfigMap {name}"),
+            total,
+            MAX_SOURCE_TREE_BYTES,
+        ));
     }
     Ok(SourceRequest::Files(files))
 }
@@ -207,11 +242,16 @@ mod tests {
         let request = validate(&spec(Language::Rust, code("fn main() {}")), false).expect("valid");
         assert_eq!(
             request,
-            SourceRequest::Files(SourceFiles::from([("main.rs".into(), b"fn main() {}".to_vec())]))
+            SourceRequest::Files(SourceFiles::from([(
+                "main.rs".into(),
+                b"fn main() {}".to_vec()
+            )]))
         );
         let mut named = code("package main");
         named.file_name = Some("hello.go".into());
-        let SourceRequest::Files(files) = validate(&spec(Language::Go, named), false).expect("valid") else {
+        let SourceRequest::Files(files) =
+            validate(&spec(Language::Go, named), false).expect("valid")
+        else {
             panic!("files expected");
         };
         assert!(files.contains_key("hello.go"));
@@ -219,27 +259,45 @@ mod tests {
 
     #[test]
     fn exactly_one_source_is_required() {
-        let none = validate(&spec(Language::C, FunctionSource::default()), false).expect_err("none");
+        let none =
+            validate(&spec(Language::C, FunctionSource::default()), false).expect_err("none");
         assert_eq!(none.reason, "InvalidSpec");
         assert!(none.message.contains("found none"), "{}", none.message);
         let mut two = code("int main(){}");
         two.config_map_ref = Some(ConfigMapSource { name: "src".into() });
         let both = validate(&spec(Language::C, two), false).expect_err("two");
-        assert!(both.message.contains("code, configMapRef"), "{}", both.message);
+        assert!(
+            both.message.contains("code, configMapRef"),
+            "{}",
+            both.message
+        );
     }
 
     #[test]
     fn empty_and_oversized_code_are_refused_with_their_own_reasons() {
-        assert_eq!(validate(&spec(Language::C, code("  \n")), false).expect_err("empty").reason, "InvalidSpec");
+        assert_eq!(
+            validate(&spec(Language::C, code("  \n")), false)
+                .expect_err("empty")
+                .reason,
+            "InvalidSpec"
+        );
         let big = "x".repeat(MAX_INLINE_SOURCE_BYTES + 1);
-        assert_eq!(validate(&spec(Language::C, code(&big)), false).expect_err("big").reason, "SourceTooLarge");
+        assert_eq!(
+            validate(&spec(Language::C, code(&big)), false)
+                .expect_err("big")
+                .reason,
+            "SourceTooLarge"
+        );
     }
 
     #[test]
     fn the_oci_store_needs_a_configured_registry() {
         let mut s = spec(Language::C, code("int main(){}"));
         s.artifact_store = Some(ArtifactStore::Oci);
-        assert_eq!(validate(&s, false).expect_err("no registry").reason, "StoreUnavailable");
+        assert_eq!(
+            validate(&s, false).expect_err("no registry").reason,
+            "StoreUnavailable"
+        );
         assert!(validate(&s, true).is_ok());
     }
 
@@ -254,37 +312,68 @@ mod tests {
             validate(&spec(Language::Wasm, source.clone()), false).expect("valid"),
             SourceRequest::Prebuilt(b"\0asm\x01\0\0\0".to_vec())
         );
-        assert_eq!(validate(&spec(Language::Rust, source), false).expect_err("rust").reason, "InvalidSpec");
+        assert_eq!(
+            validate(&spec(Language::Rust, source), false)
+                .expect_err("rust")
+                .reason,
+            "InvalidSpec"
+        );
         let not_wasm = FunctionSource {
             base64: Some(base64::engine::general_purpose::STANDARD.encode(b"hello")),
             ..Default::default()
         };
-        assert_eq!(validate(&spec(Language::Wasm, not_wasm), false).expect_err("magic").reason, "InvalidModule");
+        assert_eq!(
+            validate(&spec(Language::Wasm, not_wasm), false)
+                .expect_err("magic")
+                .reason,
+            "InvalidModule"
+        );
         let garbage = FunctionSource {
             base64: Some("***".into()),
             ..Default::default()
         };
-        assert_eq!(validate(&spec(Language::Wasm, garbage), false).expect_err("b64").reason, "InvalidSpec");
-        assert_eq!(validate(&spec(Language::Wasm, code("(module)")), false).expect_err("code").reason, "InvalidSpec");
+        assert_eq!(
+            validate(&spec(Language::Wasm, garbage), false)
+                .expect_err("b64")
+                .reason,
+            "InvalidSpec"
+        );
+        assert_eq!(
+            validate(&spec(Language::Wasm, code("(module)")), false)
+                .expect_err("code")
+                .reason,
+            "InvalidSpec"
+        );
     }
 
     #[test]
     fn defaults_and_build_limits_are_checked() {
         let mut s = spec(Language::C, code("int main(){}"));
         s.defaults.memory_limit = Some("lots".into());
-        assert!(validate(&s, false).expect_err("quantity").message.contains("memoryLimit"));
+        assert!(validate(&s, false)
+            .expect_err("quantity")
+            .message
+            .contains("memoryLimit"));
         s.defaults.memory_limit = Some("64Mi".into());
         s.defaults.timeout_millis = Some(0);
-        assert!(validate(&s, false).expect_err("timeout").message.contains("timeoutMillis"));
+        assert!(validate(&s, false)
+            .expect_err("timeout")
+            .message
+            .contains("timeoutMillis"));
         s.defaults.timeout_millis = None;
         s.build.timeout_seconds = Some(5);
-        assert!(validate(&s, false).expect_err("build").message.contains("timeoutSeconds"));
+        assert!(validate(&s, false)
+            .expect_err("build")
+            .message
+            .contains("timeoutSeconds"));
     }
 
     #[test]
     fn a_config_map_reference_is_returned_for_fetching_and_its_keys_become_paths() {
         let source = FunctionSource {
-            config_map_ref: Some(ConfigMapSource { name: "hello-src".into() }),
+            config_map_ref: Some(ConfigMapSource {
+                name: "hello-src".into(),
+            }),
             ..Default::default()
         };
         assert_eq!(
@@ -300,7 +389,10 @@ mod tests {
         else {
             panic!("files expected");
         };
-        assert_eq!(files.keys().collect::<Vec<_>>(), ["Cargo.toml", "src/main.rs"]);
+        assert_eq!(
+            files.keys().collect::<Vec<_>>(),
+            ["Cargo.toml", "src/main.rs"]
+        );
     }
 
     #[test]
@@ -309,7 +401,9 @@ mod tests {
         assert!(files_from_config_map(Language::C, "cm", &bad, &BTreeMap::new()).is_err());
         let dots = BTreeMap::from([("..__etc".to_owned(), "x".to_owned())]);
         assert!(files_from_config_map(Language::C, "cm", &dots, &BTreeMap::new()).is_err());
-        assert!(files_from_config_map(Language::C, "cm", &BTreeMap::new(), &BTreeMap::new()).is_err());
+        assert!(
+            files_from_config_map(Language::C, "cm", &BTreeMap::new(), &BTreeMap::new()).is_err()
+        );
         let modules = BTreeMap::from([
             ("a.wasm".to_owned(), b"\0asm1".to_vec()),
             ("b.wasm".to_owned(), b"\0asm2".to_vec()),

@@ -27,7 +27,11 @@ impl StatusUpdate {
     pub fn new(current: Option<&WasmFunctionStatus>, generation: Option<i64>, now: Time) -> Self {
         let mut status = current.cloned().unwrap_or_default();
         status.observed_generation = generation;
-        StatusUpdate { status, generation, now }
+        StatusUpdate {
+            status,
+            generation,
+            now,
+        }
     }
 
     fn condition(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: &str) {
@@ -59,7 +63,12 @@ impl StatusUpdate {
     }
 
     /// A compile Job is running.
-    pub fn compiling(mut self, key: &str, job_name: &str, start_time: Option<Time>) -> WasmFunctionStatus {
+    pub fn compiling(
+        mut self,
+        key: &str,
+        job_name: &str,
+        start_time: Option<Time>,
+    ) -> WasmFunctionStatus {
         self.status.phase = Some(FunctionPhase::Compiling);
         self.status.cache_key = Some(key.to_owned());
         self.status.compile = Some(CompileStatus {
@@ -67,16 +76,29 @@ impl StatusUpdate {
             start_time,
             ..Default::default()
         });
-        self.condition(READY, ConditionStatus::False, "Compiling", &format!("compile Job {job_name} is running"));
+        self.condition(
+            READY,
+            ConditionStatus::False,
+            "Compiling",
+            &format!("compile Job {job_name} is running"),
+        );
         self.condition(COMPILED, ConditionStatus::Unknown, "Compiling", "");
         self.status
     }
 
     /// The module is stored. `compile` is `None` for a cache hit (the record of an earlier compile
     /// of the same key is not ours to show).
-    pub fn ready(mut self, key: &str, artifact: ArtifactStatus, compile: Option<CompileStatus>) -> WasmFunctionStatus {
+    pub fn ready(
+        mut self,
+        key: &str,
+        artifact: ArtifactStatus,
+        compile: Option<CompileStatus>,
+    ) -> WasmFunctionStatus {
         let cache_hit = compile.is_none();
-        let message = format!("module {} ({} bytes) stored in {} {}", artifact.digest, artifact.size, artifact.store, artifact.location);
+        let message = format!(
+            "module {} ({} bytes) stored in {} {}",
+            artifact.digest, artifact.size, artifact.store, artifact.location
+        );
         self.status.phase = Some(FunctionPhase::Ready);
         self.status.cache_key = Some(key.to_owned());
         self.status.artifact = Some(artifact);
@@ -92,7 +114,12 @@ impl StatusUpdate {
     }
 
     /// The compile failed.
-    pub fn compile_failed(mut self, key: &str, mut compile: CompileStatus, failure: &CompileFailure) -> WasmFunctionStatus {
+    pub fn compile_failed(
+        mut self,
+        key: &str,
+        mut compile: CompileStatus,
+        failure: &CompileFailure,
+    ) -> WasmFunctionStatus {
         self.status.phase = Some(FunctionPhase::Failed);
         self.status.cache_key = Some(key.to_owned());
         self.status.artifact = None;
@@ -100,8 +127,18 @@ impl StatusUpdate {
         compile.diagnostics = failure.diagnostics.clone();
         compile.completion_time = Some(self.now.clone());
         self.status.compile = Some(compile);
-        self.condition(READY, ConditionStatus::False, &failure.reason, &failure.message);
-        self.condition(COMPILED, ConditionStatus::False, &failure.reason, &failure.message);
+        self.condition(
+            READY,
+            ConditionStatus::False,
+            &failure.reason,
+            &failure.message,
+        );
+        self.condition(
+            COMPILED,
+            ConditionStatus::False,
+            &failure.reason,
+            &failure.message,
+        );
         self.status
     }
 }
@@ -133,25 +170,47 @@ mod tests {
         }
     }
 
-    fn condition<'a>(status: &'a WasmFunctionStatus, type_: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-        status.conditions.iter().find(|c| c.type_ == type_).expect("condition")
+    fn condition<'a>(
+        status: &'a WasmFunctionStatus,
+        type_: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition")
     }
 
     #[test]
     fn compiling_then_ready_moves_the_ready_condition_and_keeps_generation() {
-        let compiling = StatusUpdate::new(None, Some(3), at(10)).compiling("sha256:k", "wasmfn-compile-k", Some(at(9)));
+        let compiling = StatusUpdate::new(None, Some(3), at(10)).compiling(
+            "sha256:k",
+            "wasmfn-compile-k",
+            Some(at(9)),
+        );
         assert_eq!(compiling.phase, Some(FunctionPhase::Compiling));
         assert_eq!(compiling.observed_generation, Some(3));
         assert_eq!(condition(&compiling, READY).status, "False");
         assert_eq!(condition(&compiling, COMPILED).status, "Unknown");
-        let record = CompileStatus { job_name: Some("wasmfn-compile-k".into()), duration_ms: Some(300), ..Default::default() };
-        let ready = StatusUpdate::new(Some(&compiling), Some(3), at(20)).ready("sha256:k", artifact(), Some(record));
+        let record = CompileStatus {
+            job_name: Some("wasmfn-compile-k".into()),
+            duration_ms: Some(300),
+            ..Default::default()
+        };
+        let ready = StatusUpdate::new(Some(&compiling), Some(3), at(20)).ready(
+            "sha256:k",
+            artifact(),
+            Some(record),
+        );
         assert_eq!(ready.phase, Some(FunctionPhase::Ready));
         assert_eq!(condition(&ready, READY).status, "True");
         assert_eq!(condition(&ready, READY).reason, "Compiled");
         assert_eq!(condition(&ready, READY).last_transition_time, at(20));
         assert!(!ready.compile.as_ref().expect("compile").cache_hit);
-        assert_eq!(ready.artifact.as_ref().map(|a| a.short_digest.as_str()), Some("0123456789ab"));
+        assert_eq!(
+            ready.artifact.as_ref().map(|a| a.short_digest.as_str()),
+            Some("0123456789ab")
+        );
     }
 
     #[test]
@@ -170,21 +229,30 @@ mod tests {
             message: "compile failed: main.rs:3:5: error: x".into(),
             diagnostics: vec!["main.rs:3:5: error: x".into()],
         };
-        let failed = StatusUpdate::new(Some(&ready), Some(2), at(9)).compile_failed("sha256:new", CompileStatus::default(), &failure);
+        let failed = StatusUpdate::new(Some(&ready), Some(2), at(9)).compile_failed(
+            "sha256:new",
+            CompileStatus::default(),
+            &failure,
+        );
         assert_eq!(failed.phase, Some(FunctionPhase::Failed));
         assert_eq!(failed.artifact, None);
         assert_eq!(failed.cache_key.as_deref(), Some("sha256:new"));
         assert_eq!(condition(&failed, READY).reason, "CompileError");
         assert!(condition(&failed, READY).message.contains("main.rs:3:5"));
-        assert_eq!(failed.compile.as_ref().expect("compile").diagnostics, failure.diagnostics);
+        assert_eq!(
+            failed.compile.as_ref().expect("compile").diagnostics,
+            failure.diagnostics
+        );
     }
 
     #[test]
     fn invalid_and_pending_set_phase_and_reason() {
-        let invalid = StatusUpdate::new(None, Some(1), at(1)).invalid(None, "InvalidSpec", "fix it");
+        let invalid =
+            StatusUpdate::new(None, Some(1), at(1)).invalid(None, "InvalidSpec", "fix it");
         assert_eq!(invalid.phase, Some(FunctionPhase::Failed));
         assert_eq!(condition(&invalid, READY).reason, "InvalidSpec");
-        let pending = StatusUpdate::new(None, Some(1), at(1)).pending("SourceNotFound", "create it");
+        let pending =
+            StatusUpdate::new(None, Some(1), at(1)).pending("SourceNotFound", "create it");
         assert_eq!(pending.phase, Some(FunctionPhase::Pending));
         assert_eq!(condition(&pending, READY).message, "create it");
     }

@@ -39,7 +39,12 @@ pub enum GcAction {
 }
 
 /// Decides the actions for `records` given the `(namespace, record name)` pairs functions use.
-pub fn plan(records: &[RecordView], referenced: &HashSet<(String, String)>, now: Timestamp, ttl: Duration) -> Vec<GcAction> {
+pub fn plan(
+    records: &[RecordView],
+    referenced: &HashSet<(String, String)>,
+    now: Timestamp,
+    ttl: Duration,
+) -> Vec<GcAction> {
     records
         .iter()
         .filter_map(|record| {
@@ -75,10 +80,14 @@ pub fn references(functions: &[WasmFunction]) -> HashSet<(String, String)> {
 
 /// One sweep over the cluster; returns how many records it deleted.
 pub async fn sweep(client: &Client, ttl: Duration) -> Result<usize> {
-    let functions = Api::<WasmFunction>::all(client.clone()).list(&ListParams::default()).await?;
+    let functions = Api::<WasmFunction>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
     let referenced = references(&functions.items);
     let selector = format!("{}=true", labels::ARTIFACT);
-    let maps = Api::<ConfigMap>::all(client.clone()).list(&ListParams::default().labels(&selector)).await?;
+    let maps = Api::<ConfigMap>::all(client.clone())
+        .list(&ListParams::default().labels(&selector))
+        .await?;
     let records: Vec<RecordView> = maps
         .items
         .iter()
@@ -101,8 +110,10 @@ pub async fn sweep(client: &Client, ttl: Duration) -> Result<usize> {
             GcAction::Unmark(record) => annotate(client, &record, None).await?,
             GcAction::Delete(record) => {
                 let api = Api::<ConfigMap>::namespaced(client.clone(), &record.namespace);
-                let parts = ListParams::default().labels(&format!("{PART_OF_LABEL}={}", record.name));
-                api.delete_collection(&DeleteParams::default(), &parts).await?;
+                let parts =
+                    ListParams::default().labels(&format!("{PART_OF_LABEL}={}", record.name));
+                api.delete_collection(&DeleteParams::default(), &parts)
+                    .await?;
                 match api.delete(&record.name, &DeleteParams::default()).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -118,8 +129,12 @@ pub async fn sweep(client: &Client, ttl: Duration) -> Result<usize> {
 
 async fn annotate(client: &Client, record: &RecordView, value: Option<String>) -> Result<()> {
     let api = Api::<ConfigMap>::namespaced(client.clone(), &record.namespace);
-    let patch = serde_json::json!({"metadata": {"annotations": {labels::UNREFERENCED_SINCE: value}}});
-    match api.patch(&record.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {labels::UNREFERENCED_SINCE: value}}});
+    match api
+        .patch(&record.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error.into()),
@@ -147,7 +162,11 @@ mod tests {
             view("young-orphan", Some(990)),
             view("old-orphan", Some(900)),
         ];
-        let referenced: HashSet<_> = [("ns".to_owned(), "used".to_owned()), ("ns".to_owned(), "used-again".to_owned())].into();
+        let referenced: HashSet<_> = [
+            ("ns".to_owned(), "used".to_owned()),
+            ("ns".to_owned(), "used-again".to_owned()),
+        ]
+        .into();
         let now = Timestamp::from_second(1000).expect("time");
         let actions = plan(&records, &referenced, now, Duration::from_secs(60));
         assert_eq!(
@@ -164,7 +183,12 @@ mod tests {
     fn the_same_name_in_another_namespace_is_not_a_reference() {
         let referenced: HashSet<_> = [("other".to_owned(), "a".to_owned())].into();
         let now = Timestamp::from_second(1000).expect("time");
-        let actions = plan(&[view("a", Some(0))], &referenced, now, Duration::from_secs(60));
+        let actions = plan(
+            &[view("a", Some(0))],
+            &referenced,
+            now,
+            Duration::from_secs(60),
+        );
         assert_eq!(actions, [GcAction::Delete(view("a", Some(0)))]);
     }
 }

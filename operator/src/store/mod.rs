@@ -13,9 +13,9 @@ pub mod gc;
 pub mod oci;
 pub mod record;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
-use k8s_openapi::api::core::v1::ConfigMap;
 use wasmfn_api::{labels, ArtifactStore};
 
 use crate::error::Result;
@@ -45,7 +45,9 @@ pub struct Stores {
 
 impl std::fmt::Debug for Stores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stores").field("oci", &self.oci).finish_non_exhaustive()
+        f.debug_struct("Stores")
+            .field("oci", &self.oci)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,7 +67,12 @@ impl Stores {
     }
 
     /// The record stored under `key` in `store`, if any.
-    pub async fn lookup(&self, namespace: &str, store: ArtifactStore, key: &str) -> Result<Option<ArtifactRecord>> {
+    pub async fn lookup(
+        &self,
+        namespace: &str,
+        store: ArtifactStore,
+        key: &str,
+    ) -> Result<Option<ArtifactRecord>> {
         let selector = format!(
             "{}=true,{}={},{}{}",
             labels::ARTIFACT,
@@ -74,7 +81,10 @@ impl Stores {
             labels::CACHE_KEY_PREFIX,
             key_label(key)
         );
-        let found = self.records(namespace).list(&ListParams::default().labels(&selector)).await?;
+        let found = self
+            .records(namespace)
+            .list(&ListParams::default().labels(&selector))
+            .await?;
         Ok(found.items.iter().find_map(ArtifactRecord::from_config_map))
     }
 
@@ -115,7 +125,8 @@ impl Stores {
                 "annotations": { labels::UNREFERENCED_SINCE: null }
             }
         });
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         Ok(())
     }
 }

@@ -17,7 +17,8 @@ use super::ModuleToStore;
 use crate::error::{Error, Result};
 
 /// The image config of a Wasm artifact.
-const WASM_CONFIG: &[u8] = br#"{"architecture":"wasm","os":"wasip1","rootfs":{"type":"layers","diff_ids":[]}}"#;
+const WASM_CONFIG: &[u8] =
+    br#"{"architecture":"wasm","os":"wasip1","rootfs":{"type":"layers","diff_ids":[]}}"#;
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 
 /// Registry settings.
@@ -48,7 +49,11 @@ impl OciStore {
     /// A store pushing to `push_registry/repository`, naming images `pull_registry/repository`.
     pub fn new(push_registry: &str, pull_registry: &str, repository: &str, insecure: bool) -> Self {
         let client = Client::new(ClientConfig {
-            protocol: if insecure { ClientProtocol::Http } else { ClientProtocol::Https },
+            protocol: if insecure {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
             ..Default::default()
         });
         OciStore {
@@ -67,15 +72,36 @@ impl OciStore {
     }
 
     /// Pushes the module and writes the record.
-    pub async fn store(&self, api: &Api<ConfigMap>, name: &str, key: &str, module: ModuleToStore<'_>) -> Result<ArtifactRecord> {
-        let reference: Reference = format!("{}/{}:{}", self.push_registry, self.repository, tag_for(module.digest))
-            .parse()
-            .map_err(|e| self.registry_error(format!("bad reference: {e}")))?;
-        let layers = [ImageLayer::new(module.bytes.to_vec(), wasmfn_artifact::WASM_MEDIA_TYPE.to_owned(), None)];
+    pub async fn store(
+        &self,
+        api: &Api<ConfigMap>,
+        name: &str,
+        key: &str,
+        module: ModuleToStore<'_>,
+    ) -> Result<ArtifactRecord> {
+        let reference: Reference = format!(
+            "{}/{}:{}",
+            self.push_registry,
+            self.repository,
+            tag_for(module.digest)
+        )
+        .parse()
+        .map_err(|e| self.registry_error(format!("bad reference: {e}")))?;
+        let layers = [ImageLayer::new(
+            module.bytes.to_vec(),
+            wasmfn_artifact::WASM_MEDIA_TYPE.to_owned(),
+            None,
+        )];
         let config = Config::new(WASM_CONFIG.to_vec(), CONFIG_MEDIA_TYPE.to_owned(), None);
         let manifest = OciImageManifest::build(&layers, &config, None);
         self.client
-            .push(&reference, &layers, config, &RegistryAuth::Anonymous, Some(manifest))
+            .push(
+                &reference,
+                &layers,
+                config,
+                &RegistryAuth::Anonymous,
+                Some(manifest),
+            )
             .await
             .map_err(|e| self.registry_error(format!("push {reference}: {e}")))?;
         let manifest_digest = self
@@ -89,7 +115,10 @@ impl OciStore {
             digest: module.digest.to_owned(),
             size: module.bytes.len() as u64,
             media_type: module.media_type.to_owned(),
-            location: format!("{}/{}@{manifest_digest}", self.pull_registry, self.repository),
+            location: format!(
+                "{}/{}@{manifest_digest}",
+                self.pull_registry, self.repository
+            ),
             config_maps: Vec::new(),
         };
         let map = ConfigMap {

@@ -56,11 +56,20 @@ pub fn record_name(store: ArtifactStore, digest: &str) -> String {
 pub fn record_labels(store: ArtifactStore, digest: &str, key: &str) -> BTreeMap<String, String> {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     BTreeMap::from([
-        (labels::MANAGED_BY.to_owned(), labels::MANAGED_BY_VALUE.to_owned()),
+        (
+            labels::MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_VALUE.to_owned(),
+        ),
         (labels::ARTIFACT.to_owned(), "true".to_owned()),
         (labels::STORE.to_owned(), store.as_str().to_owned()),
-        (labels::DIGEST.to_owned(), hex[..hex.len().min(63)].to_owned()),
-        (format!("{}{}", labels::CACHE_KEY_PREFIX, key_label(key)), String::new()),
+        (
+            labels::DIGEST.to_owned(),
+            hex[..hex.len().min(63)].to_owned(),
+        ),
+        (
+            format!("{}{}", labels::CACHE_KEY_PREFIX, key_label(key)),
+            String::new(),
+        ),
     ])
 }
 
@@ -103,7 +112,12 @@ impl ArtifactRecord {
             location: annotations.get(LOCATION_ANNOTATION)?.clone(),
             config_maps: annotations
                 .get(PARTS_ANNOTATION)
-                .map(|p| p.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                .map(|p| {
+                    p.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
     }
@@ -144,20 +158,35 @@ mod tests {
 
     #[test]
     fn names_carry_store_and_digest() {
-        assert_eq!(record_name(ArtifactStore::ConfigMap, DIGEST), "wasmfn-artifact-00112233445566778899");
-        assert_eq!(record_name(ArtifactStore::Oci, DIGEST), "wasmfn-oci-00112233445566778899");
+        assert_eq!(
+            record_name(ArtifactStore::ConfigMap, DIGEST),
+            "wasmfn-artifact-00112233445566778899"
+        );
+        assert_eq!(
+            record_name(ArtifactStore::Oci, DIGEST),
+            "wasmfn-oci-00112233445566778899"
+        );
     }
 
     #[test]
     fn a_record_round_trips_through_its_config_map() {
         for store in [ArtifactStore::ConfigMap, ArtifactStore::Oci] {
             let original = record(store);
-            let map = ConfigMap { metadata: record_metadata(&original, KEY), ..Default::default() };
+            let map = ConfigMap {
+                metadata: record_metadata(&original, KEY),
+                ..Default::default()
+            };
             let labels_ = map.metadata.labels.as_ref().expect("labels");
             assert!(labels_.contains_key(&format!("key.wasmfn.dev/{}", &KEY[7..70])));
-            assert!(labels_.keys().chain(labels_.values()).all(|s| s.len() <= 253));
+            assert!(labels_
+                .keys()
+                .chain(labels_.values())
+                .all(|s| s.len() <= 253));
             assert!(labels_.values().all(|v| v.len() <= 63));
-            assert_eq!(ArtifactRecord::from_config_map(&map), Some(original.clone()));
+            assert_eq!(
+                ArtifactRecord::from_config_map(&map),
+                Some(original.clone())
+            );
             let status = original.to_status();
             assert_eq!(status.short_digest, "001122334455");
             assert_eq!(status.store, store.as_str());
@@ -166,8 +195,15 @@ mod tests {
 
     #[test]
     fn incomplete_or_foreign_config_maps_are_not_records() {
-        let mut map = ConfigMap { metadata: record_metadata(&record(ArtifactStore::ConfigMap), KEY), ..Default::default() };
-        map.metadata.annotations.as_mut().expect("annotations").remove(SIZE_ANNOTATION);
+        let mut map = ConfigMap {
+            metadata: record_metadata(&record(ArtifactStore::ConfigMap), KEY),
+            ..Default::default()
+        };
+        map.metadata
+            .annotations
+            .as_mut()
+            .expect("annotations")
+            .remove(SIZE_ANNOTATION);
         assert_eq!(ArtifactRecord::from_config_map(&map), None);
         assert_eq!(ArtifactRecord::from_config_map(&ConfigMap::default()), None);
     }
