@@ -93,7 +93,7 @@ bench-compile: ## Cold compile per language, cache-hit time vs a Rust miss, buil
 .PHONY: bench-operator
 bench-operator: ## WasmFunction create->Ready: cache miss per language, cache hit p50/p99 over 20 (real operator, fresh cluster)
 	$(CARGO) build --workspace --bins
-	$(CARGO) bench -p wasmfn-e2e --bench function_latency
+	WASMFN_OPERATOR_BINARY=$(CURDIR)/target/debug/wasmfn-operator $(CARGO) bench -p wasmfn-e2e --bench function_latency
 
 .PHONY: bench-wasm-pods
 bench-wasm-pods: ## Wasm pod (shim, node A) vs runner-image pod (node B): create->Succeeded p50/p99 over 20 each

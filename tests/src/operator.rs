@@ -15,8 +15,12 @@ pub fn crds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds")
 }
 
-/// `target/<profile>/wasmfn-operator`, next to the running test binary's `deps/` directory.
+/// `WASMFN_OPERATOR_BINARY`, else `target/<profile>/wasmfn-operator` next to the running test
+/// binary's `deps/` directory.
 pub fn operator_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("WASMFN_OPERATOR_BINARY") {
+        return Ok(PathBuf::from(path));
+    }
     let exe = std::env::current_exe().map_err(Error::io("locate the test binary"))?;
     let binary = exe
         .parent()
