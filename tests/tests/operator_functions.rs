@@ -450,7 +450,10 @@ fn a_spec_update_recompiles_to_a_new_digest() {
         .expect("create");
     let before = wait_phase(&ns, "changing", "Ready", COMPILE_TIMEOUT);
     // A new definition after the imports, so the module (not just the source text) changes.
-    let end = code.trim_end().rfind(')').expect("the module's closing parenthesis");
+    let end = code
+        .trim_end()
+        .rfind(')')
+        .expect("the module's closing parenthesis");
     let changed = format!("{}\n  (global $changed i32 (i32.const 7)))\n", &code[..end]);
     let patch = json!({"spec": {"source": {"code": changed}}}).to_string();
     ns.run(&[
