@@ -10,6 +10,7 @@ pub mod crdgen;
 pub mod error;
 pub mod function;
 pub mod health;
+pub mod idempotent;
 pub mod leader;
 pub mod metrics;
 pub mod operator;

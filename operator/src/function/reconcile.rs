@@ -24,6 +24,7 @@ use super::source::{files_from_config_map, validate, SourceFiles, SourceRequest}
 use super::status::StatusUpdate;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::idempotent::{create_if_absent, delete_if_present};
 use crate::store::{ModuleToStore, FIELD_MANAGER};
 
 /// How often a function with a running compile is looked at even without a Job event.
@@ -394,11 +395,7 @@ async fn start_compile(
     };
     let source = source_config_map(key, files, job_owner);
     let maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace);
-    match maps.create(&PostParams::default(), &source).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => return Err(error.into()),
-    }
+    create_if_absent(&maps, &source).await?;
     Ok(name)
 }
 
@@ -455,11 +452,7 @@ async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<()> {
         propagation_policy: Some(PropagationPolicy::Background),
         ..Default::default()
     };
-    match jobs.delete(name, &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
+    delete_if_present(jobs, name, &params).await
 }
 
 /// Writes the status with server-side apply when it differs; returns whether it changed.

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use kube::api::PostParams;
 use kube::Api;
 use wasmfn_api::{labels, ArtifactStore};
 use wasmfn_artifact::{pack, DEFAULT_PART_BYTES, MANIFEST_FILE};
@@ -17,6 +16,7 @@ use wasmfn_artifact::{pack, DEFAULT_PART_BYTES, MANIFEST_FILE};
 use super::record::{record_metadata, ArtifactRecord, PART_OF_LABEL};
 use super::ModuleToStore;
 use crate::error::Result;
+use crate::idempotent::create_if_absent;
 
 /// The ConfigMaps for `module`: parts first, the record last. Pure.
 pub fn config_maps(
@@ -83,11 +83,7 @@ pub async fn store(
 ) -> Result<ArtifactRecord> {
     let (record, maps) = config_maps(name, key, module, DEFAULT_PART_BYTES);
     for map in &maps {
-        match api.create(&PostParams::default(), map).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(error) => return Err(error.into()),
-        }
+        create_if_absent(api, map).await?;
     }
     Ok(record)
 }

@@ -15,6 +15,7 @@ use wasmfn_api::{labels, ArtifactStore, WasmFunction};
 
 use super::record::{record_name, PART_OF_LABEL};
 use crate::error::Result;
+use crate::idempotent::delete_if_present;
 
 /// A record as the sweep sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,11 +115,7 @@ pub async fn sweep(client: &Client, ttl: Duration) -> Result<usize> {
                     ListParams::default().labels(&format!("{PART_OF_LABEL}={}", record.name));
                 api.delete_collection(&DeleteParams::default(), &parts)
                     .await?;
-                match api.delete(&record.name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(error) => return Err(error.into()),
-                }
+                delete_if_present(&api, &record.name, &DeleteParams::default()).await?;
                 info!(namespace = %record.namespace, record = %record.name, "deleted an artifact no function used for the cache TTL");
                 deleted += 1;
             }

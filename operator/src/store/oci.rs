@@ -4,7 +4,6 @@
 //! the reference by manifest digest, as pods name the image.
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::PostParams;
 use kube::Api;
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::OciImageManifest;
@@ -15,6 +14,7 @@ use wasmfn_api::ArtifactStore;
 use super::record::{record_metadata, ArtifactRecord};
 use super::ModuleToStore;
 use crate::error::{Error, Result};
+use crate::idempotent::create_if_absent;
 
 /// The image config of a Wasm artifact.
 const WASM_CONFIG: &[u8] =
@@ -126,11 +126,7 @@ impl OciStore {
             immutable: Some(true),
             ..Default::default()
         };
-        match api.create(&PostParams::default(), &map).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(error) => return Err(error.into()),
-        }
+        create_if_absent(api, &map).await?;
         Ok(record)
     }
 }
