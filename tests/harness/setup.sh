@@ -15,6 +15,16 @@ skip() { printf '   skipped: %s\n' "$*"; }
 elapsed() { printf '   done in %ss\n' "$(( $(date +%s) - $1 ))"; }
 
 if [ "$(id -u)" != 0 ]; then echo "make setup must run as root (it installs packages and configures the host)" >&2; exit 1; fi
+# One setup at a time per cache: a second `make setup` (another shell, another checkout) waits
+# here, then finds everything done and skips it, instead of rebuilding the same directories.
+# The lock is held by flock(1) itself (-o: not inherited by this script's children, so a daemon
+# a package's postinst starts cannot keep it).
+if [ -z "${WASMFN_SETUP_LOCKED:-}" ]; then
+  if ! flock -n "$cache/setup.lock" true; then
+    echo "== setup: another make setup is running on $cache; waiting for it" >&2
+  fi
+  WASMFN_SETUP_LOCKED=1 exec flock -o -w 7200 "$cache/setup.lock" "$0" "$@"
+fi
 . /etc/os-release
 # The trixie packages upgrade base-files (os-release then says 13) and libc6, so a second run sees 13.
 if [ "${ID:-}" != debian ] || { [ "${VERSION_ID:-}" != 12 ] && [ "${VERSION_ID:-}" != 13 ]; }; then
@@ -110,5 +120,6 @@ fi
 "$here/setup-kubernetes.sh" "$cache"
 "$here/setup-base-image.sh" "$cache"
 "$here/setup-toolchains.sh" "$cache" "$repo"
+"$here/setup-helm.sh" "$cache"
 
 printf '\n== setup: finished. Cache: %s\n' "$cache"
