@@ -103,6 +103,11 @@ bench-operator: ## WasmFunction create->Ready: cache miss per language, cache hi
 	$(CARGO) build --workspace --bins
 	WASMFN_OPERATOR_BINARY=$(CURDIR)/target/debug/wasmfn-operator $(CARGO) bench -p wasmfn-e2e --bench function_latency
 
+.PHONY: bench-executions
+bench-executions: ## WasmExecution create->Succeeded: WasmEdge node vs container (p50/p99 over 50 each), operator overhead, 200 at once (real operator, fresh cluster)
+	$(CARGO) build --workspace --bins
+	WASMFN_OPERATOR_BINARY=$(CURDIR)/target/debug/wasmfn-operator $(CARGO) bench -p wasmfn-e2e --bench execution_latency
+
 .PHONY: bench-wasm-pods
 bench-wasm-pods: ## Wasm pod (shim, node A) vs runner-image pod (node B): create->Succeeded p50/p99 over 20 each
 	$(CARGO) build -p containerd-shim-wasmfn

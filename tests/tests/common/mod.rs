@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod executions;
+
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use wasmfn_e2e::{Cluster, Kubectl};
 

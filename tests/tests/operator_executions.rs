@@ -1,0 +1,1021 @@
+//! The WasmExecution controller end to end: the real operator (one replica for this suite)
+//! against the local cluster's two real nodes — node A with the WasmEdge shim, label and
+//! RuntimeClass, node B plain. Functions are prebuilt WAT modules (`language: wasm`, Ready
+//! without a compile Job) except the C probe, which goes through the builder.
+//!
+//! Tests that change node A (cordon, label) or kill the operator hold [`DISRUPTION`] for
+//! writing; tests whose assertions depend on node A being usable (placement, timings) hold it
+//! for reading; the rest work whatever the placement. Independent executions inside a test run
+//! in parallel. `make test` runs the suite with `--test-threads=8`.
+
+mod common;
+
+use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use common::executions::{
+    condition, events_for, execution, is_final, list, prebuilt_function, Watch, BIG_OUTPUT,
+    BIG_OUTPUT_BYTES, EXIT3, HELLO, JSON_DOCUMENT, JSON_OUT, LOOP, MEMORY_BOMB, SLEEPER,
+};
+use serde_json::{json, Value};
+use wasmfn_e2e::cluster::layout::WASMEDGE_NODE_LABEL;
+use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
+use wasmfn_e2e::Kubectl;
+
+/// First runs pull the wasm-pod and runner images onto the nodes.
+const RUN_TIMEOUT: Duration = Duration::from_secs(240);
+/// The C probe goes through a compile Job on the builder image.
+const COMPILE_TIMEOUT: Duration = Duration::from_secs(420);
+const EXECUTION_LABEL: &str = "wasmfn.dev/execution";
+const ATTEMPT_LABEL: &str = "wasmfn.dev/attempt";
+
+static OPERATOR: OnceLock<Mutex<OperatorProcess>> = OnceLock::new();
+/// Held for writing while node A is cordoned or unlabelled or the operator is down.
+static DISRUPTION: RwLock<()> = RwLock::new(());
+
+fn start_operator(identity: &str) -> OperatorProcess {
+    let cluster = common::cluster();
+    let mut operator =
+        OperatorProcess::start(cluster.info(), identity, &[]).expect("start the operator");
+    operator
+        .wait_for_log("became the leader", Duration::from_secs(60))
+        .expect("the operator leads");
+    operator
+}
+
+/// The suite's operator (started once, after the CRDs are applied).
+fn operator() -> MutexGuard<'static, OperatorProcess> {
+    OPERATOR
+        .get_or_init(|| {
+            let crds = crds_dir();
+            common::cluster()
+                .kubectl()
+                .run(&["apply", "-f", crds.to_str().expect("utf-8 path")])
+                .expect("apply the CRDs");
+            Mutex::new(start_operator("executions-suite"))
+        })
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    DISRUPTION
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    DISRUPTION
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A fresh namespace (after the operator is up): its kubectl and its name.
+fn namespace(prefix: &str) -> (Kubectl, String) {
+    drop(operator());
+    let name = format!(
+        "{prefix}-{}",
+        wasmfn_e2e::cluster::pki::random_hex(3).expect("random")
+    );
+    let ns = common::cluster()
+        .namespace(&name)
+        .expect("create namespace");
+    (ns, name)
+}
+
+fn node_a() -> String {
+    common::cluster().info().wasmedge_node().name.clone()
+}
+
+fn node_b() -> String {
+    common::cluster().info().plain_node().name.clone()
+}
+
+fn create(ns: &Kubectl, manifest: &str) {
+    ns.create(manifest)
+        .unwrap_or_else(|e| panic!("create failed: {e}\n{manifest:.400}"));
+}
+
+/// Creates `name` as a prebuilt function from `wat` and waits until it is Ready; returns its
+/// artifact digest.
+fn ready_function(ns: &Kubectl, name: &str, wat: &str, extra_spec: Value) -> String {
+    create(ns, &prebuilt_function(name, wat, extra_spec));
+    function_digest(ns, name, Duration::from_secs(60))
+}
+
+fn function_digest(ns: &Kubectl, name: &str, timeout: Duration) -> String {
+    ns.wait_for(&["wasmfunction", name], timeout, |f| {
+        (f["status"]["phase"] == "Ready").then(|| {
+            f["status"]["artifact"]["digest"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+    })
+    .unwrap_or_else(|e| panic!("function {name} never became Ready: {e}"))
+}
+
+/// Waits until the execution reaches a final phase; returns it.
+fn wait_final(ns: &Kubectl, name: &str, timeout: Duration) -> Value {
+    ns.wait_for(&["wasmexecution", name], timeout, |e| {
+        is_final(e).then(|| e.clone())
+    })
+    .unwrap_or_else(|e| panic!("execution {name} never finished: {e}"))
+}
+
+/// Waits until `done` holds for the execution; returns it.
+fn wait_until(
+    ns: &Kubectl,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    ns.wait_for(&["wasmexecution", name], timeout, |e| {
+        done(e).then(|| e.clone())
+    })
+    .unwrap_or_else(|e| panic!("execution {name}: {what}: {e}"))
+}
+
+fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// Asserts the finished execution's phase, reason and `Succeeded` condition agree.
+fn assert_outcome(execution: &Value, phase: &str, reasons: &[&str]) {
+    let status = &execution["status"];
+    let name = text(execution, "/metadata/name");
+    assert_eq!(status["phase"], phase, "{name}: {status:#}");
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(
+        reasons.contains(&reason),
+        "{name}: reason {reason:?}, wanted one of {reasons:?}: {status:#}"
+    );
+    let succeeded = condition(execution, "Succeeded").expect("a Succeeded condition");
+    let wanted = if phase == "Succeeded" {
+        "True"
+    } else {
+        "False"
+    };
+    assert_eq!(succeeded["status"], wanted, "{name}: {succeeded}");
+    assert_eq!(
+        succeeded["reason"], reason,
+        "{name}: the condition's reason is the status reason: {succeeded}"
+    );
+}
+
+/// Asserts a successful run's bookkeeping: exit code, times, attempts, pod, digest.
+fn assert_bookkeeping(execution: &Value, digest: &str, attempts: i64) {
+    let status = &execution["status"];
+    let name = text(execution, "/metadata/name");
+    assert_eq!(status["attempts"], attempts, "{name}: {status:#}");
+    assert_eq!(status["artifactDigest"], digest, "{name}: {status:#}");
+    for field in [
+        "podName",
+        "node",
+        "runtime",
+        "placementReason",
+        "startTime",
+        "completionTime",
+    ] {
+        assert!(
+            status[field].as_str().is_some_and(|v| !v.is_empty()),
+            "{name}: status.{field} is missing: {status:#}"
+        );
+    }
+    assert!(
+        status["durationMs"].as_f64().is_some_and(|d| d >= 0.0),
+        "{name}: {status:#}"
+    );
+}
+
+/// The pods of one execution, in the order they appeared (from the namespace's pod watch).
+fn pods_of(pods: &Watch, execution: &str) -> Vec<Value> {
+    pods.labelled(EXECUTION_LABEL, execution)
+}
+
+/// Waits until the execution's pod of attempt `attempt` has a running container (pod watch).
+fn wait_pod_running(pods: &Watch, execution: &str, attempt: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let running = pods_of(pods, execution).into_iter().find(|p| {
+            p["metadata"]["labels"][ATTEMPT_LABEL] == attempt
+                && !p["status"]["containerStatuses"][0]["state"]["running"].is_null()
+        });
+        if let Some(pod) = running {
+            return text(&pod, "/metadata/name").to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no running pod for {execution} attempt {attempt}: {:#?}",
+            pods_of(pods, execution)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until `kubectl get pod NAME` says NotFound.
+fn wait_pod_gone(ns: &Kubectl, name: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match ns.run(&["get", "pod", name, "-o", "name"]) {
+            Err(e) if e.to_string().contains("NotFound") => return,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run pod {name} still exists {timeout:?} after the result was recorded"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn container(pod: &Value) -> &Value {
+    &pod["spec"]["containers"][0]
+}
+
+fn assert_wasm_pod(pod: &Value, node: &str) {
+    assert_eq!(pod["spec"]["runtimeClassName"], "wasmedge", "{pod:#}");
+    assert_eq!(
+        container(pod)["image"],
+        common::image("wasm-pod"),
+        "{pod:#}"
+    );
+    assert_eq!(pod["spec"]["nodeName"], node, "{pod:#}");
+}
+
+fn assert_container_pod(pod: &Value) {
+    assert!(pod["spec"]["runtimeClassName"].is_null(), "{pod:#}");
+    assert_eq!(container(pod)["image"], common::image("runner"), "{pod:#}");
+    let command_line: Vec<&str> = ["command", "args"]
+        .iter()
+        .flat_map(|k| container(pod)[*k].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        command_line.contains(&"exec"),
+        "the container pod runs `wasmfn exec`: {command_line:?}"
+    );
+}
+
+/// Node A made unusable for Wasm pods for the guard's lifetime; restored on drop (also when the
+/// test panics).
+struct NodeAUnavailable {
+    kubectl: Kubectl,
+    node: String,
+    cordoned: bool,
+}
+
+impl NodeAUnavailable {
+    fn cordon() -> NodeAUnavailable {
+        let guard = NodeAUnavailable {
+            kubectl: common::cluster().kubectl(),
+            node: node_a(),
+            cordoned: true,
+        };
+        guard.kubectl.run(&["cordon", &guard.node]).expect("cordon");
+        // The operator learns about nodes through its watch; give it a moment.
+        std::thread::sleep(Duration::from_secs(1));
+        guard
+    }
+
+    fn unlabel() -> NodeAUnavailable {
+        let guard = NodeAUnavailable {
+            kubectl: common::cluster().kubectl(),
+            node: node_a(),
+            cordoned: false,
+        };
+        let remove = format!("{WASMEDGE_NODE_LABEL}-");
+        guard
+            .kubectl
+            .run(&["label", "node", &guard.node, &remove])
+            .expect("remove the label");
+        std::thread::sleep(Duration::from_secs(1));
+        guard
+    }
+}
+
+impl Drop for NodeAUnavailable {
+    fn drop(&mut self) {
+        let result = if self.cordoned {
+            self.kubectl.run(&["uncordon", &self.node])
+        } else {
+            let label = format!("{WASMEDGE_NODE_LABEL}=true");
+            self.kubectl
+                .run(&["label", "node", &self.node, &label, "--overwrite"])
+        };
+        if let Err(e) = result {
+            eprintln!("could not restore node {}: {e}", self.node);
+        }
+    }
+}
+
+#[test]
+fn auto_runs_as_a_wasm_pod_on_the_wasmedge_node_and_records_the_result() {
+    let (ns, name) = namespace("wex-auto");
+    let digest = ready_function(&ns, "hello", HELLO, json!({}));
+    let _node_a_usable = shared();
+    let pods = Watch::start(&ns, &name, "pods");
+    create(
+        &ns,
+        &execution("hello-auto", "hello", json!({})).to_string(),
+    );
+    let done = wait_final(&ns, "hello-auto", RUN_TIMEOUT);
+    assert_outcome(&done, "Succeeded", &["Succeeded"]);
+    assert_bookkeeping(&done, &digest, 1);
+    let status = &done["status"];
+    assert_eq!(status["stdout"], "hello\n", "{status:#}");
+    assert_eq!(status["exitCode"], 0, "{status:#}");
+    assert_eq!(status["runtime"], "WasmEdge", "{status:#}");
+    assert_eq!(status["node"], node_a(), "{status:#}");
+    assert_eq!(status["stdoutTruncated"], false, "{status:#}");
+    assert!(
+        status["result"].is_null(),
+        "`hello` is not JSON: {status:#}"
+    );
+
+    let runs = pods_of(&pods, "hello-auto");
+    assert_eq!(runs.len(), 1, "one pod for one attempt: {runs:#?}");
+    let pod = &runs[0];
+    assert_eq!(text(pod, "/metadata/name"), status["podName"]);
+    assert_eq!(pod["metadata"]["labels"][ATTEMPT_LABEL], "1");
+    assert_wasm_pod(pod, &node_a());
+    // The pod goes once its result is recorded (the suite's operator runs without
+    // --keep-run-pods).
+    wait_pod_gone(
+        &ns,
+        status["podName"].as_str().unwrap_or_default(),
+        Duration::from_secs(30),
+    );
+
+    let events = events_for(&ns, "hello-auto");
+    assert!(
+        events
+            .iter()
+            .any(|(_, reason, note, _)| note.contains("WasmEdge") || reason.contains("WasmEdge")),
+        "an event tells where it ran and why: {events:#?}"
+    );
+    let table = ns
+        .run(&["get", "wex", "hello-auto"])
+        .expect("kubectl get wex");
+    assert!(
+        table.contains("Succeeded") && table.contains("WasmEdge"),
+        "{table}"
+    );
+    eprintln!("{table}");
+}
+
+#[test]
+fn node_a_cordoned_or_unlabelled_auto_falls_back_to_a_container_and_wasmedge_waits() {
+    let (ns, name) = namespace("wex-fallback");
+    let digest = ready_function(&ns, "hello", HELLO, json!({}));
+    let _disruption = exclusive();
+    let pods = Watch::start(&ns, &name, "pods");
+
+    let cordoned = NodeAUnavailable::cordon();
+    create(
+        &ns,
+        &list(vec![
+            execution("auto-cordoned", "hello", json!({})),
+            execution("wasmedge-only", "hello", json!({"runtime": "WasmEdge"})),
+        ]),
+    );
+    let fallback = wait_final(&ns, "auto-cordoned", RUN_TIMEOUT);
+    assert_outcome(&fallback, "Succeeded", &["Succeeded"]);
+    assert_bookkeeping(&fallback, &digest, 1);
+    let status = &fallback["status"];
+    assert_eq!(status["stdout"], "hello\n", "the same result: {status:#}");
+    assert_eq!(status["runtime"], "Container", "{status:#}");
+    assert_eq!(status["node"], node_b(), "{status:#}");
+    let runs = pods_of(&pods, "auto-cordoned");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_container_pod(&runs[0]);
+    let events = events_for(&ns, "auto-cordoned");
+    assert!(
+        events
+            .iter()
+            .any(|(_, reason, note, _)| note.contains("Container") || reason.contains("Container")),
+        "an event tells why it fell back: {events:#?}"
+    );
+
+    // runtime: WasmEdge never falls back: it waits, saying why, without a pod.
+    let waiting = wait_until(
+        &ns,
+        "wasmedge-only",
+        Duration::from_secs(30),
+        "Pending with Unschedulable",
+        |e| {
+            e["status"]["phase"] == "Pending"
+                && condition(e, "Succeeded")
+                    .is_some_and(|c| c["status"] == "Unknown" && c["reason"] == "Unschedulable")
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let still = ns
+        .json(&["get", "wasmexecution", "wasmedge-only"])
+        .expect("get");
+    assert_eq!(still["status"]["phase"], "Pending", "{:#}", still["status"]);
+    assert!(pods_of(&pods, "wasmedge-only").is_empty());
+    eprintln!(
+        "wasmedge-only while node A is cordoned: {}",
+        waiting["status"]
+    );
+
+    drop(cordoned);
+    let resumed = wait_final(&ns, "wasmedge-only", Duration::from_secs(90));
+    assert_outcome(&resumed, "Succeeded", &["Succeeded"]);
+    assert_eq!(resumed["status"]["runtime"], "WasmEdge");
+    assert_eq!(resumed["status"]["node"], node_a());
+    assert_eq!(resumed["status"]["stdout"], "hello\n");
+    assert_wasm_pod(&pods_of(&pods, "wasmedge-only")[0], &node_a());
+
+    // The same fallback when node A loses its WasmEdge label.
+    let unlabelled = NodeAUnavailable::unlabel();
+    create(
+        &ns,
+        &execution("auto-unlabelled", "hello", json!({})).to_string(),
+    );
+    let fallback = wait_final(&ns, "auto-unlabelled", RUN_TIMEOUT);
+    drop(unlabelled);
+    assert_outcome(&fallback, "Succeeded", &["Succeeded"]);
+    assert_eq!(fallback["status"]["runtime"], "Container");
+    assert_eq!(fallback["status"]["stdout"], "hello\n");
+    assert_container_pod(&pods_of(&pods, "auto-unlabelled")[0]);
+}
+
+#[test]
+fn stdin_args_and_env_reach_the_guest_identically_on_both_paths() {
+    let (ns, name) = namespace("wex-probe");
+    let probe = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runner-image/guests/c/probe.c"),
+    )
+    .expect("probe.c");
+    let function = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
+        "metadata": {"name": "probe"},
+        "spec": {"language": "c", "source": {"code": probe},
+                 "defaults": {"env": [{"name": "GREETING", "value": "from-function"}]}}});
+    create(&ns, &function.to_string());
+    let digest = function_digest(&ns, "probe", COMPILE_TIMEOUT);
+    let _node_a_usable = shared();
+    let pods = Watch::start(&ns, &name, "pods");
+
+    let args = json!(["one", "two words", "--flag=3", ""]);
+    let stdin = "line one\nline two\n\u{e9}t\u{e9}\n";
+    let input = json!({"k": "v", "n": [1, 2.5, -3], "s": "a \"quoted\" text"});
+    let mut runs = Vec::new();
+    for runtime in ["Auto", "Container"] {
+        let suffix = runtime.to_lowercase();
+        runs.push(execution(
+            &format!("stdin-{suffix}"),
+            "probe",
+            json!({"runtime": runtime, "args": args, "stdin": stdin,
+                   "env": [{"name": "GREETING", "value": "from-execution"}]}),
+        ));
+        runs.push(execution(
+            &format!("input-{suffix}"),
+            "probe",
+            json!({"runtime": runtime, "input": input}),
+        ));
+        runs.push(execution(
+            &format!("exit-{suffix}"),
+            "probe",
+            json!({"runtime": runtime, "env": [{"name": "EXIT_CODE", "value": "7"}]}),
+        ));
+    }
+    create(&ns, &list(runs));
+
+    let mut outputs = Vec::new();
+    for kind in ["stdin", "input", "exit"] {
+        let wasm = wait_final(&ns, &format!("{kind}-auto"), RUN_TIMEOUT);
+        let container = wait_final(&ns, &format!("{kind}-container"), RUN_TIMEOUT);
+        assert_eq!(
+            wasm["status"]["runtime"], "WasmEdge",
+            "{:#}",
+            wasm["status"]
+        );
+        assert_eq!(
+            container["status"]["runtime"], "Container",
+            "{:#}",
+            container["status"]
+        );
+        for field in ["phase", "reason", "exitCode", "stdout", "stderr", "result"] {
+            assert_eq!(
+                wasm["status"][field], container["status"][field],
+                "{kind}: status.{field} differs between the Wasm pod and the container pod"
+            );
+        }
+        assert_eq!(wasm["status"]["artifactDigest"], digest);
+        outputs.push((kind, wasm));
+    }
+    let stdout = |kind: &str| {
+        let run = &outputs.iter().find(|(k, _)| *k == kind).expect("run").1;
+        run["status"]["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        stdout("stdin"),
+        format!("hello from c\nargs: one two words --flag=3 \nenv: from-execution\nstdin: {stdin}")
+    );
+    let input_run = stdout("input");
+    let (head, echoed) = input_run
+        .split_once("stdin: ")
+        .expect("the probe echoes stdin");
+    assert_eq!(
+        head, "hello from c\nargs:\nenv: from-function\n",
+        "defaults.env applies when the execution sets none"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(echoed).expect("stdin is the input as JSON"),
+        input
+    );
+    let exit = &outputs.iter().find(|(k, _)| *k == "exit").expect("exit").1;
+    assert_outcome(exit, "Failed", &["NonZeroExit"]);
+    assert_eq!(exit["status"]["exitCode"], 7);
+    assert_eq!(exit["status"]["stderr"], "probe done\n");
+    for (_, run) in &outputs[..2] {
+        assert_outcome(run, "Succeeded", &["Succeeded"]);
+    }
+    for run in ["stdin-auto", "input-auto", "exit-auto"] {
+        assert_wasm_pod(&pods_of(&pods, run)[0], &node_a());
+    }
+    for run in ["stdin-container", "input-container", "exit-container"] {
+        assert_container_pod(&pods_of(&pods, run)[0]);
+    }
+}
+
+#[test]
+fn run_pods_are_non_root_read_only_without_capabilities_token_or_network_identity() {
+    let (ns, name) = namespace("wex-security");
+    ready_function(&ns, "hello", HELLO, json!({}));
+    let pods = Watch::start(&ns, &name, "pods");
+    create(
+        &ns,
+        &list(vec![
+            execution("locked-auto", "hello", json!({})),
+            execution("locked-container", "hello", json!({"runtime": "Container"})),
+        ]),
+    );
+    for run in ["locked-auto", "locked-container"] {
+        assert_outcome(
+            &wait_final(&ns, run, RUN_TIMEOUT),
+            "Succeeded",
+            &["Succeeded"],
+        );
+        let pod = pods_of(&pods, run).remove(0);
+        let spec = &pod["spec"];
+        assert_eq!(
+            spec["automountServiceAccountToken"], false,
+            "{run}: {spec:#}"
+        );
+        assert_eq!(spec["restartPolicy"], "Never", "{run}: {spec:#}");
+        let security = &container(&pod)["securityContext"];
+        assert_eq!(
+            security["readOnlyRootFilesystem"], true,
+            "{run}: {security:#}"
+        );
+        assert_eq!(
+            security["allowPrivilegeEscalation"], false,
+            "{run}: {security:#}"
+        );
+        let dropped = security["capabilities"]["drop"].to_string();
+        assert!(dropped.contains("ALL"), "{run}: {security:#}");
+        let non_root = security["runAsNonRoot"] == true
+            || spec["securityContext"]["runAsNonRoot"] == true
+            || security["runAsUser"].as_i64().is_some_and(|u| u > 0)
+            || spec["securityContext"]["runAsUser"]
+                .as_i64()
+                .is_some_and(|u| u > 0);
+        assert!(non_root, "{run}: runs as non-root: {spec:#}");
+        assert!(
+            container(&pod)["resources"]["limits"]["memory"].is_string(),
+            "{run}: a memory limit: {:#}",
+            container(&pod)["resources"]
+        );
+    }
+}
+
+#[test]
+fn guest_failures_are_reported_with_their_reason_on_both_paths_and_never_retried() {
+    let (ns, _) = namespace("wex-failures");
+    for (function, wat) in [("exit3", EXIT3), ("loop", LOOP), ("bomb", MEMORY_BOMB)] {
+        create(&ns, &prebuilt_function(function, wat, json!({})));
+    }
+    for function in ["exit3", "loop", "bomb"] {
+        function_digest(&ns, function, Duration::from_secs(60));
+    }
+    let mut runs = Vec::new();
+    for runtime in ["Auto", "Container"] {
+        let suffix = runtime.to_lowercase();
+        runs.push(execution(
+            &format!("exit3-{suffix}"),
+            "exit3",
+            json!({"runtime": runtime, "retries": 2}),
+        ));
+        runs.push(execution(
+            &format!("timeout-{suffix}"),
+            "loop",
+            json!({"runtime": runtime, "retries": 2, "timeoutMillis": 1500}),
+        ));
+        runs.push(execution(
+            &format!("bomb-{suffix}"),
+            "bomb",
+            json!({"runtime": runtime, "retries": 2, "memoryLimit": "16Mi"}),
+        ));
+    }
+    create(&ns, &list(runs));
+    for suffix in ["auto", "container"] {
+        let exit3 = wait_final(&ns, &format!("exit3-{suffix}"), RUN_TIMEOUT);
+        assert_outcome(&exit3, "Failed", &["NonZeroExit"]);
+        assert_eq!(exit3["status"]["exitCode"], 3, "{:#}", exit3["status"]);
+        assert_eq!(
+            exit3["status"]["attempts"], 1,
+            "a guest's own failure is never retried"
+        );
+
+        let started = Instant::now();
+        let timeout = wait_final(&ns, &format!("timeout-{suffix}"), RUN_TIMEOUT);
+        assert_outcome(&timeout, "TimedOut", &["TimedOut"]);
+        assert_eq!(timeout["status"]["attempts"], 1, "{:#}", timeout["status"]);
+        let ran = timeout["status"]["durationMs"].as_f64().unwrap_or_default();
+        assert!(
+            (1000.0..20_000.0).contains(&ran),
+            "stopped near its 1.5 s timeout, ran {ran} ms (waited {:?})",
+            started.elapsed()
+        );
+
+        let bomb = wait_final(&ns, &format!("bomb-{suffix}"), RUN_TIMEOUT);
+        assert_outcome(&bomb, "Failed", &["MemoryLimitExceeded", "OOMKilled"]);
+        assert_eq!(bomb["status"]["attempts"], 1, "{:#}", bomb["status"]);
+    }
+}
+
+#[test]
+fn json_stdout_becomes_the_result_and_a_mebibyte_of_stdout_is_capped_with_its_size() {
+    let (ns, _) = namespace("wex-output");
+    create(&ns, &prebuilt_function("json", JSON_OUT, json!({})));
+    create(&ns, &prebuilt_function("big", BIG_OUTPUT, json!({})));
+    function_digest(&ns, "json", Duration::from_secs(60));
+    function_digest(&ns, "big", Duration::from_secs(60));
+    create(
+        &ns,
+        &list(vec![
+            execution("json-auto", "json", json!({})),
+            execution("json-container", "json", json!({"runtime": "Container"})),
+            execution("big-auto", "big", json!({})),
+            execution("big-container", "big", json!({"runtime": "Container"})),
+            execution("big-64k", "big", json!({"maxOutputBytes": 65536})),
+        ]),
+    );
+    let document: Value = serde_json::from_str(JSON_DOCUMENT).expect("json");
+    for run in ["json-auto", "json-container"] {
+        let done = wait_final(&ns, run, RUN_TIMEOUT);
+        assert_outcome(&done, "Succeeded", &["Succeeded"]);
+        assert_eq!(done["status"]["result"], document, "{:#}", done["status"]);
+        assert_eq!(done["status"]["stdout"], format!("{JSON_DOCUMENT}\n"));
+    }
+    for (run, cap) in [
+        ("big-auto", 4096),
+        ("big-container", 4096),
+        ("big-64k", 65536),
+    ] {
+        let done = wait_final(&ns, run, RUN_TIMEOUT);
+        assert_outcome(&done, "Succeeded", &["Succeeded"]);
+        let status = &done["status"];
+        let stdout = status["stdout"].as_str().unwrap_or_default();
+        let summary = json!({"stdoutLength": stdout.len(), "stdoutTruncated": status["stdoutTruncated"],
+                             "stdoutBytes": status["stdoutBytes"], "reason": status["reason"]});
+        assert!(stdout.len() <= cap, "{run}: over the cap {cap}: {summary}");
+        assert!(
+            stdout.bytes().all(|b| b == b'x'),
+            "{run}: the start of the output"
+        );
+        assert_eq!(status["stdoutTruncated"], true, "{run}: {summary}");
+        assert_eq!(status["stdoutBytes"], BIG_OUTPUT_BYTES, "{run}: {summary}");
+        assert!(status["result"].is_null(), "{run}: {summary}");
+        if cap > 4096 {
+            assert!(
+                stdout.len() > 4096,
+                "{run}: beyond the inline cap, stdout is read from the pod log up to maxOutputBytes: {summary}"
+            );
+        }
+    }
+}
+
+#[test]
+fn input_over_256_kib_is_refused_with_input_too_large_and_no_pod() {
+    let (ns, name) = namespace("wex-input");
+    ready_function(&ns, "hello", HELLO, json!({}));
+    let pods = Watch::start(&ns, &name, "pods");
+    let blob = "a".repeat(300 << 10);
+    // spec.stdin is capped by the CRD schema: the apiserver refuses it outright.
+    let refused =
+        ns.create(&execution("stdin-too-large", "hello", json!({"stdin": blob})).to_string());
+    assert!(
+        refused.is_err(),
+        "the schema caps spec.stdin at 256 KiB: {refused:?}"
+    );
+    // spec.input has no schema cap: the operator refuses it.
+    create(
+        &ns,
+        &execution("input-too-large", "hello", json!({"input": {"blob": blob}})).to_string(),
+    );
+    let done = wait_final(&ns, "input-too-large", Duration::from_secs(60));
+    assert_outcome(&done, "Failed", &["InputTooLarge"]);
+    let message = done["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+        + text(
+            &condition(&done, "Succeeded").unwrap_or_default(),
+            "/message",
+        );
+    assert!(
+        message.contains("256") || message.contains("262144"),
+        "the message names the limit: {message}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(pods_of(&pods, "input-too-large").is_empty());
+}
+
+#[test]
+fn an_execution_waits_for_its_function_and_fails_with_a_failed_function() {
+    let (ns, _) = namespace("wex-function");
+    // The function's module comes from a ConfigMap that does not exist yet: not Ready.
+    create(
+        &ns,
+        &json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
+                 "metadata": {"name": "from-map"},
+                 "spec": {"language": "wasm", "source": {"configMapRef": {"name": "module"}}}})
+        .to_string(),
+    );
+    create(
+        &ns,
+        &json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
+                 "metadata": {"name": "broken"},
+                 "spec": {"language": "c", "source": {"code": "int main(){}", "configMapRef": {"name": "x"}}}})
+        .to_string(),
+    );
+    create(
+        &ns,
+        &list(vec![
+            execution("not-ready", "from-map", json!({})),
+            execution("not-found", "later", json!({})),
+            execution("of-broken", "broken", json!({})),
+        ]),
+    );
+    for (run, reason) in [
+        ("not-ready", "FunctionNotReady"),
+        ("not-found", "FunctionNotFound"),
+    ] {
+        wait_until(
+            &ns,
+            run,
+            Duration::from_secs(60),
+            &format!("Pending with {reason}"),
+            |e| {
+                e["status"]["phase"] == "Pending"
+                    && condition(e, "Succeeded")
+                        .is_some_and(|c| c["status"] == "Unknown" && c["reason"] == reason)
+            },
+        );
+    }
+    let failed = wait_final(&ns, "of-broken", Duration::from_secs(60));
+    assert_outcome(&failed, "Failed", &["FunctionFailed"]);
+
+    let module = wat::parse_str(HELLO).expect("hello");
+    let map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "module"},
+                     "binaryData": {"module.wasm": base64_encode(&module)}});
+    create(&ns, &map.to_string());
+    create(&ns, &prebuilt_function("later", HELLO, json!({})));
+    for run in ["not-ready", "not-found"] {
+        // The function polls its source ConfigMap every 10 s.
+        let done = wait_final(&ns, run, Duration::from_secs(120));
+        assert_outcome(&done, "Succeeded", &["Succeeded"]);
+        assert_eq!(done["status"]["stdout"], "hello\n");
+    }
+}
+
+#[test]
+fn a_run_pod_deleted_mid_run_is_retried_when_retries_allow_and_fails_otherwise() {
+    let (ns, name) = namespace("wex-retry");
+    ready_function(&ns, "sleeper", SLEEPER, json!({}));
+    let pods = Watch::start(&ns, &name, "pods");
+    create(
+        &ns,
+        &list(vec![
+            execution(
+                "retried",
+                "sleeper",
+                json!({"retries": 1, "args": ["8000"]}),
+            ),
+            execution(
+                "not-retried",
+                "sleeper",
+                json!({"retries": 0, "args": ["8000"]}),
+            ),
+        ]),
+    );
+    for run in ["retried", "not-retried"] {
+        let pod = wait_pod_running(&pods, run, "1", RUN_TIMEOUT);
+        wait_until(&ns, run, Duration::from_secs(30), "Running", |e| {
+            e["status"]["phase"] == "Running"
+        });
+        ns.run(&["delete", "pod", &pod, "--wait=false"])
+            .expect("delete the run pod");
+    }
+    let retried = wait_final(&ns, "retried", RUN_TIMEOUT);
+    assert_outcome(&retried, "Succeeded", &["Succeeded"]);
+    assert_eq!(retried["status"]["attempts"], 2, "{:#}", retried["status"]);
+    assert_eq!(retried["status"]["stdout"], "slept\n");
+    let attempts: Vec<String> = pods_of(&pods, "retried")
+        .iter()
+        .map(|p| {
+            text(
+                p,
+                &format!("/metadata/labels/{}", ATTEMPT_LABEL.replace('/', "~1")),
+            )
+            .to_owned()
+        })
+        .collect();
+    assert_eq!(attempts, ["1", "2"], "one pod per attempt");
+
+    let lost = wait_final(&ns, "not-retried", RUN_TIMEOUT);
+    assert_outcome(&lost, "Failed", &["PodDeleted"]);
+    assert_eq!(lost["status"]["attempts"], 1, "{:#}", lost["status"]);
+    assert_eq!(pods_of(&pods, "not-retried").len(), 1);
+}
+
+#[test]
+fn an_operator_killed_mid_run_records_the_result_exactly_once_after_restart() {
+    let (ns, name) = namespace("wex-restart");
+    ready_function(&ns, "sleeper", SLEEPER, json!({}));
+    let _disruption = exclusive();
+    let pods = Watch::start(&ns, &name, "pods");
+    create(
+        &ns,
+        &execution("survivor", "sleeper", json!({"args": ["4000"]})).to_string(),
+    );
+    wait_pod_running(&pods, "survivor", "1", RUN_TIMEOUT);
+    let mut operator = operator();
+    operator.kill();
+    eprintln!("operator killed; its log: {}", operator.log.display());
+    // The run finishes while no operator is up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pods_of(&pods, "survivor")
+        .iter()
+        .any(|p| p["status"]["phase"] == "Succeeded")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the pod never finished: {:#?}",
+            pods_of(&pods, "survivor")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = ns.json(&["get", "wasmexecution", "survivor"]).expect("get");
+    assert!(
+        !is_final(&before),
+        "nothing recorded while the operator is down"
+    );
+    *operator = start_operator("executions-suite-restarted");
+    drop(operator);
+
+    let done = wait_final(&ns, "survivor", Duration::from_secs(90));
+    assert_outcome(&done, "Succeeded", &["Succeeded"]);
+    assert_eq!(done["status"]["attempts"], 1, "{:#}", done["status"]);
+    assert_eq!(done["status"]["stdout"], "slept\n");
+    // Let a duplicate, if any, arrive.
+    std::thread::sleep(Duration::from_secs(4));
+    let runs = pods_of(&pods, "survivor");
+    assert_eq!(
+        runs.len(),
+        1,
+        "the restarted operator adopted the pod: {runs:#?}"
+    );
+    let again = ns.json(&["get", "wasmexecution", "survivor"]).expect("get");
+    assert_eq!(
+        again["status"]["completionTime"], done["status"]["completionTime"],
+        "the result is not rewritten"
+    );
+    let events = events_for(&ns, "survivor");
+    let finishing: u64 = events
+        .iter()
+        .filter(|(_, reason, _, _)| reason == "Succeeded")
+        .map(|(_, _, _, count)| count)
+        .sum();
+    assert_eq!(finishing, 1, "exactly one finishing event: {events:#?}");
+}
+
+#[test]
+fn ttl_seconds_after_finished_deletes_the_execution() {
+    let (ns, _) = namespace("wex-ttl");
+    ready_function(&ns, "hello", HELLO, json!({}));
+    let _operator_up = shared();
+    create(
+        &ns,
+        &list(vec![
+            execution(
+                "short-lived",
+                "hello",
+                json!({"ttlSecondsAfterFinished": 5}),
+            ),
+            execution("kept", "hello", json!({})),
+        ]),
+    );
+    let done = wait_final(&ns, "short-lived", RUN_TIMEOUT);
+    let finished = Instant::now();
+    assert_outcome(&done, "Succeeded", &["Succeeded"]);
+    let deadline = finished + Duration::from_secs(60);
+    loop {
+        match ns.run(&["get", "wasmexecution", "short-lived", "-o", "name"]) {
+            Err(e) if e.to_string().contains("NotFound") => break,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "never deleted");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let after = finished.elapsed();
+    assert!(
+        after >= Duration::from_secs(3),
+        "deleted {after:?} after finishing, before its TTL of 5 s"
+    );
+    eprintln!("deleted {after:?} after it was seen finished (TTL 5 s)");
+    let kept = wait_final(&ns, "kept", RUN_TIMEOUT);
+    assert_outcome(&kept, "Succeeded", &["Succeeded"]);
+    std::thread::sleep(Duration::from_secs(6));
+    ns.json(&["get", "wasmexecution", "kept"])
+        .expect("an execution without a TTL stays");
+}
+
+#[test]
+fn kubectl_wait_for_the_succeeded_condition_and_for_the_phase() {
+    let (ns, _) = namespace("wex-wait");
+    ready_function(&ns, "hello", HELLO, json!({}));
+    ready_function(&ns, "exit3", EXIT3, json!({}));
+    create(
+        &ns,
+        &list(vec![
+            execution("waited", "hello", json!({})),
+            execution("waited-phase", "hello", json!({})),
+            execution("waited-failing", "exit3", json!({})),
+        ]),
+    );
+    let timeout = format!("--timeout={}s", RUN_TIMEOUT.as_secs());
+    let out = ns
+        .run(&[
+            "wait",
+            "--for=condition=Succeeded",
+            "wasmexecution/waited",
+            &timeout,
+        ])
+        .expect("kubectl wait --for=condition=Succeeded");
+    assert!(out.contains("condition met"), "{out}");
+    let out = ns
+        .run(&[
+            "wait",
+            "--for=condition=Succeeded=false",
+            "wasmexecution/waited-failing",
+            &timeout,
+        ])
+        .expect("kubectl wait --for=condition=Succeeded=false");
+    assert!(out.contains("condition met"), "{out}");
+
+    let jsonpath = "--for=jsonpath={.status.phase}=Succeeded";
+    let help = ns.run(&["wait", "--help"]).unwrap_or_default();
+    if help.contains("jsonpath") {
+        let out = ns
+            .run(&["wait", jsonpath, "wasmexecution/waited-phase", &timeout])
+            .expect("kubectl wait --for=jsonpath");
+        assert!(out.contains("condition met"), "{out}");
+    } else {
+        // kubectl before 1.23 has no jsonpath waits; this harness's is 1.20. What such a wait
+        // reads is status.phase, checked here the way kubectl would read it.
+        let refused = ns.run(&["wait", jsonpath, "wasmexecution/waited-phase", &timeout]);
+        assert!(refused.is_err(), "{refused:?}");
+        eprintln!(
+            "note: {} has no `wait --for=jsonpath` (kubectl >= 1.23 has): checking .status.phase with get -o jsonpath",
+            ns.binary().display()
+        );
+        wait_final(&ns, "waited-phase", RUN_TIMEOUT);
+        let phase = ns
+            .run(&[
+                "get",
+                "wasmexecution",
+                "waited-phase",
+                "-o",
+                "jsonpath={.status.phase}",
+            ])
+            .expect("get -o jsonpath");
+        assert_eq!(phase, "Succeeded");
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
