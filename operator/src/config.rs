@@ -9,6 +9,7 @@ use clap::Args;
 use wasmfn_api::ArtifactStore;
 
 use crate::error::{Error, Result};
+use crate::execution::placement::LabelRequirement;
 
 /// `wasmfn-operator run` settings.
 #[derive(Debug, Clone, Args)]
@@ -76,6 +77,48 @@ pub struct Config {
     /// This replica's identity in the Lease (default: the pod or host name plus a random suffix).
     #[arg(long, env = "WASMFN_IDENTITY")]
     pub identity: Option<String>,
+    /// Image of container run pods (the runner: `wasmfn exec` with WasmEdge embedded).
+    #[arg(
+        long,
+        env = "WASMFN_RUNNER_IMAGE",
+        default_value = "wasmfn.local/runner:dev"
+    )]
+    pub runner_image: String,
+    /// Image a Wasm pod names when its module comes from the ConfigMap store (an empty root
+    /// filesystem; the shim runs the mounted module).
+    #[arg(
+        long,
+        env = "WASMFN_WASM_POD_IMAGE",
+        default_value = "wasmfn.local/wasm-pod:dev"
+    )]
+    pub wasm_pod_image: String,
+    /// Node labels marking WasmEdge nodes, `key=value` or `key` (comma-separated; any one
+    /// suffices). `<handler>=provisioned` (the runtime-class-manager convention) always counts.
+    #[arg(
+        long,
+        env = "WASMFN_WASMEDGE_NODE_SELECTORS",
+        default_value = "wasmfn.dev/wasmedge=true",
+        value_delimiter = ',',
+        value_parser = parse_label_requirement
+    )]
+    pub wasmedge_node_selectors: Vec<LabelRequirement>,
+    /// The containerd runtime handler of the wasmfn shim; RuntimeClasses with this handler
+    /// are the ones Wasm pods use.
+    #[arg(long, env = "WASMFN_WASMEDGE_HANDLER", default_value = "wasmedge")]
+    pub wasmedge_handler: String,
+    /// Keep run pods after their result is recorded (they go with their execution).
+    #[arg(long, env = "WASMFN_KEEP_RUN_PODS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub keep_run_pods: bool,
+    /// Default cap on the stdout and stderr kept in an execution's status, bytes each.
+    #[arg(long, env = "WASMFN_MAX_OUTPUT_BYTES", default_value_t = 4096)]
+    pub max_output_bytes: u64,
+    /// Memory a run pod gets beyond the guest's linear-memory cap (the runtime itself).
+    #[arg(long, env = "WASMFN_RUN_MEMORY_OVERHEAD", default_value = "96Mi", value_parser = parse_quantity)]
+    pub run_memory_overhead: u64,
+    /// Seconds a run pod may live beyond the execution's timeout (start-up, writing the
+    /// result) before Kubernetes stops it.
+    #[arg(long, env = "WASMFN_RUN_DEADLINE_GRACE", default_value_t = 30)]
+    pub run_deadline_grace_seconds: u64,
     /// Seconds between artifact garbage-collection sweeps (default: a quarter of the TTL, at
     /// most 60).
     #[arg(long, env = "WASMFN_GC_INTERVAL")]
@@ -149,6 +192,10 @@ pub fn parse_quantity(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+fn parse_label_requirement(text: &str) -> Result<LabelRequirement, String> {
+    LabelRequirement::parse(text)
+}
+
 fn parse_store(text: &str) -> Result<ArtifactStore, String> {
     match text.to_ascii_lowercase().as_str() {
         "configmap" => Ok(ArtifactStore::ConfigMap),
@@ -193,6 +240,14 @@ mod tests {
         assert_eq!(config.cache_ttl(), Duration::from_secs(3600));
         assert_eq!(config.gc_interval(), Duration::from_secs(60));
         assert_eq!(config.default_store, ArtifactStore::ConfigMap);
+        assert_eq!(
+            config.wasmedge_node_selectors,
+            vec![LabelRequirement::parse("wasmfn.dev/wasmedge=true").expect("valid")]
+        );
+        assert_eq!(config.wasmedge_handler, "wasmedge");
+        assert!(!config.keep_run_pods);
+        assert_eq!(config.max_output_bytes, 4096);
+        assert_eq!(config.run_memory_overhead, 96 << 20);
         config.validate().expect("defaults are valid");
     }
 
@@ -208,14 +263,27 @@ mod tests {
             "8",
             "--default-store",
             "oci",
+            "--wasmedge-node-selectors",
+            "wasm=yes,pool",
+            "--keep-run-pods",
         ])
         .expect("flags parse")
         .config;
         assert!(!config.cache_enabled);
+        assert_eq!(
+            config
+                .wasmedge_node_selectors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["wasm=yes", "pool"]
+        );
+        assert!(config.keep_run_pods);
         assert_eq!(config.wasmedge_memory_limit, 64 << 20);
         assert_eq!(config.gc_interval(), Duration::from_secs(2));
         let error = config.validate().expect_err("oci without a registry");
         assert!(error.to_string().contains("--oci-registry"), "{error}");
         assert!(Command::try_parse_from(["op", "--default-store", "s3"]).is_err());
+        assert!(Command::try_parse_from(["op", "--wasmedge-node-selectors", "=x"]).is_err());
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod context;
 pub mod crdgen;
 pub mod error;
+pub mod execution;
 pub mod function;
 pub mod health;
 pub mod idempotent;

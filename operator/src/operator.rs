@@ -1,5 +1,6 @@
 //! `wasmfn-operator run`: check the CRDs, serve probes, win the Lease, then run the
-//! controllers and the artifact garbage collector until shutdown or lost leadership.
+//! controllers (functions, executions) and the artifact garbage collector until shutdown or
+//! lost leadership.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -96,12 +97,11 @@ pub async fn run(config: Config) -> Result<()> {
         &identity,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let controller = {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(crate::function::run(ctx.clone(), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }))
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
     };
+    let functions = tokio::spawn(crate::function::run(ctx.clone(), stopped(stop_rx.clone())));
+    let executions = tokio::spawn(crate::execution::run(ctx.clone(), stopped(stop_rx.clone())));
     let collector = tokio::spawn(collect_garbage(client.clone(), config.clone(), stop_rx));
 
     let outcome = tokio::select! {
@@ -112,7 +112,10 @@ pub async fn run(config: Config) -> Result<()> {
     match &outcome {
         Ok(()) => {
             info!("shutting down: finishing in-flight reconciles");
-            let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                let _ = tokio::join!(functions, executions);
+            })
+            .await;
             collector.abort();
             if let Err(error) = elector.release().await {
                 warn!(%error, "could not release the lease");

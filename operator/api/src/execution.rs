@@ -125,7 +125,10 @@ pub struct WasmExecutionStatus {
     /// Pending, Scheduled, Running, Succeeded, Failed or TimedOut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ExecutionPhase>,
-    /// `Scheduled`, `Finished`, with reasons.
+    /// `Succeeded`: Unknown while it waits or runs (reasons FunctionNotReady, FunctionNotFound,
+    /// Unschedulable, Retrying, Scheduled, Running), True when the guest completed, False with
+    /// the failure's reason (NonZeroExit, Trap, TimedOut, MemoryLimitExceeded, OOMKilled,
+    /// PodEvicted, PodDeleted, NodeLost, FunctionFailed, InputTooLarge, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -187,6 +190,9 @@ pub struct WasmExecutionStatus {
     /// Attempts made (1 + retries used).
     #[serde(default)]
     pub attempts: i32,
+    /// After an attempt was lost to the platform: when the next one starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
     /// The module digest that ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_digest: Option<String>,

@@ -64,18 +64,21 @@ pub fn plan(
         .collect()
 }
 
-/// The records functions refer to.
+/// The records functions refer to: their own, and for an OCI-stored module also its
+/// ConfigMap copy (made when one of its executions ran in a container pod).
 pub fn references(functions: &[WasmFunction]) -> HashSet<(String, String)> {
     functions
         .iter()
         .filter_map(|function| {
             let artifact = function.status.as_ref()?.artifact.as_ref()?;
-            let store = match artifact.store.as_str() {
-                "oci" => ArtifactStore::Oci,
-                _ => ArtifactStore::ConfigMap,
-            };
-            Some((function.namespace()?, record_name(store, &artifact.digest)))
+            let namespace = function.namespace()?;
+            let mut names = vec![record_name(ArtifactStore::ConfigMap, &artifact.digest)];
+            if artifact.store == "oci" {
+                names.push(record_name(ArtifactStore::Oci, &artifact.digest));
+            }
+            Some(names.into_iter().map(move |name| (namespace.clone(), name)))
         })
+        .flatten()
         .collect()
 }
 

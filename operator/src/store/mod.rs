@@ -118,6 +118,39 @@ impl Stores {
         Ok(record)
     }
 
+    /// The ConfigMap-store copy of a module kept in the OCI store, made on first use: container
+    /// pods mount modules from ConfigMaps, and run pods reach no registry. The copy is an
+    /// ordinary record under the same key, so the garbage collector treats it like any other.
+    pub async fn config_map_copy(
+        &self,
+        namespace: &str,
+        key: &str,
+        digest: &str,
+        media_type: &str,
+    ) -> Result<ArtifactRecord> {
+        if let Some(record) = self
+            .lookup(namespace, ArtifactStore::ConfigMap, key)
+            .await?
+        {
+            if record.digest == digest {
+                return Ok(record);
+            }
+        }
+        let oci = self.oci.as_ref().ok_or_else(|| {
+            crate::error::Error::Config(
+                "the function's module is in the OCI store, which is not configured".into(),
+            )
+        })?;
+        let bytes = oci.fetch(digest).await?;
+        let module = ModuleToStore {
+            bytes: &bytes,
+            digest,
+            media_type,
+        };
+        self.put(namespace, ArtifactStore::ConfigMap, key, module)
+            .await
+    }
+
     async fn add_key(&self, api: &Api<ConfigMap>, name: &str, key: &str) -> Result<()> {
         let patch = serde_json::json!({
             "metadata": {

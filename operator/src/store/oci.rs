@@ -129,6 +129,40 @@ impl OciStore {
         create_if_absent(api, &map).await?;
         Ok(record)
     }
+
+    /// Pulls the module with `digest` back from the registry, verified against the digest.
+    pub async fn fetch(&self, digest: &str) -> Result<Vec<u8>> {
+        let reference: Reference = format!(
+            "{}/{}:{}",
+            self.push_registry,
+            self.repository,
+            tag_for(digest)
+        )
+        .parse()
+        .map_err(|e| self.registry_error(format!("bad reference: {e}")))?;
+        let image = self
+            .client
+            .pull(
+                &reference,
+                &RegistryAuth::Anonymous,
+                vec![wasmfn_artifact::WASM_MEDIA_TYPE],
+            )
+            .await
+            .map_err(|e| self.registry_error(format!("pull {reference}: {e}")))?;
+        let [layer] = image.layers.as_slice() else {
+            return Err(self.registry_error(format!(
+                "{reference} has {} Wasm layers, expected one",
+                image.layers.len()
+            )));
+        };
+        let actual = wasmfn_artifact::sha256_digest(&layer.data);
+        if actual != digest {
+            return Err(
+                self.registry_error(format!("{reference} holds {actual}, expected {digest}"))
+            );
+        }
+        Ok(layer.data.to_vec())
+    }
 }
 
 #[cfg(test)]

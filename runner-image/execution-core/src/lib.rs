@@ -21,7 +21,8 @@ pub mod engine;
 pub mod interpreter;
 pub mod isolation;
 pub mod request;
-pub mod result;
+/// The result document (its own crate, so that readers such as the operator need no WasmEdge).
+pub use wasmfn_result as result;
 pub mod runtime;
 
 use std::path::Path;

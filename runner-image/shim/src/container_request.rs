@@ -21,6 +21,7 @@
 //! | `WASMFN_INVOKE` / `WASMFN_INVOKE_ARGS` | call this export of a library module with these JSON numbers | `_start` |
 //! | `WASMFN_AOT` | AOT form to use when it matches the module and runtime | `<module>.aot.so` if present; none for a packed artifact or a layer |
 //! | `WASMFN_RESULT_PATH` | where the result document goes | `/dev/termination-log` |
+//! | `WASMFN_GUEST_ENV` | the guest's whole environment as a JSON array of `KEY=VALUE` strings; the container's other variables (such as those the kubelet injects) are then not passed | the container's variables without the `WASMFN_` ones |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -140,10 +141,13 @@ pub(crate) fn container_run(
         .filter(|p| !p.is_empty())
         .unwrap_or(DEFAULT_RESULT_PATH)
         .into();
-    let guest_env = env
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with(SETTINGS_PREFIX))
-        .collect();
+    let guest_env = match setting(&env, "WASMFN_GUEST_ENV") {
+        Some(json) => guest_env_from_json(json)?,
+        None => env
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(SETTINGS_PREFIX))
+            .collect(),
+    };
     Ok(ContainerRun {
         request: RunRequest {
             module,
@@ -158,6 +162,24 @@ pub(crate) fn container_run(
         },
         result_path,
     })
+}
+
+/// Parses `WASMFN_GUEST_ENV`: `["KEY=VALUE", …]`, in the order given.
+fn guest_env_from_json(json: &str) -> Result<Vec<(String, String)>, BadSetting> {
+    let entries: Vec<String> = serde_json::from_str(json).map_err(|e| {
+        BadSetting(format!(
+            "WASMFN_GUEST_ENV is not a JSON array of KEY=VALUE strings: {e}"
+        ))
+    })?;
+    entries
+        .into_iter()
+        .map(|entry| match entry.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => Err(BadSetting(format!(
+                "WASMFN_GUEST_ENV entry {entry:?} is not KEY=VALUE"
+            ))),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -260,6 +282,38 @@ mod tests {
             run.request.aot.as_deref(),
             Some(Path::new("/aot/module.aot.so"))
         );
+    }
+
+    #[test]
+    fn an_explicit_guest_environment_replaces_the_containers() {
+        let run = container_run(
+            &strings(&["/m.wasm"]),
+            &strings(&[
+                "KUBERNETES_SERVICE_HOST=10.0.0.1",
+                r#"WASMFN_GUEST_ENV=["B=2", "A=x=y"]"#,
+            ]),
+            ModuleOrigin::File("/m.wasm".into()),
+        )
+        .expect("valid");
+        assert_eq!(
+            run.request.env,
+            vec![
+                ("B".to_string(), "2".to_string()),
+                ("A".to_string(), "x=y".to_string())
+            ]
+        );
+        for bad in [
+            r#"WASMFN_GUEST_ENV={"A":"1"}"#,
+            r#"WASMFN_GUEST_ENV=["=1"]"#,
+        ] {
+            let e = container_run(
+                &strings(&["/m.wasm"]),
+                &strings(&[bad]),
+                ModuleOrigin::File("/m.wasm".into()),
+            )
+            .expect_err("rejected");
+            assert!(e.0.contains("WASMFN_GUEST_ENV"), "{}", e.0);
+        }
     }
 
     #[test]

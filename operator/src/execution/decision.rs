@@ -1,0 +1,518 @@
+//! The next step for an execution: a pure function of its status, its function, its latest
+//! run pod, the placement and the clock.
+//!
+//! Attempts are numbered from 1; a run pod's name and `wasmfn.dev/attempt` label carry its
+//! number, so a pod is created at most once per attempt (a second create of the same name is
+//! refused by the apiserver) and a restarted operator finds the pod it created before it could
+//! record it. The status is written after the pod exists and the result before the pod is
+//! deleted, so a crash between the two repeats only the second.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use wasmfn_api::{ExecutionPhase, WasmExecutionStatus};
+
+use super::outcome::{Loss, RunState};
+use super::placement::Placement;
+
+/// The condition reason while waiting to retry a lost attempt.
+pub const RETRYING: &str = "Retrying";
+
+/// The function as the execution sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FunctionState {
+    /// No WasmFunction of that name.
+    Missing,
+    /// Not Ready yet (compiling, waiting for its source).
+    NotReady {
+        /// Why, from the function's Ready condition.
+        message: String,
+    },
+    /// The function failed (invalid source, compile error).
+    Failed {
+        /// Why.
+        message: String,
+    },
+    /// Ready with a stored module.
+    Ready,
+}
+
+/// Everything [`decide`] looks at.
+#[derive(Clone, Debug)]
+pub struct Observation<'a> {
+    /// The current status.
+    pub status: Option<&'a WasmExecutionStatus>,
+    /// The function.
+    pub function: FunctionState,
+    /// Why the inputs cannot be run (too large, malformed), if so.
+    pub input_problem: Option<(&'static str, String)>,
+    /// The newest run pod's attempt number and state.
+    pub pod: Option<(i32, RunState)>,
+    /// Where a new attempt would run.
+    pub placement: &'a Placement,
+    /// `spec.retries`.
+    pub retries: i32,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// The result is recorded: clean up, expire.
+    Done,
+    /// Wait (phase Pending) with this reason and message.
+    Wait {
+        /// Condition reason.
+        reason: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// Fail without running (phase Failed).
+    Fail {
+        /// Condition reason.
+        reason: &'static str,
+        /// Why.
+        message: String,
+        /// Attempts made.
+        attempts: i32,
+    },
+    /// Create the pod for this attempt where the placement says.
+    Start {
+        /// The attempt number.
+        attempt: i32,
+    },
+    /// The attempt is under way: reflect its state.
+    Track {
+        /// The attempt.
+        attempt: i32,
+        /// Its state (Starting or Running).
+        state: RunState,
+    },
+    /// The attempt ended: record its result.
+    Record {
+        /// The attempt.
+        attempt: i32,
+        /// Its final state (Finished or Failed).
+        state: RunState,
+    },
+    /// The attempt was lost; try again at `at`.
+    Retry {
+        /// The lost attempt.
+        attempt: i32,
+        /// How it was lost.
+        loss: Loss,
+        /// Details.
+        message: String,
+        /// When the next attempt may start.
+        at: Timestamp,
+    },
+    /// Waiting for a retry's backoff to pass.
+    BackOff {
+        /// How long is left.
+        remaining: Duration,
+    },
+}
+
+/// Delay before the attempt after `lost` attempts: 1 s, 2 s, 4 s … at most 30 s.
+pub fn retry_delay(lost: i32) -> Duration {
+    let exponent = u32::try_from(lost.saturating_sub(1)).unwrap_or(0).min(5);
+    Duration::from_secs(1 << exponent).min(Duration::from_secs(30))
+}
+
+fn finished(status: Option<&WasmExecutionStatus>) -> bool {
+    matches!(
+        status.and_then(|s| s.phase),
+        Some(ExecutionPhase::Succeeded | ExecutionPhase::Failed | ExecutionPhase::TimedOut)
+    )
+}
+
+fn retrying(status: Option<&WasmExecutionStatus>) -> bool {
+    status.is_some_and(|s| {
+        s.phase == Some(ExecutionPhase::Pending)
+            && s.conditions.iter().any(|c| c.reason == RETRYING)
+    })
+}
+
+/// Decides the next step.
+pub fn decide(o: &Observation<'_>) -> Step {
+    if finished(o.status) {
+        return Step::Done;
+    }
+    let recorded = o.status.map(|s| s.attempts).unwrap_or(0);
+    let latest = o.pod.as_ref().map(|(attempt, _)| *attempt).unwrap_or(0);
+    let attempt = recorded.max(latest);
+    let waiting_to_retry = retrying(o.status) && latest <= recorded;
+
+    if !waiting_to_retry {
+        // The current attempt's pod, if it exists, says how it is going.
+        if let Some((pod_attempt, state)) = &o.pod {
+            if *pod_attempt == attempt {
+                return match state {
+                    RunState::Starting { .. } | RunState::Running { .. } => Step::Track {
+                        attempt,
+                        state: state.clone(),
+                    },
+                    RunState::Finished { .. } | RunState::Failed { .. } => Step::Record {
+                        attempt,
+                        state: state.clone(),
+                    },
+                    RunState::Lost { loss, message } => lose(o, attempt, *loss, message.clone()),
+                };
+            }
+        }
+        if attempt > 0 {
+            // The attempt's pod is gone without a trace of its result.
+            return lose(
+                o,
+                attempt,
+                Loss::PodDeleted,
+                "the run pod disappeared before it finished".into(),
+            );
+        }
+    } else if let Some(at) = o.status.and_then(|s| s.next_attempt_time.as_ref()) {
+        let remaining = at.0.duration_since(o.now);
+        if remaining.is_positive() {
+            return Step::BackOff {
+                remaining: Duration::try_from(remaining).unwrap_or(Duration::from_secs(1)),
+            };
+        }
+    }
+
+    match &o.function {
+        FunctionState::Missing => {
+            return Step::Wait {
+                reason: "FunctionNotFound",
+                message: "the WasmFunction does not exist (yet); the execution runs once it is created and Ready".into(),
+            }
+        }
+        FunctionState::Failed { message } => {
+            return Step::Fail {
+                reason: "FunctionFailed",
+                message: format!("the function failed: {message}"),
+                attempts: attempt,
+            }
+        }
+        FunctionState::NotReady { message } => {
+            return Step::Wait {
+                reason: "FunctionNotReady",
+                message: format!("waiting for the function to become Ready: {message}"),
+            }
+        }
+        FunctionState::Ready => {}
+    }
+    if let Some((reason, message)) = &o.input_problem {
+        return Step::Fail {
+            reason,
+            message: message.clone(),
+            attempts: attempt,
+        };
+    }
+    if let Placement::Wait { reason } = o.placement {
+        return Step::Wait {
+            reason: "Unschedulable",
+            message: reason.clone(),
+        };
+    }
+    Step::Start {
+        attempt: attempt + 1,
+    }
+}
+
+fn lose(o: &Observation<'_>, attempt: i32, loss: Loss, message: String) -> Step {
+    if attempt <= o.retries {
+        let delay = retry_delay(attempt);
+        let at = o
+            .now
+            .checked_add(k8s_openapi::jiff::SignedDuration::try_from(delay).unwrap_or_default())
+            .unwrap_or(o.now);
+        Step::Retry {
+            attempt,
+            loss,
+            message,
+            at,
+        }
+    } else {
+        let tries = if attempt == 1 {
+            "no retries allowed".to_owned()
+        } else {
+            format!("after {attempt} attempts")
+        };
+        Step::Fail {
+            reason: loss.reason(),
+            message: format!("attempt {attempt} was lost ({message}); {tries}"),
+            attempts: attempt,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use wasmfn_result::{Reason, ResultDocument, RuntimeInfo};
+
+    use crate::execution::outcome::PlatformFailure;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_000_000).unwrap()
+    }
+
+    fn wasm() -> Placement {
+        Placement::Wasm {
+            runtime_class: "wasmedge".into(),
+            tolerations: vec![],
+            nodes: vec!["a".into()],
+            reason: "a".into(),
+        }
+    }
+
+    fn observe<'a>(
+        status: Option<&'a WasmExecutionStatus>,
+        pod: Option<(i32, RunState)>,
+        placement: &'a Placement,
+    ) -> Observation<'a> {
+        Observation {
+            status,
+            function: FunctionState::Ready,
+            input_problem: None,
+            pod,
+            placement,
+            retries: 1,
+            now: now(),
+        }
+    }
+
+    fn status(phase: ExecutionPhase, attempts: i32, reason: &str) -> WasmExecutionStatus {
+        WasmExecutionStatus {
+            phase: Some(phase),
+            attempts,
+            conditions: vec![Condition {
+                type_: "Succeeded".into(),
+                status: "Unknown".into(),
+                reason: reason.into(),
+                message: reason.into(),
+                observed_generation: None,
+                last_transition_time: Time(now()),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn running() -> RunState {
+        RunState::Running {
+            node: Some("a".into()),
+            started: None,
+        }
+    }
+
+    fn finished_state() -> RunState {
+        RunState::Finished {
+            node: Some("a".into()),
+            started: None,
+            finished: None,
+            document: Box::new(ResultDocument::new(
+                Reason::Completed,
+                RuntimeInfo {
+                    name: "wasmedge".into(),
+                    version: "x".into(),
+                    aot: false,
+                    aot_rejected: None,
+                },
+            )),
+        }
+    }
+
+    fn lost() -> RunState {
+        RunState::Lost {
+            loss: Loss::PodEvicted,
+            message: "evicted".into(),
+        }
+    }
+
+    #[test]
+    fn a_new_execution_starts_its_first_attempt() {
+        let p = wasm();
+        assert_eq!(decide(&observe(None, None, &p)), Step::Start { attempt: 1 });
+    }
+
+    #[test]
+    fn the_function_gates_the_start() {
+        let p = wasm();
+        let mut o = observe(None, None, &p);
+        o.function = FunctionState::Missing;
+        assert!(matches!(
+            decide(&o),
+            Step::Wait {
+                reason: "FunctionNotFound",
+                ..
+            }
+        ));
+        o.function = FunctionState::NotReady {
+            message: "compiling".into(),
+        };
+        assert!(
+            matches!(decide(&o), Step::Wait { reason: "FunctionNotReady", message } if message.contains("compiling"))
+        );
+        o.function = FunctionState::Failed {
+            message: "syntax error".into(),
+        };
+        assert!(
+            matches!(decide(&o), Step::Fail { reason: "FunctionFailed", message, attempts: 0 } if message.contains("syntax error"))
+        );
+        o.function = FunctionState::Ready;
+        o.input_problem = Some(("InputTooLarge", "stdin is 300 KiB".into()));
+        assert!(matches!(
+            decide(&o),
+            Step::Fail {
+                reason: "InputTooLarge",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn waiting_placement_is_unschedulable() {
+        let p = Placement::Wait {
+            reason: "no WasmEdge node".into(),
+        };
+        assert!(matches!(
+            decide(&observe(None, None, &p)),
+            Step::Wait { reason: "Unschedulable", message } if message == "no WasmEdge node"
+        ));
+    }
+
+    #[test]
+    fn a_finished_execution_is_done_whatever_else_is_seen() {
+        let p = wasm();
+        for phase in [
+            ExecutionPhase::Succeeded,
+            ExecutionPhase::Failed,
+            ExecutionPhase::TimedOut,
+        ] {
+            let s = status(phase, 1, "x");
+            assert_eq!(
+                decide(&observe(Some(&s), Some((1, lost())), &p)),
+                Step::Done
+            );
+        }
+    }
+
+    #[test]
+    fn the_current_attempts_pod_is_tracked_or_recorded() {
+        let p = wasm();
+        let s = status(ExecutionPhase::Scheduled, 1, "Scheduled");
+        assert!(matches!(
+            decide(&observe(Some(&s), Some((1, running())), &p)),
+            Step::Track { attempt: 1, .. }
+        ));
+        assert!(matches!(
+            decide(&observe(Some(&s), Some((1, finished_state())), &p)),
+            Step::Record { attempt: 1, .. }
+        ));
+        let failed = RunState::Failed {
+            node: None,
+            started: None,
+            finished: None,
+            failure: PlatformFailure {
+                reason: "OOMKilled",
+                message: String::new(),
+                exit_code: Some(137),
+            },
+        };
+        assert!(matches!(
+            decide(&observe(Some(&s), Some((1, failed)), &p)),
+            Step::Record { attempt: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn a_pod_created_before_a_crash_is_adopted_not_duplicated() {
+        // The status never recorded attempt 1, but its pod exists.
+        let p = wasm();
+        assert!(matches!(
+            decide(&observe(None, Some((1, running())), &p)),
+            Step::Track { attempt: 1, .. }
+        ));
+        let s = status(ExecutionPhase::Pending, 0, "FunctionNotReady");
+        assert!(matches!(
+            decide(&observe(Some(&s), Some((1, finished_state())), &p)),
+            Step::Record { attempt: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn lost_attempts_retry_with_backoff_until_retries_run_out() {
+        let p = wasm();
+        let s = status(ExecutionPhase::Running, 1, "Running");
+        match decide(&observe(Some(&s), Some((1, lost())), &p)) {
+            Step::Retry {
+                attempt: 1,
+                loss: Loss::PodEvicted,
+                at,
+                ..
+            } => assert_eq!(at.duration_since(now()).as_secs(), 1),
+            other => panic!("{other:?}"),
+        }
+        // A vanished pod is a deletion.
+        assert!(matches!(
+            decide(&observe(Some(&s), None, &p)),
+            Step::Retry {
+                loss: Loss::PodDeleted,
+                ..
+            }
+        ));
+        // With retries spent, the loss is final.
+        let s = status(ExecutionPhase::Running, 2, "Running");
+        match decide(&observe(Some(&s), Some((2, lost())), &p)) {
+            Step::Fail {
+                reason: "PodEvicted",
+                message,
+                attempts: 2,
+            } => assert!(message.contains("after 2 attempts"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        let mut o = observe(Some(&s), Some((2, lost())), &p);
+        o.retries = 0;
+        let s1 = status(ExecutionPhase::Running, 1, "Running");
+        o.status = Some(&s1);
+        o.pod = None;
+        assert!(
+            matches!(decide(&o), Step::Fail { reason: "PodDeleted", message, .. } if message.contains("no retries"))
+        );
+    }
+
+    #[test]
+    fn a_retry_waits_for_its_time_then_starts_the_next_attempt() {
+        let p = wasm();
+        let mut s = status(ExecutionPhase::Pending, 1, RETRYING);
+        s.next_attempt_time = Some(Time(
+            now()
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(3))
+                .unwrap(),
+        ));
+        // The lost pod may still be around (terminating): it is not counted twice.
+        assert_eq!(
+            decide(&observe(Some(&s), Some((1, lost())), &p)),
+            Step::BackOff {
+                remaining: Duration::from_secs(3)
+            }
+        );
+        s.next_attempt_time = Some(Time(now()));
+        assert_eq!(
+            decide(&observe(Some(&s), Some((1, lost())), &p)),
+            Step::Start { attempt: 2 }
+        );
+        // Once attempt 2's pod exists it is tracked even before the status says so.
+        assert!(matches!(
+            decide(&observe(Some(&s), Some((2, running())), &p)),
+            Step::Track { attempt: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn retry_delays_double_and_are_capped() {
+        let delays: Vec<u64> = (1..=8).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+}

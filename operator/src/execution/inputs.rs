@@ -1,0 +1,228 @@
+//! An execution's effective inputs and limits: its own settings over the function's defaults
+//! over the operator's. Pure; problems come back as a condition reason and a message.
+
+use wasmfn_api::{WasmExecutionSpec, WasmFunctionSpec};
+
+use super::run_pod::MAX_STDIN_BYTES;
+use crate::config::parse_quantity;
+
+/// Most bytes of each stream an execution may keep in its status.
+pub const MAX_OUTPUT_CAP: u64 = 65536;
+
+/// What the run pod gets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunInputs {
+    /// Stdin text, when any.
+    pub stdin: Option<String>,
+    /// Guest environment in order: the function's defaults, then the execution's (an entry of
+    /// the execution replaces the default of the same name in place).
+    pub env: Vec<(String, String)>,
+    /// Wall-clock limit.
+    pub timeout_ms: u64,
+    /// Linear-memory cap.
+    pub memory_bytes: u64,
+    /// Bytes of each stream kept in status.
+    pub max_output_bytes: u64,
+}
+
+/// The operator-wide defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct Defaults {
+    /// Timeout, ms.
+    pub timeout_ms: u64,
+    /// Memory cap, bytes.
+    pub memory_bytes: u64,
+    /// Output cap, bytes.
+    pub max_output_bytes: u64,
+}
+
+/// Resolves the inputs, or says why they cannot run.
+pub fn resolve(
+    execution: &WasmExecutionSpec,
+    function: &WasmFunctionSpec,
+    defaults: Defaults,
+) -> Result<RunInputs, (&'static str, String)> {
+    let stdin = match (&execution.stdin, &execution.input) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "InvalidSpec",
+                "set at most one of spec.stdin and spec.input".into(),
+            ))
+        }
+        (Some(text), None) => Some(text.clone()),
+        (None, Some(value)) => Some(value.to_string()),
+        (None, None) => None,
+    };
+    if let Some(stdin) = &stdin {
+        if stdin.len() > MAX_STDIN_BYTES {
+            return Err((
+                "InputTooLarge",
+                format!(
+                    "stdin is {} bytes; at most {MAX_STDIN_BYTES} (256 KiB) travel with an execution — pass larger inputs by reference",
+                    stdin.len()
+                ),
+            ));
+        }
+    }
+    let mut env: Vec<(String, String)> = Vec::new();
+    for var in function.defaults.env.iter().chain(&execution.env) {
+        let value = var.value.clone().unwrap_or_default();
+        match env.iter_mut().find(|(name, _)| *name == var.name) {
+            Some(existing) => existing.1 = value,
+            None => env.push((var.name.clone(), value)),
+        }
+    }
+    let timeout_ms = execution
+        .timeout_millis
+        .or(function.defaults.timeout_millis)
+        .map(|ms| u64::try_from(ms).unwrap_or(1).max(1))
+        .unwrap_or(defaults.timeout_ms);
+    let memory_bytes = match execution
+        .memory_limit
+        .as_deref()
+        .or(function.defaults.memory_limit.as_deref())
+    {
+        Some(text) => {
+            parse_quantity(text).map_err(|e| ("InvalidSpec", format!("memoryLimit: {e}")))?
+        }
+        None => defaults.memory_bytes,
+    };
+    if memory_bytes < 64 << 10 {
+        return Err((
+            "InvalidSpec",
+            format!("memoryLimit {memory_bytes} bytes is below one WebAssembly page (64Ki)"),
+        ));
+    }
+    let max_output_bytes = execution
+        .max_output_bytes
+        .map(|b| u64::try_from(b).unwrap_or(0))
+        .unwrap_or(defaults.max_output_bytes)
+        .min(MAX_OUTPUT_CAP);
+    Ok(RunInputs {
+        stdin,
+        env,
+        timeout_ms,
+        memory_bytes,
+        max_output_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmfn_api::{EnvVar, FunctionReference};
+
+    fn execution() -> WasmExecutionSpec {
+        serde_json::from_value(serde_json::json!({"functionRef": {"name": "f"}})).unwrap()
+    }
+
+    fn function() -> WasmFunctionSpec {
+        serde_json::from_value(serde_json::json!({
+            "language": "wat",
+            "source": {"code": "(module)"}
+        }))
+        .unwrap()
+    }
+
+    const DEFAULTS: Defaults = Defaults {
+        timeout_ms: 30_000,
+        memory_bytes: 128 << 20,
+        max_output_bytes: 4096,
+    };
+
+    fn var(name: &str, value: Option<&str>) -> EnvVar {
+        EnvVar {
+            name: name.into(),
+            value: value.map(String::from),
+        }
+    }
+
+    #[test]
+    fn the_operator_defaults_apply_to_a_bare_execution() {
+        let inputs = resolve(&execution(), &function(), DEFAULTS).unwrap();
+        assert_eq!(
+            inputs,
+            RunInputs {
+                stdin: None,
+                env: vec![],
+                timeout_ms: 30_000,
+                memory_bytes: 128 << 20,
+                max_output_bytes: 4096,
+            }
+        );
+        assert_eq!(
+            execution().function_ref,
+            FunctionReference { name: "f".into() }
+        );
+    }
+
+    #[test]
+    fn the_execution_wins_over_the_function_which_wins_over_the_operator() {
+        let mut f = function();
+        f.defaults.timeout_millis = Some(5000);
+        f.defaults.memory_limit = Some("64Mi".into());
+        f.defaults.env = vec![var("A", Some("1")), var("B", Some("2"))];
+        let inputs = resolve(&execution(), &f, DEFAULTS).unwrap();
+        assert_eq!((inputs.timeout_ms, inputs.memory_bytes), (5000, 64 << 20));
+        let mut e = execution();
+        e.timeout_millis = Some(100);
+        e.memory_limit = Some("16Mi".into());
+        e.env = vec![var("B", Some("x")), var("C", None)];
+        e.max_output_bytes = Some(1 << 20);
+        let inputs = resolve(&e, &f, DEFAULTS).unwrap();
+        assert_eq!((inputs.timeout_ms, inputs.memory_bytes), (100, 16 << 20));
+        assert_eq!(
+            inputs.env,
+            vec![
+                ("A".to_string(), "1".to_string()),
+                ("B".to_string(), "x".to_string()),
+                ("C".to_string(), String::new())
+            ]
+        );
+        assert_eq!(inputs.max_output_bytes, MAX_OUTPUT_CAP, "capped");
+    }
+
+    #[test]
+    fn stdin_comes_from_text_or_json_and_is_bounded() {
+        let mut e = execution();
+        e.stdin = Some("hello\n".into());
+        assert_eq!(
+            resolve(&e, &function(), DEFAULTS).unwrap().stdin.as_deref(),
+            Some("hello\n")
+        );
+        let mut e = execution();
+        e.input = Some(serde_json::json!({"n": 3}));
+        assert_eq!(
+            resolve(&e, &function(), DEFAULTS).unwrap().stdin.as_deref(),
+            Some(r#"{"n":3}"#)
+        );
+        e.stdin = Some("x".into());
+        assert_eq!(
+            resolve(&e, &function(), DEFAULTS).unwrap_err().0,
+            "InvalidSpec"
+        );
+        let mut e = execution();
+        e.stdin = Some("x".repeat(MAX_STDIN_BYTES));
+        assert!(
+            resolve(&e, &function(), DEFAULTS).is_ok(),
+            "exactly the limit is fine"
+        );
+        e.stdin = Some("x".repeat(MAX_STDIN_BYTES + 1));
+        let (reason, message) = resolve(&e, &function(), DEFAULTS).unwrap_err();
+        assert_eq!(reason, "InputTooLarge");
+        assert!(message.contains("262145"), "{message}");
+    }
+
+    #[test]
+    fn unusable_memory_limits_are_refused() {
+        for bad in ["12Ti", "1k"] {
+            let mut e = execution();
+            e.memory_limit = Some(bad.into());
+            assert_eq!(
+                resolve(&e, &function(), DEFAULTS).unwrap_err().0,
+                "InvalidSpec",
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,683 @@
+//! What a run pod says about its attempt: still starting, running, finished (with the result
+//! document from its termination message), or lost to the platform. Pure.
+//!
+//! The result document decides whenever the container wrote one — even on a pod that is being
+//! deleted, the guest's own outcome stands. Without one, the pod's own status decides:
+//! eviction, deletion or a lost node are the platform's failures (retried per `retries`);
+//! an OOM kill, the pod's deadline or an unreadable result are final.
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use wasmfn_result::{Reason, ResultDocument, KIND};
+
+use super::run_pod::CONTAINER;
+
+/// How an attempt that produced no result document was lost to the platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// The kubelet evicted the pod (node pressure) or refused to admit it.
+    PodEvicted,
+    /// The pod was deleted before it finished.
+    PodDeleted,
+    /// The node went away or was shut down.
+    NodeLost,
+}
+
+impl Loss {
+    /// The condition reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Loss::PodEvicted => "PodEvicted",
+            Loss::PodDeleted => "PodDeleted",
+            Loss::NodeLost => "NodeLost",
+        }
+    }
+}
+
+/// A final outcome without a result document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlatformFailure {
+    /// `TimedOut`, `OOMKilled`, `PodStartFailed` or `ResultUnreadable`.
+    pub reason: &'static str,
+    /// What happened, for people.
+    pub message: String,
+    /// The container's exit code, when it ran.
+    pub exit_code: Option<i32>,
+}
+
+/// The attempt's state.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunState {
+    /// Not running yet: unscheduled, pulling, creating.
+    Starting {
+        /// The node, once scheduled.
+        node: Option<String>,
+        /// Why it is waiting, when Kubernetes says (`Unschedulable: …`, `ErrImagePull: …`).
+        detail: Option<String>,
+    },
+    /// The guest is running.
+    Running {
+        /// The node.
+        node: Option<String>,
+        /// When the container started.
+        started: Option<Time>,
+    },
+    /// The guest finished and wrote its result document.
+    Finished {
+        /// The node.
+        node: Option<String>,
+        /// When the container started and finished.
+        started: Option<Time>,
+        /// When it finished.
+        finished: Option<Time>,
+        /// The document.
+        document: Box<ResultDocument>,
+    },
+    /// The attempt ended without a document and that is final.
+    Failed {
+        /// The node.
+        node: Option<String>,
+        /// When the container started and finished.
+        started: Option<Time>,
+        /// When it finished.
+        finished: Option<Time>,
+        /// What happened.
+        failure: PlatformFailure,
+    },
+    /// The platform lost the attempt (retryable).
+    Lost {
+        /// How.
+        loss: Loss,
+        /// What happened, for people.
+        message: String,
+    },
+}
+
+/// Parses a termination message as a result document (`None` when it is not one).
+pub fn parse_document(message: &str) -> Option<ResultDocument> {
+    let document: ResultDocument = serde_json::from_str(message.trim()).ok()?;
+    (document.kind == KIND).then_some(document)
+}
+
+/// Reads the attempt's state from its pod.
+pub fn run_state(pod: &Pod) -> RunState {
+    let status = pod.status.clone().unwrap_or_default();
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let container = status
+        .container_statuses
+        .as_ref()
+        .and_then(|c| c.iter().find(|c| c.name == CONTAINER));
+    let state = container.and_then(|c| c.state.clone()).unwrap_or_default();
+    let phase = status.phase.as_deref().unwrap_or("Pending");
+    let pod_reason = status.reason.as_deref().unwrap_or("");
+    let pod_message = status.message.clone().unwrap_or_default();
+    let deleting = pod.metadata.deletion_timestamp.is_some();
+
+    if let Some(terminated) = &state.terminated {
+        let started = terminated.started_at.clone();
+        let finished = terminated.finished_at.clone();
+        if let Some(document) = terminated.message.as_deref().and_then(parse_document) {
+            return RunState::Finished {
+                node,
+                started,
+                finished,
+                document: Box::new(document),
+            };
+        }
+        if deleting {
+            return lost(
+                Loss::PodDeleted,
+                "the run pod was deleted while the guest ran",
+            );
+        }
+        if terminated.reason.as_deref() == Some("OOMKilled") {
+            return RunState::Failed {
+                node,
+                started,
+                finished,
+                failure: PlatformFailure {
+                    reason: "OOMKilled",
+                    message: "the run pod exceeded its memory limit (guest memory cap plus the runtime's overhead) and was killed".into(),
+                    exit_code: Some(terminated.exit_code),
+                },
+            };
+        }
+        if let Some(loss) = pod_loss(pod_reason) {
+            return lost(loss, &pod_message);
+        }
+        if pod_reason == "DeadlineExceeded" {
+            return RunState::Failed {
+                node,
+                started,
+                finished,
+                failure: deadline_failure(&pod_message, true),
+            };
+        }
+        return RunState::Failed {
+            node,
+            started,
+            finished,
+            failure: PlatformFailure {
+                reason: "ResultUnreadable",
+                message: format!(
+                    "the runner exited with code {} ({}) without a result document{}",
+                    terminated.exit_code,
+                    terminated.reason.as_deref().unwrap_or("no reason"),
+                    terminated
+                        .message
+                        .as_deref()
+                        .filter(|m| !m.trim().is_empty())
+                        .map(|m| format!(": {}", m.trim()))
+                        .unwrap_or_default()
+                ),
+                exit_code: Some(terminated.exit_code),
+            },
+        };
+    }
+    if deleting {
+        return lost(
+            Loss::PodDeleted,
+            "the run pod was deleted before it finished",
+        );
+    }
+    if phase == "Failed" {
+        if let Some(loss) = pod_loss(pod_reason) {
+            return lost(loss, &pod_message);
+        }
+        let ran = state.running.is_some();
+        let failure = if pod_reason == "DeadlineExceeded" {
+            deadline_failure(&pod_message, ran)
+        } else {
+            PlatformFailure {
+                reason: "PodStartFailed",
+                message: format!("the run pod failed: {pod_reason} {pod_message}")
+                    .trim()
+                    .to_owned(),
+                exit_code: None,
+            }
+        };
+        return RunState::Failed {
+            node,
+            started: None,
+            finished: None,
+            failure,
+        };
+    }
+    if let Some(running) = &state.running {
+        return RunState::Running {
+            node,
+            started: running.started_at.clone(),
+        };
+    }
+    let detail = state
+        .waiting
+        .as_ref()
+        .and_then(|w| w.reason.as_ref().map(|r| (r, w.message.as_deref())))
+        .filter(|(reason, _)| reason.as_str() != "ContainerCreating")
+        .map(|(reason, message)| format!("{reason}: {}", message.unwrap_or("")))
+        .or_else(|| {
+            status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+                .map(|c| {
+                    format!(
+                        "{}: {}",
+                        c.reason.as_deref().unwrap_or("Unschedulable"),
+                        c.message.as_deref().unwrap_or("")
+                    )
+                })
+        })
+        .map(|d| d.trim_end_matches([' ', ':']).to_owned());
+    RunState::Starting { node, detail }
+}
+
+fn lost(loss: Loss, message: &str) -> RunState {
+    RunState::Lost {
+        loss,
+        message: message.trim().to_owned(),
+    }
+}
+
+fn pod_loss(pod_reason: &str) -> Option<Loss> {
+    match pod_reason {
+        "Evicted" | "UnexpectedAdmissionError" | "OutOfmemory" | "OutOfcpu" | "OutOfpods" => {
+            Some(Loss::PodEvicted)
+        }
+        "NodeLost" | "Shutdown" | "Terminated" | "NodeShutdown" => Some(Loss::NodeLost),
+        _ => None,
+    }
+}
+
+fn deadline_failure(pod_message: &str, ran: bool) -> PlatformFailure {
+    if ran {
+        PlatformFailure {
+            reason: "TimedOut",
+            message: format!(
+                "the run pod passed its deadline (timeout plus grace) and was stopped: {pod_message}"
+            )
+            .trim_end_matches([' ', ':'])
+            .to_owned(),
+            exit_code: None,
+        }
+    } else {
+        PlatformFailure {
+            reason: "PodStartFailed",
+            message: "the run pod never started its container before the deadline (image pull or volume problems: kubectl describe the pod)".into(),
+            exit_code: None,
+        }
+    }
+}
+
+/// The part of a result that goes into status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResultFields {
+    /// The condition reason (`Succeeded` or the document's failure reason).
+    pub reason: String,
+    /// True for a completed run.
+    pub succeeded: bool,
+    /// True when the guest timed out.
+    pub timed_out: bool,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// The start of stdout, at most `cap` bytes.
+    pub stdout: String,
+    /// The start of stderr, at most `cap` bytes.
+    pub stderr: String,
+    /// stdout holds less than the guest wrote.
+    pub stdout_truncated: bool,
+    /// stderr holds less than the guest wrote.
+    pub stderr_truncated: bool,
+    /// Full sizes.
+    pub stdout_bytes: u64,
+    /// Full sizes.
+    pub stderr_bytes: u64,
+    /// stdout as JSON, when all of it is here and parses.
+    pub result: Option<serde_json::Value>,
+    /// A sentence about the outcome.
+    pub message: String,
+    /// Guest run time in ms.
+    pub duration_ms: f64,
+    /// The module that ran.
+    pub digest: Option<String>,
+    /// Whether AOT code ran.
+    pub aot: bool,
+}
+
+/// Whether the pod log is worth reading for `document`: stdout was cut in the document, the
+/// status may hold more of it, and stderr is empty (the log interleaves both streams, so only
+/// then is it exactly stdout).
+pub fn wants_log(document: &ResultDocument, cap: u64) -> bool {
+    let head = document.stdout.head_len() as u64;
+    document.stdout.truncated && head < cap && document.stderr.size == 0
+}
+
+/// The bytes of the log to request for `document` (at most the cap).
+pub fn log_limit(document: &ResultDocument, cap: u64) -> u64 {
+    document.stdout.size.min(cap)
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Maps a document (and, when read, the start of the pod log) to status fields; `cap` is the
+/// execution's `maxOutputBytes`.
+pub fn result_fields(document: &ResultDocument, log: Option<&str>, cap: u64) -> ResultFields {
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    let head = String::from_utf8_lossy(&document.stdout.head_bytes()).into_owned();
+    // The log is stdout only if it starts like the document's head.
+    let stdout_text = match log {
+        Some(log) if log.len() > head.len() && log.starts_with(&head) => log.to_owned(),
+        _ => head,
+    };
+    let stdout = cut(&stdout_text, cap).to_owned();
+    let stderr_text = String::from_utf8_lossy(&document.stderr.head_bytes()).into_owned();
+    let stderr = cut(&stderr_text, cap).to_owned();
+    let stdout_truncated = (stdout.len() as u64) < document.stdout.size;
+    let stderr_truncated = (stderr.len() as u64) < document.stderr.size;
+    let result = (!stdout_truncated)
+        .then(|| serde_json::from_str::<serde_json::Value>(stdout.trim()).ok())
+        .flatten()
+        .filter(|_| !stdout.trim().is_empty());
+    let succeeded = document.reason.succeeded();
+    let reason = if succeeded {
+        "Succeeded".to_owned()
+    } else {
+        document.reason.as_str().to_owned()
+    };
+    let mut message = match (document.reason, document.exit_code) {
+        (Reason::Completed, _) => "the guest completed".to_owned(),
+        (Reason::NonZeroExit, Some(code)) => format!("the guest exited with code {code}"),
+        (reason, _) => format!("the run ended with {reason}"),
+    };
+    if !document.message.is_empty() {
+        message = format!("{message}: {}", document.message);
+    }
+    if stdout_truncated {
+        message = format!(
+            "{message} (stdout is {} bytes; status keeps the first {})",
+            document.stdout.size,
+            stdout.len()
+        );
+    }
+    ResultFields {
+        reason,
+        succeeded,
+        timed_out: document.reason == Reason::TimedOut,
+        exit_code: document.exit_code,
+        stdout,
+        stderr,
+        stdout_truncated,
+        stderr_truncated,
+        stdout_bytes: document.stdout.size,
+        stderr_bytes: document.stderr.size,
+        result,
+        message,
+        duration_ms: document.timings.total_ms,
+        digest: document.module.as_ref().map(|m| m.sha256.clone()),
+        aot: document.runtime.aot,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+        ContainerStatus, PodCondition, PodSpec, PodStatus,
+    };
+    use wasmfn_result::{RuntimeInfo, StreamSummary};
+
+    fn runtime() -> RuntimeInfo {
+        RuntimeInfo {
+            name: "wasmedge".into(),
+            version: "0.14".into(),
+            aot: false,
+            aot_rejected: None,
+        }
+    }
+
+    fn document(reason: Reason, stdout: &[u8], stderr: &[u8]) -> ResultDocument {
+        let mut doc = ResultDocument::new(reason, runtime());
+        doc.stdout = StreamSummary::from_bytes(stdout);
+        doc.stderr = StreamSummary::from_bytes(stderr);
+        if reason == Reason::Completed {
+            doc.exit_code = Some(0);
+        }
+        doc
+    }
+
+    fn pod(phase: &str, state: ContainerState) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                node_name: Some("a".into()),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: CONTAINER.into(),
+                    state: Some(state),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn terminated(exit: i32, reason: &str, message: Option<String>) -> ContainerState {
+        ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: exit,
+                reason: Some(reason.into()),
+                message,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_document_decides_even_on_a_pod_being_deleted() {
+        let doc = document(Reason::NonZeroExit, b"", b"");
+        let mut p = pod("Failed", terminated(3, "Error", Some(doc.to_json())));
+        p.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        match run_state(&p) {
+            RunState::Finished { node, document, .. } => {
+                assert_eq!(node.as_deref(), Some("a"));
+                assert_eq!(document.reason, Reason::NonZeroExit);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pods_without_a_document_map_to_losses_and_failures() {
+        let with_reason = |mut p: Pod, reason: &str| {
+            p.status.as_mut().unwrap().reason = Some(reason.into());
+            p
+        };
+        // Deleted while running.
+        let mut p = pod("Running", terminated(137, "Error", None));
+        p.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert!(matches!(
+            run_state(&p),
+            RunState::Lost {
+                loss: Loss::PodDeleted,
+                ..
+            }
+        ));
+        // Deleted before starting.
+        let mut p = pod("Pending", ContainerState::default());
+        p.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert!(matches!(
+            run_state(&p),
+            RunState::Lost {
+                loss: Loss::PodDeleted,
+                ..
+            }
+        ));
+        // Evicted, node lost.
+        let p = with_reason(pod("Failed", ContainerState::default()), "Evicted");
+        assert!(matches!(
+            run_state(&p),
+            RunState::Lost {
+                loss: Loss::PodEvicted,
+                ..
+            }
+        ));
+        let p = with_reason(pod("Failed", terminated(137, "Error", None)), "NodeLost");
+        assert!(matches!(
+            run_state(&p),
+            RunState::Lost {
+                loss: Loss::NodeLost,
+                ..
+            }
+        ));
+        // OOM kill is final.
+        let p = pod("Failed", terminated(137, "OOMKilled", None));
+        assert!(matches!(
+            run_state(&p),
+            RunState::Failed {
+                failure: PlatformFailure {
+                    reason: "OOMKilled",
+                    exit_code: Some(137),
+                    ..
+                },
+                ..
+            }
+        ));
+        // Deadline: TimedOut when the guest ran, PodStartFailed when it never started.
+        let p = with_reason(
+            pod("Failed", terminated(137, "Error", None)),
+            "DeadlineExceeded",
+        );
+        assert!(matches!(
+            run_state(&p),
+            RunState::Failed {
+                failure: PlatformFailure {
+                    reason: "TimedOut",
+                    ..
+                },
+                ..
+            }
+        ));
+        let waiting = ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ContainerCreating".into()),
+                message: None,
+            }),
+            ..Default::default()
+        };
+        let p = with_reason(pod("Failed", waiting), "DeadlineExceeded");
+        assert!(matches!(
+            run_state(&p),
+            RunState::Failed {
+                failure: PlatformFailure {
+                    reason: "PodStartFailed",
+                    ..
+                },
+                ..
+            }
+        ));
+        // A runner that died without writing a document.
+        let p = pod("Failed", terminated(139, "Error", Some("segfault".into())));
+        match run_state(&p) {
+            RunState::Failed { failure, .. } => {
+                assert_eq!(failure.reason, "ResultUnreadable");
+                assert!(failure.message.contains("139") && failure.message.contains("segfault"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Some other text in the termination message is not a document.
+        let p = pod(
+            "Failed",
+            terminated(1, "Error", Some(r#"{"kind":"Other"}"#.into())),
+        );
+        assert!(matches!(run_state(&p), RunState::Failed { .. }));
+    }
+
+    #[test]
+    fn starting_and_running_pods_say_where_and_why() {
+        let running = ContainerState {
+            running: Some(ContainerStateRunning { started_at: None }),
+            ..Default::default()
+        };
+        assert!(matches!(
+            run_state(&pod("Running", running)),
+            RunState::Running { node: Some(n), .. } if n == "a"
+        ));
+        let pulling = ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ErrImagePull".into()),
+                message: Some("not found".into()),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            run_state(&pod("Pending", pulling)),
+            RunState::Starting {
+                node: Some("a".into()),
+                detail: Some("ErrImagePull: not found".into())
+            }
+        );
+        let mut unscheduled = pod("Pending", ContainerState::default());
+        unscheduled.spec.as_mut().unwrap().node_name = None;
+        unscheduled.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+            type_: "PodScheduled".into(),
+            status: "False".into(),
+            reason: Some("Unschedulable".into()),
+            message: Some("0/2 nodes are available".into()),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            run_state(&unscheduled),
+            RunState::Starting {
+                node: None,
+                detail: Some("Unschedulable: 0/2 nodes are available".into())
+            }
+        );
+    }
+
+    #[test]
+    fn json_stdout_becomes_the_result_and_text_does_not() {
+        let fields = result_fields(
+            &document(Reason::Completed, b"{\"sum\": 3}\n", b""),
+            None,
+            4096,
+        );
+        assert!(fields.succeeded);
+        assert_eq!(fields.reason, "Succeeded");
+        assert_eq!(fields.result, Some(serde_json::json!({"sum": 3})));
+        let fields = result_fields(&document(Reason::Completed, b"hello\n", b""), None, 4096);
+        assert_eq!(fields.result, None);
+        assert_eq!(fields.stdout, "hello\n");
+        let fields = result_fields(&document(Reason::Completed, b"", b""), None, 4096);
+        assert_eq!(fields.result, None);
+    }
+
+    #[test]
+    fn output_is_capped_and_the_full_size_reported() {
+        let big = vec![b'x'; 1 << 20];
+        let doc: ResultDocument =
+            serde_json::from_str(&document(Reason::Completed, &big, b"").to_json()).unwrap();
+        assert!(doc.stdout.truncated);
+        assert!(wants_log(&doc, 65536));
+        assert_eq!(log_limit(&doc, 65536), 65536);
+        assert!(
+            !wants_log(&doc, 100),
+            "the document's head already covers a small cap"
+        );
+        // With the log's first 64 KiB.
+        let log = "x".repeat(65536);
+        let fields = result_fields(&doc, Some(&log), 65536);
+        assert_eq!(fields.stdout.len(), 65536);
+        assert!(fields.stdout_truncated);
+        assert_eq!(fields.stdout_bytes, 1 << 20);
+        assert!(fields.message.contains("1048576"), "{}", fields.message);
+        // Without the log: the document's head, still flagged.
+        let fields = result_fields(&doc, None, 65536);
+        assert!(fields.stdout.len() < 4096 && fields.stdout_truncated);
+        // A log that does not start like the head is not trusted.
+        let fields = result_fields(&doc, Some(&"y".repeat(65536)), 65536);
+        assert!(fields.stdout.starts_with('x'));
+        // A small cap cuts the head.
+        let fields = result_fields(&document(Reason::Completed, b"abcdef", b""), None, 3);
+        assert_eq!(
+            (fields.stdout.as_str(), fields.stdout_truncated),
+            ("abc", true)
+        );
+        // Output on stderr means the log is not stdout alone.
+        let doc: ResultDocument =
+            serde_json::from_str(&document(Reason::Completed, &big, b"warn").to_json()).unwrap();
+        assert!(!wants_log(&doc, 65536));
+    }
+
+    #[test]
+    fn failures_keep_their_reason_and_exit_code() {
+        let mut doc = document(Reason::NonZeroExit, b"", b"boom");
+        doc.exit_code = Some(3);
+        let fields = result_fields(&doc, None, 4096);
+        assert!(!fields.succeeded);
+        assert_eq!(fields.reason, "NonZeroExit");
+        assert_eq!(fields.exit_code, Some(3));
+        assert_eq!(fields.stderr, "boom");
+        assert!(fields.message.contains("code 3"));
+        let mut doc = document(Reason::TimedOut, b"", b"");
+        doc.set_message("stopped after 100 ms");
+        let fields = result_fields(&doc, None, 4096);
+        assert!(fields.timed_out);
+        assert!(fields.message.contains("stopped after 100 ms"));
+    }
+}

@@ -1,0 +1,601 @@
+//! The reconciler: fetch (the function, the run pods, the observed nodes) → [`decide`] → apply.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use tracing::{info, instrument, warn};
+use wasmfn_api::{
+    ExecutionPhase, FunctionPhase, WasmExecution, WasmExecutionStatus, WasmFunction, API_VERSION,
+};
+
+use super::decision::{decide, FunctionState, Observation, Step};
+use super::inputs::{resolve, Defaults, RunInputs};
+use super::outcome::{log_limit, result_fields, run_state, wants_log, RunState};
+use super::placement::{place, NodeView, Placement, Policy, RuntimeClassView, Taint, Toleration};
+use super::run_pod::{
+    input_config_map, input_config_map_name, run_pod, ModuleMount, PodSettings, RunSpec,
+    ATTEMPT_LABEL, CONTAINER, EXECUTION_UID_LABEL, RUNTIME_ANNOTATION,
+};
+use super::status::{Assignment, StatusUpdate};
+use super::ExecutionContext;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::idempotent::{create_if_absent, delete_if_present};
+use crate::store::FIELD_MANAGER;
+
+/// How often an execution waiting for its function or a node looks again without an event.
+const WAIT_POLL: Duration = Duration::from_secs(30);
+/// How often a running attempt is looked at without a pod event.
+const RUN_POLL: Duration = Duration::from_secs(60);
+
+/// Reconciles one execution.
+#[instrument(skip(execution, shared), fields(namespace = execution.namespace(), name = execution.name_any()))]
+pub async fn reconcile(
+    execution: Arc<WasmExecution>,
+    shared: Arc<ExecutionContext>,
+) -> Result<Action> {
+    shared
+        .ctx
+        .metrics
+        .inc("wasmfn_reconciles_total", "execution");
+    let action = reconcile_inner(&execution, &shared).await?;
+    shared.ctx.succeeded(&backoff_key(&execution));
+    Ok(action)
+}
+
+/// Retries a failed reconcile with per-object exponential backoff.
+pub fn error_policy(
+    execution: Arc<WasmExecution>,
+    error: &Error,
+    shared: Arc<ExecutionContext>,
+) -> Action {
+    let ctx = &shared.ctx;
+    ctx.metrics
+        .inc("wasmfn_reconcile_errors_total", error.metric_label());
+    let delay = ctx.backoff(&backoff_key(&execution));
+    warn!(name = execution.name_any(), %error, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+fn backoff_key(execution: &WasmExecution) -> String {
+    format!(
+        "execution/{}/{}",
+        execution.namespace().unwrap_or_default(),
+        execution.name_any()
+    )
+}
+
+fn is_finished(status: Option<&WasmExecutionStatus>) -> bool {
+    matches!(
+        status.and_then(|s| s.phase),
+        Some(ExecutionPhase::Succeeded | ExecutionPhase::Failed | ExecutionPhase::TimedOut)
+    )
+}
+
+fn attempt_of(pod: &Pod) -> Option<i32> {
+    pod.labels().get(ATTEMPT_LABEL)?.parse().ok()
+}
+
+async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> Result<Action> {
+    let ctx = &shared.ctx;
+    let namespace = cached
+        .namespace()
+        .ok_or_else(|| Error::Invariant("a WasmExecution without a namespace".into()))?;
+    let name = cached.name_any();
+    let executions = Api::<WasmExecution>::namespaced(ctx.client.clone(), &namespace);
+    // The watch cache may not have seen this operator's last status write yet; acting on it
+    // could record a result twice or take a pod deleted after recording for a lost attempt.
+    let Some(execution) = executions.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let execution = &execution;
+    let uid = execution
+        .uid()
+        .ok_or_else(|| Error::Invariant("a WasmExecution without a uid".into()))?;
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &namespace);
+    let current = execution.status.as_ref();
+    let now = Timestamp::now();
+    let update = StatusUpdate::new(current, execution.metadata.generation, Time(now));
+
+    // Always a fresh list: a stale view could take a live attempt for a lost one.
+    let owned: Vec<Pod> = pods
+        .list(&ListParams::default().labels(&format!("{EXECUTION_UID_LABEL}={uid}")))
+        .await?
+        .items;
+    if is_finished(current) {
+        return finish_up(ctx, execution, &executions, &pods, &owned, now).await;
+    }
+
+    let functions = Api::<WasmFunction>::namespaced(ctx.client.clone(), &namespace);
+    let function = functions.get_opt(&execution.spec.function_ref.name).await?;
+    let config = &ctx.config;
+    let defaults = Defaults {
+        timeout_ms: config.wasmedge_timeout_ms,
+        memory_bytes: config.wasmedge_memory_limit,
+        max_output_bytes: config.max_output_bytes,
+    };
+    let inputs = function
+        .as_ref()
+        .map(|f| resolve(&execution.spec, &f.spec, defaults));
+    let input_problem = match &inputs {
+        Some(Err((reason, message))) => Some((*reason, message.clone())),
+        _ => None,
+    };
+    let latest = owned
+        .iter()
+        .filter_map(|p| attempt_of(p).map(|a| (a, p)))
+        .max_by_key(|(a, _)| *a);
+    let placement = place(
+        execution.spec.runtime,
+        &policy(ctx),
+        &node_views(&shared.nodes.state()),
+        &class_views(&shared.classes.state()),
+    );
+    let step = decide(&Observation {
+        status: current,
+        function: function_state(function.as_ref()),
+        input_problem,
+        pod: latest.map(|(a, p)| (a, run_state(p))),
+        placement: &placement,
+        retries: execution.spec.retries,
+        now,
+    });
+    info!(?step, "decided");
+
+    match step {
+        Step::Done => finish_up(ctx, execution, &executions, &pods, &owned, now).await,
+        Step::Wait { reason, message } => {
+            let status = update.pending(reason, &message);
+            if write_status(&executions, execution, status).await? {
+                let warning = reason != "FunctionNotReady";
+                ctx.event(execution, warning, reason, "Wait", message).await;
+            }
+            Ok(Action::requeue(if reason == "Unschedulable" {
+                Duration::from_secs(10)
+            } else {
+                WAIT_POLL
+            }))
+        }
+        Step::Fail {
+            reason,
+            message,
+            attempts,
+        } => {
+            let status = update.failed(reason, &message, attempts);
+            if write_status(&executions, execution, status).await? {
+                ctx.metrics.inc("wasmfn_executions_total", reason);
+                ctx.event(execution, true, reason, "Run", message).await;
+            }
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::Start { attempt } => {
+            let (Some(function), Some(Ok(inputs))) = (function, inputs) else {
+                return Err(Error::Invariant("Start without a Ready function".into()));
+            };
+            let owner = owner_reference(execution, &uid);
+            let module = match module_mount(ctx, &namespace, &function, &placement).await {
+                Ok(module) => module,
+                Err(ModuleProblem(message)) => {
+                    let status = update.failed("ArtifactUnavailable", &message, attempt - 1);
+                    if write_status(&executions, execution, status).await? {
+                        ctx.event(execution, true, "ArtifactUnavailable", "Run", message)
+                            .await;
+                    }
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
+            };
+            let stdin_map = match &inputs.stdin {
+                Some(stdin) => {
+                    let maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace);
+                    create_if_absent(&maps, &input_config_map(&name, owner.clone(), stdin)).await?;
+                    Some(input_config_map_name(&name))
+                }
+                None => None,
+            };
+            let settings = pod_settings(ctx);
+            let pod = run_pod(&RunSpec {
+                execution: &name,
+                uid: &uid,
+                owner,
+                attempt,
+                placement: &placement,
+                module,
+                entrypoint: function.spec.entrypoint.as_deref(),
+                invoke_args: &execution.spec.invoke_args,
+                args: &execution.spec.args,
+                env: &inputs.env,
+                stdin_config_map: stdin_map.as_deref(),
+                timeout_ms: inputs.timeout_ms,
+                memory_bytes: inputs.memory_bytes,
+                max_output_bytes: inputs.max_output_bytes,
+                settings: &settings,
+            });
+            let pod_name = pod.name_any();
+            create_if_absent(&pods, &pod).await?;
+            let assignment = assignment_of(&pod, &placement);
+            let note = format!(
+                "attempt {attempt}: {} pod {pod_name} ({})",
+                assignment.runtime, assignment.reason
+            );
+            let status = update.scheduled(attempt, &assignment);
+            if write_status(&executions, execution, status).await? {
+                ctx.metrics
+                    .inc("wasmfn_run_pods_created_total", &assignment.runtime);
+                ctx.event(execution, false, "Placed", "Place", note).await;
+            }
+            Ok(Action::requeue(RUN_POLL))
+        }
+        Step::Track { attempt, state } => {
+            let pod = pod_of(&owned, attempt)?;
+            let assignment = assignment_of(pod, &placement);
+            let status = match state {
+                RunState::Running { node, started } => {
+                    update.running(attempt, &assignment, node, started)
+                }
+                RunState::Starting { node, detail } => {
+                    update.starting(attempt, &assignment, node, detail.as_deref())
+                }
+                other => return Err(Error::Invariant(format!("Track with {other:?}"))),
+            };
+            write_status(&executions, execution, status).await?;
+            Ok(Action::requeue(RUN_POLL))
+        }
+        Step::Record { attempt, state } => {
+            let pod = pod_of(&owned, attempt)?;
+            let assignment = assignment_of(pod, &placement);
+            let cap = inputs
+                .and_then(|i| i.ok())
+                .map(|i: RunInputs| i.max_output_bytes)
+                .unwrap_or(ctx.config.max_output_bytes);
+            let (status, reason, warning, message) = match state {
+                RunState::Finished {
+                    node,
+                    started,
+                    finished,
+                    document,
+                } => {
+                    let log = if wants_log(&document, cap) {
+                        read_log(&pods, &pod.name_any(), log_limit(&document, cap)).await
+                    } else {
+                        None
+                    };
+                    let fields = result_fields(&document, log.as_deref(), cap);
+                    let reason = fields.reason.clone();
+                    let warning = !fields.succeeded;
+                    let message = fields.message.clone();
+                    let status =
+                        update.finished(attempt, &assignment, node, started, finished, fields);
+                    (status, reason, warning, message)
+                }
+                RunState::Failed {
+                    node,
+                    started,
+                    finished,
+                    failure,
+                } => {
+                    let status = update.platform_failure(
+                        attempt,
+                        &assignment,
+                        node,
+                        started,
+                        finished,
+                        &failure,
+                    );
+                    (status, failure.reason.to_owned(), true, failure.message)
+                }
+                other => return Err(Error::Invariant(format!("Record with {other:?}"))),
+            };
+            if write_status(&executions, execution, status).await? {
+                ctx.metrics.inc("wasmfn_executions_total", &reason);
+                let note = format!(
+                    "{} ({} pod {})",
+                    message,
+                    assignment.runtime,
+                    pod.name_any()
+                );
+                ctx.event(execution, warning, &reason, "Run", note).await;
+            }
+            if !ctx.config.keep_run_pods {
+                delete_pods(&pods, std::slice::from_ref(pod)).await?;
+            }
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::Retry {
+            attempt,
+            loss,
+            message,
+            at,
+        } => {
+            let status = update.retrying(attempt, loss, &message, Time(at), execution.spec.retries);
+            if write_status(&executions, execution, status).await? {
+                ctx.metrics
+                    .inc("wasmfn_run_attempts_lost_total", loss.reason());
+                let note = format!("attempt {attempt} was lost ({message}); retrying");
+                ctx.event(execution, true, loss.reason(), "Run", note).await;
+            }
+            if !ctx.config.keep_run_pods {
+                // An evicted pod stays as a Failed object; it has nothing more to say.
+                let lost: Vec<Pod> = owned
+                    .iter()
+                    .filter(|p| attempt_of(p) == Some(attempt))
+                    .cloned()
+                    .collect();
+                delete_pods(&pods, &lost).await?;
+            }
+            let wait = at.duration_since(now);
+            Ok(Action::requeue(
+                Duration::try_from(wait).unwrap_or(Duration::ZERO) + Duration::from_millis(100),
+            ))
+        }
+        Step::BackOff { remaining } => Ok(Action::requeue(remaining + Duration::from_millis(100))),
+    }
+}
+
+/// A finished execution: its pods go (unless kept), and it goes itself after its TTL.
+async fn finish_up(
+    ctx: &Context,
+    execution: &WasmExecution,
+    executions: &Api<WasmExecution>,
+    pods: &Api<Pod>,
+    owned: &[Pod],
+    now: Timestamp,
+) -> Result<Action> {
+    if !ctx.config.keep_run_pods {
+        delete_pods(pods, owned).await?;
+    }
+    let Some(ttl) = execution.spec.ttl_seconds_after_finished else {
+        return Ok(Action::await_change());
+    };
+    let finished = execution
+        .status
+        .as_ref()
+        .and_then(|s| s.completion_time.as_ref())
+        .map(|t| t.0)
+        .unwrap_or(now);
+    let expires = finished
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(ttl.max(0)))
+        .unwrap_or(finished);
+    let left = expires.duration_since(now);
+    if left.is_positive() {
+        return Ok(Action::requeue(
+            Duration::try_from(left).unwrap_or(Duration::from_secs(1)) + Duration::from_millis(100),
+        ));
+    }
+    info!("deleting: ttlSecondsAfterFinished passed");
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    delete_if_present(executions, &execution.name_any(), &params).await?;
+    Ok(Action::await_change())
+}
+
+async fn delete_pods(pods: &Api<Pod>, owned: &[Pod]) -> Result<()> {
+    for pod in owned
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        delete_if_present(pods, &pod.name_any(), &DeleteParams::default()).await?;
+    }
+    Ok(())
+}
+
+fn pod_of(owned: &[Pod], attempt: i32) -> Result<&Pod> {
+    owned
+        .iter()
+        .find(|p| attempt_of(p) == Some(attempt))
+        .ok_or_else(|| Error::Invariant(format!("no pod for attempt {attempt}")))
+}
+
+/// The runtime a pod was made for and why (the reason the status already holds wins; a pod
+/// adopted after a restart says only what it is).
+fn assignment_of(pod: &Pod, placement: &Placement) -> Assignment {
+    let runtime = pod
+        .annotations()
+        .get(RUNTIME_ANNOTATION)
+        .cloned()
+        .unwrap_or_else(|| "Container".to_owned());
+    let reason = match placement {
+        Placement::Wasm { reason, .. } if runtime == "WasmEdge" => reason.clone(),
+        Placement::Container { reason } if runtime == "Container" => reason.clone(),
+        _ => format!("placed as a {runtime} pod"),
+    };
+    Assignment {
+        runtime,
+        reason,
+        pod: pod.name_any(),
+    }
+}
+
+/// The first `limit` bytes of the run container's log; `None` when it cannot be read (the
+/// status then keeps the document's head and says the output was cut).
+async fn read_log(pods: &Api<Pod>, pod: &str, limit: u64) -> Option<String> {
+    let params = LogParams {
+        container: Some(CONTAINER.to_owned()),
+        limit_bytes: i64::try_from(limit).ok(),
+        ..Default::default()
+    };
+    match pods.logs(pod, &params).await {
+        Ok(log) => Some(log),
+        Err(error) => {
+            warn!(%error, pod, "could not read the run pod's log");
+            None
+        }
+    }
+}
+
+struct ModuleProblem(String);
+
+/// How the pod gets the function's module.
+async fn module_mount(
+    ctx: &Context,
+    namespace: &str,
+    function: &WasmFunction,
+    placement: &Placement,
+) -> Result<ModuleMount, ModuleProblem> {
+    let status = function.status.as_ref();
+    let Some(artifact) = status.and_then(|s| s.artifact.as_ref()) else {
+        return Err(ModuleProblem(
+            "the function is Ready but has no artifact".into(),
+        ));
+    };
+    if artifact.media_type != wasmfn_artifact::WASM_MEDIA_TYPE {
+        return Err(ModuleProblem(format!(
+            "the function's artifact is a {} script; run pods execute WebAssembly modules only so far",
+            artifact.media_type
+        )));
+    }
+    match (artifact.store.as_str(), placement) {
+        ("oci", Placement::Wasm { .. }) => Ok(ModuleMount::Image(artifact.location.clone())),
+        ("oci", _) => {
+            let key = status.and_then(|s| s.cache_key.clone()).unwrap_or_default();
+            let copy = ctx
+                .stores
+                .config_map_copy(namespace, &key, &artifact.digest, &artifact.media_type)
+                .await
+                .map_err(|e| {
+                    ModuleProblem(format!("copying the module for a container pod: {e}"))
+                })?;
+            Ok(ModuleMount::ConfigMaps(copy.config_maps))
+        }
+        _ if artifact.config_maps.is_empty() => Err(ModuleProblem(
+            "the function's artifact lists no ConfigMaps".into(),
+        )),
+        _ => Ok(ModuleMount::ConfigMaps(artifact.config_maps.clone())),
+    }
+}
+
+fn function_state(function: Option<&WasmFunction>) -> FunctionState {
+    let Some(function) = function else {
+        return FunctionState::Missing;
+    };
+    let status = function.status.as_ref();
+    let ready_message = status
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_else(|| "not reconciled yet".to_owned());
+    let current = status.and_then(|s| s.observed_generation) == function.metadata.generation;
+    match status.and_then(|s| s.phase) {
+        Some(FunctionPhase::Ready) if current => FunctionState::Ready,
+        Some(FunctionPhase::Failed) if current => FunctionState::Failed {
+            message: ready_message,
+        },
+        _ => FunctionState::NotReady {
+            message: ready_message,
+        },
+    }
+}
+
+fn policy(ctx: &Context) -> Policy {
+    Policy {
+        wasmedge_enabled: ctx.config.wasmedge_enabled,
+        node_selectors: ctx.config.wasmedge_node_selectors.clone(),
+        handler: ctx.config.wasmedge_handler.clone(),
+    }
+}
+
+fn pod_settings(ctx: &Context) -> PodSettings {
+    PodSettings {
+        runner_image: ctx.config.runner_image.clone(),
+        wasm_pod_image: ctx.config.wasm_pod_image.clone(),
+        memory_overhead_bytes: ctx.config.run_memory_overhead,
+        deadline_grace_seconds: ctx.config.run_deadline_grace_seconds,
+    }
+}
+
+fn node_views(nodes: &[Arc<Node>]) -> Vec<NodeView> {
+    nodes
+        .iter()
+        .map(|node| {
+            let spec = node.spec.clone().unwrap_or_default();
+            NodeView {
+                name: node.name_any(),
+                labels: node.labels().clone(),
+                ready: node
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                    .is_some_and(|c| c.status == "True"),
+                unschedulable: spec.unschedulable.unwrap_or(false),
+                taints: spec
+                    .taints
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| Taint {
+                        key: t.key,
+                        value: t.value.unwrap_or_default(),
+                        effect: t.effect,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn class_views(classes: &[Arc<RuntimeClass>]) -> Vec<RuntimeClassView> {
+    classes
+        .iter()
+        .map(|class| {
+            let scheduling = class.scheduling.clone().unwrap_or_default();
+            RuntimeClassView {
+                name: class.name_any(),
+                handler: class.handler.clone(),
+                node_selector: scheduling.node_selector.unwrap_or_else(BTreeMap::new),
+                tolerations: scheduling
+                    .tolerations
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| Toleration {
+                        key: t.key.unwrap_or_default(),
+                        operator: t.operator.unwrap_or_default(),
+                        value: t.value.unwrap_or_default(),
+                        effect: t.effect.unwrap_or_default(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn owner_reference(execution: &WasmExecution, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: API_VERSION.to_owned(),
+        kind: WasmExecution::kind(&()).into_owned(),
+        name: execution.name_any(),
+        uid: uid.to_owned(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Writes the status with server-side apply when it differs; returns whether it changed.
+async fn write_status(
+    api: &Api<WasmExecution>,
+    execution: &WasmExecution,
+    status: WasmExecutionStatus,
+) -> Result<bool> {
+    if execution.status.as_ref() == Some(&status) {
+        return Ok(false);
+    }
+    let patch = serde_json::json!({
+        "apiVersion": API_VERSION,
+        "kind": "WasmExecution",
+        "status": status,
+    });
+    api.patch_status(
+        &execution.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}

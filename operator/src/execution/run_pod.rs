@@ -1,0 +1,681 @@
+//! The pod that runs one attempt of an execution, and the ConfigMap carrying its stdin. Pure.
+//!
+//! Both kinds of pod run the same stored module with the same inputs and limits:
+//!
+//! - a **Wasm pod** names the WasmEdge RuntimeClass; containerd hands it to the project's shim,
+//!   which reads its settings from `WASMFN_*` variables (the guest's environment travels whole
+//!   in `WASMFN_GUEST_ENV`, so nothing the kubelet injects reaches the guest);
+//! - a **container pod** runs the runner image's `wasmfn exec` with the same settings as flags.
+//!
+//! The module is the function's artifact: the ConfigMap store's parts mounted as one projected
+//! volume at `/artifact`, or, for the OCI store, the image itself (Wasm pod only; a container
+//! pod of an OCI-stored function reads a ConfigMap copy the reconciler makes). Stdin is a file
+//! from the execution's input ConfigMap. Every run pod is unprivileged, has no service-account
+//! token and a read-only root filesystem; its memory limit is the guest's linear-memory cap plus
+//! the runtime's overhead, and `activeDeadlineSeconds` is the timeout plus a grace period.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMap, ConfigMapProjection, Container, EnvVar, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSecurityContext, PodSpec,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
+    Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use sha2::{Digest, Sha256};
+use wasmfn_api::labels;
+
+use super::placement;
+
+/// The run container's name.
+pub const CONTAINER: &str = "run";
+/// Numeric user and group of every run pod.
+const RUN_UID: i64 = 65532;
+/// Where the artifact is mounted.
+const ARTIFACT_DIR: &str = "/artifact";
+/// Where the input ConfigMap is mounted.
+const INPUT_DIR: &str = "/inputs";
+/// The input ConfigMap's key holding stdin.
+pub const STDIN_KEY: &str = "stdin";
+/// Longest stdin accepted (the ConfigMap limit leaves room; larger inputs belong in a store).
+pub const MAX_STDIN_BYTES: usize = 256 << 10;
+
+/// The label with the execution's uid (the exact selector the reconciler lists by).
+pub const EXECUTION_UID_LABEL: &str = "wasmfn.dev/execution-uid";
+/// The label with the execution's name (shortened with a hash beyond 63 characters).
+pub const EXECUTION_LABEL: &str = "wasmfn.dev/execution";
+/// The label with the attempt number.
+pub const ATTEMPT_LABEL: &str = "wasmfn.dev/attempt";
+/// Annotation with the runtime the pod was placed for (`WasmEdge` or `Container`).
+pub const RUNTIME_ANNOTATION: &str = "wasmfn.dev/runtime";
+
+/// How the module reaches the pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModuleMount {
+    /// These ConfigMaps (manifest and parts) mounted together at `/artifact`.
+    ConfigMaps(Vec<String>),
+    /// The image itself (an OCI Wasm artifact; Wasm pods only).
+    Image(String),
+}
+
+/// Operator-wide settings of run pods.
+#[derive(Clone, Debug)]
+pub struct PodSettings {
+    /// Image of container pods (`wasmfn exec`).
+    pub runner_image: String,
+    /// Image a Wasm pod names when the module comes from a mounted artifact.
+    pub wasm_pod_image: String,
+    /// Memory added to the guest's cap for the pod's limit (the runtime itself).
+    pub memory_overhead_bytes: u64,
+    /// Seconds added to the timeout for `activeDeadlineSeconds` (pod start, result writing).
+    pub deadline_grace_seconds: u64,
+}
+
+/// Everything one attempt's pod is built from.
+#[derive(Clone, Debug)]
+pub struct RunSpec<'a> {
+    /// The execution's name, uid and the owner reference pointing at it.
+    pub execution: &'a str,
+    /// The execution's uid.
+    pub uid: &'a str,
+    /// Owner reference to the execution.
+    pub owner: OwnerReference,
+    /// 1 for the first attempt.
+    pub attempt: i32,
+    /// Where to run.
+    pub placement: &'a placement::Placement,
+    /// The module.
+    pub module: ModuleMount,
+    /// The export to call, when not `_start`.
+    pub entrypoint: Option<&'a str>,
+    /// Arguments for that export.
+    pub invoke_args: &'a [serde_json::Number],
+    /// Guest argv after argv[0].
+    pub args: &'a [String],
+    /// Guest environment, in order.
+    pub env: &'a [(String, String)],
+    /// Name of the input ConfigMap holding stdin, when there is stdin.
+    pub stdin_config_map: Option<&'a str>,
+    /// Wall-clock limit of the guest.
+    pub timeout_ms: u64,
+    /// Linear-memory cap of the guest.
+    pub memory_bytes: u64,
+    /// Bytes of each stream the result keeps.
+    pub max_output_bytes: u64,
+    /// Operator-wide settings.
+    pub settings: &'a PodSettings,
+}
+
+/// A Kubernetes name of at most `max` characters: `text` when it fits, else its start plus a
+/// hash of the whole (so distinct long names stay distinct).
+fn bounded_name(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let hash = hex::encode(&Sha256::digest(text.as_bytes())[..5]);
+    let keep = max - hash.len() - 1;
+    let start = text[..keep].trim_end_matches(['-', '.']);
+    format!("{start}-{hash}")
+}
+
+/// The pod's name for `attempt` of execution `name`: `<name>-run-<attempt>`, at most 63
+/// characters (a valid hostname).
+pub fn pod_name(name: &str, attempt: i32) -> String {
+    let suffix = format!("-run-{attempt}");
+    format!("{}{suffix}", bounded_name(name, 63 - suffix.len()))
+}
+
+/// The input ConfigMap's name.
+pub fn input_config_map_name(name: &str) -> String {
+    format!("{}-input", bounded_name(name, 253 - "-input".len()))
+}
+
+/// The execution label's value (label values are at most 63 characters).
+pub fn execution_label(name: &str) -> String {
+    bounded_name(name, 63)
+}
+
+/// The input ConfigMap: stdin, owned by the execution.
+pub fn input_config_map(name: &str, owner: OwnerReference, stdin: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(input_config_map_name(name)),
+            labels: Some(BTreeMap::from([
+                (
+                    labels::MANAGED_BY.to_owned(),
+                    labels::MANAGED_BY_VALUE.to_owned(),
+                ),
+                (EXECUTION_LABEL.to_owned(), execution_label(name)),
+            ])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(STDIN_KEY.to_owned(), stdin.to_owned())])),
+        ..Default::default()
+    }
+}
+
+fn env_var(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// The runner's command line (`wasmfn exec …`) for a container pod.
+fn runner_command(spec: &RunSpec<'_>) -> Vec<String> {
+    let mut command = vec![
+        "wasmfn".to_owned(),
+        "exec".to_owned(),
+        format!("--timeout={}ms", spec.timeout_ms),
+        format!("--memory={}", spec.memory_bytes),
+        format!("--max-output={}", spec.max_output_bytes),
+    ];
+    if spec.stdin_config_map.is_some() {
+        command.push(format!("--stdin-file={INPUT_DIR}/{STDIN_KEY}"));
+    }
+    if let Some(export) = spec.entrypoint {
+        command.push(format!("--invoke={export}"));
+        command.push(format!("--args={}", invoke_args_json(spec.invoke_args)));
+    }
+    for (key, value) in spec.env {
+        command.push(format!("--env={key}={value}"));
+    }
+    command.push(ARTIFACT_DIR.to_owned());
+    command.push("--".to_owned());
+    command.extend(spec.args.iter().cloned());
+    command
+}
+
+fn invoke_args_json(args: &[serde_json::Number]) -> String {
+    serde_json::to_string(args).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The shim's settings for a Wasm pod.
+fn shim_env(spec: &RunSpec<'_>) -> Vec<EnvVar> {
+    let guest_env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut env = vec![
+        env_var("WASMFN_TIMEOUT_MS", spec.timeout_ms.to_string()),
+        env_var("WASMFN_MEMORY_BYTES", spec.memory_bytes.to_string()),
+        env_var(
+            "WASMFN_GUEST_ENV",
+            serde_json::to_string(&guest_env).unwrap_or_else(|_| "[]".to_owned()),
+        ),
+    ];
+    if spec.stdin_config_map.is_some() {
+        env.push(env_var(
+            "WASMFN_STDIN_FILE",
+            format!("{INPUT_DIR}/{STDIN_KEY}"),
+        ));
+    }
+    if let Some(export) = spec.entrypoint {
+        env.push(env_var("WASMFN_INVOKE", export));
+        env.push(env_var(
+            "WASMFN_INVOKE_ARGS",
+            invoke_args_json(spec.invoke_args),
+        ));
+    }
+    env
+}
+
+/// The pod for one attempt.
+pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
+    let settings = spec.settings;
+    let wasm = match spec.placement {
+        placement::Placement::Wasm {
+            runtime_class,
+            tolerations,
+            nodes,
+            ..
+        } => Some((runtime_class, tolerations, nodes)),
+        _ => None,
+    };
+    let mut mounts = Vec::new();
+    let mut volumes = Vec::new();
+    if let ModuleMount::ConfigMaps(maps) = &spec.module {
+        mounts.push(VolumeMount {
+            name: "artifact".to_owned(),
+            mount_path: ARTIFACT_DIR.to_owned(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: "artifact".to_owned(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(
+                    maps.iter()
+                        .map(|name| VolumeProjection {
+                            config_map: Some(ConfigMapProjection {
+                                name: name.clone(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if let Some(name) = spec.stdin_config_map {
+        mounts.push(VolumeMount {
+            name: "inputs".to_owned(),
+            mount_path: INPUT_DIR.to_owned(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: "inputs".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let (image, command, env) = match (wasm.is_some(), &spec.module) {
+        (true, ModuleMount::Image(reference)) => {
+            // The shim takes the module from the image's Wasm layer; argv[0] only names it.
+            let mut command = vec!["function.wasm".to_owned()];
+            command.extend(spec.args.iter().cloned());
+            (reference.clone(), command, shim_env(spec))
+        }
+        (true, ModuleMount::ConfigMaps(_)) => {
+            let mut command = vec![ARTIFACT_DIR.to_owned()];
+            command.extend(spec.args.iter().cloned());
+            (settings.wasm_pod_image.clone(), command, shim_env(spec))
+        }
+        (false, _) => (
+            settings.runner_image.clone(),
+            runner_command(spec),
+            Vec::new(),
+        ),
+    };
+    let limit = Quantity(
+        spec.memory_bytes
+            .saturating_add(settings.memory_overhead_bytes)
+            .to_string(),
+    );
+    let request = Quantity(settings.memory_overhead_bytes.to_string());
+    let deadline = spec.timeout_ms.div_ceil(1000) + settings.deadline_grace_seconds;
+    let runtime = if wasm.is_some() {
+        "WasmEdge"
+    } else {
+        "Container"
+    };
+    let affinity = wasm.map(|(_, _, nodes)| Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(vec![NodeSelectorRequirement {
+                        key: "kubernetes.io/hostname".to_owned(),
+                        operator: "In".to_owned(),
+                        values: Some(nodes.clone()),
+                    }]),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let tolerations = wasm
+        .map(|(_, tolerations, _)| {
+            tolerations
+                .iter()
+                .map(|t| Toleration {
+                    key: (!t.key.is_empty()).then(|| t.key.clone()),
+                    operator: (!t.operator.is_empty()).then(|| t.operator.clone()),
+                    value: (!t.value.is_empty()).then(|| t.value.clone()),
+                    effect: (!t.effect.is_empty()).then(|| t.effect.clone()),
+                    toleration_seconds: None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|t| !t.is_empty());
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(spec.execution, spec.attempt)),
+            labels: Some(BTreeMap::from([
+                (
+                    labels::MANAGED_BY.to_owned(),
+                    labels::MANAGED_BY_VALUE.to_owned(),
+                ),
+                (EXECUTION_LABEL.to_owned(), execution_label(spec.execution)),
+                (EXECUTION_UID_LABEL.to_owned(), spec.uid.to_owned()),
+                (ATTEMPT_LABEL.to_owned(), spec.attempt.to_string()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                RUNTIME_ANNOTATION.to_owned(),
+                runtime.to_owned(),
+            )])),
+            owner_references: Some(vec![spec.owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            runtime_class_name: wasm.map(|(class, _, _)| class.clone()),
+            affinity,
+            tolerations,
+            restart_policy: Some("Never".to_owned()),
+            active_deadline_seconds: Some(i64::try_from(deadline).unwrap_or(i64::MAX)),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            termination_grace_period_seconds: Some(2),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_UID),
+                run_as_group: Some(RUN_UID),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_owned(),
+                    localhost_profile: None,
+                }),
+                ..Default::default()
+            }),
+            containers: vec![Container {
+                name: CONTAINER.to_owned(),
+                image: Some(image),
+                command: Some(command),
+                env: (!env.is_empty()).then_some(env),
+                resources: Some(ResourceRequirements {
+                    limits: Some(BTreeMap::from([("memory".to_owned(), limit)])),
+                    requests: Some(BTreeMap::from([
+                        ("memory".to_owned(), request),
+                        ("cpu".to_owned(), Quantity("50m".to_owned())),
+                    ])),
+                    ..Default::default()
+                }),
+                security_context: Some(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    read_only_root_filesystem: Some(true),
+                    privileged: Some(false),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".to_owned()]),
+                        add: None,
+                    }),
+                    ..Default::default()
+                }),
+                volume_mounts: (!mounts.is_empty()).then_some(mounts),
+                termination_message_policy: Some("File".to_owned()),
+                ..Default::default()
+            }],
+            volumes: (!volumes.is_empty()).then_some(volumes),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::execution::placement::{Placement, Toleration as PlacementToleration};
+
+    fn settings() -> PodSettings {
+        PodSettings {
+            runner_image: "wasmfn.local/runner:dev".into(),
+            wasm_pod_image: "wasmfn.local/wasm-pod:dev".into(),
+            memory_overhead_bytes: 64 << 20,
+            deadline_grace_seconds: 30,
+        }
+    }
+
+    fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "wasmfn.dev/v1alpha1".into(),
+            kind: "WasmExecution".into(),
+            name: "hello".into(),
+            uid: "uid-1".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    fn wasm_placement() -> Placement {
+        Placement::Wasm {
+            runtime_class: "wasmedge".into(),
+            tolerations: vec![PlacementToleration {
+                key: "wasm".into(),
+                operator: "Exists".into(),
+                ..Default::default()
+            }],
+            nodes: vec!["a".into()],
+            reason: String::new(),
+        }
+    }
+
+    fn container_placement() -> Placement {
+        Placement::Container {
+            reason: String::new(),
+        }
+    }
+
+    struct Fixture {
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        invoke: Vec<serde_json::Number>,
+        settings: PodSettings,
+    }
+
+    fn fixture() -> Fixture {
+        Fixture {
+            args: vec!["one".into(), "--two".into()],
+            env: vec![("B".into(), "2".into()), ("A".into(), "1".into())],
+            invoke: vec![3.into(), 4.into()],
+            settings: settings(),
+        }
+    }
+
+    fn spec<'a>(f: &'a Fixture, placement: &'a Placement, module: ModuleMount) -> RunSpec<'a> {
+        RunSpec {
+            execution: "hello",
+            uid: "uid-1",
+            owner: owner(),
+            attempt: 2,
+            placement,
+            module,
+            entrypoint: None,
+            invoke_args: &f.invoke,
+            args: &f.args,
+            env: &f.env,
+            stdin_config_map: Some("hello-input"),
+            timeout_ms: 1500,
+            memory_bytes: 32 << 20,
+            max_output_bytes: 4096,
+            settings: &f.settings,
+        }
+    }
+
+    fn maps() -> ModuleMount {
+        ModuleMount::ConfigMaps(vec!["art".into(), "art-1".into()])
+    }
+
+    fn container(pod: &Pod) -> &Container {
+        &pod.spec.as_ref().unwrap().containers[0]
+    }
+
+    fn env_of(pod: &Pod) -> BTreeMap<String, String> {
+        container(pod)
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn names_are_bounded_distinct_and_deterministic() {
+        assert_eq!(pod_name("hello", 1), "hello-run-1");
+        let long = "x".repeat(80);
+        let other = format!("{}y", "x".repeat(79));
+        let a = pod_name(&long, 1);
+        assert!(a.len() <= 63, "{a}");
+        assert_ne!(a, pod_name(&other, 1));
+        assert_eq!(a, pod_name(&long, 1));
+        assert!(a.ends_with("-run-1"));
+        assert!(execution_label(&long).len() <= 63);
+        assert_eq!(execution_label("hello"), "hello");
+        assert_eq!(input_config_map_name("hello"), "hello-input");
+        assert!(input_config_map_name(&"z".repeat(253)).len() <= 253);
+    }
+
+    #[test]
+    fn a_wasm_pod_names_the_runtime_class_pins_the_nodes_and_carries_shim_settings() {
+        let f = fixture();
+        let placement = wasm_placement();
+        let pod = run_pod(&spec(&f, &placement, maps()));
+        let pod_spec = pod.spec.as_ref().unwrap();
+        assert_eq!(pod_spec.runtime_class_name.as_deref(), Some("wasmedge"));
+        let terms = &pod_spec
+            .affinity
+            .as_ref()
+            .unwrap()
+            .node_affinity
+            .as_ref()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()
+            .node_selector_terms;
+        let requirement = &terms[0].match_expressions.as_ref().unwrap()[0];
+        assert_eq!(requirement.values, Some(vec!["a".to_string()]));
+        assert_eq!(pod_spec.tolerations.as_ref().unwrap().len(), 1);
+        let c = container(&pod);
+        assert_eq!(c.image.as_deref(), Some("wasmfn.local/wasm-pod:dev"));
+        assert_eq!(
+            c.command,
+            Some(vec!["/artifact".into(), "one".into(), "--two".into()])
+        );
+        let env = env_of(&pod);
+        assert_eq!(env["WASMFN_TIMEOUT_MS"], "1500");
+        assert_eq!(env["WASMFN_MEMORY_BYTES"], (32u64 << 20).to_string());
+        assert_eq!(env["WASMFN_GUEST_ENV"], r#"["B=2","A=1"]"#);
+        assert_eq!(env["WASMFN_STDIN_FILE"], "/inputs/stdin");
+        assert!(!env.contains_key("WASMFN_INVOKE"));
+        assert_eq!(
+            pod.metadata.annotations.as_ref().unwrap()[RUNTIME_ANNOTATION],
+            "WasmEdge"
+        );
+    }
+
+    #[test]
+    fn an_oci_module_is_the_wasm_pods_image() {
+        let f = fixture();
+        let placement = wasm_placement();
+        let reference = "registry:5000/wasmfn/modules@sha256:abc".to_string();
+        let pod = run_pod(&spec(&f, &placement, ModuleMount::Image(reference.clone())));
+        let c = container(&pod);
+        assert_eq!(c.image.as_ref(), Some(&reference));
+        assert_eq!(c.command.as_ref().unwrap()[0], "function.wasm");
+        let volumes = pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
+        assert_eq!(volumes.len(), 1, "only the inputs volume");
+        assert_eq!(volumes[0].name, "inputs");
+    }
+
+    #[test]
+    fn a_container_pod_runs_wasmfn_exec_with_the_same_settings() {
+        let f = fixture();
+        let placement = container_placement();
+        let mut s = spec(&f, &placement, maps());
+        s.entrypoint = Some("add");
+        let pod = run_pod(&s);
+        let pod_spec = pod.spec.as_ref().unwrap();
+        assert_eq!(pod_spec.runtime_class_name, None);
+        assert!(pod_spec.affinity.is_none());
+        let c = container(&pod);
+        assert_eq!(c.image.as_deref(), Some("wasmfn.local/runner:dev"));
+        assert_eq!(
+            c.command.clone().unwrap(),
+            [
+                "wasmfn",
+                "exec",
+                "--timeout=1500ms",
+                "--memory=33554432",
+                "--max-output=4096",
+                "--stdin-file=/inputs/stdin",
+                "--invoke=add",
+                "--args=[3,4]",
+                "--env=B=2",
+                "--env=A=1",
+                "/artifact",
+                "--",
+                "one",
+                "--two",
+            ]
+            .map(String::from)
+            .to_vec()
+        );
+        assert!(c.env.is_none(), "settings travel as flags");
+        // The projected artifact volume lists every ConfigMap.
+        let volume = &pod_spec.volumes.as_ref().unwrap()[0];
+        let sources = volume.projected.as_ref().unwrap().sources.as_ref().unwrap();
+        let names: Vec<_> = sources
+            .iter()
+            .map(|s| s.config_map.as_ref().unwrap().name.clone())
+            .collect();
+        assert_eq!(names, ["art", "art-1"]);
+    }
+
+    #[test]
+    fn invoke_settings_reach_the_shim() {
+        let f = fixture();
+        let placement = wasm_placement();
+        let mut s = spec(&f, &placement, maps());
+        s.entrypoint = Some("add");
+        s.stdin_config_map = None;
+        let pod = run_pod(&s);
+        let env = env_of(&pod);
+        assert_eq!(env["WASMFN_INVOKE"], "add");
+        assert_eq!(env["WASMFN_INVOKE_ARGS"], "[3,4]");
+        assert!(!env.contains_key("WASMFN_STDIN_FILE"));
+        let volumes = pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
+        assert!(volumes.iter().all(|v| v.name != "inputs"));
+    }
+
+    #[test]
+    fn every_run_pod_is_unprivileged_bounded_and_owned() {
+        let f = fixture();
+        for placement in [wasm_placement(), container_placement()] {
+            let pod = run_pod(&spec(&f, &placement, maps()));
+            let pod_spec = pod.spec.as_ref().unwrap();
+            assert_eq!(pod_spec.automount_service_account_token, Some(false));
+            assert_eq!(pod_spec.restart_policy.as_deref(), Some("Never"));
+            assert_eq!(pod_spec.active_deadline_seconds, Some(2 + 30));
+            let security = pod_spec.security_context.as_ref().unwrap();
+            assert_eq!(security.run_as_non_root, Some(true));
+            assert_eq!(security.run_as_user, Some(65532));
+            let c = container(&pod);
+            let cs = c.security_context.as_ref().unwrap();
+            assert_eq!(cs.read_only_root_filesystem, Some(true));
+            assert_eq!(cs.allow_privilege_escalation, Some(false));
+            assert_eq!(
+                cs.capabilities.as_ref().unwrap().drop,
+                Some(vec!["ALL".to_string()])
+            );
+            let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+            assert_eq!(limits["memory"].0, ((32u64 + 64) << 20).to_string());
+            let meta = &pod.metadata;
+            assert_eq!(meta.name.as_deref(), Some("hello-run-2"));
+            let labels = meta.labels.as_ref().unwrap();
+            assert_eq!(labels[ATTEMPT_LABEL], "2");
+            assert_eq!(labels[EXECUTION_UID_LABEL], "uid-1");
+            assert_eq!(labels[EXECUTION_LABEL], "hello");
+            assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, "uid-1");
+        }
+    }
+
+    #[test]
+    fn the_input_config_map_holds_stdin_and_is_owned() {
+        let map = input_config_map("hello", owner(), "line\n");
+        assert_eq!(map.metadata.name.as_deref(), Some("hello-input"));
+        assert_eq!(map.data.as_ref().unwrap()[STDIN_KEY], "line\n");
+        assert_eq!(
+            map.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "uid-1"
+        );
+    }
+}
