@@ -61,6 +61,36 @@ fn waiting(store: &Store<WasmExecution>) -> Vec<ObjectRef<WasmExecution>> {
         .collect()
 }
 
+/// Every few seconds, sets the `wasmfn_executions{phase}` gauge from the controller's cache:
+/// Pending executions are the queue, Scheduled and Running ones are in flight.
+async fn count_phases(store: Store<WasmExecution>, ctx: Arc<Context>) {
+    let phases = [
+        ("Pending", Some(ExecutionPhase::Pending)),
+        ("Scheduled", Some(ExecutionPhase::Scheduled)),
+        ("Running", Some(ExecutionPhase::Running)),
+        ("Succeeded", Some(ExecutionPhase::Succeeded)),
+        ("Failed", Some(ExecutionPhase::Failed)),
+        ("TimedOut", Some(ExecutionPhase::TimedOut)),
+    ];
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let state = store.state();
+        for (label, phase) in phases {
+            let count = state
+                .iter()
+                .filter(|e| {
+                    let current = e.status.as_ref().and_then(|s| s.phase);
+                    // Not yet reconciled counts as Pending.
+                    current == phase || (label == "Pending" && current.is_none())
+                })
+                .count();
+            ctx.metrics
+                .set("wasmfn_executions", &[("phase", label)], count as f64);
+        }
+    }
+}
+
 /// Keeps a reflector store of `api` current until the process ends.
 fn mirror<K>(api: Api<K>) -> Store<K>
 where
@@ -111,6 +141,7 @@ pub async fn run(
         watcher::Config::default(),
     );
     let executions = controller.store();
+    tokio::spawn(count_phases(executions.clone(), shared.ctx.clone()));
     let for_function = executions.clone();
     let for_nodes = executions.clone();
     let for_classes = executions;

@@ -29,6 +29,7 @@ use super::ExecutionContext;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::idempotent::{create_if_absent, delete_if_present};
+use crate::metrics::ActiveReconcile;
 use crate::store::FIELD_MANAGER;
 
 /// How often an execution waiting for its function or a node looks again without an event.
@@ -42,10 +43,7 @@ pub async fn reconcile(
     execution: Arc<WasmExecution>,
     shared: Arc<ExecutionContext>,
 ) -> Result<Action> {
-    shared
-        .ctx
-        .metrics
-        .inc("wasmfn_reconciles_total", "execution");
+    let _active = ActiveReconcile::start(&shared.ctx.metrics, "execution");
     let action = reconcile_inner(&execution, &shared).await?;
     shared.ctx.succeeded(&backoff_key(&execution));
     Ok(action)
@@ -58,8 +56,13 @@ pub fn error_policy(
     shared: Arc<ExecutionContext>,
 ) -> Action {
     let ctx = &shared.ctx;
-    ctx.metrics
-        .inc("wasmfn_reconcile_errors_total", error.metric_label());
+    ctx.metrics.inc(
+        "wasmfn_reconcile_errors_total",
+        &[
+            ("controller", "execution"),
+            ("category", error.metric_label()),
+        ],
+    );
     let delay = ctx.backoff(&backoff_key(&execution));
     warn!(name = execution.name_any(), %error, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
@@ -154,7 +157,7 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
         Step::Done => finish_up(ctx, execution, &executions, &pods, &owned, now).await,
         Step::Wait { reason, message } => {
             let status = update.pending(reason, &message);
-            if write_status(&executions, execution, status).await? {
+            if write_status(&executions, execution, &status).await? {
                 let warning = reason != "FunctionNotReady";
                 ctx.event(execution, warning, reason, "Wait", message).await;
             }
@@ -170,8 +173,8 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
             attempts,
         } => {
             let status = update.failed(reason, &message, attempts);
-            if write_status(&executions, execution, status).await? {
-                ctx.metrics.inc("wasmfn_executions_total", reason);
+            if write_status(&executions, execution, &status).await? {
+                count_outcome(ctx, execution, &status, now);
                 ctx.event(execution, true, reason, "Run", message).await;
             }
             Ok(Action::requeue(Duration::from_secs(1)))
@@ -185,7 +188,8 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
                 Ok(module) => module,
                 Err(ModuleProblem(message)) => {
                     let status = update.failed("ArtifactUnavailable", &message, attempt - 1);
-                    if write_status(&executions, execution, status).await? {
+                    if write_status(&executions, execution, &status).await? {
+                        count_outcome(ctx, execution, &status, now);
                         ctx.event(execution, true, "ArtifactUnavailable", "Run", message)
                             .await;
                     }
@@ -226,9 +230,11 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
                 assignment.runtime, assignment.reason
             );
             let status = update.scheduled(attempt, &assignment);
-            if write_status(&executions, execution, status).await? {
-                ctx.metrics
-                    .inc("wasmfn_run_pods_created_total", &assignment.runtime);
+            if write_status(&executions, execution, &status).await? {
+                ctx.metrics.inc(
+                    "wasmfn_run_pods_created_total",
+                    &[("runtime", &assignment.runtime)],
+                );
                 ctx.event(execution, false, "Placed", "Place", note).await;
             }
             Ok(Action::requeue(RUN_POLL))
@@ -245,7 +251,7 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
                 }
                 other => return Err(Error::Invariant(format!("Track with {other:?}"))),
             };
-            write_status(&executions, execution, status).await?;
+            write_status(&executions, execution, &status).await?;
             Ok(Action::requeue(RUN_POLL))
         }
         Step::Record { attempt, state } => {
@@ -293,8 +299,8 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
                 }
                 other => return Err(Error::Invariant(format!("Record with {other:?}"))),
             };
-            if write_status(&executions, execution, status).await? {
-                ctx.metrics.inc("wasmfn_executions_total", &reason);
+            if write_status(&executions, execution, &status).await? {
+                count_outcome(ctx, execution, &status, now);
                 let note = format!(
                     "{} ({} pod {})",
                     message,
@@ -315,9 +321,11 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
             at,
         } => {
             let status = update.retrying(attempt, loss, &message, Time(at), execution.spec.retries);
-            if write_status(&executions, execution, status).await? {
-                ctx.metrics
-                    .inc("wasmfn_run_attempts_lost_total", loss.reason());
+            if write_status(&executions, execution, &status).await? {
+                ctx.metrics.inc(
+                    "wasmfn_run_attempts_lost_total",
+                    &[("reason", loss.reason())],
+                );
                 let note = format!("attempt {attempt} was lost ({message}); retrying");
                 ctx.event(execution, true, loss.reason(), "Run", note).await;
             }
@@ -336,6 +344,28 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
             ))
         }
         Step::BackOff { remaining } => Ok(Action::requeue(remaining + Duration::from_millis(100))),
+    }
+}
+
+/// Counts a finished execution in the metrics (once: only the write that finished it calls this).
+fn count_outcome(
+    ctx: &Context,
+    execution: &WasmExecution,
+    status: &WasmExecutionStatus,
+    now: Timestamp,
+) {
+    let runtime = status.runtime.as_deref().unwrap_or("None");
+    let outcome = status.reason.as_deref().unwrap_or("Unknown");
+    let labels = [("runtime", runtime), ("outcome", outcome)];
+    ctx.metrics.inc("wasmfn_executions_total", &labels);
+    if let Some(ms) = status.duration_ms {
+        ctx.metrics
+            .observe("wasmfn_execution_duration_seconds", &labels, ms / 1000.0);
+    }
+    if let Some(created) = &execution.metadata.creation_timestamp {
+        let latency = now.duration_since(created.0).as_secs_f64().max(0.0);
+        ctx.metrics
+            .observe("wasmfn_execution_latency_seconds", &labels, latency);
     }
 }
 
@@ -581,9 +611,9 @@ fn owner_reference(execution: &WasmExecution, uid: &str) -> OwnerReference {
 async fn write_status(
     api: &Api<WasmExecution>,
     execution: &WasmExecution,
-    status: WasmExecutionStatus,
+    status: &WasmExecutionStatus,
 ) -> Result<bool> {
-    if execution.status.as_ref() == Some(&status) {
+    if execution.status.as_ref() == Some(status) {
         return Ok(false);
     }
     let patch = serde_json::json!({

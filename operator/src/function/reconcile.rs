@@ -25,6 +25,7 @@ use super::status::StatusUpdate;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::idempotent::{create_if_absent, delete_if_present};
+use crate::metrics::ActiveReconcile;
 use crate::store::{ModuleToStore, FIELD_MANAGER};
 
 /// How often a function with a running compile is looked at even without a Job event.
@@ -35,7 +36,7 @@ const SOURCE_POLL: Duration = Duration::from_secs(10);
 /// Reconciles one function.
 #[instrument(skip(function, ctx), fields(namespace = function.namespace(), name = function.name_any()))]
 pub async fn reconcile(function: Arc<WasmFunction>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics.inc("wasmfn_reconciles_total", "function");
+    let _active = ActiveReconcile::start(&ctx.metrics, "function");
     let action = reconcile_inner(&function, &ctx).await?;
     ctx.succeeded(&backoff_key(&function));
     Ok(action)
@@ -43,8 +44,13 @@ pub async fn reconcile(function: Arc<WasmFunction>, ctx: Arc<Context>) -> Result
 
 /// Retries a failed reconcile with per-object exponential backoff.
 pub fn error_policy(function: Arc<WasmFunction>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .inc("wasmfn_reconcile_errors_total", error.metric_label());
+    ctx.metrics.inc(
+        "wasmfn_reconcile_errors_total",
+        &[
+            ("controller", "function"),
+            ("category", error.metric_label()),
+        ],
+    );
     let delay = ctx.backoff(&backoff_key(&function));
     warn!(name = function.name_any(), %error, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
@@ -165,7 +171,7 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
         Step::UseStored => {
             let record =
                 stored.ok_or_else(|| Error::Invariant("UseStored without a record".into()))?;
-            ctx.metrics.inc("wasmfn_cache_total", "hit");
+            ctx.metrics.inc("wasmfn_cache_total", &[("result", "hit")]);
             let note = format!(
                 "module {} already stored ({}); no compile needed",
                 record.digest, record.location
@@ -202,7 +208,7 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             Ok(Action::await_change())
         }
         Step::StartCompile => {
-            ctx.metrics.inc("wasmfn_cache_total", "miss");
+            ctx.metrics.inc("wasmfn_cache_total", &[("result", "miss")]);
             let name = start_compile(ctx, function, &jobs, &namespace, &key, &files).await?;
             let status = update.compiling(&key, &name, None);
             if write_status(&functions, function, status).await? {
@@ -268,6 +274,16 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             );
             let status = update.ready(&key, record.to_status(), Some(compile));
             if write_status(&functions, function, status).await? {
+                let language = [("language", function.spec.language.as_str())];
+                ctx.metrics.observe(
+                    "wasmfn_compile_duration_seconds",
+                    &language,
+                    module.compile_ms / 1000.0,
+                );
+                ctx.metrics.inc(
+                    "wasmfn_compiles_total",
+                    &[language[0], ("outcome", "Succeeded")],
+                );
                 ctx.event(function, false, "Compiled", "Compile", note)
                     .await;
             }
@@ -304,6 +320,13 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             let note = format!("{} (kubectl logs job/{})", failure.message, job.name_any());
             let status = update.compile_failed(&key, compile, &failure);
             if write_status(&functions, function, status).await? {
+                ctx.metrics.inc(
+                    "wasmfn_compiles_total",
+                    &[
+                        ("language", function.spec.language.as_str()),
+                        ("outcome", &failure.reason),
+                    ],
+                );
                 ctx.event(function, true, &failure.reason, "Compile", note)
                     .await;
             }
