@@ -48,8 +48,14 @@ pub struct Observation<'a> {
     pub input_problem: Option<(&'static str, String)>,
     /// The newest run pod's attempt number and state.
     pub pod: Option<(i32, RunState)>,
-    /// Where a new attempt would run.
-    pub placement: &'a Placement,
+    /// Where a new attempt would run; `None` until [`Step::Place`] asked for it (placement
+    /// reads the nodes fresh, so only when an attempt is about to start).
+    pub placement: Option<&'a Placement>,
+    /// How long the newest run pod has existed.
+    pub pod_age: Option<Duration>,
+    /// How long a pod may stay unscheduled before its attempt counts as lost (the pod's
+    /// deadline only runs once a node has it).
+    pub schedule_timeout: Duration,
     /// `spec.retries`.
     pub retries: i32,
     /// Now.
@@ -77,6 +83,8 @@ pub enum Step {
         /// Attempts made.
         attempts: i32,
     },
+    /// Observe the nodes and RuntimeClasses and decide again with the placement.
+    Place,
     /// Create the pod for this attempt where the placement says.
     Start {
         /// The attempt number.
@@ -148,6 +156,19 @@ pub fn decide(o: &Observation<'_>) -> Step {
         // The current attempt's pod, if it exists, says how it is going.
         if let Some((pod_attempt, state)) = &o.pod {
             if *pod_attempt == attempt {
+                let stuck = matches!(state, RunState::Starting { node: None, .. })
+                    && o.pod_age.is_some_and(|age| age > o.schedule_timeout);
+                if stuck {
+                    return lose(
+                        o,
+                        attempt,
+                        Loss::NotScheduled,
+                        format!(
+                            "no node took the run pod within {}s",
+                            o.schedule_timeout.as_secs()
+                        ),
+                    );
+                }
                 return match state {
                     RunState::Starting { .. } | RunState::Running { .. } => Step::Track {
                         attempt,
@@ -208,11 +229,15 @@ pub fn decide(o: &Observation<'_>) -> Step {
             attempts: attempt,
         };
     }
-    if let Placement::Wait { reason } = o.placement {
-        return Step::Wait {
-            reason: "Unschedulable",
-            message: reason.clone(),
-        };
+    match o.placement {
+        None => return Step::Place,
+        Some(Placement::Wait { reason }) => {
+            return Step::Wait {
+                reason: "Unschedulable",
+                message: reason.clone(),
+            }
+        }
+        Some(_) => {}
     }
     Step::Start {
         attempt: attempt + 1,
@@ -255,7 +280,7 @@ mod tests {
     use crate::execution::outcome::PlatformFailure;
 
     fn now() -> Timestamp {
-        Timestamp::from_second(1_000_000).unwrap()
+        Timestamp::from_second(1_000_000).expect("valid")
     }
 
     fn wasm() -> Placement {
@@ -277,7 +302,9 @@ mod tests {
             function: FunctionState::Ready,
             input_problem: None,
             pod,
-            placement,
+            placement: Some(placement),
+            pod_age: Some(Duration::from_secs(1)),
+            schedule_timeout: Duration::from_secs(60),
             retries: 1,
             now: now(),
         }
@@ -369,6 +396,47 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn placement_is_asked_for_only_when_an_attempt_would_start() {
+        let p = wasm();
+        let mut o = observe(None, None, &p);
+        o.placement = None;
+        assert_eq!(decide(&o), Step::Place);
+        let s = status(ExecutionPhase::Running, 1, "Running");
+        o.status = Some(&s);
+        o.pod = Some((1, running()));
+        assert!(matches!(decide(&o), Step::Track { .. }));
+    }
+
+    #[test]
+    fn a_pod_no_node_takes_is_a_lost_attempt() {
+        let p = wasm();
+        let s = status(ExecutionPhase::Scheduled, 1, "Scheduled");
+        let unscheduled = RunState::Starting {
+            node: None,
+            detail: Some("Unschedulable: 0/2 nodes".into()),
+        };
+        let mut o = observe(Some(&s), Some((1, unscheduled.clone())), &p);
+        assert!(matches!(decide(&o), Step::Track { .. }), "young: wait");
+        o.pod_age = Some(Duration::from_secs(61));
+        assert!(matches!(
+            decide(&o),
+            Step::Retry {
+                loss: Loss::NotScheduled,
+                ..
+            }
+        ));
+        // Scheduled pods pulling images are not stuck in this sense (their deadline runs).
+        o.pod = Some((
+            1,
+            RunState::Starting {
+                node: Some("a".into()),
+                detail: None,
+            },
+        ));
+        assert!(matches!(decide(&o), Step::Track { .. }));
     }
 
     #[test]
@@ -489,7 +557,7 @@ mod tests {
         s.next_attempt_time = Some(Time(
             now()
                 .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(3))
-                .unwrap(),
+                .expect("valid"),
         ));
         // The lost pod may still be around (terminating): it is not counted twice.
         assert_eq!(

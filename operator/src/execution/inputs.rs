@@ -113,7 +113,7 @@ mod tests {
     use wasmfn_api::{EnvVar, FunctionReference};
 
     fn execution() -> WasmExecutionSpec {
-        serde_json::from_value(serde_json::json!({"functionRef": {"name": "f"}})).unwrap()
+        serde_json::from_value(serde_json::json!({"functionRef": {"name": "f"}})).expect("valid")
     }
 
     fn function() -> WasmFunctionSpec {
@@ -121,7 +121,7 @@ mod tests {
             "language": "wat",
             "source": {"code": "(module)"}
         }))
-        .unwrap()
+        .expect("valid")
     }
 
     const DEFAULTS: Defaults = Defaults {
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn the_operator_defaults_apply_to_a_bare_execution() {
-        let inputs = resolve(&execution(), &function(), DEFAULTS).unwrap();
+        let inputs = resolve(&execution(), &function(), DEFAULTS).expect("valid");
         assert_eq!(
             inputs,
             RunInputs {
@@ -162,14 +162,14 @@ mod tests {
         f.defaults.timeout_millis = Some(5000);
         f.defaults.memory_limit = Some("64Mi".into());
         f.defaults.env = vec![var("A", Some("1")), var("B", Some("2"))];
-        let inputs = resolve(&execution(), &f, DEFAULTS).unwrap();
+        let inputs = resolve(&execution(), &f, DEFAULTS).expect("valid");
         assert_eq!((inputs.timeout_ms, inputs.memory_bytes), (5000, 64 << 20));
         let mut e = execution();
         e.timeout_millis = Some(100);
         e.memory_limit = Some("16Mi".into());
         e.env = vec![var("B", Some("x")), var("C", None)];
         e.max_output_bytes = Some(1 << 20);
-        let inputs = resolve(&e, &f, DEFAULTS).unwrap();
+        let inputs = resolve(&e, &f, DEFAULTS).expect("valid");
         assert_eq!((inputs.timeout_ms, inputs.memory_bytes), (100, 16 << 20));
         assert_eq!(
             inputs.env,
@@ -187,18 +187,24 @@ mod tests {
         let mut e = execution();
         e.stdin = Some("hello\n".into());
         assert_eq!(
-            resolve(&e, &function(), DEFAULTS).unwrap().stdin.as_deref(),
+            resolve(&e, &function(), DEFAULTS)
+                .expect("valid")
+                .stdin
+                .as_deref(),
             Some("hello\n")
         );
         let mut e = execution();
         e.input = Some(serde_json::json!({"n": 3}));
         assert_eq!(
-            resolve(&e, &function(), DEFAULTS).unwrap().stdin.as_deref(),
+            resolve(&e, &function(), DEFAULTS)
+                .expect("valid")
+                .stdin
+                .as_deref(),
             Some(r#"{"n":3}"#)
         );
         e.stdin = Some("x".into());
         assert_eq!(
-            resolve(&e, &function(), DEFAULTS).unwrap_err().0,
+            resolve(&e, &function(), DEFAULTS).expect_err("rejected").0,
             "InvalidSpec"
         );
         let mut e = execution();
@@ -208,7 +214,7 @@ mod tests {
             "exactly the limit is fine"
         );
         e.stdin = Some("x".repeat(MAX_STDIN_BYTES + 1));
-        let (reason, message) = resolve(&e, &function(), DEFAULTS).unwrap_err();
+        let (reason, message) = resolve(&e, &function(), DEFAULTS).expect_err("rejected");
         assert_eq!(reason, "InputTooLarge");
         assert!(message.contains("262145"), "{message}");
     }
@@ -219,7 +225,7 @@ mod tests {
             let mut e = execution();
             e.memory_limit = Some(bad.into());
             assert_eq!(
-                resolve(&e, &function(), DEFAULTS).unwrap_err().0,
+                resolve(&e, &function(), DEFAULTS).expect_err("rejected").0,
                 "InvalidSpec",
                 "{bad}"
             );

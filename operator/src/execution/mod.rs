@@ -20,31 +20,12 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use wasmfn_api::{labels, ExecutionPhase, WasmExecution, WasmFunction};
 
 use crate::context::Context;
-
-/// What the execution reconciler shares: the operator's context plus the nodes and
-/// RuntimeClasses placement looks at (kept current by watches).
-pub struct ExecutionContext {
-    /// The operator's context.
-    pub ctx: Arc<Context>,
-    /// The cluster's nodes.
-    pub nodes: Store<Node>,
-    /// The cluster's RuntimeClasses.
-    pub classes: Store<RuntimeClass>,
-}
-
-impl std::fmt::Debug for ExecutionContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExecutionContext")
-            .field("ctx", &self.ctx)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Executions that have not started a run yet (they wait for a function or a node).
 fn waiting(store: &Store<WasmExecution>) -> Vec<ObjectRef<WasmExecution>> {
@@ -91,57 +72,20 @@ async fn count_phases(store: Store<WasmExecution>, ctx: Arc<Context>) {
     }
 }
 
-/// Keeps a reflector store of `api` current until the process ends.
-fn mirror<K>(api: Api<K>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
-    tokio::spawn(async move {
-        stream.for_each(|_| futures::future::ready(())).await;
-    });
-    reader
-}
-
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let nodes = mirror(Api::<Node>::all(client.clone()));
-    let classes = mirror(Api::<RuntimeClass>::all(client.clone()));
-    for (what, ready) in [
-        ("nodes", nodes.wait_until_ready().await),
-        ("runtime classes", classes.wait_until_ready().await),
-    ] {
-        if let Err(error) = ready {
-            tracing::error!(%error, "the {what} watch never became ready");
-            return;
-        }
-    }
     let concurrency = ctx.config.concurrency;
-    let shared = Arc::new(ExecutionContext {
-        ctx,
-        nodes,
-        classes,
-    });
     let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
     let controller = Controller::new(
         Api::<WasmExecution>::all(client.clone()),
         watcher::Config::default(),
     );
     let executions = controller.store();
-    tokio::spawn(count_phases(executions.clone(), shared.ctx.clone()));
+    tokio::spawn(count_phases(executions.clone(), ctx.clone()));
     let for_function = executions.clone();
     let for_nodes = executions.clone();
     let for_classes = executions;
@@ -181,7 +125,7 @@ pub async fn run(
             move |_| waiting(&for_classes),
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, shared)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
 }

@@ -21,6 +21,8 @@ pub enum Loss {
     PodDeleted,
     /// The node went away or was shut down.
     NodeLost,
+    /// No node took the pod in time (its node became unusable after placement).
+    NotScheduled,
 }
 
 impl Loss {
@@ -30,6 +32,7 @@ impl Loss {
             Loss::PodEvicted => "PodEvicted",
             Loss::PodDeleted => "PodDeleted",
             Loss::NodeLost => "NodeLost",
+            Loss::NotScheduled => "Unschedulable",
         }
     }
 }
@@ -465,7 +468,7 @@ mod tests {
     #[test]
     fn pods_without_a_document_map_to_losses_and_failures() {
         let with_reason = |mut p: Pod, reason: &str| {
-            p.status.as_mut().unwrap().reason = Some(reason.into());
+            p.status.as_mut().expect("valid").reason = Some(reason.into());
             p
         };
         // Deleted while running.
@@ -593,8 +596,8 @@ mod tests {
             }
         );
         let mut unscheduled = pod("Pending", ContainerState::default());
-        unscheduled.spec.as_mut().unwrap().node_name = None;
-        unscheduled.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+        unscheduled.spec.as_mut().expect("valid").node_name = None;
+        unscheduled.status.as_mut().expect("valid").conditions = Some(vec![PodCondition {
             type_: "PodScheduled".into(),
             status: "False".into(),
             reason: Some("Unschedulable".into()),
@@ -631,7 +634,7 @@ mod tests {
     fn output_is_capped_and_the_full_size_reported() {
         let big = vec![b'x'; 1 << 20];
         let doc: ResultDocument =
-            serde_json::from_str(&document(Reason::Completed, &big, b"").to_json()).unwrap();
+            serde_json::from_str(&document(Reason::Completed, &big, b"").to_json()).expect("valid");
         assert!(doc.stdout.truncated);
         assert!(wants_log(&doc, 65536));
         assert_eq!(log_limit(&doc, 65536), 65536);
@@ -660,7 +663,8 @@ mod tests {
         );
         // Output on stderr means the log is not stdout alone.
         let doc: ResultDocument =
-            serde_json::from_str(&document(Reason::Completed, &big, b"warn").to_json()).unwrap();
+            serde_json::from_str(&document(Reason::Completed, &big, b"warn").to_json())
+                .expect("valid");
         assert!(!wants_log(&doc, 65536));
     }
 

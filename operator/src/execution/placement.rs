@@ -291,7 +291,9 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             wasmedge_enabled: true,
-            node_selectors: vec![LabelRequirement::parse("wasmfn.dev/wasmedge=true").unwrap()],
+            node_selectors: vec![
+                LabelRequirement::parse("wasmfn.dev/wasmedge=true").expect("valid")
+            ],
             handler: "wasmedge".into(),
         }
     }
@@ -340,10 +342,10 @@ mod tests {
 
     #[test]
     fn label_requirements_parse_and_print() {
-        let r = LabelRequirement::parse(" a/b=c ").unwrap();
+        let r = LabelRequirement::parse(" a/b=c ").expect("valid");
         assert_eq!((r.key.as_str(), r.value.as_deref()), ("a/b", Some("c")));
         assert_eq!(r.to_string(), "a/b=c");
-        let r = LabelRequirement::parse("exists").unwrap();
+        let r = LabelRequirement::parse("exists").expect("valid");
         assert_eq!(r.value, None);
         assert_eq!(r.to_string(), "exists");
         assert!(LabelRequirement::parse("=x").is_err());

@@ -25,7 +25,6 @@ use super::run_pod::{
     ATTEMPT_LABEL, CONTAINER, EXECUTION_UID_LABEL, RUNTIME_ANNOTATION,
 };
 use super::status::{Assignment, StatusUpdate};
-use super::ExecutionContext;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::idempotent::{create_if_absent, delete_if_present};
@@ -38,24 +37,16 @@ const WAIT_POLL: Duration = Duration::from_secs(30);
 const RUN_POLL: Duration = Duration::from_secs(60);
 
 /// Reconciles one execution.
-#[instrument(skip(execution, shared), fields(namespace = execution.namespace(), name = execution.name_any()))]
-pub async fn reconcile(
-    execution: Arc<WasmExecution>,
-    shared: Arc<ExecutionContext>,
-) -> Result<Action> {
-    let _active = ActiveReconcile::start(&shared.ctx.metrics, "execution");
-    let action = reconcile_inner(&execution, &shared).await?;
-    shared.ctx.succeeded(&backoff_key(&execution));
+#[instrument(skip(execution, ctx), fields(namespace = execution.namespace(), name = execution.name_any()))]
+pub async fn reconcile(execution: Arc<WasmExecution>, ctx: Arc<Context>) -> Result<Action> {
+    let _active = ActiveReconcile::start(&ctx.metrics, "execution");
+    let action = reconcile_inner(&execution, &ctx).await?;
+    ctx.succeeded(&backoff_key(&execution));
     Ok(action)
 }
 
 /// Retries a failed reconcile with per-object exponential backoff.
-pub fn error_policy(
-    execution: Arc<WasmExecution>,
-    error: &Error,
-    shared: Arc<ExecutionContext>,
-) -> Action {
-    let ctx = &shared.ctx;
+pub fn error_policy(execution: Arc<WasmExecution>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.inc(
         "wasmfn_reconcile_errors_total",
         &[
@@ -87,8 +78,7 @@ fn attempt_of(pod: &Pod) -> Option<i32> {
     pod.labels().get(ATTEMPT_LABEL)?.parse().ok()
 }
 
-async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> Result<Action> {
-    let ctx = &shared.ctx;
+async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action> {
     let namespace = cached
         .namespace()
         .ok_or_else(|| Error::Invariant("a WasmExecution without a namespace".into()))?;
@@ -136,24 +126,38 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
         .iter()
         .filter_map(|p| attempt_of(p).map(|a| (a, p)))
         .max_by_key(|(a, _)| *a);
-    let placement = place(
-        execution.spec.runtime,
-        &policy(ctx),
-        &node_views(&shared.nodes.state()),
-        &class_views(&shared.classes.state()),
-    );
-    let step = decide(&Observation {
+    let pod_age = latest
+        .and_then(|(_, p)| p.metadata.creation_timestamp.as_ref())
+        .and_then(|t| Duration::try_from(now.duration_since(t.0)).ok());
+    let deadline = inputs
+        .as_ref()
+        .and_then(|i| i.as_ref().ok())
+        .map(|i| i.timeout_ms.div_ceil(1000))
+        .unwrap_or(config.wasmedge_timeout_ms.div_ceil(1000));
+    let mut observation = Observation {
         status: current,
         function: function_state(function.as_ref()),
         input_problem,
         pod: latest.map(|(a, p)| (a, run_state(p))),
-        placement: &placement,
+        placement: None,
+        pod_age,
+        schedule_timeout: Duration::from_secs(deadline + config.run_deadline_grace_seconds),
         retries: execution.spec.retries,
         now,
-    });
+    };
+    let mut step = decide(&observation);
+    let placement = if step == Step::Place {
+        let placement = place_now(ctx, execution).await?;
+        observation.placement = Some(&placement);
+        step = decide(&observation);
+        Some(placement)
+    } else {
+        None
+    };
     info!(?step, "decided");
 
     match step {
+        Step::Place => Err(Error::Invariant("placement asked for twice".into())),
         Step::Done => finish_up(ctx, execution, &executions, &pods, &owned, now).await,
         Step::Wait { reason, message } => {
             let status = update.pending(reason, &message);
@@ -183,6 +187,8 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
             let (Some(function), Some(Ok(inputs))) = (function, inputs) else {
                 return Err(Error::Invariant("Start without a Ready function".into()));
             };
+            let placement =
+                placement.ok_or_else(|| Error::Invariant("Start without a placement".into()))?;
             let owner = owner_reference(execution, &uid);
             let module = match module_mount(ctx, &namespace, &function, &placement).await {
                 Ok(module) => module,
@@ -224,7 +230,11 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
             });
             let pod_name = pod.name_any();
             create_if_absent(&pods, &pod).await?;
-            let assignment = assignment_of(&pod, &placement);
+            let assignment = Assignment {
+                runtime: runtime_of(&pod),
+                reason: placement_reason(&placement),
+                pod: pod_name.clone(),
+            };
             let note = format!(
                 "attempt {attempt}: {} pod {pod_name} ({})",
                 assignment.runtime, assignment.reason
@@ -241,7 +251,7 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
         }
         Step::Track { attempt, state } => {
             let pod = pod_of(&owned, attempt)?;
-            let assignment = assignment_of(pod, &placement);
+            let assignment = assignment_of(pod, current);
             let status = match state {
                 RunState::Running { node, started } => {
                     update.running(attempt, &assignment, node, started)
@@ -256,7 +266,7 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
         }
         Step::Record { attempt, state } => {
             let pod = pod_of(&owned, attempt)?;
-            let assignment = assignment_of(pod, &placement);
+            let assignment = assignment_of(pod, current);
             let cap = inputs
                 .and_then(|i| i.ok())
                 .map(|i: RunInputs| i.max_output_bytes)
@@ -329,15 +339,14 @@ async fn reconcile_inner(cached: &WasmExecution, shared: &ExecutionContext) -> R
                 let note = format!("attempt {attempt} was lost ({message}); retrying");
                 ctx.event(execution, true, loss.reason(), "Run", note).await;
             }
-            if !ctx.config.keep_run_pods {
-                // An evicted pod stays as a Failed object; it has nothing more to say.
-                let lost: Vec<Pod> = owned
-                    .iter()
-                    .filter(|p| attempt_of(p) == Some(attempt))
-                    .cloned()
-                    .collect();
-                delete_pods(&pods, &lost).await?;
-            }
+            // A lost attempt's pod has nothing more to say: an evicted one stays as a Failed
+            // object, an unscheduled one would wait for a node forever.
+            let lost: Vec<Pod> = owned
+                .iter()
+                .filter(|p| attempt_of(p) == Some(attempt))
+                .cloned()
+                .collect();
+            delete_pods(&pods, &lost).await?;
             let wait = at.duration_since(now);
             Ok(Action::requeue(
                 Duration::try_from(wait).unwrap_or(Duration::ZERO) + Duration::from_millis(100),
@@ -425,24 +434,52 @@ fn pod_of(owned: &[Pod], attempt: i32) -> Result<&Pod> {
         .ok_or_else(|| Error::Invariant(format!("no pod for attempt {attempt}")))
 }
 
-/// The runtime a pod was made for and why (the reason the status already holds wins; a pod
-/// adopted after a restart says only what it is).
-fn assignment_of(pod: &Pod, placement: &Placement) -> Assignment {
-    let runtime = pod
-        .annotations()
+fn runtime_of(pod: &Pod) -> String {
+    pod.annotations()
         .get(RUNTIME_ANNOTATION)
         .cloned()
-        .unwrap_or_else(|| "Container".to_owned());
-    let reason = match placement {
-        Placement::Wasm { reason, .. } if runtime == "WasmEdge" => reason.clone(),
-        Placement::Container { reason } if runtime == "Container" => reason.clone(),
-        _ => format!("placed as a {runtime} pod"),
-    };
+        .unwrap_or_else(|| "Container".to_owned())
+}
+
+fn placement_reason(placement: &Placement) -> String {
+    match placement {
+        Placement::Wasm { reason, .. }
+        | Placement::Container { reason }
+        | Placement::Wait { reason } => reason.clone(),
+    }
+}
+
+/// The runtime a pod was made for and why (from the status; a pod adopted after a restart,
+/// before its placement was recorded, says only what it is).
+fn assignment_of(pod: &Pod, status: Option<&WasmExecutionStatus>) -> Assignment {
+    let runtime = runtime_of(pod);
+    let reason = status
+        .and_then(|s| s.placement_reason.clone())
+        .unwrap_or_else(|| format!("placed as a {runtime} pod"));
     Assignment {
         runtime,
         reason,
         pod: pod.name_any(),
     }
+}
+
+/// Places with the nodes and RuntimeClasses as they are now (read, not cached: a node
+/// cordoned a moment ago must not receive the pod).
+async fn place_now(ctx: &Context, execution: &WasmExecution) -> Result<Placement> {
+    let nodes = Api::<Node>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let classes = Api::<RuntimeClass>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    Ok(place(
+        execution.spec.runtime,
+        &policy(ctx),
+        &node_views(&nodes),
+        &class_views(&classes),
+    ))
 }
 
 /// The first `limit` bytes of the run container's log; `None` when it cannot be read (the
@@ -541,7 +578,7 @@ fn pod_settings(ctx: &Context) -> PodSettings {
     }
 }
 
-fn node_views(nodes: &[Arc<Node>]) -> Vec<NodeView> {
+fn node_views(nodes: &[Node]) -> Vec<NodeView> {
     nodes
         .iter()
         .map(|node| {
@@ -571,7 +608,7 @@ fn node_views(nodes: &[Arc<Node>]) -> Vec<NodeView> {
         .collect()
 }
 
-fn class_views(classes: &[Arc<RuntimeClass>]) -> Vec<RuntimeClassView> {
+fn class_views(classes: &[RuntimeClass]) -> Vec<RuntimeClassView> {
     classes
         .iter()
         .map(|class| {

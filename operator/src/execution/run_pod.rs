@@ -495,7 +495,7 @@ mod tests {
     }
 
     fn container(pod: &Pod) -> &Container {
-        &pod.spec.as_ref().unwrap().containers[0]
+        &pod.spec.as_ref().expect("valid").containers[0]
     }
 
     fn env_of(pod: &Pod) -> BTreeMap<String, String> {
@@ -528,22 +528,22 @@ mod tests {
         let f = fixture();
         let placement = wasm_placement();
         let pod = run_pod(&spec(&f, &placement, maps()));
-        let pod_spec = pod.spec.as_ref().unwrap();
+        let pod_spec = pod.spec.as_ref().expect("valid");
         assert_eq!(pod_spec.runtime_class_name.as_deref(), Some("wasmedge"));
         let terms = &pod_spec
             .affinity
             .as_ref()
-            .unwrap()
+            .expect("valid")
             .node_affinity
             .as_ref()
-            .unwrap()
+            .expect("valid")
             .required_during_scheduling_ignored_during_execution
             .as_ref()
-            .unwrap()
+            .expect("valid")
             .node_selector_terms;
-        let requirement = &terms[0].match_expressions.as_ref().unwrap()[0];
+        let requirement = &terms[0].match_expressions.as_ref().expect("valid")[0];
         assert_eq!(requirement.values, Some(vec!["a".to_string()]));
-        assert_eq!(pod_spec.tolerations.as_ref().unwrap().len(), 1);
+        assert_eq!(pod_spec.tolerations.as_ref().expect("valid").len(), 1);
         let c = container(&pod);
         assert_eq!(c.image.as_deref(), Some("wasmfn.local/wasm-pod:dev"));
         assert_eq!(
@@ -557,7 +557,7 @@ mod tests {
         assert_eq!(env["WASMFN_STDIN_FILE"], "/inputs/stdin");
         assert!(!env.contains_key("WASMFN_INVOKE"));
         assert_eq!(
-            pod.metadata.annotations.as_ref().unwrap()[RUNTIME_ANNOTATION],
+            pod.metadata.annotations.as_ref().expect("valid")[RUNTIME_ANNOTATION],
             "WasmEdge"
         );
     }
@@ -570,8 +570,14 @@ mod tests {
         let pod = run_pod(&spec(&f, &placement, ModuleMount::Image(reference.clone())));
         let c = container(&pod);
         assert_eq!(c.image.as_ref(), Some(&reference));
-        assert_eq!(c.command.as_ref().unwrap()[0], "function.wasm");
-        let volumes = pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
+        assert_eq!(c.command.as_ref().expect("valid")[0], "function.wasm");
+        let volumes = pod
+            .spec
+            .as_ref()
+            .expect("valid")
+            .volumes
+            .as_ref()
+            .expect("valid");
         assert_eq!(volumes.len(), 1, "only the inputs volume");
         assert_eq!(volumes[0].name, "inputs");
     }
@@ -583,13 +589,13 @@ mod tests {
         let mut s = spec(&f, &placement, maps());
         s.entrypoint = Some("add");
         let pod = run_pod(&s);
-        let pod_spec = pod.spec.as_ref().unwrap();
+        let pod_spec = pod.spec.as_ref().expect("valid");
         assert_eq!(pod_spec.runtime_class_name, None);
         assert!(pod_spec.affinity.is_none());
         let c = container(&pod);
         assert_eq!(c.image.as_deref(), Some("wasmfn.local/runner:dev"));
         assert_eq!(
-            c.command.clone().unwrap(),
+            c.command.clone().expect("valid"),
             [
                 "wasmfn",
                 "exec",
@@ -611,11 +617,17 @@ mod tests {
         );
         assert!(c.env.is_none(), "settings travel as flags");
         // The projected artifact volume lists every ConfigMap.
-        let volume = &pod_spec.volumes.as_ref().unwrap()[0];
-        let sources = volume.projected.as_ref().unwrap().sources.as_ref().unwrap();
+        let volume = &pod_spec.volumes.as_ref().expect("valid")[0];
+        let sources = volume
+            .projected
+            .as_ref()
+            .expect("valid")
+            .sources
+            .as_ref()
+            .expect("valid");
         let names: Vec<_> = sources
             .iter()
-            .map(|s| s.config_map.as_ref().unwrap().name.clone())
+            .map(|s| s.config_map.as_ref().expect("valid").name.clone())
             .collect();
         assert_eq!(names, ["art", "art-1"]);
     }
@@ -632,7 +644,13 @@ mod tests {
         assert_eq!(env["WASMFN_INVOKE"], "add");
         assert_eq!(env["WASMFN_INVOKE_ARGS"], "[3,4]");
         assert!(!env.contains_key("WASMFN_STDIN_FILE"));
-        let volumes = pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
+        let volumes = pod
+            .spec
+            .as_ref()
+            .expect("valid")
+            .volumes
+            .as_ref()
+            .expect("valid");
         assert!(volumes.iter().all(|v| v.name != "inputs"));
     }
 
@@ -641,30 +659,39 @@ mod tests {
         let f = fixture();
         for placement in [wasm_placement(), container_placement()] {
             let pod = run_pod(&spec(&f, &placement, maps()));
-            let pod_spec = pod.spec.as_ref().unwrap();
+            let pod_spec = pod.spec.as_ref().expect("valid");
             assert_eq!(pod_spec.automount_service_account_token, Some(false));
             assert_eq!(pod_spec.restart_policy.as_deref(), Some("Never"));
             assert_eq!(pod_spec.active_deadline_seconds, Some(2 + 30));
-            let security = pod_spec.security_context.as_ref().unwrap();
+            let security = pod_spec.security_context.as_ref().expect("valid");
             assert_eq!(security.run_as_non_root, Some(true));
             assert_eq!(security.run_as_user, Some(65532));
             let c = container(&pod);
-            let cs = c.security_context.as_ref().unwrap();
+            let cs = c.security_context.as_ref().expect("valid");
             assert_eq!(cs.read_only_root_filesystem, Some(true));
             assert_eq!(cs.allow_privilege_escalation, Some(false));
             assert_eq!(
-                cs.capabilities.as_ref().unwrap().drop,
+                cs.capabilities.as_ref().expect("valid").drop,
                 Some(vec!["ALL".to_string()])
             );
-            let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+            let limits = c
+                .resources
+                .as_ref()
+                .expect("valid")
+                .limits
+                .as_ref()
+                .expect("valid");
             assert_eq!(limits["memory"].0, ((32u64 + 64) << 20).to_string());
             let meta = &pod.metadata;
             assert_eq!(meta.name.as_deref(), Some("hello-run-2"));
-            let labels = meta.labels.as_ref().unwrap();
+            let labels = meta.labels.as_ref().expect("valid");
             assert_eq!(labels[ATTEMPT_LABEL], "2");
             assert_eq!(labels[EXECUTION_UID_LABEL], "uid-1");
             assert_eq!(labels[EXECUTION_LABEL], "hello");
-            assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, "uid-1");
+            assert_eq!(
+                meta.owner_references.as_ref().expect("valid")[0].uid,
+                "uid-1"
+            );
         }
     }
 
@@ -672,9 +699,9 @@ mod tests {
     fn the_input_config_map_holds_stdin_and_is_owned() {
         let map = input_config_map("hello", owner(), "line\n");
         assert_eq!(map.metadata.name.as_deref(), Some("hello-input"));
-        assert_eq!(map.data.as_ref().unwrap()[STDIN_KEY], "line\n");
+        assert_eq!(map.data.as_ref().expect("valid")[STDIN_KEY], "line\n");
         assert_eq!(
-            map.metadata.owner_references.as_ref().unwrap()[0].uid,
+            map.metadata.owner_references.as_ref().expect("valid")[0].uid,
             "uid-1"
         );
     }

@@ -261,7 +261,7 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     fn now() -> Time {
-        Time(Timestamp::from_second(1_000_000).unwrap())
+        Time(Timestamp::from_second(1_000_000).expect("valid"))
     }
 
     fn assignment() -> Assignment {
@@ -392,7 +392,11 @@ mod tests {
             StatusUpdate::new(None, None, now()).retrying(1, Loss::PodDeleted, "gone", now(), 2);
         assert_eq!(retry.phase, Some(ExecutionPhase::Pending));
         assert_eq!(condition(&retry), ("Unknown", RETRYING));
-        assert!(retry.message.as_deref().unwrap().contains("attempt 2 of 3"));
+        assert!(retry
+            .message
+            .as_deref()
+            .expect("valid")
+            .contains("attempt 2 of 3"));
         let rescheduled = StatusUpdate::new(Some(&retry), None, now()).scheduled(2, &assignment());
         assert_eq!(rescheduled.next_attempt_time, None);
 
