@@ -23,6 +23,36 @@ where
     }
 }
 
+/// What [`create_owned`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Owned {
+    /// Created now, or created earlier by the same owner.
+    Ours,
+    /// An object of that name exists and belongs to someone else.
+    Taken,
+}
+
+/// Creates `object` unless the same owner (`owner_uid`) already created it; an object of that
+/// name owned by anyone else is reported, never adopted.
+pub async fn create_owned<K>(api: &Api<K>, object: &K, owner_uid: &str) -> Result<Owned>
+where
+    K: Clone + Debug + DeserializeOwned + Serialize + kube::Resource,
+{
+    if create_if_absent(api, object).await? {
+        return Ok(Owned::Ours);
+    }
+    let name = object.meta().name.clone().unwrap_or_default();
+    let existing = api.get_opt(&name).await?;
+    let ours = existing.is_some_and(|e| {
+        e.meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == owner_uid)
+    });
+    Ok(if ours { Owned::Ours } else { Owned::Taken })
+}
+
 /// Deletes `name` with `params` unless it is already gone.
 pub async fn delete_if_present<K>(api: &Api<K>, name: &str, params: &DeleteParams) -> Result<()>
 where

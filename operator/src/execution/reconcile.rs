@@ -21,13 +21,13 @@ use super::inputs::{resolve, Defaults, RunInputs};
 use super::outcome::{log_limit, result_fields, run_state, wants_log, RunState};
 use super::placement::{place, NodeView, Placement, Policy, RuntimeClassView, Taint, Toleration};
 use super::run_pod::{
-    input_config_map, input_config_map_name, run_pod, ModuleMount, PodSettings, RunSpec,
-    ATTEMPT_LABEL, CONTAINER, EXECUTION_UID_LABEL, RUNTIME_ANNOTATION,
+    input_config_map, run_pod, ModuleMount, PodSettings, RunSpec, ATTEMPT_LABEL, CONTAINER,
+    EXECUTION_UID_LABEL, RUNTIME_ANNOTATION,
 };
 use super::status::{Assignment, StatusUpdate};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::idempotent::{create_if_absent, delete_if_present};
+use crate::idempotent::{create_owned, delete_if_present, Owned};
 use crate::metrics::ActiveReconcile;
 use crate::store::FIELD_MANAGER;
 
@@ -205,8 +205,21 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
             let stdin_map = match &inputs.stdin {
                 Some(stdin) => {
                     let maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace);
-                    create_if_absent(&maps, &input_config_map(&name, owner.clone(), stdin)).await?;
-                    Some(input_config_map_name(&name))
+                    let map = input_config_map(&name, owner.clone(), stdin);
+                    if create_owned(&maps, &map, &uid).await? == Owned::Taken {
+                        return name_taken(
+                            ctx,
+                            execution,
+                            &executions,
+                            update,
+                            "ConfigMap",
+                            &map.name_any(),
+                            attempt - 1,
+                            now,
+                        )
+                        .await;
+                    }
+                    Some(map.name_any())
                 }
                 None => None,
             };
@@ -229,7 +242,19 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                 settings: &settings,
             });
             let pod_name = pod.name_any();
-            create_if_absent(&pods, &pod).await?;
+            if create_owned(&pods, &pod, &uid).await? == Owned::Taken {
+                return name_taken(
+                    ctx,
+                    execution,
+                    &executions,
+                    update,
+                    "Pod",
+                    &pod_name,
+                    attempt - 1,
+                    now,
+                )
+                .await;
+            }
             let assignment = Assignment {
                 runtime: runtime_of(&pod),
                 reason: placement_reason(&placement),
@@ -354,6 +379,30 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
         }
         Step::BackOff { remaining } => Ok(Action::requeue(remaining + Duration::from_millis(100))),
     }
+}
+
+/// Fails the execution because an object it needs a name for belongs to someone else.
+#[allow(clippy::too_many_arguments)]
+async fn name_taken(
+    ctx: &Context,
+    execution: &WasmExecution,
+    executions: &Api<WasmExecution>,
+    update: StatusUpdate,
+    kind: &str,
+    name: &str,
+    attempts: i32,
+    now: Timestamp,
+) -> Result<Action> {
+    let message = format!(
+        "a {kind} named {name} already exists and does not belong to this execution; rename the execution or remove that {kind}"
+    );
+    let status = update.failed("NameConflict", &message, attempts);
+    if write_status(executions, execution, &status).await? {
+        count_outcome(ctx, execution, &status, now);
+        ctx.event(execution, true, "NameConflict", "Run", message)
+            .await;
+    }
+    Ok(Action::await_change())
 }
 
 /// Counts a finished execution in the metrics (once: only the write that finished it calls this).
