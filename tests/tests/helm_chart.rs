@@ -1,0 +1,1018 @@
+//! The Helm chart (`charts/wasmfn`): `helm lint`, what `helm template` renders (security
+//! contexts, the operator's RBAC, values reaching the operator's environment, the NetworkPolicy,
+//! the RuntimeClass, the CRD copies), and `helm install` onto the local cluster with the operator
+//! image from `make images` running as the chart's Deployment: one replica leads, a function
+//! becomes Ready through it, and `helm uninstall` leaves none of the release's objects behind.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wasmfn_api::labels;
+use wasmfn_e2e::helm::{chart_dir, Helm};
+use wasmfn_e2e::operator::crds_dir;
+
+const RELEASE: &str = "wasmfn";
+
+fn helm() -> Helm {
+    Helm::new().expect("helm (make setup installs it)")
+}
+
+/// Every object `helm template` renders with `values`, parsed.
+fn render(values: &[(&str, &str)]) -> Vec<Value> {
+    let text = helm()
+        .template(RELEASE, "wasmfn-system", values)
+        .expect("helm template");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| Value::deserialize(document).expect("rendered YAML parses"))
+        .filter(|object| !object.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(objects, kind);
+    assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
+    found[0]
+}
+
+/// The operator container's environment: name -> literal value (or the fieldRef path).
+fn operator_env(objects: &[Value]) -> BTreeMap<String, String> {
+    let deployment = one(objects, "Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            let value = e["value"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| {
+                    e["valueFrom"]["fieldRef"]["fieldPath"]
+                        .as_str()
+                        .map(|p| format!("fieldRef:{p}"))
+                })
+                .unwrap_or_default();
+            (e["name"].as_str().expect("env name").to_owned(), value)
+        })
+        .collect()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| v.as_str().expect("string").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn helm_lint_passes_with_the_defaults_and_with_every_option_on() {
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("utf-8 path");
+    let started = Instant::now();
+    let out = helm()
+        .run(&["lint", "--strict", chart])
+        .expect("helm lint --strict");
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    let all_on = [
+        "--set",
+        "nodeInstaller.enabled=true",
+        "--set",
+        "localCluster.hostNetwork=true",
+        "--set",
+        "localCluster.apiServerHost=127.0.0.1",
+        "--set",
+        "localCluster.apiServerPort=6443",
+        "--set",
+        "store.default=oci",
+        "--set",
+        "store.oci.registry=registry.example:5000",
+        "--set",
+        "cache.gcIntervalSeconds=30",
+    ];
+    let mut args = vec!["lint", "--strict", chart];
+    args.extend(all_on);
+    helm()
+        .run(&args)
+        .expect("helm lint --strict with every option on");
+    eprintln!("helm lint (twice): {} ms", started.elapsed().as_millis());
+}
+
+#[test]
+fn inconsistent_values_are_refused_at_render_time() {
+    let half = helm().template(
+        RELEASE,
+        "wasmfn-system",
+        &[("localCluster.apiServerHost", "127.0.0.1")],
+    );
+    let error = half.expect_err("a host without a port").to_string();
+    assert!(error.contains("set both or neither"), "{error}");
+    let oci = helm().template(RELEASE, "wasmfn-system", &[("store.default", "oci")]);
+    let error = oci.expect_err("oci store without a registry").to_string();
+    assert!(error.contains("store.oci.registry"), "{error}");
+}
+
+#[test]
+fn the_defaults_render_the_operator_its_rbac_service_policy_runtime_class_and_lease() {
+    let started = Instant::now();
+    let objects = render(&[]);
+    eprintln!(
+        "helm template (defaults): {} ms",
+        started.elapsed().as_millis()
+    );
+    let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    let expected: BTreeSet<&str> = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "NetworkPolicy",
+        "RuntimeClass",
+        "Lease",
+    ]
+    .into();
+    assert_eq!(kinds, expected);
+    assert!(
+        of_kind(&objects, "DaemonSet").is_empty(),
+        "node installer off by default"
+    );
+    let deployment = one(&objects, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["image"], "wasmfn.local/operator:dev");
+    assert_eq!(pod["containers"][0]["args"], json!(["run"]));
+    assert_eq!(pod["serviceAccountName"], "wasmfn-operator");
+    assert!(
+        pod["hostNetwork"].is_null(),
+        "host network is off by default"
+    );
+    // Every namespaced object lands in the release namespace.
+    for object in &objects {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let cluster_scoped = ["ClusterRole", "ClusterRoleBinding", "RuntimeClass"].contains(&kind);
+        assert_eq!(
+            object["metadata"]["namespace"].is_null(),
+            cluster_scoped,
+            "{kind} {}",
+            object["metadata"]["name"]
+        );
+        if !cluster_scoped {
+            assert_eq!(object["metadata"]["namespace"], "wasmfn-system", "{kind}");
+        }
+        assert_eq!(
+            object["metadata"]["labels"]["app.kubernetes.io/instance"], RELEASE,
+            "{kind}: every object carries the release label (uninstall checks rely on it)"
+        );
+    }
+    // The metrics Service reaches the operator's pods on the probe/metrics port.
+    let service = one(&objects, "Service");
+    let selector = service["spec"]["selector"].as_object().expect("selector");
+    let pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .expect("labels");
+    for (key, value) in selector {
+        assert_eq!(pod_labels.get(key), Some(value), "service selector {key}");
+    }
+    assert_eq!(service["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+    // The Lease the chart creates is the one the operator is told to use.
+    let lease = one(&objects, "Lease");
+    assert_eq!(
+        operator_env(&objects)["WASMFN_LEASE_NAME"],
+        lease["metadata"]["name"].as_str().expect("name")
+    );
+    assert!(lease["spec"].is_null(), "the operator writes the holder");
+}
+
+#[test]
+fn every_container_is_restricted_except_the_node_installers_privileged_init_container() {
+    let objects = render(&[("nodeInstaller.enabled", "true")]);
+    let mut privileged = Vec::new();
+    let mut checked = 0;
+    for workload in of_kind(&objects, "Deployment")
+        .into_iter()
+        .chain(of_kind(&objects, "DaemonSet"))
+    {
+        let kind = workload["kind"].as_str().expect("kind");
+        let pod = &workload["spec"]["template"]["spec"];
+        let containers = pod["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(pod["initContainers"].as_array().into_iter().flatten());
+        for container in containers {
+            let name = format!("{kind}/{}", container["name"].as_str().expect("name"));
+            let security = &container["securityContext"];
+            if security["privileged"] == true {
+                privileged.push(name);
+                continue;
+            }
+            let non_root =
+                security["runAsNonRoot"] == true || pod["securityContext"]["runAsNonRoot"] == true;
+            assert!(non_root, "{name}: runAsNonRoot");
+            assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
+            assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+            assert_eq!(security["capabilities"]["drop"], json!(["ALL"]), "{name}");
+            assert!(
+                security["capabilities"]["add"].is_null(),
+                "{name} adds capabilities"
+            );
+            let seccomp = if security["seccompProfile"].is_null() {
+                &pod["securityContext"]["seccompProfile"]
+            } else {
+                &security["seccompProfile"]
+            };
+            assert_eq!(seccomp["type"], "RuntimeDefault", "{name}");
+            assert!(
+                container["resources"]["limits"]["memory"].is_string(),
+                "{name}: memory limit"
+            );
+            checked += 1;
+        }
+        if kind == "Deployment" {
+            assert!(pod["hostPID"].is_null() && pod["hostNetwork"].is_null());
+            assert!(pod["volumes"].is_null(), "the operator mounts nothing");
+        }
+    }
+    assert_eq!(
+        checked, 2,
+        "the operator and the installer's idle container"
+    );
+    assert_eq!(privileged, ["DaemonSet/install"]);
+    // Without the node installer nothing is privileged.
+    let defaults = render(&[]);
+    assert!(of_kind(&defaults, "DaemonSet").is_empty());
+}
+
+/// `(apiGroup, resource, verb, resourceNames)` for every rule.
+fn rule_set(role: &Value) -> BTreeSet<(String, String, String, Vec<String>)> {
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        let names = strings(&rule["resourceNames"]);
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    assert_ne!(verb, "*", "no wildcard verbs");
+                    assert_ne!(resource, "*", "no wildcard resources");
+                    out.insert((group.clone(), resource.clone(), verb, names.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn rules(table: &[(&str, &str, &str, &[&str])]) -> BTreeSet<(String, String, String, Vec<String>)> {
+    let mut out = BTreeSet::new();
+    for (group, resource, verbs, names) in table {
+        for verb in verbs.split_whitespace() {
+            out.insert((
+                (*group).to_owned(),
+                (*resource).to_owned(),
+                verb.to_owned(),
+                names.iter().map(|n| (*n).to_owned()).collect(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_operators_rbac_is_exactly_the_least_privilege_set() {
+    let objects = render(&[("leaderElection.leaseName", "my-lease")]);
+    let crds = ["wasmfunctions.wasmfn.dev", "wasmexecutions.wasmfn.dev"];
+    let expected = rules(&[
+        ("wasmfn.dev", "wasmfunctions", "get list watch", &[]),
+        ("wasmfn.dev", "wasmexecutions", "get list watch delete", &[]),
+        (
+            "wasmfn.dev",
+            "wasmfunctions/status",
+            "get patch update",
+            &[],
+        ),
+        (
+            "wasmfn.dev",
+            "wasmexecutions/status",
+            "get patch update",
+            &[],
+        ),
+        ("batch", "jobs", "create get list watch delete patch", &[]),
+        ("", "pods", "create get list watch delete", &[]),
+        ("", "pods/log", "get", &[]),
+        (
+            "",
+            "configmaps",
+            "create get list watch update patch delete deletecollection",
+            &[],
+        ),
+        ("", "nodes", "get list watch", &[]),
+        ("node.k8s.io", "runtimeclasses", "get list watch", &[]),
+        ("", "events", "create patch", &[]),
+        ("events.k8s.io", "events", "create patch", &[]),
+        (
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "get",
+            &crds,
+        ),
+    ]);
+    let cluster_roles = of_kind(&objects, "ClusterRole");
+    assert_eq!(
+        cluster_roles.len(),
+        1,
+        "only the operator's without the installer"
+    );
+    assert_eq!(rule_set(cluster_roles[0]), expected);
+    // No secrets, no leases cluster-wide, nothing on RBAC itself.
+    let lease_role = one(&objects, "Role");
+    assert_eq!(
+        rule_set(lease_role),
+        rules(&[
+            ("coordination.k8s.io", "leases", "create", &[]),
+            ("coordination.k8s.io", "leases", "get update", &["my-lease"]),
+        ])
+    );
+    // Both bindings give their role to the service account the Deployment runs as, and nothing else.
+    let account = one(&objects, "ServiceAccount");
+    let deployment = one(&objects, "Deployment");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["serviceAccountName"],
+        account["metadata"]["name"]
+    );
+    for (binding_kind, role) in [
+        ("ClusterRoleBinding", cluster_roles[0]),
+        ("RoleBinding", lease_role),
+    ] {
+        let binding = one(&objects, binding_kind);
+        assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+        assert_eq!(binding["roleRef"]["kind"], role["kind"]);
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "wasmfn-system"}])
+        );
+    }
+    // The node installer's role only labels nodes.
+    let with_installer = render(&[("nodeInstaller.enabled", "true")]);
+    let installer_role = of_kind(&with_installer, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "wasmfn-node-installer")
+        .expect("installer role");
+    assert_eq!(
+        rule_set(installer_role),
+        rules(&[("", "nodes", "get patch", &[])])
+    );
+}
+
+#[test]
+fn the_defaults_reach_the_operators_environment_as_the_replaced_systems_defaults() {
+    let env = operator_env(&render(&[]));
+    let expected = [
+        ("WASMEDGE_ENABLED", "true"),
+        ("WASMEDGE_TIMEOUT", "30000"),
+        ("WASMEDGE_MEMORY_LIMIT", "128Mi"),
+        ("WASM_CACHE_ENABLED", "true"),
+        ("WASM_CACHE_TTL", "3600"),
+        ("WASMFN_BUILDER_IMAGE", "wasmfn.local/builder:dev"),
+        ("WASMFN_RUNNER_IMAGE", "wasmfn.local/runner:dev"),
+        ("WASMFN_WASM_POD_IMAGE", "wasmfn.local/wasm-pod:dev"),
+        ("WASMFN_WASMEDGE_NODE_SELECTORS", "wasmfn.dev/wasmedge=true"),
+        ("WASMFN_WASMEDGE_HANDLER", "wasmedge"),
+        ("WASMFN_KEEP_RUN_PODS", "false"),
+        ("WASMFN_MAX_OUTPUT_BYTES", "4096"),
+        ("WASMFN_RUN_MEMORY_OVERHEAD", "96Mi"),
+        ("WASMFN_RUN_DEADLINE_GRACE", "30"),
+        ("WASMFN_COMPILE_TIMEOUT", "600"),
+        ("WASMFN_COMPILE_MEMORY", "2Gi"),
+        ("WASMFN_DEFAULT_STORE", "configmap"),
+        ("WASMFN_OCI_REGISTRY", ""),
+        ("WASMFN_OCI_REPOSITORY", "wasmfn/modules"),
+        ("WASMFN_OCI_INSECURE", "false"),
+        ("WASMFN_CONCURRENCY", "8"),
+        ("WASMFN_HEALTH_ADDR", "0.0.0.0:8080"),
+        ("WASMFN_LEASE_NAME", "wasmfn-operator"),
+        ("WASMFN_LEASE_NAMESPACE", "wasmfn-system"),
+        ("WASMFN_LEASE_SECONDS", "10"),
+        ("POD_NAME", "fieldRef:metadata.name"),
+        ("RUST_LOG", "info,kube=warn"),
+    ];
+    let expected: BTreeMap<String, String> = expected
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    assert_eq!(env, expected);
+}
+
+#[test]
+fn every_value_flows_into_the_operators_environment() {
+    let objects = render(&[
+        ("images.builder", "registry.example/wasmfn/builder:1.2"),
+        ("images.runner", "registry.example/wasmfn/runner:1.2"),
+        ("images.wasmPod", "registry.example/wasmfn/wasm-pod:1.2"),
+        ("images.operator", "registry.example/wasmfn/operator:1.2"),
+        ("execution.wasmedgeEnabled", "false"),
+        ("execution.timeoutMs", "5000"),
+        ("execution.memoryLimit", "64Mi"),
+        ("execution.maxOutputBytes", "65536"),
+        ("execution.keepRunPods", "true"),
+        ("execution.runMemoryOverhead", "128Mi"),
+        ("execution.runDeadlineGraceSeconds", "45"),
+        ("compile.timeoutSeconds", "120"),
+        ("compile.memory", "1Gi"),
+        ("cache.enabled", "false"),
+        ("cache.ttlSeconds", "60"),
+        ("cache.gcIntervalSeconds", "15"),
+        ("store.default", "oci"),
+        ("store.oci.registry", "registry.example:5000"),
+        ("store.oci.pullRegistry", "mirror.example"),
+        ("store.oci.repository", "team/modules"),
+        ("store.oci.insecure", "true"),
+        (
+            "wasmedge.nodeSelectors",
+            "{a=b,kwasm.sh/kwasm-provisioned=true}",
+        ),
+        ("wasmedge.handler", "wasmfn"),
+        ("operator.concurrency", "3"),
+        ("operator.logLevel", "debug"),
+        ("metrics.port", "9100"),
+        ("leaderElection.leaseSeconds", "15"),
+        ("operator.extraEnv[0].name", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ("operator.extraEnv[0].value", "http://collector:4317"),
+    ]);
+    let env = operator_env(&objects);
+    for (name, value) in [
+        (
+            "WASMFN_BUILDER_IMAGE",
+            "registry.example/wasmfn/builder:1.2",
+        ),
+        ("WASMFN_RUNNER_IMAGE", "registry.example/wasmfn/runner:1.2"),
+        (
+            "WASMFN_WASM_POD_IMAGE",
+            "registry.example/wasmfn/wasm-pod:1.2",
+        ),
+        ("WASMEDGE_ENABLED", "false"),
+        ("WASMEDGE_TIMEOUT", "5000"),
+        ("WASMEDGE_MEMORY_LIMIT", "64Mi"),
+        ("WASMFN_MAX_OUTPUT_BYTES", "65536"),
+        ("WASMFN_KEEP_RUN_PODS", "true"),
+        ("WASMFN_RUN_MEMORY_OVERHEAD", "128Mi"),
+        ("WASMFN_RUN_DEADLINE_GRACE", "45"),
+        ("WASMFN_COMPILE_TIMEOUT", "120"),
+        ("WASMFN_COMPILE_MEMORY", "1Gi"),
+        ("WASM_CACHE_ENABLED", "false"),
+        ("WASM_CACHE_TTL", "60"),
+        ("WASMFN_GC_INTERVAL", "15"),
+        ("WASMFN_DEFAULT_STORE", "oci"),
+        ("WASMFN_OCI_REGISTRY", "registry.example:5000"),
+        ("WASMFN_OCI_PULL_REGISTRY", "mirror.example"),
+        ("WASMFN_OCI_REPOSITORY", "team/modules"),
+        ("WASMFN_OCI_INSECURE", "true"),
+        (
+            "WASMFN_WASMEDGE_NODE_SELECTORS",
+            "a=b,kwasm.sh/kwasm-provisioned=true",
+        ),
+        ("WASMFN_WASMEDGE_HANDLER", "wasmfn"),
+        ("WASMFN_CONCURRENCY", "3"),
+        ("RUST_LOG", "debug"),
+        ("WASMFN_HEALTH_ADDR", "0.0.0.0:9100"),
+        ("WASMFN_LEASE_SECONDS", "15"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+    ] {
+        assert_eq!(env.get(name).map(String::as_str), Some(value), "{name}");
+    }
+    let deployment = one(&objects, "Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "registry.example/wasmfn/operator:1.2");
+    assert_eq!(container["ports"][0]["containerPort"], 9100);
+    assert_eq!(one(&objects, "Service")["spec"]["ports"][0]["port"], 9100);
+    // The RuntimeClass follows the handler value.
+    assert_eq!(one(&objects, "RuntimeClass")["handler"], "wasmfn");
+}
+
+/// The settings the chart deliberately leaves to the operator: its identity in the Lease is the
+/// pod name plus the process id (from POD_NAME), which a value shared by both replicas cannot give.
+const SETTINGS_NOT_IN_THE_CHART: [&str; 1] = ["WASMFN_IDENTITY"];
+
+#[test]
+fn the_chart_sets_exactly_the_settings_the_operator_reads() {
+    let binary = wasmfn_e2e::operator::operator_binary().expect("the operator binary");
+    let output = std::process::Command::new(&binary)
+        .args(["run", "--help"])
+        .env_clear()
+        .output()
+        .expect("wasmfn-operator run --help");
+    assert!(output.status.success());
+    // clap lists each flag's variable as `[env: NAME=]`; lines may wrap anywhere there is a space.
+    let help = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let read: BTreeSet<String> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('=').map(|(name, _)| name.to_owned()))
+        .collect();
+    assert!(read.len() >= 20, "{help}");
+    // Every option on, so the conditional variables render too.
+    let objects = render(&[
+        ("cache.gcIntervalSeconds", "30"),
+        ("store.oci.pullRegistry", "mirror.example"),
+    ]);
+    let not_settings = [
+        "POD_NAME",
+        "NODE_IP",
+        "RUST_LOG",
+        "KUBERNETES_SERVICE_HOST",
+        "KUBERNETES_SERVICE_PORT",
+    ];
+    let set: BTreeSet<String> = operator_env(&objects)
+        .into_keys()
+        .filter(|name| !not_settings.contains(&name.as_str()))
+        .collect();
+    let unknown: Vec<&String> = set.difference(&read).collect();
+    assert!(
+        unknown.is_empty(),
+        "the chart sets variables the operator does not read: {unknown:?}"
+    );
+    let missing: Vec<&String> = read
+        .difference(&set)
+        .filter(|name| !SETTINGS_NOT_IN_THE_CHART.contains(&name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "operator settings without a chart value: {missing:?}"
+    );
+}
+
+#[test]
+fn local_cluster_values_put_the_operator_on_the_host_network_with_an_explicit_apiserver() {
+    let objects = render(&[
+        ("localCluster.hostNetwork", "true"),
+        ("localCluster.apiServerHost", "127.0.0.1"),
+        ("localCluster.apiServerPort", "34567"),
+        ("metrics.port", "18080"),
+    ]);
+    let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    let env = operator_env(&objects);
+    assert_eq!(env["KUBERNETES_SERVICE_HOST"], "127.0.0.1");
+    assert_eq!(env["KUBERNETES_SERVICE_PORT"], "34567");
+    assert_eq!(env["NODE_IP"], "fieldRef:status.hostIP");
+    assert_eq!(env["WASMFN_HEALTH_ADDR"], "$(NODE_IP):18080");
+    // $(NODE_IP) expands only when NODE_IP is defined before the variable that uses it.
+    let order: Vec<String> = pod["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| e["name"].as_str().expect("name").to_owned())
+        .collect();
+    let position = |n: &str| order.iter().position(|o| o == n).expect(n);
+    assert!(
+        position("NODE_IP") < position("WASMFN_HEALTH_ADDR"),
+        "{order:?}"
+    );
+    // And none of it by default.
+    let env = operator_env(&render(&[]));
+    for name in [
+        "KUBERNETES_SERVICE_HOST",
+        "KUBERNETES_SERVICE_PORT",
+        "NODE_IP",
+    ] {
+        assert!(!env.contains_key(name), "{name} is set by default");
+    }
+}
+
+#[test]
+fn the_network_policy_denies_all_traffic_to_the_pods_the_operator_starts() {
+    let objects = render(&[]);
+    let policy = one(&objects, "NetworkPolicy");
+    // Exactly the label the operator puts on compile Jobs' and execution pods.
+    assert_eq!(
+        policy["spec"]["podSelector"],
+        json!({"matchLabels": {labels::MANAGED_BY: labels::MANAGED_BY_VALUE}})
+    );
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert!(policy["spec"]["ingress"].is_null() && policy["spec"]["egress"].is_null());
+    // The operator's own pods are not selected by it.
+    let pod_labels = &one(&objects, "Deployment")["spec"]["template"]["metadata"]["labels"];
+    assert_ne!(pod_labels[labels::MANAGED_BY], labels::MANAGED_BY_VALUE);
+    // One policy per namespace that holds functions.
+    let listed = render(&[("networkPolicy.namespaces", "{team-a,team-b}")]);
+    let namespaces: Vec<&Value> = of_kind(&listed, "NetworkPolicy")
+        .iter()
+        .map(|p| &p["metadata"]["namespace"])
+        .collect();
+    assert_eq!(namespaces, [&json!("team-a"), &json!("team-b")]);
+    assert!(of_kind(
+        &render(&[("networkPolicy.enabled", "false")]),
+        "NetworkPolicy"
+    )
+    .is_empty());
+}
+
+#[test]
+fn the_runtime_class_sends_wasm_pods_to_wasmedge_nodes_and_is_configurable() {
+    let runtime_class = one(&render(&[]), "RuntimeClass").clone();
+    assert_eq!(runtime_class["metadata"]["name"], "wasmedge");
+    assert_eq!(runtime_class["handler"], "wasmedge");
+    assert_eq!(
+        runtime_class["scheduling"]["nodeSelector"],
+        json!({labels::WASMEDGE_NODE: "true"})
+    );
+    let objects = render(&[
+        ("wasmedge.runtimeClass.name", "wasm"),
+        ("wasmedge.runtimeClass.nodeSelector.pool", "wasm"),
+    ]);
+    let renamed = one(&objects, "RuntimeClass");
+    assert_eq!(renamed["metadata"]["name"], "wasm");
+    assert_eq!(renamed["scheduling"]["nodeSelector"]["pool"], "wasm");
+    assert!(of_kind(
+        &render(&[("wasmedge.runtimeClass.create", "false")]),
+        "RuntimeClass"
+    )
+    .is_empty());
+}
+
+#[test]
+fn the_node_installer_renders_the_standalone_manifests_daemonset() {
+    let objects = render(&[("nodeInstaller.enabled", "true")]);
+    let rendered = one(&objects, "DaemonSet");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../runner-image/node-installer/daemonset.yaml");
+    let text = std::fs::read_to_string(&path).expect("daemonset.yaml");
+    let standalone: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).expect("yaml"))
+        .collect();
+    let standalone = one(&standalone, "DaemonSet");
+    let (mine, theirs) = (
+        &rendered["spec"]["template"]["spec"],
+        &standalone["spec"]["template"]["spec"],
+    );
+    for field in [
+        "hostPID",
+        "nodeSelector",
+        "tolerations",
+        "volumes",
+        "terminationGracePeriodSeconds",
+    ] {
+        assert_eq!(mine[field], theirs[field], "{field}");
+    }
+    for list in ["initContainers", "containers"] {
+        let (a, b) = (&mine[list][0], &theirs[list][0]);
+        for field in [
+            "name",
+            "image",
+            "args",
+            "command",
+            "env",
+            "resources",
+            "volumeMounts",
+        ] {
+            assert_eq!(a[field], b[field], "{list}.{field}");
+        }
+        assert_eq!(
+            a["securityContext"]["privileged"] == true,
+            b["securityContext"]["privileged"] == true,
+            "{list}: privileged"
+        );
+    }
+    assert_eq!(
+        rendered["spec"]["updateStrategy"],
+        standalone["spec"]["updateStrategy"]
+    );
+}
+
+#[test]
+fn the_charts_crds_are_byte_identical_to_the_generated_crds() {
+    let read = |dir: std::path::PathBuf| -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| {
+                let entry = entry.expect("entry");
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(entry.path()).expect("read"),
+                )
+            })
+            .collect()
+    };
+    let generated = read(crds_dir());
+    let shipped = read(chart_dir().join("crds"));
+    assert!(generated.len() >= 2, "{:?}", generated.keys());
+    assert_eq!(
+        generated.keys().collect::<Vec<_>>(),
+        shipped.keys().collect::<Vec<_>>(),
+        "charts/wasmfn/crds must hold exactly crds/*.yaml: run `make crds`"
+    );
+    for (name, bytes) in &generated {
+        assert!(
+            shipped[name] == *bytes,
+            "charts/wasmfn/crds/{name} differs from crds/{name}: run `make crds`"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- on the local cluster
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// `GET path` over plain HTTP/1.0; the body.
+fn http_get(address: &str, path: &str) -> std::io::Result<String> {
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default())
+}
+
+fn items(list: &Value) -> Vec<Value> {
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_nothing() {
+    let helm = helm();
+    let namespace = format!(
+        "wasmfn-system-{}",
+        wasmfn_e2e::cluster::pki::random_hex(3).expect("random")
+    );
+    let (kubectl, info, release_ns) = {
+        let cluster = common::cluster();
+        let ns = cluster.namespace(&namespace).expect("release namespace");
+        (cluster.kubectl(), cluster.info().clone(), ns)
+    };
+    let helm = helm.with_kubeconfig(&info.kubeconfig());
+
+    // The documented CRD install/upgrade path; the chart then finds them present.
+    let crds = crds_dir();
+    kubectl
+        .run(&[
+            "apply",
+            "--server-side",
+            "-f",
+            crds.to_str().expect("utf-8"),
+        ])
+        .expect("kubectl apply --server-side -f crds/");
+    // The harness made a RuntimeClass `wasmedge` of its own; the chart's replaces it.
+    kubectl
+        .run(&["delete", "runtimeclass", "wasmedge", "--ignore-not-found"])
+        .expect("delete the harness's RuntimeClass");
+
+    let metrics_port = free_port();
+    let chart = chart_dir();
+    let apiserver_port = info.apiserver_port.to_string();
+    let port = metrics_port.to_string();
+    let started = Instant::now();
+    let out = helm
+        .run(&[
+            "install",
+            RELEASE,
+            chart.to_str().expect("utf-8"),
+            "--namespace",
+            &namespace,
+            "--set",
+            "localCluster.hostNetwork=true",
+            "--set",
+            "localCluster.apiServerHost=127.0.0.1",
+            "--set",
+            &format!("localCluster.apiServerPort={apiserver_port}"),
+            "--set",
+            &format!("metrics.port={port}"),
+        ])
+        .expect("helm install");
+    let helm_returned = started.elapsed();
+    assert!(out.contains("STATUS: deployed"), "{out}");
+
+    // Both replicas Ready (the port is a host port, so the scheduler puts them on both nodes).
+    release_ns
+        .wait_for(
+            &["deployment", "wasmfn-operator"],
+            Duration::from_secs(240),
+            |d| (d["status"]["readyReplicas"] == 2).then_some(()),
+        )
+        .unwrap_or_else(|e| {
+            let pods = release_ns
+                .run(&["get", "pods", "-o", "wide"])
+                .unwrap_or_default();
+            let events = release_ns.run(&["get", "events"]).unwrap_or_default();
+            panic!("the operator never became ready: {e}\n{pods}\n{events}")
+        });
+    let pods = items(
+        &release_ns
+            .json(&["get", "pods", "-l", "app.kubernetes.io/component=operator"])
+            .expect("pods"),
+    );
+    assert_eq!(pods.len(), 2);
+    let mut nodes = BTreeSet::new();
+    for pod in &pods {
+        assert_eq!(
+            pod["spec"]["containers"][0]["image"],
+            "wasmfn.local/operator:dev"
+        );
+        assert_eq!(pod["spec"]["hostNetwork"], true);
+        nodes.insert(pod["spec"]["nodeName"].as_str().expect("node").to_owned());
+    }
+    assert_eq!(nodes.len(), 2, "one replica per node: {nodes:?}");
+
+    // One leader: the Lease names it and only its /metrics says wasmfn_leader 1.
+    let holder = release_ns
+        .wait_for(
+            &["lease", "wasmfn-operator"],
+            Duration::from_secs(60),
+            |l| {
+                l["spec"]["holderIdentity"]
+                    .as_str()
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_owned)
+            },
+        )
+        .expect("a replica holds the Lease");
+    let ready_after = started.elapsed();
+    let mut leaders = Vec::new();
+    for pod in &pods {
+        let name = pod["metadata"]["name"].as_str().expect("name");
+        let address = format!(
+            "{}:{metrics_port}",
+            pod["status"]["hostIP"].as_str().expect("hostIP")
+        );
+        let metrics = http_get(&address, "/metrics").expect("scrape /metrics");
+        if metrics.lines().any(|l| l == "wasmfn_leader 1") {
+            leaders.push(name.to_owned());
+        } else {
+            assert!(metrics.lines().any(|l| l == "wasmfn_leader 0"), "{metrics}");
+        }
+    }
+    assert_eq!(leaders.len(), 1, "exactly one leader: {leaders:?}");
+    assert!(
+        holder.starts_with(&format!("{}-", leaders[0])),
+        "Lease holder {holder} is the replica whose metrics say it leads ({})",
+        leaders[0]
+    );
+    eprintln!(
+        "helm install returned in {} ms; both replicas Ready and one leading {} ms after it started",
+        helm_returned.as_millis(),
+        ready_after.as_millis()
+    );
+
+    // A function becomes Ready through the chart's operator.
+    let functions = common::namespace("helm-fn");
+    let code = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../runner-image/compile/tests/sources/wat/echo.wat"),
+    )
+    .expect("echo.wat");
+    let function = json!({
+        "apiVersion": "wasmfn.dev/v1alpha1",
+        "kind": "WasmFunction",
+        "metadata": {"name": "echo"},
+        "spec": {"language": "wat", "source": {"code": code}}
+    });
+    let created = Instant::now();
+    functions
+        .create(&function.to_string())
+        .expect("create the function");
+    let ready = functions
+        .wait_for(&["wasmfunction", "echo"], Duration::from_secs(420), |f| {
+            (f["status"]["phase"] == "Ready"
+                && f["status"]["observedGeneration"] == f["metadata"]["generation"])
+                .then(|| f.clone())
+        })
+        .unwrap_or_else(|e| {
+            let logs = release_ns
+                .run(&[
+                    "logs",
+                    "-l",
+                    "app.kubernetes.io/component=operator",
+                    "--tail=40",
+                ])
+                .unwrap_or_default();
+            panic!("the function never became Ready: {e}\n{logs}")
+        });
+    assert!(ready["status"]["artifact"]["digest"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
+    eprintln!(
+        "wat function Ready through the chart's operator in {} ms",
+        created.elapsed().as_millis()
+    );
+    // The chart's RBAC was enough: the operators were never refused anything.
+    for pod in &pods {
+        let name = pod["metadata"]["name"].as_str().expect("name");
+        let log = release_ns.run(&["logs", name]).expect("operator log");
+        assert!(
+            !log.contains("forbidden"),
+            "{name} was refused something:\n{log}"
+        );
+    }
+
+    // Helm's release record, which uninstall must remove too.
+    let records = release_ns
+        .json(&["get", "secrets", "-l", "owner=helm"])
+        .expect("secrets");
+    assert_eq!(items(&records).len(), 1, "{records}");
+
+    // Uninstall: nothing of the release is left, in its namespace or cluster-wide.
+    let uninstalled = Instant::now();
+    helm.run(&["uninstall", RELEASE, "--namespace", &namespace])
+        .expect("helm uninstall");
+    let selector = format!("app.kubernetes.io/instance={RELEASE}");
+    let leftovers = || -> Vec<String> {
+        let mut names = Vec::new();
+        for (client, kinds) in [
+            (
+                &release_ns,
+                "deployments,replicasets,pods,services,serviceaccounts,roles,rolebindings,leases,networkpolicies,daemonsets,configmaps",
+            ),
+            (&kubectl, "clusterroles,clusterrolebindings,runtimeclasses"),
+        ] {
+            let list = client.json(&["get", kinds, "-l", &selector]).expect("list");
+            names.extend(items(&list).iter().map(|o| {
+                format!("{}/{}", o["kind"].as_str().unwrap_or("?"), o["metadata"]["name"].as_str().unwrap_or("?"))
+            }));
+        }
+        // Pods lose the instance label's owner chain last; look for the operator's by name too.
+        let pods = items(&release_ns.json(&["get", "pods"]).expect("pods"));
+        names.extend(
+            pods.iter()
+                .map(|p| format!("Pod/{}", p["metadata"]["name"].as_str().unwrap_or("?"))),
+        );
+        if release_ns
+            .json(&["get", "lease", "wasmfn-operator"])
+            .is_ok()
+        {
+            names.push("Lease/wasmfn-operator".to_owned());
+        }
+        names.sort();
+        names.dedup();
+        names
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = leftovers();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind after helm uninstall: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "helm uninstall: nothing left {} ms after it started",
+        uninstalled.elapsed().as_millis()
+    );
+    // No release in any state, and no release record (Helm keeps them as Secrets).
+    let releases = helm
+        .run(&[
+            "list",
+            "--namespace",
+            &namespace,
+            "-q",
+            "--deployed",
+            "--failed",
+            "--pending",
+            "--superseded",
+            "--uninstalled",
+            "--uninstalling",
+        ])
+        .expect("helm list");
+    assert!(releases.trim().is_empty(), "{releases}");
+    let records = release_ns
+        .json(&["get", "secrets", "-l", "owner=helm"])
+        .expect("secrets");
+    assert!(items(&records).is_empty(), "{records}");
+    // The CRDs (and so the users' functions) stay: Helm never deletes CRDs.
+    kubectl
+        .run(&[
+            "get",
+            "crd",
+            "wasmfunctions.wasmfn.dev",
+            "wasmexecutions.wasmfn.dev",
+        ])
+        .expect("CRDs kept");
+    functions
+        .json(&["get", "wasmfunction", "echo"])
+        .expect("the function is kept");
+}
