@@ -57,6 +57,28 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     Ok(listener)
 }
 
+/// Reads until the request line is complete (a client may send it in pieces), within a
+/// bounded size and time; `None` when the client sends none.
+async fn read_request_line(socket: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buffer = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    let reading = async {
+        while !buffer.contains(&b'\n') && buffer.len() < 8192 {
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reading).await;
+    let end = buffer.iter().position(|b| *b == b'\n')?;
+    Some(
+        String::from_utf8_lossy(&buffer[..end])
+            .trim_end()
+            .to_owned(),
+    )
+}
+
 /// Serves until the process ends.
 pub async fn serve(listener: TcpListener, health: Arc<Health>, metrics: Arc<Metrics>) {
     loop {
@@ -70,10 +92,10 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, metrics: Arc<Metr
         let health = health.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buffer = [0u8; 2048];
-            let read = socket.read(&mut buffer).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buffer[..read]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let Some(line) = read_request_line(&mut socket).await else {
+                return;
+            };
+            let path = line.split_whitespace().nth(1).unwrap_or("/");
             let (code, body) = respond(path, &health, &metrics);
             let reason = match code {
                 200 => "OK",
@@ -113,5 +135,30 @@ mod tests {
             .1
             .contains("wasmfn_leader 1"));
         assert_eq!(respond("/nope", &health, &metrics).0, 404);
+    }
+
+    #[tokio::test]
+    async fn a_request_sent_in_pieces_is_answered() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = bind("127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let health = Arc::new(Health::default());
+        health.ready.store(true, Ordering::Relaxed);
+        tokio::spawn(serve(listener, health, Arc::new(Metrics::default())));
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        for piece in ["GET /re", "adyz HT", "TP/1.1\r\nhost: x\r\n\r\n"] {
+            client.write_all(piece.as_bytes()).await.expect("write");
+            client.flush().await.expect("flush");
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+        let mut response = String::new();
+        client
+            .read_to_string(&mut response)
+            .await
+            .expect("response");
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(response.ends_with("ok (standby)\n"), "{response}");
     }
 }
