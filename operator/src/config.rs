@@ -115,9 +115,10 @@ pub struct Config {
     /// Memory a run pod gets beyond the guest's linear-memory cap (the runtime itself).
     #[arg(long, env = "WASMFN_RUN_MEMORY_OVERHEAD", default_value = "96Mi", value_parser = parse_quantity)]
     pub run_memory_overhead: u64,
-    /// Seconds a run pod may live beyond the execution's timeout (start-up, writing the
-    /// result) before Kubernetes stops it.
-    #[arg(long, env = "WASMFN_RUN_DEADLINE_GRACE", default_value_t = 30)]
+    /// Seconds a run pod may live beyond the execution's timeout before Kubernetes stops it: a
+    /// backstop (the runner enforces the timeout itself) that must cover pulling the image on a
+    /// cold node, since the pod's deadline counts from its start.
+    #[arg(long, env = "WASMFN_RUN_DEADLINE_GRACE", default_value_t = 120)]
     pub run_deadline_grace_seconds: u64,
     /// Seconds between artifact garbage-collection sweeps (default: a quarter of the TTL, at
     /// most 60).

@@ -395,7 +395,7 @@ fn the_defaults_reach_the_operators_environment_as_the_replaced_systems_defaults
         ("WASMFN_KEEP_RUN_PODS", "false"),
         ("WASMFN_MAX_OUTPUT_BYTES", "4096"),
         ("WASMFN_RUN_MEMORY_OVERHEAD", "96Mi"),
-        ("WASMFN_RUN_DEADLINE_GRACE", "30"),
+        ("WASMFN_RUN_DEADLINE_GRACE", "120"),
         ("WASMFN_COMPILE_TIMEOUT", "600"),
         ("WASMFN_COMPILE_MEMORY", "2Gi"),
         ("WASMFN_DEFAULT_STORE", "configmap"),

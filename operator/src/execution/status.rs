@@ -185,8 +185,9 @@ impl StatusUpdate {
         self.status.duration = Some(human_duration(fields.duration_ms));
         self.status.exit_code = fields.exit_code;
         self.status.reason = Some(fields.reason.clone());
-        self.status.stdout = Some(fields.stdout);
-        self.status.stderr = Some(fields.stderr);
+        // Empty streams are left out: the 1.20 apiserver's server-side apply drops "" anyway.
+        self.status.stdout = Some(fields.stdout).filter(|s| !s.is_empty());
+        self.status.stderr = Some(fields.stderr).filter(|s| !s.is_empty());
         self.status.stdout_truncated = fields.stdout_truncated;
         self.status.stderr_truncated = fields.stderr_truncated;
         self.status.stdout_bytes = i64::try_from(fields.stdout_bytes).ok();
@@ -344,6 +345,8 @@ mod tests {
         assert_eq!(condition(&done), ("True", "Succeeded"));
         assert_eq!(done.duration.as_deref(), Some("2ms"));
         assert_eq!(done.artifact_digest.as_deref(), Some("sha256:ab"));
+        assert_eq!(done.stdout.as_deref(), Some("hi\n"));
+        assert_eq!(done.stderr, None, "an empty stream is left out");
         assert_eq!(done.start_time, Some(now()), "kept from Running");
 
         let timed_out = StatusUpdate::new(Some(&s), Some(1), now()).finished(
