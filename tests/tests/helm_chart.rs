@@ -918,6 +918,41 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
         "wat function Ready through the chart's operator in {} ms",
         created.elapsed().as_millis()
     );
+    // Executions run through it on both paths, with stdin reaching the guest.
+    let executions = json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmExecution",
+             "metadata": {"name": "echo-wasm"},
+             "spec": {"functionRef": {"name": "echo"}, "stdin": "via the chart\n", "runtime": "WasmEdge"}},
+            {"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmExecution",
+             "metadata": {"name": "echo-container"},
+             "spec": {"functionRef": {"name": "echo"}, "stdin": "via the chart\n", "runtime": "Container"}}
+        ]
+    });
+    functions
+        .create(&executions.to_string())
+        .expect("create the executions");
+    for (name, runtime) in [("echo-wasm", "WasmEdge"), ("echo-container", "Container")] {
+        let done = functions
+            .wait_for(&["wasmexecution", name], Duration::from_secs(300), |e| {
+                matches!(
+                    e["status"]["phase"].as_str(),
+                    Some("Succeeded" | "Failed" | "TimedOut")
+                )
+                .then(|| e.clone())
+            })
+            .unwrap_or_else(|e| panic!("{name} never finished: {e}"));
+        let status = &done["status"];
+        assert_eq!(status["phase"], "Succeeded", "{name}: {status:#}");
+        assert_eq!(status["runtime"], runtime, "{name}: {status:#}");
+        assert_eq!(
+            status["stdout"], "hello from wat\nvia the chart\n",
+            "{name}: {status:#}"
+        );
+    }
+
     // The chart's RBAC was enough: the operators were never refused anything.
     for pod in &pods {
         let name = pod["metadata"]["name"].as_str().expect("name");
