@@ -43,6 +43,40 @@ fn start_operator(identity: &str) -> OperatorProcess {
     operator
 }
 
+/// Pulls the runner image (about 500 MB) onto both nodes before any execution runs: a run pod's
+/// deadline (timeout plus grace) counts from the pod's start, pull included, so a first
+/// short-timeout run on a node still pulling would end TimedOut without having run.
+fn pull_runner_image_on_both_nodes() {
+    let cluster = common::cluster();
+    let kubectl = cluster.kubectl().in_namespace("default");
+    let nodes: Vec<String> = cluster
+        .info()
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
+    drop(cluster);
+    for (index, node) in nodes.iter().enumerate() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("pull-runner-{index}")},
+            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": false,
+                     "nodeSelector": {"kubernetes.io/hostname": node},
+                     "containers": [{"name": "pull", "image": common::image("runner"), "args": ["--version"]}]}});
+        kubectl.create(&pod.to_string()).expect("create a pull pod");
+    }
+    for index in 0..nodes.len() {
+        kubectl
+            .wait_for(
+                &["pod", &format!("pull-runner-{index}")],
+                Duration::from_secs(600),
+                |p| {
+                    matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+                        .then_some(())
+                },
+            )
+            .expect("the runner image is pulled");
+    }
+}
+
 /// The suite's operator (started once, after the CRDs are applied).
 fn operator() -> MutexGuard<'static, OperatorProcess> {
     OPERATOR
@@ -52,6 +86,7 @@ fn operator() -> MutexGuard<'static, OperatorProcess> {
                 .kubectl()
                 .run(&["apply", "-f", crds.to_str().expect("utf-8 path")])
                 .expect("apply the CRDs");
+            pull_runner_image_on_both_nodes();
             Mutex::new(start_operator("executions-suite"))
         })
         .lock()
@@ -1003,11 +1038,16 @@ fn kubectl_wait_for_the_succeeded_condition_and_for_the_phase() {
         .expect("kubectl wait --for=condition=Succeeded=false");
     assert!(out.contains("condition met"), "{out}");
 
-    // `--for=jsonpath` came with kubectl 1.23; the harness's kubectl is 1.20.
-    // WASMFN_KUBECTL_JSONPATH may name a newer kubectl to run that wait with.
+    // `--for=jsonpath` came with kubectl 1.23; the cluster's kubectl is 1.20. `make setup` puts
+    // kubectl 1.33 next to helm; WASMFN_KUBECTL_JSONPATH may name another.
     let jsonpath = "--for=jsonpath={.status.phase}=Succeeded";
     let newer = std::env::var_os("WASMFN_KUBECTL_JSONPATH")
-        .map(|binary| Kubectl::new(binary.into(), ns.kubeconfig().clone()).in_namespace(&name));
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let bundled = wasmfn_e2e::cluster::cache_dir().join("helm/bin/kubectl");
+            bundled.is_file().then_some(bundled)
+        })
+        .map(|binary| Kubectl::new(binary, ns.kubeconfig().clone()).in_namespace(&name));
     let waiter = newer.unwrap_or_else(|| ns.clone());
     let help = waiter.run(&["wait", "--help"]).unwrap_or_default();
     if help.contains("--for=jsonpath") {
