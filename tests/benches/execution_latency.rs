@@ -230,6 +230,11 @@ fn main() {
             .values()
             .map(|e| e.object["status"]["phase"].as_str().unwrap_or("?")),
     );
+    let burst_reasons = counts(
+        finished
+            .values()
+            .map(|e| e.object["status"]["reason"].as_str().unwrap_or("?")),
+    );
     let burst_runtimes = counts(
         finished
             .values()
@@ -254,14 +259,16 @@ fn main() {
         "burst: {BURST} executions submitted at once ({SUBMITTERS} parallel creates, all created after {:.1} s)",
         all_created.as_secs_f64()
     );
+    let succeeded = burst_phases.get("Succeeded").copied().unwrap_or(0);
     println!(
-        "  wall time to the last final phase {:.1} s ({:.1} executions/s), lost {lost}",
+        "  wall time to the last final phase {:.1} s ({:.1} executions/s), lost {lost} (never final), \
+         succeeded {succeeded}/{BURST}",
         wall.as_secs_f64(),
         finished.len() as f64 / wall.as_secs_f64().max(0.001)
     );
     if !burst_latencies.is_empty() {
         println!(
-            "  per execution create -> final: p50 {:.0} ms, p99 {:.0} ms; phases {burst_phases:?}; runtimes {burst_runtimes:?}",
+            "  per execution create -> final: p50 {:.0} ms, p99 {:.0} ms; phases {burst_phases:?}; reasons {burst_reasons:?}; runtimes {burst_runtimes:?}",
             percentile(&burst_latencies, 50.0),
             percentile(&burst_latencies, 99.0)
         );
