@@ -860,12 +860,14 @@ fn a_run_pod_deleted_mid_run_is_retried_when_retries_allow_and_fails_otherwise()
                     execution(
                         run,
                         "sleeper",
-                        json!({"runtime": runtime, "retries": retries, "args": ["8000"]}),
+                        json!({"runtime": runtime, "retries": retries, "args": ["20000"], "timeoutMillis": 60000}),
                     )
                 })
                 .collect(),
         ),
     );
+    // The guest sleeps 20 s: a deletion must stop it well before it would finish, even with a
+    // kubelet slow to act under load (an 8 s sleep sometimes completed despite the deletion).
     for (run, _, _) in runs {
         let pod = wait_pod_running(&pods, run, "1", RUN_TIMEOUT);
         wait_until(&ns, run, Duration::from_secs(30), "Running", |e| {
