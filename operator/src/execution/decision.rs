@@ -53,9 +53,14 @@ pub struct Observation<'a> {
     pub placement: Option<&'a Placement>,
     /// How long the newest run pod has existed.
     pub pod_age: Option<Duration>,
-    /// How long a pod may stay unscheduled before its attempt counts as lost (the pod's
-    /// deadline only runs once a node has it).
+    /// How long a Wasm pod may stay unscheduled before placement is checked again: when no
+    /// WasmEdge node qualifies any more, its attempt counts as lost (the pod's deadline only
+    /// runs once a node has it). A pod waiting for room on nodes that still qualify is queued,
+    /// not lost, however long it waits.
     pub schedule_timeout: Duration,
+    /// The newest run pod is a Wasm pod (a container pod can run on any node, so waiting for
+    /// one is always a queue).
+    pub pod_is_wasm: bool,
     /// `spec.retries`.
     pub retries: i32,
     /// Now.
@@ -156,18 +161,32 @@ pub fn decide(o: &Observation<'_>) -> Step {
         // The current attempt's pod, if it exists, says how it is going.
         if let Some((pod_attempt, state)) = &o.pod {
             if *pod_attempt == attempt {
-                let stuck = matches!(state, RunState::Starting { node: None, .. })
+                let waited = matches!(state, RunState::Starting { node: None, .. })
+                    && o.pod_is_wasm
                     && o.pod_age.is_some_and(|age| age > o.schedule_timeout);
-                if stuck {
-                    return lose(
-                        o,
-                        attempt,
-                        Loss::NotScheduled,
-                        format!(
-                            "no node took the run pod within {}s",
-                            o.schedule_timeout.as_secs()
-                        ),
-                    );
+                if waited {
+                    match o.placement {
+                        None => return Step::Place,
+                        // Still a WasmEdge node to go to: the pod is queued for room.
+                        Some(Placement::Wasm { .. }) => {}
+                        Some(other) => {
+                            let why = match other {
+                                Placement::Container { reason } | Placement::Wait { reason } => {
+                                    reason.as_str()
+                                }
+                                Placement::Wasm { .. } => "",
+                            };
+                            return lose(
+                                o,
+                                attempt,
+                                Loss::NotScheduled,
+                                format!(
+                                    "no node took the Wasm pod within {}s and none can now: {why}",
+                                    o.schedule_timeout.as_secs()
+                                ),
+                            );
+                        }
+                    }
                 }
                 return match state {
                     RunState::Starting { .. } | RunState::Running { .. } => Step::Track {
@@ -305,6 +324,7 @@ mod tests {
             placement: Some(placement),
             pod_age: Some(Duration::from_secs(1)),
             schedule_timeout: Duration::from_secs(60),
+            pod_is_wasm: true,
             retries: 1,
             now: now(),
         }
@@ -421,13 +441,28 @@ mod tests {
         let mut o = observe(Some(&s), Some((1, unscheduled.clone())), &p);
         assert!(matches!(decide(&o), Step::Track { .. }), "young: wait");
         o.pod_age = Some(Duration::from_secs(61));
-        assert!(matches!(
-            decide(&o),
+        // Long unscheduled: placement is looked at again.
+        o.placement = None;
+        assert_eq!(decide(&o), Step::Place);
+        // A WasmEdge node still qualifies: the pod is queued for room (a burst), not lost.
+        o.placement = Some(&p);
+        assert!(matches!(decide(&o), Step::Track { .. }));
+        // None does any more: the attempt is lost.
+        let gone = Placement::Container {
+            reason: "a is cordoned".into(),
+        };
+        o.placement = Some(&gone);
+        match decide(&o) {
             Step::Retry {
                 loss: Loss::NotScheduled,
+                message,
                 ..
-            }
-        ));
+            } => assert!(message.contains("a is cordoned"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        // A container pod waiting for room is always queued.
+        o.pod_is_wasm = false;
+        assert!(matches!(decide(&o), Step::Track { .. }));
         // Scheduled pods pulling images are not stuck in this sense (their deadline runs).
         o.pod = Some((
             1,

@@ -142,6 +142,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
         placement: None,
         pod_age,
         schedule_timeout: Duration::from_secs(deadline + config.run_deadline_grace_seconds),
+        pod_is_wasm: latest.is_some_and(|(_, p)| runtime_of(p) == "WasmEdge"),
         retries: execution.spec.retries,
         now,
     };

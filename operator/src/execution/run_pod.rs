@@ -385,7 +385,8 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
                     limits: Some(BTreeMap::from([("memory".to_owned(), limit)])),
                     requests: Some(BTreeMap::from([
                         ("memory".to_owned(), request),
-                        ("cpu".to_owned(), Quantity("50m".to_owned())),
+                        // Small, so a burst queues on the kubelet rather than the scheduler.
+                        ("cpu".to_owned(), Quantity("10m".to_owned())),
                     ])),
                     ..Default::default()
                 }),
