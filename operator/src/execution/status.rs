@@ -159,6 +159,21 @@ impl StatusUpdate {
         self.status.pod_name = Some(assignment.pod.clone());
     }
 
+    /// Records where and when an attempt ran, as it ends.
+    fn close(
+        &mut self,
+        attempt: i32,
+        assignment: &Assignment,
+        node: Option<String>,
+        started: Option<Time>,
+        finished: Option<Time>,
+    ) {
+        self.adopt(attempt, assignment);
+        self.status.node = node;
+        self.status.start_time = started.or(self.status.start_time.take());
+        self.status.completion_time = finished.or_else(|| Some(self.now.clone()));
+    }
+
     /// The guest finished with a result document.
     #[allow(clippy::too_many_arguments)]
     pub fn finished(
@@ -177,10 +192,7 @@ impl StatusUpdate {
         } else {
             ExecutionPhase::Failed
         });
-        self.adopt(attempt, assignment);
-        self.status.node = node;
-        self.status.start_time = started.or(self.status.start_time.take());
-        self.status.completion_time = finished.or_else(|| Some(self.now.clone()));
+        self.close(attempt, assignment, node, started, finished);
         self.status.duration_ms = Some((fields.duration_ms * 1000.0).round() / 1000.0);
         self.status.duration = Some(human_duration(fields.duration_ms));
         self.status.exit_code = fields.exit_code;
@@ -221,10 +233,7 @@ impl StatusUpdate {
         } else {
             ExecutionPhase::Failed
         });
-        self.adopt(attempt, assignment);
-        self.status.node = node;
-        self.status.start_time = started.or(self.status.start_time.take());
-        self.status.completion_time = finished.or_else(|| Some(self.now.clone()));
+        self.close(attempt, assignment, node, started, finished);
         self.status.exit_code = failure.exit_code;
         self.status.reason = Some(failure.reason.to_owned());
         self.condition(ConditionStatus::False, failure.reason, &failure.message);
