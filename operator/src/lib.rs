@@ -2,7 +2,8 @@
 //!
 //! Modules: [`config`] (flags and env), [`crdgen`], [`function`] (the WasmFunction controller),
 //! [`store`] (artifact stores and their garbage collection), [`leader`] (Lease election),
-//! [`health`] (probes and metrics), [`context`] and [`error`].
+//! [`health`] (probes and metrics), [`pod_security`] (the lock-down of every pod it starts),
+//! [`context`] and [`error`].
 
 pub mod config;
 pub mod context;
@@ -15,6 +16,7 @@ pub mod idempotent;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod pod_security;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -17,10 +17,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapProjection, Container, EnvVar, NodeAffinity,
-    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSecurityContext, PodSpec,
-    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
-    Volume, VolumeMount, VolumeProjection,
+    Affinity, ConfigMap, ConfigMapProjection, Container, EnvVar, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, PodSpec, ProjectedVolumeSource, Toleration, Volume,
+    VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -29,11 +28,10 @@ use sha2::{Digest, Sha256};
 use wasmfn_api::labels;
 
 use super::placement;
+use crate::pod_security::{self, Compute};
 
 /// The run container's name.
 pub const CONTAINER: &str = "run";
-/// Numeric user and group of every run pod.
-const RUN_UID: i64 = 65532;
 /// Where the artifact is mounted.
 const ARTIFACT_DIR: &str = "/artifact";
 /// Where the input ConfigMap is mounted.
@@ -366,40 +364,20 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             termination_grace_period_seconds: Some(2),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(RUN_UID),
-                run_as_group: Some(RUN_UID),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".to_owned(),
-                    localhost_profile: None,
-                }),
-                ..Default::default()
-            }),
+            security_context: Some(pod_security::non_root_pod()),
             containers: vec![Container {
                 name: CONTAINER.to_owned(),
                 image: Some(image),
                 command: Some(command),
                 env: (!env.is_empty()).then_some(env),
-                resources: Some(ResourceRequirements {
-                    limits: Some(BTreeMap::from([("memory".to_owned(), limit)])),
-                    requests: Some(BTreeMap::from([
-                        ("memory".to_owned(), request),
-                        // Small, so a burst queues on the kubelet rather than the scheduler.
-                        ("cpu".to_owned(), Quantity("10m".to_owned())),
-                    ])),
-                    ..Default::default()
-                }),
-                security_context: Some(SecurityContext {
-                    allow_privilege_escalation: Some(false),
-                    read_only_root_filesystem: Some(true),
-                    privileged: Some(false),
-                    capabilities: Some(Capabilities {
-                        drop: Some(vec!["ALL".to_owned()]),
-                        add: None,
-                    }),
-                    ..Default::default()
-                }),
+                resources: Some(pod_security::resource_requirements(Compute {
+                    // Small, so a burst queues on the kubelet rather than the scheduler.
+                    cpu_request: Quantity("10m".to_owned()),
+                    cpu_limit: None,
+                    memory_request: request,
+                    memory_limit: limit,
+                })),
+                security_context: Some(pod_security::restricted_container()),
                 volume_mounts: (!mounts.is_empty()).then_some(mounts),
                 termination_message_policy: Some("File".to_owned()),
                 ..Default::default()

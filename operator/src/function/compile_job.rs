@@ -10,9 +10,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, KeyToPath,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, KeyToPath,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -21,9 +20,8 @@ use wasmfn_api::{labels, BuildOptions, Language};
 
 use super::cache_key::{key_hex, key_label};
 use super::source::SourceFiles;
+use crate::pod_security::{self, Compute};
 
-/// The builder image's non-root user.
-const BUILDER_UID: i64 = 65532;
 /// Where the source is mounted.
 const SOURCE_DIR: &str = "/src";
 /// The artifact directory inside the Job (on the /tmp emptyDir).
@@ -139,41 +137,21 @@ pub fn compile_job(inputs: &CompileJobInputs<'_>) -> Job {
                     enable_service_links: Some(false),
                     termination_grace_period_seconds: Some(5),
                     security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(BUILDER_UID),
-                        run_as_group: Some(BUILDER_UID),
-                        fs_group: Some(BUILDER_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            localhost_profile: None,
-                        }),
-                        ..Default::default()
+                        // The /tmp emptyDir must be writable by the builder's user.
+                        fs_group: Some(pod_security::NON_ROOT_ID),
+                        ..pod_security::non_root_pod()
                     }),
                     containers: vec![Container {
                         name: CONTAINER.to_owned(),
                         image: Some(inputs.builder_image.to_owned()),
                         args: Some(args),
-                        resources: Some(ResourceRequirements {
-                            limits: Some(BTreeMap::from([
-                                ("memory".to_owned(), memory),
-                                ("cpu".to_owned(), Quantity("2".to_owned())),
-                            ])),
-                            requests: Some(BTreeMap::from([
-                                ("memory".to_owned(), Quantity("256Mi".to_owned())),
-                                ("cpu".to_owned(), Quantity("100m".to_owned())),
-                            ])),
-                            ..Default::default()
-                        }),
-                        security_context: Some(SecurityContext {
-                            allow_privilege_escalation: Some(false),
-                            read_only_root_filesystem: Some(true),
-                            privileged: Some(false),
-                            capabilities: Some(Capabilities {
-                                drop: Some(vec!["ALL".to_owned()]),
-                                add: None,
-                            }),
-                            ..Default::default()
-                        }),
+                        resources: Some(pod_security::resource_requirements(Compute {
+                            cpu_request: Quantity("100m".to_owned()),
+                            cpu_limit: Some(Quantity("2".to_owned())),
+                            memory_request: Quantity("256Mi".to_owned()),
+                            memory_limit: memory,
+                        })),
+                        security_context: Some(pod_security::restricted_container()),
                         volume_mounts: Some(vec![
                             VolumeMount {
                                 name: "tmp".to_owned(),
