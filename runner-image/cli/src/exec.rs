@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use wasmfn_execution::artifact::ModuleBytes;
 use wasmfn_execution::interpreter::{self, ScriptLanguage};
+use wasmfn_execution::result::trace::{TraceParent, TRACEPARENT_ENV};
 use wasmfn_execution::{
     aot, execute, DiscardSink, Entry, Execution, ForwardSink, Isolation, Limits, ModuleSource,
     OutputSink, Preopen, RunRequest, StdinSource,
@@ -103,6 +104,10 @@ pub(crate) struct ExecArgs {
     /// Refuse to run unless the module has this digest (sha256:<hex>).
     #[arg(long)]
     expect_digest: Option<String>,
+    /// W3C traceparent of the caller: the result document then carries this run's spans
+    /// (run, load, instantiate, invoke) as its children. An invalid value only costs the spans.
+    #[arg(long, env = TRACEPARENT_ENV)]
+    traceparent: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -167,7 +172,18 @@ pub(crate) fn exec(args: ExecArgs) -> Result<i32> {
             anyhow::bail!("{error}");
         }
     }
-    let execution = run_request(&request, &args.output);
+    let parent = args.traceparent.as_deref().and_then(|text| {
+        TraceParent::parse(text)
+            .inspect_err(|error| eprintln!("wasmfn: no spans recorded: {error}"))
+            .ok()
+    });
+    let started = std::time::SystemTime::now();
+    let mut execution = run_request(&request, &args.output);
+    if let Some(parent) = &parent {
+        execution
+            .document
+            .attach_trace(parent, "wasmfn-runner", started);
+    }
     publish(&execution, &args.output.result)?;
     Ok(execution.document.process_exit_code())
 }

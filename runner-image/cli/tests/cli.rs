@@ -65,6 +65,32 @@ fn exec_writes_the_document_and_forwards_stdout() {
 }
 
 #[test]
+fn exec_records_its_spans_under_the_given_traceparent() {
+    let dir = tempfile::tempdir().unwrap();
+    let hello = module(dir.path(), "hello");
+    let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (_, doc) = exec(
+        dir.path(),
+        &["--traceparent", header, hello.to_str().unwrap()],
+    );
+    assert_eq!(doc["trace"]["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(doc["trace"]["service"], "wasmfn-runner");
+    let spans = doc["trace"]["spans"].as_array().unwrap();
+    let names: Vec<&str> = spans.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["run", "load", "instantiate", "invoke"]);
+    assert_eq!(spans[0]["parentSpanId"], "00f067aa0ba902b7");
+    assert!(spans[0]["endUnixNano"].as_u64() > spans[0]["startUnixNano"].as_u64());
+    // without one (or with a broken one) the run is the same and carries no spans
+    let (output, doc) = exec(
+        dir.path(),
+        &["--traceparent", "nonsense", hello.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(doc["reason"], "Completed");
+    assert!(doc.get("trace").is_none());
+}
+
+#[test]
 fn exit_code_mirrors_the_guest() {
     let dir = tempfile::tempdir().unwrap();
     let exit3 = module(dir.path(), "exit3");

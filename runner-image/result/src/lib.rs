@@ -6,6 +6,8 @@
 //! produces at most [`MAX_DOCUMENT_BYTES`] bytes: it trims the stdout/stderr heads (never the sizes,
 //! digests or flags) until the document fits.
 
+pub mod trace;
+
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -278,6 +280,9 @@ pub struct ResultDocument {
     pub stdout: StreamSummary,
     /// The guest's stderr.
     pub stderr: StreamSummary,
+    /// The runner's spans, when the operator asked for them with a traceparent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<trace::RunTrace>,
 }
 
 impl ResultDocument {
@@ -295,6 +300,7 @@ impl ResultDocument {
             timings: Timings::default(),
             stdout: StreamSummary::empty(),
             stderr: StreamSummary::empty(),
+            trace: None,
         }
     }
 
@@ -318,6 +324,22 @@ impl ResultDocument {
             Reason::MemoryLimitExceeded | Reason::OutputLimitExceeded => 137,
             Reason::Trap | Reason::StackOverflow => 134,
         }
+    }
+
+    /// Records the run's spans as children of `parent`, `service` naming the runner; `started`
+    /// is when the run began (see [`trace`]).
+    pub fn attach_trace(
+        &mut self,
+        parent: &trace::TraceParent,
+        service: &str,
+        started: std::time::SystemTime,
+    ) {
+        self.trace = Some(trace::RunTrace::from_timings(
+            parent,
+            service,
+            started,
+            &self.timings,
+        ));
     }
 
     /// Sets `message`, cut to a bounded length at a character boundary.
@@ -371,6 +393,7 @@ impl ResultDocument {
                 doc.message.clear();
                 doc.runtime.aot_rejected = None;
                 doc.returns.clear();
+                doc.trace = None;
                 if serde_json::to_string(&doc).unwrap_or_default().len() > MAX_DOCUMENT_BYTES {
                     doc.module = None;
                 }
@@ -447,6 +470,15 @@ mod tests {
         doc.returns = vec![ReturnValue::Float(f64::MAX); 100];
         doc.stdout = StreamSummary::from_bytes(stdout);
         doc.stderr = StreamSummary::from_bytes(stderr);
+        let parent =
+            trace::TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                .expect("valid traceparent");
+        doc.trace = Some(trace::RunTrace::from_timings(
+            &parent,
+            "wasmfn-runner",
+            std::time::SystemTime::now(),
+            &doc.timings,
+        ));
         doc
     }
 
@@ -458,6 +490,8 @@ mod tests {
         assert_eq!(back.stdout.size, stdout.len() as u64);
         assert_eq!(back.stderr.size, stderr.len() as u64);
         assert_eq!(back.stdout.sha256, doc.stdout.sha256);
+        // the spans are never traded for output
+        assert_eq!(back.trace, doc.trace);
         // the kept head is a prefix of the real stream, and the flag says whether it is complete
         let head = back.stdout.head_bytes();
         assert!(stdout.starts_with(&head));

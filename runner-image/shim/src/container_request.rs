@@ -21,10 +21,12 @@
 //! | `WASMFN_INVOKE` / `WASMFN_INVOKE_ARGS` | call this export of a library module with these JSON numbers | `_start` |
 //! | `WASMFN_AOT` | AOT form to use when it matches the module and runtime | `<module>.aot.so` if present; none for a packed artifact or a layer |
 //! | `WASMFN_RESULT_PATH` | where the result document goes | `/dev/termination-log` |
+//! | `WASMFN_TRACEPARENT` | W3C traceparent of the operator's attempt span: the result document then carries the run's spans as its children (an invalid value only costs the spans) | no spans |
 //! | `WASMFN_GUEST_ENV` | the guest's whole environment as a JSON array of `KEY=VALUE` strings; the container's other variables (such as those the kubelet injects) are then not passed | the container's variables without the `WASMFN_` ones |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use wasmfn_execution::result::trace::{TraceParent, TRACEPARENT_ENV};
 use wasmfn_execution::{aot, Entry, Limits, ModuleSource, RunRequest, StdinSource};
 
 /// Prefix of the run settings; variables with it are not passed to the guest.
@@ -48,6 +50,8 @@ pub(crate) enum ModuleOrigin {
 pub(crate) struct ContainerRun {
     pub(crate) request: RunRequest,
     pub(crate) result_path: PathBuf,
+    /// The span the run's spans belong under, when one was given and is valid.
+    pub(crate) traceparent: Option<TraceParent>,
 }
 
 /// Why a container cannot be turned into a run (reported in the result document).
@@ -141,6 +145,7 @@ pub(crate) fn container_run(
         .filter(|p| !p.is_empty())
         .unwrap_or(DEFAULT_RESULT_PATH)
         .into();
+    let traceparent = setting(&env, TRACEPARENT_ENV).and_then(|t| TraceParent::parse(t).ok());
     let guest_env = match setting(&env, "WASMFN_GUEST_ENV") {
         Some(json) => guest_env_from_json(json)?,
         None => env
@@ -161,6 +166,7 @@ pub(crate) fn container_run(
             limits,
         },
         result_path,
+        traceparent,
     })
 }
 
@@ -224,6 +230,29 @@ mod tests {
         );
         assert_eq!(run.result_path, PathBuf::from(DEFAULT_RESULT_PATH));
         assert!(matches!(r.stdin, StdinSource::Empty));
+        assert_eq!(run.traceparent, None);
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_kept_and_an_invalid_one_never_stops_the_run() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let env = strings(&[&format!("WASMFN_TRACEPARENT={header}"), "A=b"]);
+        let run = container_run(
+            &strings(&["/m.wasm"]),
+            &env,
+            ModuleOrigin::File("/m.wasm".into()),
+        )
+        .expect("valid");
+        assert_eq!(run.traceparent.map(|t| t.header()).as_deref(), Some(header));
+        assert_eq!(run.request.env, vec![("A".to_string(), "b".to_string())]);
+        let env = strings(&["WASMFN_TRACEPARENT=garbage"]);
+        let run = container_run(
+            &strings(&["/m.wasm"]),
+            &env,
+            ModuleOrigin::File("/m.wasm".into()),
+        )
+        .expect("a bad traceparent is not a bad setting");
+        assert_eq!(run.traceparent, None);
     }
 
     #[test]

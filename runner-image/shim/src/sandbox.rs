@@ -52,7 +52,13 @@ impl Sandbox for WasmfnSandbox {
         };
         // The guest's output is forwarded to the container's stdout/stderr (so `kubectl logs`
         // shows it) while the core hashes and caps it for the result document.
-        let execution = execute(&run.request, Isolation::Fork, &mut ForwardSink);
+        let started = std::time::SystemTime::now();
+        let mut execution = execute(&run.request, Isolation::Fork, &mut ForwardSink);
+        if let Some(parent) = &run.traceparent {
+            execution
+                .document
+                .attach_trace(parent, "wasmfn-shim", started);
+        }
         write_result(&run.result_path, &execution.document);
         Ok(execution.document.process_exit_code())
     }
