@@ -2,9 +2,12 @@
 # make images: builds every Dockerfile in the repository with buildah (on the local Debian trixie
 # base image from `make setup`) and pushes the results into the local registry storage
 # ($WASMFN_CACHE/registry) that every local cluster's registry serves as `wasmfn.local/<name>:dev`.
+# WASMFN_IMAGE_TAG=x tags them `:x` instead, so a second checkout can build without replacing the
+# `:dev` images another one's tests use.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${WASMFN_CACHE:-$HOME/.cache/wasmfn}
+tag=${WASMFN_IMAGE_TAG:-dev}
 cd "$repo"
 
 # dockerfile | image name | build context
@@ -33,8 +36,8 @@ for entry in "${IMAGES[@]}"; do
   IFS='|' read -r dockerfile name context <<<"$entry"
   [ -f "$dockerfile" ] || continue
   t=$(date +%s)
-  echo "== images: wasmfn.local/$name:dev from $dockerfile"
-  buildah bud -q --pull=never --layers --network host -f "$dockerfile" -t "wasmfn.local/$name:dev" "$context" >/dev/null
+  echo "== images: wasmfn.local/$name:$tag from $dockerfile"
+  buildah bud -q --pull=never --layers --network host -f "$dockerfile" -t "wasmfn.local/$name:$tag" "$context" >/dev/null
   echo "   built in $(( $(date +%s) - t ))s"
   built+=("$name")
 done
@@ -55,6 +58,6 @@ for _ in $(seq 100); do
 done
 for name in "${built[@]}"; do
   t=$(date +%s)
-  buildah push -q --tls-verify=false "wasmfn.local/$name:dev" "docker://127.0.0.1:$port/$name:dev"
-  echo "== images: pushed wasmfn.local/$name:dev in $(( $(date +%s) - t ))s"
+  buildah push -q --tls-verify=false "wasmfn.local/$name:$tag" "docker://127.0.0.1:$port/$name:$tag"
+  echo "== images: pushed wasmfn.local/$name:$tag in $(( $(date +%s) - t ))s"
 done
