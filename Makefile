@@ -35,8 +35,9 @@ images: runner-image-context builder-image-context node-installer-image-context 
 	tests/harness/images.sh
 
 .PHONY: demo
-demo: images cluster-up ## Bring up the cluster, run a sample Job on each node, show nodes, pods and logs
-	tests/harness/demo.sh
+demo: ## Cluster up, images, helm install, every example function and its executions on both paths; prints the results
+	@# The script runs `make cluster-up` and `make images` itself, with progress lines and time limits.
+	@tests/harness/demo.sh
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings denied

@@ -1,47 +1,260 @@
 #!/usr/bin/env bash
-# make demo (after make cluster-up): runs a sample Job on each node of the local cluster and shows
-# the nodes, the pods and their logs.
+# make demo: the newcomer's path on the local cluster. Starts the cluster (make cluster-up), builds
+# the images (make images), installs the chart with helm, applies every function in
+# examples/functions/, waits until they are Ready, runs examples/executions/ (each on a WasmEdge
+# node and in a container pod) and prints the functions and every result. Re-runnable: a second
+# run reuses the cluster, the images and the release, and recreates the executions. Every wait is
+# bounded; a failure prints the object's conditions and events and the operator's log tail.
+#
+# Environment: WASMFN_CLUSTER_DIR (the cluster's state dir), WASMFN_IMAGE_TAG (default dev),
+# WASMFN_DEMO_SKIP_IMAGES=1 (use the images already in the local registry),
+# WASMFN_DEMO_NAMESPACE (default wasmfn-demo).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
-eval "$(target/debug/wasmfn-cluster env --state-dir "${WASMFN_CLUSTER_DIR:-/tmp/wasmfn-cluster}")"
+export WASMFN_CACHE=${WASMFN_CACHE:-$HOME/.cache/wasmfn}
+export WASMFN_CLUSTER_DIR=${WASMFN_CLUSTER_DIR:-/tmp/wasmfn-cluster}
+tag=${WASMFN_IMAGE_TAG:-dev}
+ns=${WASMFN_DEMO_NAMESPACE:-wasmfn-demo}
+release=wasmfn
+release_ns=wasmfn-system
+logs=$repo/target/demo
+mkdir -p "$logs"
 
-if [ -z "$(buildah images -q wasmfn.local/probe:dev 2>/dev/null)" ]; then
-  echo "== demo: building images"; tests/harness/images.sh
+started=$(date +%s)
+say() { printf '== demo: [%4ss] %s\n' "$(( $(date +%s) - started ))" "$*"; }
+die() { say "FAILED: $*" >&2; exit 1; }
+
+# Runs a long step in the background with its output in a log file, printing a progress line
+# with the log's last line every 20 s; on failure (or after LIMIT seconds) prints the log's tail.
+# Usage: step LIMIT NAME LOG COMMAND...
+step_pid=""
+trap '[ -z "$step_pid" ] || kill -TERM "$step_pid" 2>/dev/null || true' EXIT
+step() {
+  local limit=$1 name=$2 log=$3; shift 3
+  local t0 last rc
+  t0=$(date +%s); last=$t0
+  say "$name (log: ${log#"$repo"/})"
+  timeout --kill-after=30 "$limit" "$@" >"$log" 2>&1 &
+  step_pid=$!
+  while kill -0 "$step_pid" 2>/dev/null; do
+    sleep 1
+    if [ $(( $(date +%s) - last )) -ge 20 ]; then
+      last=$(date +%s)
+      say "  ... $name, $(( last - t0 ))s: $(tail -n 1 "$log" | tr -d '\r' | cut -c1-100)"
+    fi
+  done
+  rc=0; wait "$step_pid" || rc=$?
+  step_pid=""
+  if [ "$rc" != 0 ]; then
+    tail -n 40 "$log" >&2
+    [ "$rc" != 124 ] || die "$name did not finish within ${limit}s"
+    die "$name failed (exit $rc); full log: $log"
+  fi
+  say "  $name done in $(( $(date +%s) - t0 ))s"
+}
+
+# ---------------------------------------------------------------- prerequisites
+[ -x "$WASMFN_CACHE/kubernetes-1.20.2/bin/kubectl" ] ||
+  die "the Kubernetes binaries are missing from $WASMFN_CACHE: run make setup"
+if [ ! -x "$WASMFN_CACHE/helm/bin/helm" ]; then
+  step 600 "installing helm" "$logs/setup-helm.log" tests/harness/setup-helm.sh "$WASMFN_CACHE"
 fi
-kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl -n demo delete job --all --ignore-not-found >/dev/null
-for node in $(kubectl get nodes -o jsonpath='{.items[*].metadata.name}'); do
-  name=hello-${node//./-}
-  echo "== demo: Job $name on node $node"
-  kubectl -n demo apply -f - >/dev/null <<JOB
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: $name
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      automountServiceAccountToken: false
-      nodeSelector:
-        kubernetes.io/hostname: "$node"
-      containers:
-      - name: probe
-        image: wasmfn.local/probe:dev
-        args: ["hello"]
-JOB
+helm=$WASMFN_CACHE/helm/bin/helm
+
+# ---------------------------------------------------------------- cluster and images
+step 1800 "starting the local cluster (make cluster-up, state dir $WASMFN_CLUSTER_DIR)" \
+  "$logs/cluster-up.log" make --no-print-directory cluster-up
+eval "$(target/debug/wasmfn-cluster env --state-dir "$WASMFN_CLUSTER_DIR")"
+export KUBECONFIG
+apiserver_port=$(jq -r .apiserver_port "$WASMFN_CLUSTER_DIR/cluster.json")
+k() { kubectl --request-timeout=60s "$@"; }
+k get nodes >/dev/null || die "the cluster in $WASMFN_CLUSTER_DIR does not answer"
+
+if [ "${WASMFN_DEMO_SKIP_IMAGES:-}" = 1 ]; then
+  say "skipping make images (WASMFN_DEMO_SKIP_IMAGES=1): using the images tagged :$tag"
+else
+  step 5400 "building the images (make images, tag :$tag)" "$logs/images.log" \
+    env WASMFN_IMAGE_TAG="$tag" make --no-print-directory images
+fi
+operator_image=$(buildah images --noheading --format '{{.ID}}' "wasmfn.local/operator:$tag" 2>/dev/null | head -n 1)
+[ -n "$operator_image" ] || die "no image wasmfn.local/operator:$tag: run make images"
+
+# ---------------------------------------------------------------- diagnostics
+operator_logs() {
+  echo "--- operator log tail ($release_ns)" >&2
+  k -n "$release_ns" logs -l app.kubernetes.io/component=operator --tail=30 --prefix >&2 || true
+}
+explain() { # KIND NAME [NAMESPACE]: conditions, status and events of one object
+  local kind=$1 name=$2 namespace=${3:-$ns}
+  echo "--- $kind $namespace/$name" >&2
+  k -n "$namespace" get "$kind" "$name" -o json 2>/dev/null |
+    jq '{phase: .status.phase, reason: .status.reason, message: .status.message,
+         conditions: .status.conditions, compile: .status.compile}' >&2 || true
+  echo "--- events of $name" >&2
+  k -n "$namespace" get events --field-selector "involvedObject.name=$name" \
+    -o custom-columns=LAST:.lastTimestamp,TYPE:.type,REASON:.reason,MESSAGE:.message >&2 || true
+}
+
+# ---------------------------------------------------------------- the chart
+say "CRDs: kubectl apply --server-side -f crds/"
+k apply --server-side --force-conflicts -f crds/ >/dev/null
+k wait --for=condition=Established --timeout=60s crd/wasmfunctions.wasmfn.dev crd/wasmexecutions.wasmfn.dev >/dev/null
+for namespace in "$release_ns" "$ns"; do
+  k get namespace "$namespace" >/dev/null 2>&1 || k create namespace "$namespace" >/dev/null
 done
-kubectl -n demo wait job --all --for=condition=complete --timeout=120s
-echo; echo "== kubectl get nodes,pods -o wide"
-kubectl get nodes -o wide
-kubectl -n demo get pods -o wide
-echo; echo "== logs"
-for job in $(kubectl -n demo get jobs -o jsonpath='{.items[*].metadata.name}'); do
-  printf '%s: ' "$job"; kubectl -n demo logs "job/$job"
+# The cluster harness makes a RuntimeClass `wasmedge` of its own; the chart's replaces it.
+if k get runtimeclass wasmedge >/dev/null 2>&1 &&
+   [ "$(k get runtimeclass wasmedge -o jsonpath='{.metadata.labels.app\.kubernetes\.io/managed-by}')" != Helm ]; then
+  k delete runtimeclass wasmedge >/dev/null
+fi
+# Keep the health/metrics port of an existing release (the operator binds it on the node's own
+# address, as its pods share the host's network here); else take one free on every address.
+metrics_port=$("$helm" get values "$release" -n "$release_ns" -o json 2>/dev/null | jq -r '.metrics.port // empty' || true)
+[ -n "$metrics_port" ] || metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("",0)); print(s.getsockname()[1])')
+helm_args=(
+  upgrade --install "$release" charts/wasmfn --namespace "$release_ns" --timeout 5m
+  --set localCluster.hostNetwork=true
+  --set localCluster.apiServerHost=127.0.0.1
+  --set "localCluster.apiServerPort=$apiserver_port"
+  --set "metrics.port=$metrics_port"
+  --set "images.operator=wasmfn.local/operator:$tag"
+  --set "images.builder=wasmfn.local/builder:$tag"
+  --set "images.runner=wasmfn.local/runner:$tag"
+  --set "images.wasmPod=wasmfn.local/wasm-pod:$tag"
+  --set "images.nodeInstaller=wasmfn.local/node-installer:$tag"
+  # A rebuilt operator image (same tag) rolls the Deployment; Always makes the nodes pull it.
+  --set images.pullPolicy=Always
+  --set-string "operator.podAnnotations.wasmfn\.dev/operator-image=$operator_image"
+  --set "networkPolicy.namespaces={$release_ns,$ns}"
+)
+t=$(date +%s)
+say "helm upgrade --install $release charts/wasmfn -n $release_ns (apiserver 127.0.0.1:$apiserver_port, metrics port $metrics_port)"
+if ! "$helm" "${helm_args[@]}" >"$logs/helm.log" 2>&1; then
+  cat "$logs/helm.log" >&2; die "helm upgrade --install failed"
+fi
+say "  helm returned in $(( $(date +%s) - t ))s; waiting for the operator's rollout"
+if ! k -n "$release_ns" rollout status deployment/wasmfn-operator --timeout=300s >/dev/null; then
+  k -n "$release_ns" get pods -o wide >&2 || true
+  for pod in $(k -n "$release_ns" get pods -o name 2>/dev/null); do explain "${pod%%/*}" "${pod#*/}" "$release_ns"; done
+  operator_logs
+  die "the operator did not become ready within 300s"
+fi
+lease_holder=""
+for _ in $(seq 60); do
+  lease_holder=$(k -n "$release_ns" get lease wasmfn-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
+  [ -z "$lease_holder" ] || break
+  sleep 1
 done
+[ -n "$lease_holder" ] || { operator_logs; die "no operator replica took the Lease within 60s"; }
+say "  operator ready; leader: $lease_holder"
+
+# ---------------------------------------------------------------- functions
+# "NAME:PHASE ..." -> "PHASE: NAME NAME; PHASE: NAME" (progress lines).
+by_phase() {
+  printf '%s\n' "$@" | awk -F: '{names[$2] = names[$2] " " $1} END {
+    sep = ""; for (p in names) { printf "%s%s:%s", sep, (p == "-" ? "no status yet" : p), names[p]; sep = "; " } }'
+}
+# "name phase" of every function ("-" until the status describes the current generation).
+function_names=$(k create --dry-run=client -f examples/functions/ -o name | sed 's|.*/||')
+say "applying $(wc -w <<<"$function_names") functions from examples/functions/ into namespace $ns"
+k -n "$ns" apply --server-side --force-conflicts -f examples/functions/ >/dev/null
+phases() {
+  k -n "$ns" get wasmfunctions -o json |
+    jq -r '.items[] | "\(.metadata.name) \(if .status.observedGeneration == .metadata.generation then (.status.phase // "-") else "-" end)"'
+}
+deadline=$(( $(date +%s) + 1200 ))
+last=0
+while :; do
+  current=$(phases)
+  missing="" ready=0 failed=""
+  for name in $function_names; do
+    phase=$(awk -v n="$name" '$1 == n {print $2}' <<<"$current")
+    case $phase in
+      Ready) ready=$((ready + 1)) ;;
+      Failed) failed+=" $name" ;;
+      *) missing+=" $name:${phase:--}" ;;
+    esac
+  done
+  if [ -n "$failed" ]; then
+    for name in $failed; do explain wasmfunction "$name"; done
+    operator_logs
+    die "functions failed:$failed"
+  fi
+  [ -n "$missing" ] || break
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    for item in $missing; do explain wasmfunction "${item%%:*}"; done
+    k -n "$ns" get jobs,pods -o wide >&2 || true
+    operator_logs
+    die "functions not Ready after 1200s:$missing"
+  fi
+  if [ $(( $(date +%s) - last )) -ge 10 ]; then
+    last=$(date +%s)
+    say "  $ready/$(wc -w <<<"$function_names") Ready; $(by_phase $missing)"
+  fi
+  sleep 2
+done
+say "all $(wc -w <<<"$function_names") functions Ready"
+
+# ---------------------------------------------------------------- executions
+execution_names=$(k create --dry-run=client -f examples/executions/ -o name | sed 's|.*/||')
+say "recreating $(wc -w <<<"$execution_names") executions from examples/executions/ (compiled languages only)"
+k -n "$ns" delete -f examples/executions/ --ignore-not-found --wait=true --timeout=120s >/dev/null
+k -n "$ns" create -f examples/executions/ >/dev/null
+deadline=$(( $(date +%s) + 600 ))
+last=0
+while :; do
+  current=$(k -n "$ns" get wasmexecutions -o json | jq -r '.items[] | "\(.metadata.name) \(.status.phase // "-")"')
+  pending=""
+  for name in $execution_names; do
+    phase=$(awk -v n="$name" '$1 == n {print $2}' <<<"$current")
+    case $phase in Succeeded|Failed|TimedOut) ;; *) pending+=" $name:${phase:--}" ;; esac
+  done
+  [ -n "$pending" ] || break
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    for item in $pending; do explain wasmexecution "${item%%:*}"; done
+    k -n "$ns" get pods -o wide >&2 || true
+    operator_logs
+    die "executions not finished after 600s:$pending"
+  fi
+  if [ $(( $(date +%s) - last )) -ge 10 ]; then
+    last=$(date +%s)
+    say "  $(by_phase $pending)"
+  fi
+  sleep 1
+done
+say "all executions finished"
+
+# ---------------------------------------------------------------- results
 echo
-echo "The cluster keeps running; use it with:"
-target/debug/wasmfn-cluster env --state-dir "${WASMFN_CLUSTER_DIR:-/tmp/wasmfn-cluster}"
-echo "Stop it with: make cluster-down"
+echo "== kubectl -n $ns get wasmfn -o wide"
+k -n "$ns" get wasmfn -o wide
+echo
+echo "== results"
+k -n "$ns" get wasmexecutions -o json | jq -r '
+  .items | sort_by(.metadata.name)[] | .status as $s |
+  "\(.metadata.name): \($s.phase // "-") on \($s.runtime // "-") (node \($s.node // "-")), exit \($s.exitCode // "-"), \($s.duration // "-")",
+  (if $s.stdout then "  stdout: \($s.stdout | rtrimstr("\n") | gsub("\n"; "\n          "))" else empty end),
+  (if $s.stderr then "  stderr: \($s.stderr | rtrimstr("\n") | gsub("\n"; "\n          "))" else empty end),
+  (if $s.phase != "Succeeded" then "  reason: \($s.reason // "-"): \($s.message // "")" else empty end)'
+not_succeeded=$(k -n "$ns" get wasmexecutions -o json | jq -r '.items[] | select(.status.phase != "Succeeded") | .metadata.name')
+echo
+cat <<EOF
+Python and JavaScript functions (sensor-summary, fill-template) are Ready, but the runners cannot
+run scripts yet (an execution of one ends Failed with reason ArtifactUnavailable), so the demo
+runs only the compiled languages.
+
+The cluster keeps running. Use it with:
+$(target/debug/wasmfn-cluster env --state-dir "$WASMFN_CLUSTER_DIR" | sed 's/^/  /')
+  kubectl -n $ns get wasmfn -o wide
+  kubectl -n $ns get wex order-total-wasmedge -o yaml
+  kubectl -n $ns create -f examples/executions/go.yaml     # after deleting the old ones
+  kubectl -n $release_ns logs -l app.kubernetes.io/component=operator --prefix
+Stop it with: make cluster-down$( [ "$WASMFN_CLUSTER_DIR" = /tmp/wasmfn-cluster ] || printf ' WASMFN_CLUSTER_DIR=%s' "$WASMFN_CLUSTER_DIR")
+EOF
+if [ -n "$not_succeeded" ]; then
+  for name in $not_succeeded; do explain wasmexecution "$name"; done
+  operator_logs
+  die "executions that did not succeed: $(echo $not_succeeded)"
+fi
+say "done"
