@@ -81,9 +81,10 @@ operator_image=$(buildah images --noheading --format '{{.ID}}' "wasmfn.local/ope
 [ -n "$operator_image" ] || die "no image wasmfn.local/operator:$tag: run make images"
 
 # ---------------------------------------------------------------- diagnostics
-operator_logs() {
+operator_logs() { # the last lines of both replicas, without colour codes, long lines cut
   echo "--- operator log tail ($release_ns)" >&2
-  k -n "$release_ns" logs -l app.kubernetes.io/component=operator --tail=30 --prefix >&2 || true
+  k -n "$release_ns" logs -l app.kubernetes.io/component=operator --tail=15 --prefix 2>&1 |
+    sed 's/\x1b\[[0-9;]*m//g' | cut -c1-400 >&2 || true
 }
 explain() { # KIND NAME [NAMESPACE]: conditions, status and events of one object
   local kind=$1 name=$2 namespace=${3:-$ns}
@@ -93,7 +94,7 @@ explain() { # KIND NAME [NAMESPACE]: conditions, status and events of one object
          conditions: .status.conditions, compile: .status.compile}' >&2 || true
   echo "--- events of $name" >&2
   k -n "$namespace" get events --field-selector "involvedObject.name=$name" \
-    -o custom-columns=LAST:.lastTimestamp,TYPE:.type,REASON:.reason,MESSAGE:.message >&2 || true
+    -o custom-columns=CREATED:.metadata.creationTimestamp,TYPE:.type,REASON:.reason,MESSAGE:.message >&2 || true
 }
 
 # ---------------------------------------------------------------- the chart
