@@ -20,7 +20,8 @@ build: ## Build every crate (debug)
 	$(CARGO) build --workspace --all-targets
 
 $(CLUSTER): $(shell find tests/src runner-image/shim/src runner-image/execution-core/src runner-image/artifact/src runner-image/node-installer/src -name "*.rs") tests/Cargo.toml
-	$(CARGO) build -p wasmfn-e2e --bin wasmfn-cluster -p containerd-shim-wasmfn
+	@# Name both binaries: `--bin` applies to every `-p`, so `--bin wasmfn-cluster` alone skipped the shim.
+	$(CARGO) build -p wasmfn-e2e -p containerd-shim-wasmfn --bin wasmfn-cluster --bin containerd-shim-wasmfn-v1
 
 .PHONY: cluster-up
 cluster-up: $(CLUSTER) ## Start the local two-node cluster and wait until both nodes are Ready
