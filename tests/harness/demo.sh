@@ -23,13 +23,22 @@ mkdir -p "$logs"
 
 started=$(date +%s)
 say() { printf '== demo: [%4ss] %s\n' "$(( $(date +%s) - started ))" "$*"; }
-die() { say "FAILED: $*" >&2; exit 1; }
+died=""
+die() { died=1; say "FAILED: $*" >&2; exit 1; }
 
 # Runs a long step in the background with its output in a log file, printing a progress line
 # with the log's last line every 20 s; on failure (or after LIMIT seconds) prints the log's tail.
 # Usage: step LIMIT NAME LOG COMMAND...
 step_pid=""
-trap '[ -z "$step_pid" ] || kill -TERM "$step_pid" 2>/dev/null || true' EXIT
+on_exit() {
+  local rc=$?
+  [ -z "$step_pid" ] || kill -TERM "$step_pid" 2>/dev/null || true
+  # A command that failed outside die (set -e) still gets a line saying where the demo stopped.
+  if [ "$rc" != 0 ] && [ -z "$died" ]; then
+    say "FAILED (exit $rc) in: $BASH_COMMAND" >&2
+  fi
+}
+trap on_exit EXIT
 step() {
   local limit=$1 name=$2 log=$3; shift 3
   local t0 last rc
@@ -167,7 +176,7 @@ phases() {
 deadline=$(( $(date +%s) + 1200 ))
 last=0
 while :; do
-  current=$(phases)
+  current=$(phases) || current=""   # a failed poll counts as no progress
   missing="" ready=0 failed=""
   for name in $function_names; do
     phase=$(awk -v n="$name" '$1 == n {print $2}' <<<"$current")
@@ -205,7 +214,7 @@ k -n "$ns" create -f examples/executions/ >/dev/null
 deadline=$(( $(date +%s) + 600 ))
 last=0
 while :; do
-  current=$(k -n "$ns" get wasmexecutions -o json | jq -r '.items[] | "\(.metadata.name) \(.status.phase // "-")"')
+  current=$(k -n "$ns" get wasmexecutions -o json | jq -r '.items[] | "\(.metadata.name) \(.status.phase // "-")"') || current=""
   pending=""
   for name in $execution_names; do
     phase=$(awk -v n="$name" '$1 == n {print $2}' <<<"$current")
