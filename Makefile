@@ -110,6 +110,12 @@ bench-executions: ## WasmExecution create->Succeeded: WasmEdge node vs container
 	$(CARGO) build --workspace --bins
 	WASMFN_OPERATOR_BINARY=$(CURDIR)/target/debug/wasmfn-operator $(CARGO) bench -p wasmfn-e2e --bench execution_latency
 
+.PHONY: bench-operator-memory
+bench-operator-memory: ## The release operator's RSS idle and with 1,000 finished executions (fresh cluster)
+	$(CARGO) build --release -p wasmfn-operator
+	$(CARGO) build -p containerd-shim-wasmfn
+	WASMFN_OPERATOR_BINARY=$(CURDIR)/target/release/wasmfn-operator $(CARGO) bench -p wasmfn-e2e --bench operator_memory
+
 .PHONY: bench-wasm-pods
 bench-wasm-pods: ## Wasm pod (shim, node A) vs runner-image pod (node B): create->Succeeded p50/p99 over 20 each
 	$(CARGO) build -p containerd-shim-wasmfn

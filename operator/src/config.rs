@@ -124,6 +124,10 @@ pub struct Config {
     /// most 60).
     #[arg(long, env = "WASMFN_GC_INTERVAL")]
     pub gc_interval_seconds: Option<u64>,
+    /// Before starting a compile Job or run pod in a namespace, make sure it has the
+    /// NetworkPolicy `wasmfn-deny-egress`, which denies all egress to those pods.
+    #[arg(long, env = "WASMFN_RUN_POD_NETWORK_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub run_pod_network_policy: bool,
 }
 
 impl Config {
@@ -249,6 +253,7 @@ mod tests {
         assert!(!config.keep_run_pods);
         assert_eq!(config.max_output_bytes, 4096);
         assert_eq!(config.run_memory_overhead, 96 << 20);
+        assert!(config.run_pod_network_policy);
         config.validate().expect("defaults are valid");
     }
 

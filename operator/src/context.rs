@@ -10,7 +10,9 @@ use kube::{Client, Resource};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::network_policy::Ensured;
 use crate::store::Stores;
+use crate::telemetry::Tracer;
 
 /// Shortest and longest wait before retrying an object whose reconcile failed.
 const BACKOFF_MIN: Duration = Duration::from_secs(2);
@@ -26,6 +28,10 @@ pub struct Context {
     pub stores: Stores,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Namespaces whose deny-egress NetworkPolicy was seen in force.
+    pub network_policies: Ensured,
+    /// Span export (disabled when no `OTEL_*` endpoint is set).
+    pub tracer: Tracer,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -45,6 +51,7 @@ impl Context {
         config: Config,
         stores: Stores,
         metrics: Arc<Metrics>,
+        tracer: Tracer,
         instance: &str,
     ) -> Self {
         let reporter = Reporter {
@@ -57,6 +64,8 @@ impl Context {
             config,
             stores,
             metrics,
+            network_policies: Ensured::default(),
+            tracer,
             failures: Mutex::new(HashMap::new()),
         }
     }

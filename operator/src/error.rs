@@ -48,6 +48,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The deny-egress NetworkPolicy of a namespace could not be read or written.
+    #[error("NetworkPolicy wasmfn-deny-egress in namespace {namespace}: {source}")]
+    NetworkPolicy {
+        /// The namespace.
+        namespace: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Leadership was lost; the process stops so it can never act beside the new leader.
     #[error("lost the leader lease after {0:?}")]
     LostLeadership(Duration),
@@ -66,6 +75,7 @@ impl Error {
             Error::Config(_) => "config",
             Error::Serde(_) => "serde",
             Error::Io { .. } => "io",
+            Error::NetworkPolicy { .. } => "network_policy",
             Error::LostLeadership(_) => "lost_leadership",
         }
     }

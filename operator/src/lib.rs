@@ -3,7 +3,7 @@
 //! Modules: [`config`] (flags and env), [`crdgen`], [`function`] (the WasmFunction controller),
 //! [`store`] (artifact stores and their garbage collection), [`leader`] (Lease election),
 //! [`health`] (probes and metrics), [`pod_security`] (the lock-down of every pod it starts),
-//! [`context`] and [`error`].
+//! [`network_policy`] (the deny-egress policy where those pods run), [`context`] and [`error`].
 
 pub mod config;
 pub mod context;
@@ -15,8 +15,10 @@ pub mod health;
 pub mod idempotent;
 pub mod leader;
 pub mod metrics;
+pub mod network_policy;
 pub mod operator;
 pub mod pod_security;
 pub mod store;
+pub mod telemetry;
 
 pub use error::{Error, Result};

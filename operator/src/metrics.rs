@@ -68,6 +68,11 @@ const CATALOGUE: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Attempts lost to the platform, by reason.",
     ),
+    (
+        "wasmfn_trace_spans_total",
+        Kind::Counter,
+        "Spans handed to the OTLP exporter, by result (exported, failed, dropped when the queue was full).",
+    ),
 ];
 
 /// Histogram bucket bounds in seconds: from sub-millisecond runs to multi-minute compiles.

@@ -19,6 +19,7 @@ use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
 use crate::store::oci::OciStore;
 use crate::store::{gc, Stores};
+use crate::telemetry::{otlp_config, Tracer};
 
 /// The CRDs the operator needs.
 const REQUIRED_CRDS: [&str; 2] = ["wasmfunctions.wasmfn.dev", "wasmexecutions.wasmfn.dev"];
@@ -54,6 +55,8 @@ fn lease_namespace(config: &Config) -> String {
 /// Runs the operator until SIGTERM/SIGINT (exit 0) or a fatal error.
 pub async fn run(config: Config) -> Result<()> {
     config.validate()?;
+    // A tracing setting that cannot work stops the start, rather than losing every span quietly.
+    let otlp = otlp_config::from_env(|name| std::env::var(name).ok()).map_err(Error::Config)?;
     let client = Client::try_default().await?;
     check_crds(&client).await?;
 
@@ -89,11 +92,19 @@ pub async fn run(config: Config) -> Result<()> {
         )
     });
     let stores = Stores::new(client.clone(), oci);
+    let tracer = match otlp {
+        Some(otlp) => {
+            info!(endpoint = %otlp.endpoint, service = %otlp.service_name, "exporting spans over OTLP");
+            Tracer::start(otlp, metrics.clone())
+        }
+        None => Tracer::disabled(),
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.clone(),
         stores,
         metrics,
+        tracer.clone(),
         &identity,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -117,6 +128,7 @@ pub async fn run(config: Config) -> Result<()> {
             })
             .await;
             collector.abort();
+            tracer.flush(Duration::from_secs(5)).await;
             if let Err(error) = elector.release().await {
                 warn!(%error, "could not release the lease");
             }

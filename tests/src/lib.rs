@@ -1,11 +1,13 @@
 //! The end-to-end harness: a real Kubernetes cluster on one machine (etcd, apiserver,
 //! controller-manager, scheduler, two kubelets each with its own containerd), the local image
-//! registry, and `kubectl` and `helm` wrappers for the suites in `tests/tests/`.
+//! registry, `kubectl` and `helm` wrappers, and an OTLP receiver and metrics scraper for the
+//! suites in `tests/tests/`.
 
 pub mod cluster;
 pub mod error;
 pub mod helm;
 pub mod kubectl;
+pub mod observability;
 pub mod operator;
 
 /// The `p`th percentile (nearest rank) of ascending `sorted` samples; benchmarks report p50/p99.

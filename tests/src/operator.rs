@@ -64,6 +64,16 @@ impl OperatorProcess {
     /// Starts a replica named `identity` with the suites' settings (builder image from
     /// `make images`, the cluster's registry as OCI store, Lease in `default`) plus `extra` flags.
     pub fn start(info: &ClusterInfo, identity: &str, extra: &[&str]) -> Result<OperatorProcess> {
+        Self::start_with_env(info, identity, extra, &[])
+    }
+
+    /// [`OperatorProcess::start`] with extra environment variables (`OTEL_*`, say).
+    pub fn start_with_env(
+        info: &ClusterInfo,
+        identity: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<OperatorProcess> {
         let binary = operator_binary()?;
         let health_port = free_port()?;
         let log = info.logs_dir().join(format!("operator-{identity}.log"));
@@ -89,6 +99,7 @@ impl OperatorProcess {
             .args(extra)
             .env("KUBECONFIG", info.kubeconfig())
             .env("RUST_LOG", "info,kube=warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -138,6 +149,23 @@ impl OperatorProcess {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Its resident set size and peak (`VmRSS`, `VmHWM` of `/proc/<pid>/status`), in bytes.
+    pub fn memory(&self) -> Option<(u64, u64)> {
+        let child = self.child.as_ref()?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(name))?;
+            let kib: u64 = line[name.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kib * 1024)
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
     }
 
     /// The exit status, once it has exited.

@@ -2,18 +2,19 @@
 //! contexts, the operator's RBAC, values reaching the operator's environment, the NetworkPolicy,
 //! the RuntimeClass, the CRD copies), and `helm install` onto the local cluster with the operator
 //! image from `make images` running as the chart's Deployment: one replica leads, a function
-//! becomes Ready through it, and `helm uninstall` leaves none of the release's objects behind.
+//! becomes Ready through it, executions succeed in a namespace it then guards with its
+//! deny-egress NetworkPolicy, and `helm uninstall` leaves none of the release's objects behind.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wasmfn_api::labels;
 use wasmfn_e2e::helm::{chart_dir, Helm};
+use wasmfn_e2e::observability::http_get;
 use wasmfn_e2e::operator::crds_dir;
 
 const RELEASE: &str = "wasmfn";
@@ -322,6 +323,12 @@ fn the_operators_rbac_is_exactly_the_least_privilege_set() {
         ),
         ("", "nodes", "get list watch", &[]),
         ("node.k8s.io", "runtimeclasses", "get list watch", &[]),
+        (
+            "networking.k8s.io",
+            "networkpolicies",
+            "get create patch",
+            &[],
+        ),
         ("", "events", "create patch", &[]),
         ("events.k8s.io", "events", "create patch", &[]),
         (
@@ -338,6 +345,16 @@ fn the_operators_rbac_is_exactly_the_least_privilege_set() {
         "only the operator's without the installer"
     );
     assert_eq!(rule_set(cluster_roles[0]), expected);
+    // Without the operator's own NetworkPolicies it gets no rule for them.
+    let without = render(&[("networkPolicy.operatorManaged", "false")]);
+    let role = of_kind(&without, "ClusterRole")[0];
+    assert!(rule_set(role)
+        .iter()
+        .all(|(group, _, _, _)| group != "networking.k8s.io"));
+    assert_eq!(
+        operator_env(&without)["WASMFN_RUN_POD_NETWORK_POLICY"],
+        "false"
+    );
     // No secrets, no leases cluster-wide, nothing on RBAC itself.
     let lease_role = one(&objects, "Role");
     assert_eq!(
@@ -396,6 +413,7 @@ fn the_defaults_reach_the_operators_environment_as_the_replaced_systems_defaults
         ("WASMFN_MAX_OUTPUT_BYTES", "4096"),
         ("WASMFN_RUN_MEMORY_OVERHEAD", "96Mi"),
         ("WASMFN_RUN_DEADLINE_GRACE", "120"),
+        ("WASMFN_RUN_POD_NETWORK_POLICY", "true"),
         ("WASMFN_COMPILE_TIMEOUT", "600"),
         ("WASMFN_COMPILE_MEMORY", "2Gi"),
         ("WASMFN_DEFAULT_STORE", "configmap"),
@@ -450,6 +468,7 @@ fn every_value_flows_into_the_operators_environment() {
         ("operator.logLevel", "debug"),
         ("metrics.port", "9100"),
         ("leaderElection.leaseSeconds", "15"),
+        ("networkPolicy.operatorManaged", "false"),
         ("operator.extraEnv[0].name", "OTEL_EXPORTER_OTLP_ENDPOINT"),
         ("operator.extraEnv[0].value", "http://collector:4317"),
     ]);
@@ -490,6 +509,7 @@ fn every_value_flows_into_the_operators_environment() {
         ("RUST_LOG", "debug"),
         ("WASMFN_HEALTH_ADDR", "0.0.0.0:9100"),
         ("WASMFN_LEASE_SECONDS", "15"),
+        ("WASMFN_RUN_POD_NETWORK_POLICY", "false"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
     ] {
         assert_eq!(env.get(name).map(String::as_str), Some(value), "{name}");
@@ -539,9 +559,11 @@ fn the_chart_sets_exactly_the_settings_the_operator_reads() {
         "KUBERNETES_SERVICE_HOST",
         "KUBERNETES_SERVICE_PORT",
     ];
+    // The standard OTEL_* variables are read by the tracing setup, not by flags (see
+    // tracing_values_become_the_standard_otel_variables).
     let set: BTreeSet<String> = operator_env(&objects)
         .into_keys()
-        .filter(|name| !not_settings.contains(&name.as_str()))
+        .filter(|name| !not_settings.contains(&name.as_str()) && !name.starts_with("OTEL_"))
         .collect();
     let unknown: Vec<&String> = set.difference(&read).collect();
     assert!(
@@ -555,6 +577,40 @@ fn the_chart_sets_exactly_the_settings_the_operator_reads() {
     assert!(
         missing.is_empty(),
         "operator settings without a chart value: {missing:?}"
+    );
+}
+
+#[test]
+fn tracing_values_become_the_standard_otel_variables_and_are_off_by_default() {
+    let defaults = operator_env(&render(&[]));
+    assert!(
+        defaults.keys().all(|name| !name.starts_with("OTEL_")),
+        "no tracing unless asked: {defaults:?}"
+    );
+    let env = operator_env(&render(&[
+        (
+            "tracing.otlpEndpoint",
+            "http://collector.observability:4318",
+        ),
+        ("tracing.sampler", "parentbased_traceidratio"),
+        ("tracing.samplerArg", "0.25"),
+    ]));
+    let otel: BTreeMap<&str, &str> = env
+        .iter()
+        .filter(|(name, _)| name.starts_with("OTEL_"))
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    assert_eq!(
+        otel,
+        BTreeMap::from([
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://collector.observability:4318"
+            ),
+            ("OTEL_SERVICE_NAME", "wasmfn-operator"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ])
     );
 }
 
@@ -734,20 +790,6 @@ fn free_port() -> u16 {
 }
 
 /// `GET path` over plain HTTP/1.0; the body.
-fn http_get(address: &str, path: &str) -> std::io::Result<String> {
-    let mut stream = std::net::TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    // One write: the operator's endpoint answers whatever its first read holds.
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default())
-}
-
 fn items(list: &Value) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()
 }
@@ -952,6 +994,26 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
             "{name}: {status:#}"
         );
     }
+
+    // The operator denied egress in the functions' namespace before its first pod there, though
+    // the chart's own policies cover only the release namespace.
+    let policy = functions
+        .json(&["get", "networkpolicy", "wasmfn-deny-egress"])
+        .expect("the operator's NetworkPolicy in the executions' namespace");
+    assert_eq!(
+        policy["spec"]["podSelector"],
+        json!({"matchLabels": {labels::MANAGED_BY: labels::MANAGED_BY_VALUE}}),
+        "{policy:#}"
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        json!(["Egress"]),
+        "{policy:#}"
+    );
+    assert!(
+        policy["spec"]["egress"].is_null() && policy["spec"]["ingress"].is_null(),
+        "{policy:#}"
+    );
 
     // The chart's RBAC was enough: the operators were never refused anything.
     for pod in &pods {

@@ -19,6 +19,7 @@ use common::executions::{
 };
 use serde_json::{json, Value};
 use wasmfn_e2e::cluster::layout::WASMEDGE_NODE_LABEL;
+use wasmfn_e2e::observability::{scrape, OtlpReceiver, ReceivedSpan};
 use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 use wasmfn_e2e::Kubectl;
 
@@ -30,13 +31,24 @@ const EXECUTION_LABEL: &str = "wasmfn.dev/execution";
 const ATTEMPT_LABEL: &str = "wasmfn.dev/attempt";
 
 static OPERATOR: OnceLock<Mutex<OperatorProcess>> = OnceLock::new();
+/// The collector the suite's operator exports its spans to (every replica it starts).
+static COLLECTOR: OnceLock<OtlpReceiver> = OnceLock::new();
 /// Held for writing while node A is cordoned or unlabelled or the operator is down.
 static DISRUPTION: RwLock<()> = RwLock::new(());
 
+fn collector() -> &'static OtlpReceiver {
+    COLLECTOR.get_or_init(|| OtlpReceiver::start().expect("start the OTLP receiver"))
+}
+
 fn start_operator(identity: &str) -> OperatorProcess {
+    let endpoint = collector().endpoint.clone();
     let cluster = common::cluster();
-    let mut operator =
-        OperatorProcess::start(cluster.info(), identity, &[]).expect("start the operator");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ];
+    let mut operator = OperatorProcess::start_with_env(cluster.info(), identity, &[], &env)
+        .expect("start the operator");
     operator
         .wait_for_log("became the leader", Duration::from_secs(60))
         .expect("the operator leads");
@@ -1082,4 +1094,160 @@ fn kubectl_wait_for_the_succeeded_condition_and_for_the_phase() {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The span named `name` (and of `service`) among `spans`.
+fn span<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> &'a ReceivedSpan {
+    spans
+        .iter()
+        .find(|s| s.service == service && s.name == name)
+        .unwrap_or_else(|| panic!("no {service} span {name:?} in {spans:#?}"))
+}
+
+#[test]
+fn a_callers_traceparent_parents_the_operators_and_runners_spans_on_both_paths_and_metrics_move() {
+    let (ns, name) = namespace("wex-observe");
+    let operator_port = operator().health_port;
+    let before = scrape(operator_port).expect("scrape before");
+    ready_function(&ns, "hello", HELLO, json!({}));
+    let _node_a_usable = shared();
+    let random = |bytes| wasmfn_e2e::cluster::pki::random_hex(bytes).expect("random");
+    let cases = [
+        ("traced-wasm", "WasmEdge", "wasmfn-shim"),
+        ("traced-container", "Container", "wasmfn-runner"),
+    ];
+    let mut callers = Vec::new();
+    for (execution_name, runtime, _) in cases {
+        let (trace_id, caller_span) = (random(16), random(8));
+        let mut object = execution(execution_name, "hello", json!({"runtime": runtime}));
+        object["metadata"]["annotations"] =
+            json!({"wasmfn.dev/traceparent": format!("00-{trace_id}-{caller_span}-01")});
+        create(&ns, &object.to_string());
+        callers.push((trace_id, caller_span));
+    }
+    // An unusable annotation costs nothing but the link, and says so.
+    let mut broken = execution("badly-traced", "hello", json!({}));
+    broken["metadata"]["annotations"] = json!({"wasmfn.dev/traceparent": "00-nonsense"});
+    create(&ns, &broken.to_string());
+
+    for ((execution_name, runtime, runner), (trace_id, caller_span)) in cases.iter().zip(&callers) {
+        let done = wait_final(&ns, execution_name, RUN_TIMEOUT);
+        assert_outcome(&done, "Succeeded", &["Succeeded"]);
+        assert_eq!(done["status"]["runtime"], *runtime, "{:#}", done["status"]);
+        let pod = text(&done, "/status/podName").to_owned();
+        let spans = collector()
+            .wait_for_trace(trace_id, Duration::from_secs(30), |spans| {
+                ["execution", "attempt 1", "run", "invoke"]
+                    .iter()
+                    .all(|prefix| spans.iter().any(|s| s.name.starts_with(prefix)))
+            })
+            .expect("the execution's spans reach the collector under the caller's trace");
+        let execution_span = span(
+            &spans,
+            "wasmfn-operator",
+            &format!("execution {name}/{execution_name}"),
+        );
+        assert_eq!(
+            execution_span.parent_span_id.as_deref(),
+            Some(caller_span.as_str()),
+            "a child of the caller's span"
+        );
+        assert_eq!(execution_span.attributes["wasmfn.runtime"], *runtime);
+        assert_eq!(execution_span.attributes["wasmfn.phase"], "Succeeded");
+        assert_eq!(execution_span.status_code, 1);
+        assert!(execution_span.end_unix_nano > execution_span.start_unix_nano);
+        let attempt = span(&spans, "wasmfn-operator", "attempt 1");
+        assert_eq!(
+            attempt.parent_span_id.as_ref(),
+            Some(&execution_span.span_id)
+        );
+        assert_eq!(attempt.attributes["k8s.pod.name"], pod);
+        // The runner (shim on a WasmEdge node, `wasmfn exec` in a container pod) ran under the
+        // attempt, and its phases under its run.
+        let run = span(&spans, runner, "run");
+        assert_eq!(
+            run.parent_span_id.as_ref(),
+            Some(&attempt.span_id),
+            "{spans:#?}"
+        );
+        assert_eq!(run.attributes["k8s.pod.name"], pod);
+        for phase in ["load", "instantiate", "invoke"] {
+            let phase_span = span(&spans, runner, phase);
+            assert_eq!(phase_span.parent_span_id.as_ref(), Some(&run.span_id));
+            assert!(
+                phase_span.start_unix_nano >= run.start_unix_nano
+                    && phase_span.end_unix_nano <= run.end_unix_nano,
+                "{phase_span:?} within {run:?}"
+            );
+        }
+        let reconciles: Vec<_> = spans
+            .iter()
+            .filter(|s| s.name == "reconcile WasmExecution")
+            .collect();
+        assert!(!reconciles.is_empty(), "{spans:#?}");
+        assert!(reconciles
+            .iter()
+            .all(|r| r.parent_span_id.as_ref() == Some(&execution_span.span_id)));
+        assert!(spans.iter().all(|s| s.trace_id == *trace_id));
+    }
+    let broken = wait_final(&ns, "badly-traced", RUN_TIMEOUT);
+    assert_outcome(&broken, "Succeeded", &["Succeeded"]);
+    let events = events_for(&ns, "badly-traced");
+    assert!(
+        events
+            .iter()
+            .any(|(_, reason, note, _)| reason == "InvalidTraceparent"
+                && note.contains("wasmfn.dev/traceparent")),
+        "{events:#?}"
+    );
+    // The function's generation has its own trace: how its module was stored.
+    assert!(
+        collector()
+            .spans()
+            .iter()
+            .any(|s| s.name == format!("compile {name}/hello")
+                && s.attributes.get("wasmfn.module.source").map(String::as_str)
+                    == Some("prebuilt")
+                || s.name == format!("compile {name}/hello")
+                    && s.attributes.get("wasmfn.cache.hit").map(String::as_str) == Some("true")),
+        "a compile span for the function"
+    );
+
+    // The scrape moved with what the test did (other tests run beside it, so at least).
+    let after = scrape(operator_port).expect("scrape after");
+    let moved = |metric: &str, labels: &[(&str, &str)]| {
+        after.sum(metric, labels) - before.sum(metric, labels)
+    };
+    for runtime in ["WasmEdge", "Container"] {
+        let labels = [("runtime", runtime), ("outcome", "Succeeded")];
+        assert!(
+            moved("wasmfn_executions_total", &labels) >= 1.0,
+            "{runtime}: {after:#?}"
+        );
+        assert!(
+            moved("wasmfn_execution_duration_seconds_count", &labels) >= 1.0,
+            "{runtime}"
+        );
+        assert!(
+            moved("wasmfn_execution_duration_seconds_sum", &labels) > 0.0,
+            "{runtime}"
+        );
+        assert!(
+            moved("wasmfn_execution_latency_seconds_count", &labels) >= 1.0,
+            "{runtime}"
+        );
+        assert!(
+            moved("wasmfn_run_pods_created_total", &[("runtime", runtime)]) >= 1.0,
+            "{runtime}"
+        );
+    }
+    assert!(moved("wasmfn_reconciles_total", &[("controller", "execution")]) >= 3.0);
+    assert!(moved("wasmfn_reconciles_total", &[("controller", "function")]) >= 1.0);
+    assert!(moved("wasmfn_trace_spans_total", &[("result", "exported")]) >= 10.0);
+    assert_eq!(
+        after.sum("wasmfn_trace_spans_total", &[("result", "failed")]),
+        0.0,
+        "the collector took every batch"
+    );
+    assert_eq!(after.sum("wasmfn_leader", &[]), 1.0);
 }

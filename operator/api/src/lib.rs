@@ -49,4 +49,8 @@ pub mod labels {
     pub const WASMEDGE_NODE: &str = "wasmfn.dev/wasmedge";
     /// Annotation on artifact records: when the operator first saw no function use it (RFC 3339).
     pub const UNREFERENCED_SINCE: &str = "wasmfn.dev/unreferenced-since";
+    /// Annotation a caller sets on a WasmExecution: a W3C `traceparent` (for example
+    /// `00-<32 hex trace id>-<16 hex span id>-01`). The execution's spans, and the runner's,
+    /// become children of that span when the operator exports traces.
+    pub const TRACEPARENT: &str = "wasmfn.dev/traceparent";
 }

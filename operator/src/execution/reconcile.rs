@@ -15,6 +15,7 @@ use tracing::{info, instrument, warn};
 use wasmfn_api::{
     ExecutionPhase, FunctionPhase, WasmExecution, WasmExecutionStatus, WasmFunction, API_VERSION,
 };
+use wasmfn_result::trace::RunTrace;
 
 use super::decision::{decide, FunctionState, Observation, Step};
 use super::inputs::{resolve, Defaults, RunInputs};
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::idempotent::{create_owned, delete_if_present, Owned};
 use crate::metrics::ActiveReconcile;
 use crate::store::FIELD_MANAGER;
+use crate::telemetry::object_spans::{nanos, AttemptEnd, ExecutionTrace, Reconcile};
 
 /// How often an execution waiting for its function or a node looks again without an event.
 const WAIT_POLL: Duration = Duration::from_secs(30);
@@ -40,9 +42,71 @@ const RUN_POLL: Duration = Duration::from_secs(60);
 #[instrument(skip(execution, ctx), fields(namespace = execution.namespace(), name = execution.name_any()))]
 pub async fn reconcile(execution: Arc<WasmExecution>, ctx: Arc<Context>) -> Result<Action> {
     let _active = ActiveReconcile::start(&ctx.metrics, "execution");
-    let action = reconcile_inner(&execution, &ctx).await?;
+    let started = Timestamp::now();
+    let result = reconcile_inner(&execution, &ctx).await;
+    trace_reconcile(&ctx, &execution, started, result.as_ref().err());
+    let action = result?;
     ctx.succeeded(&backoff_key(&execution));
     Ok(action)
+}
+
+/// A span for the reconcile under the execution's span (none for the quiet reconciles of an
+/// execution that was already finished).
+fn trace_reconcile(
+    ctx: &Context,
+    execution: &WasmExecution,
+    started: Timestamp,
+    error: Option<&Error>,
+) {
+    let Some(service) = ctx.tracer.service() else {
+        return;
+    };
+    if error.is_none() && is_finished(execution.status.as_ref()) {
+        return;
+    }
+    let (trace, _) = ExecutionTrace::of(execution);
+    let namespace = execution.namespace().unwrap_or_default();
+    let name = execution.name_any();
+    let span = trace.reconcile_span(
+        service,
+        &Reconcile {
+            namespace: &namespace,
+            name: &name,
+            started: nanos(started),
+            ended: nanos(Timestamp::now()),
+            error: error.map(ToString::to_string),
+        },
+    );
+    ctx.tracer.record(trace.caller_sampled, [span]);
+}
+
+/// The spans of an attempt that ended: its own, and the runner's from its result document.
+fn trace_attempt(
+    ctx: &Context,
+    execution: &WasmExecution,
+    uid: &str,
+    end: &AttemptEnd<'_>,
+    run: Option<&RunTrace>,
+) {
+    let Some(service) = ctx.tracer.service() else {
+        return;
+    };
+    let (trace, _) = ExecutionTrace::of(execution);
+    let mut spans = vec![trace.attempt_span(service, uid, end)];
+    if let Some(run) = run {
+        spans.extend(trace.runner_spans(uid, end.attempt, run, end.pod));
+    }
+    ctx.tracer.record(trace.caller_sampled, spans);
+}
+
+/// When the operator created `pod`, for its attempt's span.
+fn created_nanos(pod: &Pod, now: Timestamp) -> u64 {
+    nanos(
+        pod.metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(now, |t| t.0),
+    )
 }
 
 /// Retries a failed reconcile with per-object exponential backoff.
@@ -179,7 +243,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
         } => {
             let status = update.failed(reason, &message, attempts);
             if write_status(&executions, execution, &status).await? {
-                count_outcome(ctx, execution, &status, now);
+                report_outcome(ctx, execution, &status, now);
                 ctx.event(execution, true, reason, "Run", message).await;
             }
             Ok(Action::requeue(Duration::from_secs(1)))
@@ -196,7 +260,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                 Err(ModuleProblem(message)) => {
                     let status = update.failed("ArtifactUnavailable", &message, attempt - 1);
                     if write_status(&executions, execution, &status).await? {
-                        count_outcome(ctx, execution, &status, now);
+                        report_outcome(ctx, execution, &status, now);
                         ctx.event(execution, true, "ArtifactUnavailable", "Run", message)
                             .await;
                     }
@@ -224,6 +288,12 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                 }
                 None => None,
             };
+            crate::network_policy::ensure(ctx, &namespace, execution).await?;
+            let (trace, trace_problem) = ExecutionTrace::of(execution);
+            let traceparent = ctx
+                .tracer
+                .keeps(&trace.trace_id, trace.caller_sampled)
+                .then(|| trace.attempt_traceparent(&uid, attempt).header());
             let settings = pod_settings(ctx);
             let pod = run_pod(&RunSpec {
                 execution: &name,
@@ -240,6 +310,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                 timeout_ms: inputs.timeout_ms,
                 memory_bytes: inputs.memory_bytes,
                 max_output_bytes: inputs.max_output_bytes,
+                traceparent: traceparent.as_deref(),
                 settings: &settings,
             });
             let pod_name = pod.name_any();
@@ -272,6 +343,12 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                     &[("runtime", &assignment.runtime)],
                 );
                 ctx.event(execution, false, "Placed", "Place", note).await;
+                if let Some(problem) = trace_problem {
+                    let note =
+                        format!("{problem}; the execution's spans start a trace of their own");
+                    ctx.event(execution, true, "InvalidTraceparent", "Trace", note)
+                        .await;
+                }
             }
             Ok(Action::requeue(RUN_POLL))
         }
@@ -297,13 +374,14 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                 .and_then(|i| i.ok())
                 .map(|i: RunInputs| i.max_output_bytes)
                 .unwrap_or(ctx.config.max_output_bytes);
-            let (status, reason, warning, message) = match state {
+            let (status, reason, warning, message, node_name, run) = match state {
                 RunState::Finished {
                     node,
                     started,
                     finished,
                     document,
                 } => {
+                    let node_name = node.clone();
                     let log = if wants_log(&document, cap) {
                         read_log(&pods, &pod.name_any(), log_limit(&document, cap)).await
                     } else {
@@ -313,9 +391,10 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                     let reason = fields.reason.clone();
                     let warning = !fields.succeeded;
                     let message = fields.message.clone();
+                    let run = document.trace.clone();
                     let status =
                         update.finished(attempt, &assignment, node, started, finished, fields);
-                    (status, reason, warning, message)
+                    (status, reason, warning, message, node_name, run)
                 }
                 RunState::Failed {
                     node,
@@ -323,6 +402,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                     finished,
                     failure,
                 } => {
+                    let node_name = node.clone();
                     let status = update.platform_failure(
                         attempt,
                         &assignment,
@@ -331,12 +411,25 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                         finished,
                         &failure,
                     );
-                    (status, failure.reason.to_owned(), true, failure.message)
+                    let reason = failure.reason.to_owned();
+                    (status, reason, true, failure.message, node_name, None)
                 }
                 other => return Err(Error::Invariant(format!("Record with {other:?}"))),
             };
             if write_status(&executions, execution, &status).await? {
-                count_outcome(ctx, execution, &status, now);
+                let pod_name = pod.name_any();
+                let end = AttemptEnd {
+                    attempt,
+                    pod: &pod_name,
+                    node: node_name.as_deref(),
+                    runtime: &assignment.runtime,
+                    reason: &reason,
+                    started: created_nanos(pod, now),
+                    ended: nanos(now),
+                    error: warning.then(|| message.clone()),
+                };
+                trace_attempt(ctx, execution, &uid, &end, run.as_ref());
+                report_outcome(ctx, execution, &status, now);
                 let note = format!(
                     "{} ({} pod {})",
                     message,
@@ -362,6 +455,20 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                     "wasmfn_run_attempts_lost_total",
                     &[("reason", loss.reason())],
                 );
+                if let Ok(pod) = pod_of(&owned, attempt) {
+                    let pod_name = pod.name_any();
+                    let end = AttemptEnd {
+                        attempt,
+                        pod: &pod_name,
+                        node: pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+                        runtime: &runtime_of(pod),
+                        reason: loss.reason(),
+                        started: created_nanos(pod, now),
+                        ended: nanos(now),
+                        error: Some(message.clone()),
+                    };
+                    trace_attempt(ctx, execution, &uid, &end, None);
+                }
                 let note = format!("attempt {attempt} was lost ({message}); retrying");
                 ctx.event(execution, true, loss.reason(), "Run", note).await;
             }
@@ -399,15 +506,16 @@ async fn name_taken(
     );
     let status = update.failed("NameConflict", &message, attempts);
     if write_status(executions, execution, &status).await? {
-        count_outcome(ctx, execution, &status, now);
+        report_outcome(ctx, execution, &status, now);
         ctx.event(execution, true, "NameConflict", "Run", message)
             .await;
     }
     Ok(Action::await_change())
 }
 
-/// Counts a finished execution in the metrics (once: only the write that finished it calls this).
-fn count_outcome(
+/// Counts a finished execution in the metrics and ends its span (once: only the write that
+/// finished it calls this).
+fn report_outcome(
     ctx: &Context,
     execution: &WasmExecution,
     status: &WasmExecutionStatus,
@@ -425,6 +533,11 @@ fn count_outcome(
         let latency = now.duration_since(created.0).as_secs_f64().max(0.0);
         ctx.metrics
             .observe("wasmfn_execution_latency_seconds", &labels, latency);
+    }
+    if let Some(service) = ctx.tracer.service() {
+        let (trace, _) = ExecutionTrace::of(execution);
+        let span = trace.execution_span(service, execution, status, now);
+        ctx.tracer.record(trace.caller_sampled, [span]);
     }
 }
 

@@ -26,6 +26,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 use wasmfn_api::labels;
+use wasmfn_result::trace::TRACEPARENT_ENV;
 
 use super::placement;
 use crate::pod_security::{self, Compute};
@@ -103,6 +104,9 @@ pub struct RunSpec<'a> {
     pub memory_bytes: u64,
     /// Bytes of each stream the result keeps.
     pub max_output_bytes: u64,
+    /// W3C traceparent of the attempt's span, when the trace is exported: the runner then puts
+    /// its spans in the result document.
+    pub traceparent: Option<&'a str>,
     /// Operator-wide settings.
     pub settings: &'a PodSettings,
 }
@@ -176,6 +180,9 @@ fn runner_command(spec: &RunSpec<'_>) -> Vec<String> {
     if spec.stdin_config_map.is_some() {
         command.push(format!("--stdin-file={INPUT_DIR}/{STDIN_KEY}"));
     }
+    if let Some(parent) = spec.traceparent {
+        command.push(format!("--traceparent={parent}"));
+    }
     if let Some(export) = spec.entrypoint {
         command.push(format!("--invoke={export}"));
         command.push(format!("--args={}", invoke_args_json(spec.invoke_args)));
@@ -209,6 +216,9 @@ fn shim_env(spec: &RunSpec<'_>) -> Vec<EnvVar> {
             "WASMFN_STDIN_FILE",
             format!("{INPUT_DIR}/{STDIN_KEY}"),
         ));
+    }
+    if let Some(parent) = spec.traceparent {
+        env.push(env_var(TRACEPARENT_ENV, parent));
     }
     if let Some(export) = spec.entrypoint {
         env.push(env_var("WASMFN_INVOKE", export));
@@ -465,6 +475,7 @@ mod tests {
             timeout_ms: 1500,
             memory_bytes: 32 << 20,
             max_output_bytes: 4096,
+            traceparent: None,
             settings: &f.settings,
         }
     }
@@ -609,6 +620,29 @@ mod tests {
             .map(|s| s.config_map.as_ref().expect("valid").name.clone())
             .collect();
         assert_eq!(names, ["art", "art-1"]);
+    }
+
+    #[test]
+    fn the_attempts_traceparent_reaches_the_runner_on_both_paths_only_when_set() {
+        let f = fixture();
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let wasm = wasm_placement();
+        let container_place = container_placement();
+        let mut traced = spec(&f, &wasm, maps());
+        traced.traceparent = Some(header);
+        assert_eq!(env_of(&run_pod(&traced))["WASMFN_TRACEPARENT"], header);
+        assert!(!env_of(&run_pod(&spec(&f, &wasm, maps()))).contains_key("WASMFN_TRACEPARENT"));
+        let mut traced = spec(&f, &container_place, maps());
+        traced.traceparent = Some(header);
+        let command = container(&run_pod(&traced)).command.clone().expect("valid");
+        let flag = format!("--traceparent={header}");
+        let at = command.iter().position(|a| *a == flag).expect("the flag");
+        assert!(at < command.iter().position(|a| a == "--").expect("--"));
+        let plain = container(&run_pod(&spec(&f, &container_place, maps())))
+            .command
+            .clone()
+            .expect("valid");
+        assert!(plain.iter().all(|a| !a.starts_with("--traceparent")));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use kube::api::{
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
-use wasmfn_api::{CompileStatus, WasmFunction, WasmFunctionStatus, API_VERSION};
+use wasmfn_api::{CompileStatus, FunctionPhase, WasmFunction, WasmFunctionStatus, API_VERSION};
 use wasmfn_artifact::sha256_digest;
 
 use super::cache_key::{cache_key, private_key, KeyInputs};
@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::idempotent::{create_if_absent, delete_if_present};
 use crate::metrics::ActiveReconcile;
 use crate::store::{ModuleToStore, FIELD_MANAGER};
+use crate::telemetry::object_spans::{nanos, CompileEnd, FunctionTrace, Reconcile};
 
 /// How often a function with a running compile is looked at even without a Job event.
 const COMPILE_POLL: Duration = Duration::from_secs(15);
@@ -37,9 +38,67 @@ const SOURCE_POLL: Duration = Duration::from_secs(10);
 #[instrument(skip(function, ctx), fields(namespace = function.namespace(), name = function.name_any()))]
 pub async fn reconcile(function: Arc<WasmFunction>, ctx: Arc<Context>) -> Result<Action> {
     let _active = ActiveReconcile::start(&ctx.metrics, "function");
-    let action = reconcile_inner(&function, &ctx).await?;
+    let started = Timestamp::now();
+    let result = reconcile_inner(&function, &ctx).await;
+    trace_reconcile(&ctx, &function, started, result.as_ref().err());
+    let action = result?;
     ctx.succeeded(&backoff_key(&function));
     Ok(action)
+}
+
+/// Whether the function's status already describes its current generation's final outcome.
+fn is_settled(function: &WasmFunction) -> bool {
+    function.status.as_ref().is_some_and(|s| {
+        s.observed_generation == function.metadata.generation
+            && matches!(s.phase, Some(FunctionPhase::Ready | FunctionPhase::Failed))
+    })
+}
+
+/// A span for the reconcile under the generation's compile span (none for the quiet
+/// reconciles of a generation that is already settled).
+fn trace_reconcile(
+    ctx: &Context,
+    function: &WasmFunction,
+    started: Timestamp,
+    error: Option<&Error>,
+) {
+    let Some(service) = ctx.tracer.service() else {
+        return;
+    };
+    if error.is_none() && is_settled(function) {
+        return;
+    }
+    let namespace = function.namespace().unwrap_or_default();
+    let name = function.name_any();
+    let span = FunctionTrace::of(function).reconcile_span(
+        service,
+        &Reconcile {
+            namespace: &namespace,
+            name: &name,
+            started: nanos(started),
+            ended: nanos(Timestamp::now()),
+            error: error.map(ToString::to_string),
+        },
+    );
+    ctx.tracer.record(None, [span]);
+}
+
+/// The generation's compile span, once it has its module or has failed. It starts when the
+/// compile Job started, else when this reconcile did.
+fn trace_compile(ctx: &Context, function: &WasmFunction, end: &CompileEnd<'_>) {
+    if let Some(service) = ctx.tracer.service() {
+        let span = FunctionTrace::of(function).compile_span(service, function, end);
+        ctx.tracer.record(None, [span]);
+    }
+}
+
+fn job_started(job: &Job, or: Timestamp) -> u64 {
+    nanos(
+        job.status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map_or(or, |t| t.0),
+    )
 }
 
 /// Retries a failed reconcile with per-object exponential backoff.
@@ -71,7 +130,8 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
     let functions = Api::<WasmFunction>::namespaced(ctx.client.clone(), &namespace);
     let current = function.status.as_ref();
     let generation = function.metadata.generation;
-    let update = StatusUpdate::new(current, generation, Time(Timestamp::now()));
+    let now = Timestamp::now();
+    let update = StatusUpdate::new(current, generation, Time(now));
 
     // Validate, then resolve the source into files.
     let request = match validate(&function.spec, ctx.stores.oci_available()) {
@@ -178,6 +238,18 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             );
             let status = update.ready(&key, record.to_status(), None);
             if write_status(&functions, function, status).await? {
+                trace_compile(
+                    ctx,
+                    function,
+                    &CompileEnd {
+                        source: "hit",
+                        outcome: "Succeeded",
+                        job: None,
+                        started: nanos(now),
+                        ended: nanos(Timestamp::now()),
+                        error: None,
+                    },
+                );
                 ctx.event(function, false, "CacheHit", "Store", note).await;
             }
             Ok(Action::await_change())
@@ -203,6 +275,18 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             );
             let status = update.ready(&key, record.to_status(), Some(compile));
             if write_status(&functions, function, status).await? {
+                trace_compile(
+                    ctx,
+                    function,
+                    &CompileEnd {
+                        source: "prebuilt",
+                        outcome: "Succeeded",
+                        job: None,
+                        started: nanos(now),
+                        ended: nanos(Timestamp::now()),
+                        error: None,
+                    },
+                );
                 ctx.event(function, false, "Stored", "Store", note).await;
             }
             Ok(Action::await_change())
@@ -284,6 +368,18 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
                     "wasmfn_compiles_total",
                     &[language[0], ("outcome", "Succeeded")],
                 );
+                trace_compile(
+                    ctx,
+                    function,
+                    &CompileEnd {
+                        source: "compiled",
+                        outcome: "Succeeded",
+                        job: Some(&job.name_any()),
+                        started: job_started(&job, now),
+                        ended: nanos(Timestamp::now()),
+                        error: None,
+                    },
+                );
                 ctx.event(function, false, "Compiled", "Compile", note)
                     .await;
             }
@@ -326,6 +422,18 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
                         ("language", function.spec.language.as_str()),
                         ("outcome", &failure.reason),
                     ],
+                );
+                trace_compile(
+                    ctx,
+                    function,
+                    &CompileEnd {
+                        source: "compiled",
+                        outcome: &failure.reason,
+                        job: Some(&job.name_any()),
+                        started: job_started(&job, now),
+                        ended: nanos(Timestamp::now()),
+                        error: Some(failure.message.clone()),
+                    },
                 );
                 ctx.event(function, true, &failure.reason, "Compile", note)
                     .await;
@@ -401,6 +509,7 @@ async fn start_compile(
         owner: owner_reference(function, true)?,
     });
     let name = job_name(key);
+    crate::network_policy::ensure(ctx, namespace, function).await?;
     let created = match jobs.create(&PostParams::default(), &job).await {
         Ok(created) => created,
         Err(kube::Error::Api(status)) if status.code == 409 => jobs.get(&name).await?,
