@@ -114,7 +114,7 @@ bench-executions: ## WasmExecution create->Succeeded: WasmEdge node vs container
 bench-operator-memory: ## The release operator's RSS idle and with 1,000 finished executions (fresh cluster)
 	$(CARGO) build --release -p wasmfn-operator
 	$(CARGO) build -p containerd-shim-wasmfn
-	WASMFN_OPERATOR_BINARY=$(CURDIR)/target/release/wasmfn-operator $(CARGO) bench -p wasmfn-e2e --bench operator_memory
+	WASMFN_SHIM_BINARY=$(CURDIR)/target/debug/containerd-shim-wasmfn-v1 WASMFN_OPERATOR_BINARY=$(CURDIR)/target/release/wasmfn-operator $(CARGO) bench -p wasmfn-e2e --bench operator_memory
 
 .PHONY: bench-wasm-pods
 bench-wasm-pods: ## Wasm pod (shim, node A) vs runner-image pod (node B): create->Succeeded p50/p99 over 20 each

@@ -15,9 +15,8 @@ mod executions;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use executions::{execution, is_final, list, prebuilt_function, Watch, WatchEvent, HELLO};
+use executions::{cluster_with_hello, execution, is_final, list, Watch, WatchEvent};
 use serde_json::{json, Value};
-use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 use wasmfn_e2e::{percentile, Cluster, Kubectl};
 
 const RUNS: usize = 50;
@@ -130,24 +129,7 @@ fn row(label: &str, samples: &[Sample]) -> (f64, f64) {
 }
 
 fn main() {
-    let cluster = Cluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_wasmfn-cluster")))
-        .expect("start the cluster");
-    cluster
-        .kubectl()
-        .run(&["apply", "-f", crds_dir().to_str().expect("utf-8")])
-        .expect("CRDs");
-    let mut operator =
-        OperatorProcess::start(cluster.info(), "bench-executions", &[]).expect("operator");
-    operator
-        .wait_for_log("became the leader", Duration::from_secs(60))
-        .expect("leads");
-    let ns = cluster.namespace(NAMESPACE).expect("namespace");
-    ns.create(&prebuilt_function("hello", HELLO, json!({})))
-        .expect("function");
-    ns.wait_for(&["wasmfunction", "hello"], Duration::from_secs(60), |f| {
-        (f["status"]["phase"] == "Ready").then_some(())
-    })
-    .expect("the function is Ready");
+    let (cluster, mut operator, ns) = cluster_with_hello("bench-executions", NAMESPACE);
     let executions = Watch::start(&ns, NAMESPACE, "wasmexecutions");
     let pods = Watch::start(&ns, NAMESPACE, "pods");
 

@@ -10,10 +10,8 @@ mod executions;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use executions::{execution, is_final, list, prebuilt_function, Watch, HELLO};
+use executions::{cluster_with_hello, execution, is_final, list, Watch};
 use serde_json::json;
-use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
-use wasmfn_e2e::Cluster;
 
 const EXECUTIONS: usize = 1000;
 const SUBMITTERS: usize = 8;
@@ -25,24 +23,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn main() {
-    let cluster = Cluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_wasmfn-cluster")))
-        .expect("start the cluster");
-    cluster
-        .kubectl()
-        .run(&["apply", "-f", crds_dir().to_str().expect("utf-8")])
-        .expect("CRDs");
-    let mut operator =
-        OperatorProcess::start(cluster.info(), "bench-memory", &[]).expect("operator");
-    operator
-        .wait_for_log("became the leader", Duration::from_secs(60))
-        .expect("leads");
-    let ns = cluster.namespace(NAMESPACE).expect("namespace");
-    ns.create(&prebuilt_function("hello", HELLO, json!({})))
-        .expect("function");
-    ns.wait_for(&["wasmfunction", "hello"], Duration::from_secs(60), |f| {
-        (f["status"]["phase"] == "Ready").then_some(())
-    })
-    .expect("the function is Ready");
+    let (cluster, mut operator, ns) = cluster_with_hello("bench-memory", NAMESPACE);
     std::thread::sleep(SETTLE);
     let (idle, idle_peak) = operator.memory().expect("the operator's memory");
 

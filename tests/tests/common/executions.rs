@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use wasmfn_e2e::Kubectl;
+use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
+use wasmfn_e2e::{Cluster, Kubectl};
 
 /// Writes `hello\n`.
 pub const HELLO: &str = include_str!("../../../runner-image/guests/wat/hello.wat");
@@ -314,4 +315,27 @@ impl Drop for Watch {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// For the benchmarks: a fresh cluster with the CRDs, the operator (`identity`) leading, and
+/// namespace `namespace` holding the Ready prebuilt function `hello`.
+pub fn cluster_with_hello(identity: &str, namespace: &str) -> (Cluster, OperatorProcess, Kubectl) {
+    let cluster = Cluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_wasmfn-cluster")))
+        .expect("start the cluster");
+    cluster
+        .kubectl()
+        .run(&["apply", "-f", crds_dir().to_str().expect("utf-8")])
+        .expect("CRDs");
+    let mut operator = OperatorProcess::start(cluster.info(), identity, &[]).expect("operator");
+    operator
+        .wait_for_log("became the leader", Duration::from_secs(60))
+        .expect("leads");
+    let ns = cluster.namespace(namespace).expect("namespace");
+    ns.create(&prebuilt_function("hello", HELLO, json!({})))
+        .expect("function");
+    ns.wait_for(&["wasmfunction", "hello"], Duration::from_secs(60), |f| {
+        (f["status"]["phase"] == "Ready").then_some(())
+    })
+    .expect("the function is Ready");
+    (cluster, operator, ns)
 }
