@@ -196,6 +196,14 @@ pub struct WasmExecutionStatus {
     /// The module digest that ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_digest: Option<String>,
+    /// True when native (AOT-compiled) code ran, false when WasmEdge interpreted the module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aot: Option<bool>,
+    /// Where the native code came from when `aot` is true: the AOT file the runner compiled
+    /// from the module's verified bytes. Native code never comes from the module itself: a
+    /// module carrying a `wasmedge` section is refused (reason NativeCodeSection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aot_source: Option<String>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

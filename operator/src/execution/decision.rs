@@ -364,6 +364,7 @@ mod tests {
                     name: "wasmedge".into(),
                     version: "x".into(),
                     aot: false,
+                    aot_source: None,
                     aot_rejected: None,
                 },
             )),

@@ -306,6 +306,8 @@ pub struct ResultFields {
     pub digest: Option<String>,
     /// Whether AOT code ran.
     pub aot: bool,
+    /// Where that AOT code came from.
+    pub aot_source: Option<String>,
 }
 
 /// Whether the pod log is worth reading for `document`: stdout was cut in the document, the
@@ -389,6 +391,7 @@ pub fn result_fields(document: &ResultDocument, log: Option<&str>, cap: u64) -> 
         duration_ms: document.timings.total_ms,
         digest: document.module.as_ref().map(|m| m.sha256.clone()),
         aot: document.runtime.aot,
+        aot_source: document.runtime.aot_source.clone(),
     }
 }
 
@@ -406,6 +409,7 @@ mod tests {
             name: "wasmedge".into(),
             version: "0.14".into(),
             aot: false,
+            aot_source: None,
             aot_rejected: None,
         }
     }

@@ -208,6 +208,8 @@ impl StatusUpdate {
         if fields.digest.is_some() {
             self.status.artifact_digest = fields.digest;
         }
+        self.status.aot = Some(fields.aot);
+        self.status.aot_source = fields.aot_source;
         let status = if fields.succeeded {
             ConditionStatus::True
         } else {
@@ -307,7 +309,8 @@ mod tests {
             message: "m".into(),
             duration_ms: 1.5,
             digest: Some("sha256:ab".into()),
-            aot: false,
+            aot: true,
+            aot_source: Some("/artifact/module.wasm.aot.so (compiled by wasmfn)".into()),
         }
     }
 
@@ -354,6 +357,8 @@ mod tests {
         assert_eq!(condition(&done), ("True", "Succeeded"));
         assert_eq!(done.duration.as_deref(), Some("2ms"));
         assert_eq!(done.artifact_digest.as_deref(), Some("sha256:ab"));
+        assert_eq!(done.aot, Some(true));
+        assert!(done.aot_source.is_some_and(|s| s.starts_with("/artifact/")));
         assert_eq!(done.stdout.as_deref(), Some("hi\n"));
         assert_eq!(done.stderr, None, "an empty stream is left out");
         assert_eq!(done.start_time, Some(now()), "kept from Running");

@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use serde::Deserialize;
-use wasmfn_artifact::sha256_digest;
+use wasmfn_artifact::{check_no_native_code, sha256_digest, NativeCodeError, NATIVE_CODE_REASON};
 
 /// Longest diagnostics list kept in status.
 const MAX_DIAGNOSTICS: usize = 20;
@@ -132,6 +132,27 @@ pub fn parse_success(log: &str) -> Result<CompiledModule, String> {
     })
 }
 
+/// The failure to record instead of storing `module` when it carries native code of its own
+/// (a `wasmedge` custom section) or its sections do not parse. Scripts (interpreted languages)
+/// are not Wasm and pass; anything that starts like a module is checked, whatever media type
+/// the builder claimed, because the builder ran the author's code.
+pub fn refuse_native_code(module: &CompiledModule) -> Option<CompileFailure> {
+    if !module.bytes.starts_with(b"\0asm") {
+        return None;
+    }
+    let refusal = check_no_native_code(&module.bytes).err()?;
+    let reason = match refusal {
+        NativeCodeError::Found { .. } => NATIVE_CODE_REASON,
+        NativeCodeError::Malformed { .. } => "InvalidModule",
+    };
+    Some(CompileFailure {
+        reason: reason.to_owned(),
+        user_error: true,
+        message: format!("the compiled module was not stored: {refusal}"),
+        diagnostics: Vec::new(),
+    })
+}
+
 /// Reads a failed compile from the container's termination message and terminated reason
 /// (`OOMKilled`, `Error`, …), or the Job's failure reason (`DeadlineExceeded`) when the
 /// container never wrote one.
@@ -244,6 +265,37 @@ mod tests {
         assert!(parse_success("just text\n")
             .expect_err("none")
             .contains("CompileManifest"));
+    }
+
+    fn compiled(bytes: &[u8]) -> CompiledModule {
+        CompiledModule {
+            bytes: bytes.to_vec(),
+            digest: sha256_digest(bytes),
+            media_type: "application/wasm".into(),
+            compile_ms: 1.0,
+            toolchain: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_compiled_module_with_a_wasmedge_section_is_refused_and_a_clean_one_or_a_script_is_not() {
+        let clean = b"\0asm\x01\0\0\0\x00\x05\x04name";
+        assert_eq!(refuse_native_code(&compiled(clean)), None);
+        assert_eq!(refuse_native_code(&compiled(b"print('hi')\n")), None);
+        let native = b"\0asm\x01\0\0\0\x00\x0b\x08wasmedge\x7fE";
+        let failure = refuse_native_code(&compiled(native)).expect("refused");
+        assert_eq!(failure.reason, "NativeCodeSection");
+        assert!(failure.user_error);
+        assert!(
+            failure.message.contains("\"wasmedge\""),
+            "{}",
+            failure.message
+        );
+        let cut = b"\0asm\x01\0\0\0\x00\x7f";
+        assert_eq!(
+            refuse_native_code(&compiled(cut)).expect("refused").reason,
+            "InvalidModule"
+        );
     }
 
     #[test]

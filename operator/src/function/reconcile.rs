@@ -18,7 +18,9 @@ use wasmfn_artifact::sha256_digest;
 
 use super::cache_key::{cache_key, private_key, KeyInputs};
 use super::compile_job::{compile_job, job_name, source_config_map, CompileJobInputs, CONTAINER};
-use super::compile_output::{parse_failure, parse_success, CompiledModule};
+use super::compile_output::{
+    parse_failure, parse_success, refuse_native_code, CompileFailure, CompiledModule,
+};
 use super::decision::{decide, JobState, Observation, Step};
 use super::source::{files_from_config_map, validate, SourceFiles, SourceRequest};
 use super::status::StatusUpdate;
@@ -334,6 +336,13 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
                 job: job.name_any(),
                 message,
             })?;
+            if let Some(failure) = refuse_native_code(&module) {
+                // The builder ran the author's code; what it produced is checked like a
+                // prebuilt module. The Job stays, like a failed one, for other owners to see.
+                record_compile_failure(ctx, function, &functions, update, &key, &job, failure, now)
+                    .await?;
+                return Ok(Action::await_change());
+            }
             let record = ctx
                 .stores
                 .put(&namespace, store, &key, to_store(&module))
@@ -408,40 +417,58 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
                 terminated.as_ref().and_then(|t| t.reason.as_deref()),
                 job_reason.as_deref(),
             );
-            let compile = CompileStatus {
-                job_name: Some(job.name_any()),
-                start_time: job.status.as_ref().and_then(|s| s.start_time.clone()),
-                ..Default::default()
-            };
-            let note = format!("{} (kubectl logs job/{})", failure.message, job.name_any());
-            let status = update.compile_failed(&key, compile, &failure);
-            if write_status(&functions, function, status).await? {
-                ctx.metrics.inc(
-                    "wasmfn_compiles_total",
-                    &[
-                        ("language", function.spec.language.as_str()),
-                        ("outcome", &failure.reason),
-                    ],
-                );
-                trace_compile(
-                    ctx,
-                    function,
-                    &CompileEnd {
-                        source: "compiled",
-                        outcome: &failure.reason,
-                        job: Some(&job.name_any()),
-                        started: job_started(&job, now),
-                        ended: nanos(Timestamp::now()),
-                        error: Some(failure.message.clone()),
-                    },
-                );
-                ctx.event(function, true, &failure.reason, "Compile", note)
-                    .await;
-            }
+            record_compile_failure(ctx, function, &functions, update, &key, &job, failure, now)
+                .await?;
             // The failed Job stays (owned by its functions) so `kubectl logs` shows the compiler.
             Ok(Action::await_change())
         }
     }
+}
+
+/// Records a failed compile of `job`: Failed status, metrics, the compile span and a Warning
+/// event.
+#[allow(clippy::too_many_arguments)]
+async fn record_compile_failure(
+    ctx: &Context,
+    function: &WasmFunction,
+    functions: &Api<WasmFunction>,
+    update: StatusUpdate,
+    key: &str,
+    job: &Job,
+    failure: CompileFailure,
+    now: Timestamp,
+) -> Result<()> {
+    let compile = CompileStatus {
+        job_name: Some(job.name_any()),
+        start_time: job.status.as_ref().and_then(|s| s.start_time.clone()),
+        ..Default::default()
+    };
+    let note = format!("{} (kubectl logs job/{})", failure.message, job.name_any());
+    let status = update.compile_failed(key, compile, &failure);
+    if write_status(functions, function, status).await? {
+        ctx.metrics.inc(
+            "wasmfn_compiles_total",
+            &[
+                ("language", function.spec.language.as_str()),
+                ("outcome", &failure.reason),
+            ],
+        );
+        trace_compile(
+            ctx,
+            function,
+            &CompileEnd {
+                source: "compiled",
+                outcome: &failure.reason,
+                job: Some(&job.name_any()),
+                started: job_started(job, now),
+                ended: nanos(Timestamp::now()),
+                error: Some(failure.message.clone()),
+            },
+        );
+        ctx.event(function, true, &failure.reason, "Compile", note)
+            .await;
+    }
+    Ok(())
 }
 
 fn to_store(module: &CompiledModule) -> ModuleToStore<'_> {

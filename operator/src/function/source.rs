@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use wasmfn_api::function::MAX_INLINE_SOURCE_BYTES;
 use wasmfn_api::{ArtifactStore, Language, WasmFunctionSpec};
+use wasmfn_artifact::{check_no_native_code, NativeCodeError, NATIVE_CODE_REASON};
 
 use crate::config::parse_quantity;
 
@@ -18,7 +19,8 @@ pub type SourceFiles = BTreeMap<String, Vec<u8>>;
 /// Why a spec cannot be built. `reason` is the condition/event reason (CamelCase, fixed set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
-    /// Fixed reason: `InvalidSpec`, `SourceTooLarge`, `StoreUnavailable`, `InvalidModule`.
+    /// Fixed reason: `InvalidSpec`, `SourceTooLarge`, `StoreUnavailable`, `InvalidModule`,
+    /// `NativeCodeSection`.
     pub reason: &'static str,
     /// What to fix.
     pub message: String,
@@ -117,7 +119,7 @@ pub fn validate(spec: &WasmFunctionSpec, oci_available: bool) -> Result<SourceRe
                         .into(),
             });
         }
-        return Ok(SourceRequest::Prebuilt(bytes));
+        return prebuilt_module(bytes, "spec.source.base64");
     }
     if prebuilt && source.config_map_ref.is_none() {
         return Err(Invalid::spec(
@@ -157,6 +159,22 @@ pub fn validate(spec: &WasmFunctionSpec, oci_available: bool) -> Result<SourceRe
     Ok(SourceRequest::ConfigMap(reference))
 }
 
+/// A prebuilt module is stored only when it carries no native code of its own (see
+/// [`wasmfn_artifact::native_code`]) and its sections parse.
+fn prebuilt_module(bytes: Vec<u8>, what: &str) -> Result<SourceRequest, Invalid> {
+    match check_no_native_code(&bytes) {
+        Ok(()) => Ok(SourceRequest::Prebuilt(bytes)),
+        Err(refusal @ NativeCodeError::Found { .. }) => Err(Invalid {
+            reason: NATIVE_CODE_REASON,
+            message: format!("{what}: {refusal}"),
+        }),
+        Err(refusal @ NativeCodeError::Malformed { .. }) => Err(Invalid {
+            reason: "InvalidModule",
+            message: format!("{what} is not a valid WebAssembly module: {refusal}"),
+        }),
+    }
+}
+
 fn too_large(field: &str, size: usize, limit: usize) -> Invalid {
     Invalid {
         reason: "SourceTooLarge",
@@ -175,7 +193,9 @@ pub fn files_from_config_map(
     if language == Language::Wasm {
         let mut modules = binary.values().filter(|b| b.starts_with(b"\0asm"));
         return match (modules.next(), modules.next()) {
-            (Some(module), None) => Ok(SourceRequest::Prebuilt(module.clone())),
+            (Some(module), None) => {
+                prebuilt_module(module.clone(), &format!("the module in ConfigMap {name}"))
+            }
             _ => Err(Invalid::spec(format!(
                 "ConfigMap {name} must hold exactly one WebAssembly module in binaryData for language wasm"
             ))),
@@ -409,10 +429,45 @@ mod tests {
             ("b.wasm".to_owned(), b"\0asm2".to_vec()),
         ]);
         assert!(files_from_config_map(Language::Wasm, "cm", &BTreeMap::new(), &modules).is_err());
-        let one = BTreeMap::from([("a.wasm".to_owned(), b"\0asm1".to_vec())]);
+        let one = BTreeMap::from([("a.wasm".to_owned(), b"\0asm\x01\0\0\0".to_vec())]);
         assert_eq!(
             files_from_config_map(Language::Wasm, "cm", &BTreeMap::new(), &one).expect("one"),
-            SourceRequest::Prebuilt(b"\0asm1".to_vec())
+            SourceRequest::Prebuilt(b"\0asm\x01\0\0\0".to_vec())
+        );
+    }
+
+    /// A module whose last section is a `wasmedge` custom section (what `wasmedge compile`
+    /// appends), with a type section before it.
+    const UNIVERSAL: &[u8] = b"\0asm\x01\0\0\0\x01\x04\x01\x60\0\0\x00\x0b\x08wasmedge\x7fE";
+
+    #[test]
+    fn a_prebuilt_module_carrying_native_code_is_refused_from_either_source() {
+        let source = FunctionSource {
+            base64: Some(base64::engine::general_purpose::STANDARD.encode(UNIVERSAL)),
+            ..Default::default()
+        };
+        let refused = validate(&spec(Language::Wasm, source), false).expect_err("native code");
+        assert_eq!(refused.reason, "NativeCodeSection");
+        assert!(
+            refused.message.starts_with("spec.source.base64: "),
+            "{}",
+            refused.message
+        );
+        let map = BTreeMap::from([("m.wasm".to_owned(), UNIVERSAL.to_vec())]);
+        let refused = files_from_config_map(Language::Wasm, "cm", &BTreeMap::new(), &map)
+            .expect_err("native code");
+        assert_eq!(refused.reason, "NativeCodeSection");
+        assert!(
+            refused.message.contains("ConfigMap cm"),
+            "{}",
+            refused.message
+        );
+        let truncated = BTreeMap::from([("m.wasm".to_owned(), UNIVERSAL[..20].to_vec())]);
+        assert_eq!(
+            files_from_config_map(Language::Wasm, "cm", &BTreeMap::new(), &truncated)
+                .expect_err("cut")
+                .reason,
+            "InvalidModule"
         );
     }
 }

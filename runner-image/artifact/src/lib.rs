@@ -37,6 +37,8 @@
 //! at the size the manifest declares (no decompression bombs); the result must match the module
 //! digest. Every failure names what to look at (which part, expected vs actual digest).
 
+pub mod native_code;
+
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -45,6 +47,8 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub use native_code::{check_no_native_code, NativeCodeError, NATIVE_CODE_REASON};
 
 /// `apiVersion` of the manifest this crate writes and reads.
 pub const API_VERSION: &str = "wasmfn.dev/v1alpha1";

@@ -90,6 +90,32 @@ fn spawn_quiet(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Times the `wasmedge`-section scan on the hello module and on the largest real module at
+/// hand, CPython-WASI from `make setup`'s cache (20 MB).
+fn native_code_scan(hello: &Path) -> Result<Vec<(String, f64, Stats)>> {
+    let cache = std::env::var_os("WASMFN_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wasmfn")))
+        .context("neither WASMFN_CACHE nor HOME is set")?;
+    let python = cache.join("interpreters/python/python3.11.wasm");
+    let mut scanned = Vec::new();
+    for (name, path) in [("hello", hello), ("CPython-WASI", python.as_path())] {
+        let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+        let stats = time_runs(2000, || {
+            wasmfn_artifact::check_no_native_code(std::hint::black_box(&bytes))
+                .map_err(anyhow::Error::from)
+        })?;
+        let megabytes = bytes.len() as f64 / (1024.0 * 1024.0);
+        report(
+            &format!("native-code scan, {name} ({megabytes:.2} MB)"),
+            2000,
+            &stats,
+        );
+        scanned.push((name.to_owned(), megabytes, stats));
+    }
+    Ok(scanned)
+}
+
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut wasmfn = None;
@@ -191,7 +217,10 @@ fn main() -> Result<()> {
         fib_times.push(stats.median);
     }
 
-    // 3. whole processes
+    // 3. the native-code scan every run does before loading (section headers only)
+    let scanned = native_code_scan(&hello)?;
+
+    // 4. whole processes
     let mut exec_stats = None;
     if let Some(wasmfn) = &wasmfn {
         let stats = time_runs(process_runs, || {
@@ -229,6 +258,13 @@ fn main() -> Result<()> {
         "fib(30) interpreter / AOT:            {:.1}x (goal >= 50x)",
         ratio(fib_times[1], fib_times[0])
     );
+    for (name, megabytes, stats) in &scanned {
+        println!(
+            "native-code scan, {name}: {:.2} us p50 per run, {:.2} us per MB",
+            stats.median.as_secs_f64() * 1e6,
+            stats.median.as_secs_f64() * 1e6 / megabytes
+        );
+    }
     if let Some(stats) = exec_stats {
         println!(
             "`wasmedge <aot>` process / `wasmfn exec` process: {:.2}x p50",

@@ -97,8 +97,8 @@ pub fn compile(module: &ModuleBytes, output: &Path) -> Result<AotMetadata, Error
 }
 
 /// Checks whether the AOT form at `aot` may run in place of `module`; the error text says why
-/// not (it ends up in the result document's `runtime.aotRejected`).
-pub fn check(aot: &Path, module: &ModuleBytes) -> Result<(), String> {
+/// not (it ends up in the result document's `runtime.aotRejected`). Returns the form's metadata.
+pub fn check(aot: &Path, module: &ModuleBytes) -> Result<AotMetadata, String> {
     if !has_library_extension(aot) {
         return Err(format!("{} is not named *.so", aot.display()));
     }
@@ -130,7 +130,7 @@ pub fn check(aot: &Path, module: &ModuleBytes) -> Result<(), String> {
     if !aot.is_file() {
         return Err(format!("AOT form {} is missing", aot.display()));
     }
-    Ok(())
+    Ok(metadata)
 }
 
 /// The conventional AOT location for a module file: `<module>.aot.so` (metadata

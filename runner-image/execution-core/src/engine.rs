@@ -13,14 +13,15 @@ use wasmedge_sdk::config::Config;
 use wasmedge_sdk::error::{CoreCommonError, CoreError, WasmEdgeError};
 use wasmedge_sdk::wasi::WasiModule;
 use wasmedge_sdk::{ExternalInstanceType, Module, Store, Vm, WasmValue};
+use wasmfn_artifact::NativeCodeError;
 
 use crate::aot;
 use crate::arguments;
 use crate::artifact::ModuleBytes;
 use crate::diagnostics::DiagnosticLog;
-use crate::request::{Entry, Preopen, RunRequest};
+use crate::request::{Entry, Limits, Preopen, RunRequest};
 use crate::result::{ModuleInfo, Reason, ReturnValue, RuntimeInfo};
-use crate::runtime::{config_for, runtime_version, silence_runtime_log};
+use crate::runtime::{config_for, runtime_version, silence_runtime_log, NativeCode};
 
 /// A run that ended before the guest could start.
 #[derive(Debug, Clone)]
@@ -67,6 +68,7 @@ pub fn runtime_info() -> RuntimeInfo {
         name: "wasmedge".to_owned(),
         version: runtime_version(),
         aot: false,
+        aot_source: None,
         aot_rejected: None,
     }
 }
@@ -100,29 +102,31 @@ pub fn prepare(request: &RunRequest) -> Result<PreparedModule, Box<Rejection>> {
             &runtime,
         ));
     }
-    let config = config_for(&request.limits)
-        .map_err(|e| reject(Reason::InternalError, e.to_string(), None, &runtime))?;
+    if let Err(refusal) = wasmfn_artifact::check_no_native_code(bytes.bytes()) {
+        let reason = match refusal {
+            NativeCodeError::Found { .. } => Reason::NativeCodeSection,
+            NativeCodeError::Malformed { .. } => Reason::InvalidModule,
+        };
+        return Err(reject(reason, refusal.to_string(), Some(info), &runtime));
+    }
 
-    let mut module = None;
+    let mut loaded = None;
     if let Some(aot_path) = &request.aot {
+        let config = config_for(&request.limits, NativeCode::FromVerifiedAot)
+            .map_err(|e| reject(Reason::InternalError, e.to_string(), None, &runtime))?;
         match load_aot(aot_path, &bytes, &config) {
-            Ok(loaded) => {
-                module = Some(loaded);
+            Ok((module, source)) => {
+                loaded = Some((module, config));
                 runtime.aot = true;
+                runtime.aot_source = Some(source);
             }
             Err(why) => runtime.aot_rejected = Some(why),
         }
     }
-    let module = match module {
-        Some(module) => module,
-        None => Module::from_bytes(Some(&config), bytes.bytes()).map_err(|e| {
-            reject(
-                Reason::InvalidModule,
-                format!("invalid module: {e}"),
-                Some(info.clone()),
-                &runtime,
-            )
-        })?,
+    let (module, config) = match loaded {
+        Some(loaded) => loaded,
+        None => load_untrusted(&bytes, &request.limits)
+            .map_err(|(reason, message)| reject(reason, message, Some(info.clone()), &runtime))?,
     };
 
     let export = request.entry.export_name();
@@ -189,10 +193,35 @@ pub fn prepare(request: &RunRequest) -> Result<PreparedModule, Box<Rejection>> {
     })
 }
 
-fn load_aot(aot_path: &Path, bytes: &ModuleBytes, config: &Config) -> Result<Module, String> {
-    aot::check(aot_path, bytes)?;
-    Module::from_file(Some(config), aot_path)
-        .map_err(|e| format!("AOT form {} failed to load: {e}", aot_path.display()))
+/// Loads the AOT form at `aot_path` when it was compiled from exactly these bytes; returns the
+/// module and where its native code came from (for the result document).
+fn load_aot(
+    aot_path: &Path,
+    bytes: &ModuleBytes,
+    config: &Config,
+) -> Result<(Module, String), String> {
+    let metadata = aot::check(aot_path, bytes)?;
+    let module = Module::from_file(Some(config), aot_path)
+        .map_err(|e| format!("AOT form {} failed to load: {e}", aot_path.display()))?;
+    let source = format!(
+        "{} (compiled by wasmfn from {} with WasmEdge {})",
+        aot_path.display(),
+        metadata.module_sha256,
+        metadata.wasmedge_version
+    );
+    Ok((module, source))
+}
+
+/// Loads and validates module bytes a user supplied, with native code forbidden.
+fn load_untrusted(
+    bytes: &ModuleBytes,
+    limits: &Limits,
+) -> Result<(Module, Config), (Reason, String)> {
+    let config = config_for(limits, NativeCode::Forbidden)
+        .map_err(|e| (Reason::InternalError, e.to_string()))?;
+    let module = Module::from_bytes(Some(&config), bytes.bytes())
+        .map_err(|e| (Reason::InvalidModule, format!("invalid module: {e}")))?;
+    Ok((module, config))
 }
 
 /// The guest's view of the host: argv, environment and directories.

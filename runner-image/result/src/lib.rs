@@ -42,6 +42,9 @@ pub enum Reason {
     /// The module is not valid WebAssembly (not Wasm at all, truncated, fails validation,
     /// or needs imports the runtime does not provide).
     InvalidModule,
+    /// The module carries native code of its own (a custom section named `wasmedge`, which
+    /// WasmEdge would run instead of the module's WebAssembly); refused before loading.
+    NativeCodeSection,
     /// The requested export (`_start` or a named function) does not exist.
     MissingExport,
     /// The arguments do not match the export's signature (count or types).
@@ -66,6 +69,7 @@ impl Reason {
             Reason::MemoryLimitExceeded => "MemoryLimitExceeded",
             Reason::OutputLimitExceeded => "OutputLimitExceeded",
             Reason::InvalidModule => "InvalidModule",
+            Reason::NativeCodeSection => "NativeCodeSection",
             Reason::MissingExport => "MissingExport",
             Reason::BadArguments => "BadArguments",
             Reason::InputUnreadable => "InputUnreadable",
@@ -96,6 +100,11 @@ pub struct RuntimeInfo {
     pub version: String,
     /// True when ahead-of-time compiled native code ran; false for the interpreter.
     pub aot: bool,
+    /// Where the native code came from when `aot` is true: the AOT file a runner compiled from
+    /// the module's verified bytes, and the digest and WasmEdge version it was compiled from
+    /// (never a section inside the module: those are refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aot_source: Option<String>,
     /// Why an AOT form was not used, when one was offered (digest or version mismatch, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aot_rejected: Option<String>,
@@ -320,7 +329,10 @@ impl ResultDocument {
             Reason::NonZeroExit => 1,
             Reason::TimedOut => 124,
             Reason::InternalError | Reason::InputUnreadable | Reason::Crashed => 125,
-            Reason::InvalidModule | Reason::MissingExport | Reason::BadArguments => 126,
+            Reason::InvalidModule
+            | Reason::NativeCodeSection
+            | Reason::MissingExport
+            | Reason::BadArguments => 126,
             Reason::MemoryLimitExceeded | Reason::OutputLimitExceeded => 137,
             Reason::Trap | Reason::StackOverflow => 134,
         }
@@ -454,6 +466,7 @@ mod tests {
             name: "wasmedge".into(),
             version: "0.14.1".into(),
             aot: true,
+            aot_source: None,
             aot_rejected: Some("x".repeat(300)),
         }
     }
