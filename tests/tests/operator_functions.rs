@@ -324,6 +324,67 @@ fn an_invalid_spec_fails_with_a_reason_and_an_event_and_starts_nothing() {
     assert_ready_with_digest(&wait_phase(&ns, "later", "Ready", COMPILE_TIMEOUT));
 }
 
+/// The function's Ready condition once it failed with `reason`, after checking the Warning
+/// event of the same reason.
+fn assert_failed_with(ns: &Kubectl, name: &str, reason: &str, timeout: Duration) -> Value {
+    let failed = wait_phase(ns, name, "Failed", timeout);
+    let ready = failed["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .expect("Ready");
+    assert_eq!(ready["reason"], reason, "{ready}");
+    assert!(
+        failed["status"]["artifact"].is_null(),
+        "nothing stored: {failed}"
+    );
+    let events = events_for(ns, name);
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, note)| t == "Warning" && r == reason && note.contains("\"wasmedge\"")),
+        "{events:?}"
+    );
+    ready
+}
+
+#[test]
+fn a_module_carrying_native_code_is_refused_whether_prebuilt_or_compiled() {
+    use base64::Engine as _;
+    let ns = namespace("fn-native");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let forged = common::native_code::forge_module(dir.path());
+    let prebuilt = json!({
+        "apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction", "metadata": {"name": "forged"},
+        "spec": {"language": "wasm", "source": {
+            "base64": base64::engine::general_purpose::STANDARD.encode(forged)}}
+    });
+    ns.create(&prebuilt.to_string()).expect("create");
+    ns.create(&function(
+        "linked",
+        "rust",
+        &source("rust", "native_section.rs"),
+        json!({}),
+    ))
+    .expect("create");
+    let ready = assert_failed_with(&ns, "forged", "NativeCodeSection", Duration::from_secs(60));
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("spec.source.base64: ")),
+        "{ready}"
+    );
+    let compiled = assert_failed_with(&ns, "linked", "NativeCodeSection", COMPILE_TIMEOUT);
+    assert!(
+        compiled["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the compiled module was not stored")),
+        "{compiled}"
+    );
+    // A prebuilt refusal starts nothing; the compiled one used exactly its own Job.
+    assert_eq!(jobs(&ns).len(), 1);
+}
+
 #[test]
 fn a_go_module_over_two_mebibytes_is_stored_in_parts_and_reads_back_bit_exact() {
     let ns = namespace("fn-parts");

@@ -50,6 +50,7 @@ fn compile_guests(dir: &Path) {
         .arg(dir.join("misbehave.wasm"))
         .arg(guests.join("rust/misbehave.rs")));
     std::fs::write(dir.join("stdin.txt"), "line one\nline two\n").expect("stdin file");
+    common::native_code::forge_module(dir);
 }
 
 /// One run: module, guest args, guest env, and run settings.
@@ -125,6 +126,15 @@ const CASES: &[Case] = &[
         env: &[],
         stdin: false,
         timeout_ms: 2_000,
+        memory: 64 << 20,
+    },
+    Case {
+        name: "native-code",
+        module: "forged.wasm",
+        args: &[],
+        env: &[],
+        stdin: false,
+        timeout_ms: 10_000,
         memory: 64 << 20,
     },
     Case {
@@ -292,6 +302,7 @@ fn expected_exit(document: &Value) -> i32 {
         Some("TimedOut") => 124,
         Some("Trap") | Some("StackOverflow") => 134,
         Some("MemoryLimitExceeded") => 137,
+        Some("NativeCodeSection") => 126,
         other => panic!("unexpected reason {other:?}"),
     }
 }
@@ -309,6 +320,7 @@ fn create_configmaps(ns: &wasmfn_e2e::Kubectl, dir: &Path) {
         "modules",
         &format!("--from-file={}", dir.join("probe.wasm").display()),
         &format!("--from-file={}", dir.join("misbehave.wasm").display()),
+        &format!("--from-file={}", dir.join("forged.wasm").display()),
     ])
     .expect("modules configmap");
     ns.run(&[
@@ -339,6 +351,11 @@ fn wasm_pods_runner_pods_and_wasmfn_exec_give_the_same_result_documents() {
     }
     for case in CASES {
         let local = local_document(case, &dir);
+        if case.name == "native-code" {
+            // Refused before loading, so nothing ran: neither A's line nor B's.
+            assert_eq!(local["reason"], "NativeCodeSection", "{local}");
+            assert_eq!(local["stdout"]["size"], 0, "{local}");
+        }
         let mut documents = Vec::new();
         for (pod, node) in [
             (format!("runner-{}", case.name), &node_b),
@@ -610,5 +627,15 @@ fn an_oci_wasm_artifact_runs_from_its_wasm_layer() {
         logs.contains("args: layer args\nenv: from a layer\n"),
         "{logs}"
     );
+    // The same way in, a module carrying its own native code is refused before it loads.
+    let forged = format!("{name}-forged");
+    push_wasm_artifact(
+        registry_port,
+        &forged,
+        &std::fs::read(dir.join("forged.wasm")).expect("forged"),
+    );
+    let document = run_image_pod(&ns, "forged", &forged, r#"["/forged.wasm"]"#, "");
+    assert_eq!(document["reason"], "NativeCodeSection", "{document}");
+    assert_eq!(document["stdout"]["size"], 0, "{document}");
     let _ = std::fs::remove_dir_all(dir);
 }

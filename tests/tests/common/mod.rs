@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod executions;
+pub mod native_code;
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use wasmfn_e2e::{Cluster, Kubectl};

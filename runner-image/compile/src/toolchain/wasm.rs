@@ -33,7 +33,13 @@ pub(super) fn build(build: &Build<'_>) -> Result<Built> {
     match wasmfn_execution::prepare(&RunRequest::command(ModuleSource::Bytes(bytes.clone()))) {
         Ok(_) => {}
         Err(rejection) if rejection.reason == Reason::MissingExport => {}
-        Err(rejection) if rejection.reason == Reason::InvalidModule => {
+        // A module carrying native code (a `wasmedge` section) is the author's to fix too.
+        Err(rejection)
+            if matches!(
+                rejection.reason,
+                Reason::InvalidModule | Reason::NativeCodeSection
+            ) =>
+        {
             return Err(invalid(rejection.message))
         }
         Err(rejection) => {
