@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 use wasmfn_api::labels;
-use wasmfn_result::trace::TRACEPARENT_ENV;
+use wasmfn_result::run_settings::{Invoke, RunSettings};
 
 use super::placement;
 use crate::pod_security::{self, Compute};
@@ -168,66 +168,44 @@ fn env_var(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-/// The runner's command line (`wasmfn exec …`) for a container pod.
-fn runner_command(spec: &RunSpec<'_>) -> Vec<String> {
-    let mut command = vec![
-        "wasmfn".to_owned(),
-        "exec".to_owned(),
-        format!("--timeout={}ms", spec.timeout_ms),
-        format!("--memory={}", spec.memory_bytes),
-        format!("--max-output={}", spec.max_output_bytes),
-    ];
-    if spec.stdin_config_map.is_some() {
-        command.push(format!("--stdin-file={INPUT_DIR}/{STDIN_KEY}"));
+/// The run contract for this attempt: one value, encoded for whichever runner gets it.
+fn run_settings(spec: &RunSpec<'_>) -> RunSettings {
+    RunSettings {
+        timeout_ms: Some(spec.timeout_ms),
+        memory_bytes: Some(spec.memory_bytes),
+        max_output_bytes: Some(spec.max_output_bytes),
+        invoke: spec.entrypoint.map(|export| Invoke {
+            export: export.to_owned(),
+            args: spec
+                .invoke_args
+                .iter()
+                .cloned()
+                .map(serde_json::Value::Number)
+                .collect(),
+        }),
+        stdin_file: spec
+            .stdin_config_map
+            .map(|_| format!("{INPUT_DIR}/{STDIN_KEY}")),
+        env: spec.env.to_vec(),
+        args: spec.args.to_vec(),
+        traceparent: spec.traceparent.map(str::to_owned),
     }
-    if let Some(parent) = spec.traceparent {
-        command.push(format!("--traceparent={parent}"));
-    }
-    if let Some(export) = spec.entrypoint {
-        command.push(format!("--invoke={export}"));
-        command.push(format!("--args={}", invoke_args_json(spec.invoke_args)));
-    }
-    for (key, value) in spec.env {
-        command.push(format!("--env={key}={value}"));
-    }
-    command.push(ARTIFACT_DIR.to_owned());
-    command.push("--".to_owned());
-    command.extend(spec.args.iter().cloned());
-    command
 }
 
-fn invoke_args_json(args: &[serde_json::Number]) -> String {
-    serde_json::to_string(args).unwrap_or_else(|_| "[]".to_owned())
+/// The runner's command line (`wasmfn exec …`) for a container pod.
+fn runner_command(spec: &RunSpec<'_>) -> Vec<String> {
+    std::iter::once("wasmfn".to_owned())
+        .chain(run_settings(spec).to_exec_args(ARTIFACT_DIR))
+        .collect()
 }
 
 /// The shim's settings for a Wasm pod.
 fn shim_env(spec: &RunSpec<'_>) -> Vec<EnvVar> {
-    let guest_env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut env = vec![
-        env_var("WASMFN_TIMEOUT_MS", spec.timeout_ms.to_string()),
-        env_var("WASMFN_MEMORY_BYTES", spec.memory_bytes.to_string()),
-        env_var(
-            "WASMFN_GUEST_ENV",
-            serde_json::to_string(&guest_env).unwrap_or_else(|_| "[]".to_owned()),
-        ),
-    ];
-    if spec.stdin_config_map.is_some() {
-        env.push(env_var(
-            "WASMFN_STDIN_FILE",
-            format!("{INPUT_DIR}/{STDIN_KEY}"),
-        ));
-    }
-    if let Some(parent) = spec.traceparent {
-        env.push(env_var(TRACEPARENT_ENV, parent));
-    }
-    if let Some(export) = spec.entrypoint {
-        env.push(env_var("WASMFN_INVOKE", export));
-        env.push(env_var(
-            "WASMFN_INVOKE_ARGS",
-            invoke_args_json(spec.invoke_args),
-        ));
-    }
-    env
+    run_settings(spec)
+        .to_shim_env()
+        .into_iter()
+        .map(|(name, value)| env_var(&name, value))
+        .collect()
 }
 
 /// The pod for one attempt.
@@ -543,6 +521,10 @@ mod tests {
         let env = env_of(&pod);
         assert_eq!(env["WASMFN_TIMEOUT_MS"], "1500");
         assert_eq!(env["WASMFN_MEMORY_BYTES"], (32u64 << 20).to_string());
+        assert_eq!(
+            env["WASMFN_MAX_OUTPUT_BYTES"], "4096",
+            "maxOutputBytes reaches the shim"
+        );
         assert_eq!(env["WASMFN_GUEST_ENV"], r#"["B=2","A=1"]"#);
         assert_eq!(env["WASMFN_STDIN_FILE"], "/inputs/stdin");
         assert!(!env.contains_key("WASMFN_INVOKE"));

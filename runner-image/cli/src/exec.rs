@@ -6,10 +6,11 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use wasmfn_execution::artifact::ModuleBytes;
 use wasmfn_execution::interpreter::{self, ScriptLanguage};
+use wasmfn_execution::result::run_settings::{Invoke, RunSettings};
 use wasmfn_execution::result::trace::{TraceParent, TRACEPARENT_ENV};
 use wasmfn_execution::{
-    aot, execute, DiscardSink, Entry, Execution, ForwardSink, Isolation, Limits, ModuleSource,
-    OutputSink, Preopen, RunRequest, StdinSource,
+    aot, execute, DiscardSink, Execution, ForwardSink, Isolation, Limits, ModuleSource, OutputSink,
+    Preopen, RunRequest, StdinSource,
 };
 
 use crate::options::{parse_duration, parse_env, parse_size};
@@ -120,35 +121,55 @@ pub(crate) struct ExecArgs {
     guest_args: Vec<String>,
 }
 
+impl ExecArgs {
+    /// The run contract these flags carry: what the operator wrote with
+    /// [`RunSettings::to_exec_args`] (the flags outside the contract — `--stdin`, `--dir`,
+    /// `--output-limit`, AOT and output options — are this command's own).
+    fn settings(&self) -> Result<RunSettings> {
+        let invoke = match &self.invoke {
+            Some(export) => Some(Invoke {
+                export: export.clone(),
+                args: parse_invoke_args(self.args.as_deref())?,
+            }),
+            None => None,
+        };
+        Ok(RunSettings {
+            timeout_ms: self
+                .limits
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            memory_bytes: self.limits.memory,
+            max_output_bytes: self.limits.max_output,
+            invoke,
+            stdin_file: self
+                .stdin_file
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+            env: self.env.clone(),
+            args: self.guest_args.clone(),
+            traceparent: self.traceparent.clone(),
+        })
+    }
+}
+
 /// `wasmfn exec`: returns the exit code to leave with.
 pub(crate) fn exec(args: ExecArgs) -> Result<i32> {
-    let entry = match &args.invoke {
-        Some(export) => Entry::Invoke {
-            export: export.clone(),
-            args: parse_invoke_args(args.args.as_deref())?,
-        },
-        None => Entry::Command,
-    };
-    let stdin = match (&args.stdin_file, &args.stdin) {
-        (Some(path), _) => StdinSource::File(path.clone()),
-        (None, Some(text)) => StdinSource::Bytes(text.clone().into_bytes()),
-        (None, None) => StdinSource::Empty,
-    };
-    let mut request = RunRequest {
-        module: ModuleSource::Path(args.module.clone()),
-        aot: None,
-        entry,
-        program_name: args
-            .module
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "main.wasm".into()),
-        args: args.guest_args.clone(),
-        env: args.env.clone(),
-        stdin,
-        preopens: args.dirs.iter().map(|d| Preopen::parse(d)).collect(),
-        limits: args.limits.apply(Limits::default())?,
-    };
+    let settings = args.settings()?;
+    let program_name = args
+        .module
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "main.wasm".into());
+    let mut request = RunRequest::with_settings(
+        ModuleSource::Path(args.module.clone()),
+        program_name,
+        &settings,
+    );
+    if let Some(text) = &args.stdin {
+        request.stdin = StdinSource::Bytes(text.clone().into_bytes());
+    }
+    request.preopens = args.dirs.iter().map(|d| Preopen::parse(d)).collect();
+    request.limits = args.limits.apply(request.limits)?;
     if let Some(language) = &args.language {
         let language = ScriptLanguage::parse(language)
             .with_context(|| format!("--language {language}: only python and javascript"))?;
@@ -164,7 +185,7 @@ pub(crate) fn exec(args: ExecArgs) -> Result<i32> {
     } else if !args.no_aot {
         request.aot = match &args.aot {
             Some(path) => Some(path.clone()),
-            None => aot::default_for(&args.module).filter(|path| path.is_file()),
+            None => aot::implicit_for(&args.module),
         };
     }
     if let Some(expected) = &args.expect_digest {
@@ -172,7 +193,7 @@ pub(crate) fn exec(args: ExecArgs) -> Result<i32> {
             anyhow::bail!("{error}");
         }
     }
-    let parent = args.traceparent.as_deref().and_then(|text| {
+    let parent = settings.traceparent.as_deref().and_then(|text| {
         TraceParent::parse(text)
             .inspect_err(|error| eprintln!("wasmfn: no spans recorded: {error}"))
             .ok()
@@ -274,4 +295,53 @@ pub(crate) fn aot(args: AotArgs) -> Result<i32> {
         metadata.wasmedge_version
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Exec {
+        #[command(flatten)]
+        args: ExecArgs,
+    }
+
+    /// Parses what the operator would write for a container pod (`wasmfn exec …`).
+    fn parse(settings: &RunSettings) -> ExecArgs {
+        let words = settings.to_exec_args("/artifact");
+        assert_eq!(words[0], "exec");
+        Exec::try_parse_from(
+            std::iter::once("wasmfn-exec".to_owned()).chain(words.into_iter().skip(1)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .args
+    }
+
+    #[test]
+    fn the_exec_flags_carry_every_setting_of_the_run_contract_back() {
+        let everything = RunSettings {
+            timeout_ms: Some(1500),
+            memory_bytes: Some(32 << 20),
+            max_output_bytes: Some(777),
+            invoke: Some(Invoke {
+                export: "add".into(),
+                args: vec![3.into(), (-1.5).into()],
+            }),
+            stdin_file: Some("/inputs/stdin".into()),
+            env: vec![
+                ("B".into(), "2".into()),
+                ("A".into(), "x=y z".into()),
+                ("EMPTY".into(), String::new()),
+            ],
+            args: vec!["--flag".into(), "two words".into(), "-".into()],
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        };
+        for settings in [everything, RunSettings::default()] {
+            let parsed = parse(&settings);
+            assert_eq!(parsed.module, PathBuf::from("/artifact"));
+            assert_eq!(parsed.settings().expect("settings"), settings);
+        }
+    }
 }

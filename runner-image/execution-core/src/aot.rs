@@ -148,6 +148,13 @@ pub fn default_for(module: &Path) -> Option<PathBuf> {
     (!crate::artifact::is_packed(module)).then(|| default_path_for(module))
 }
 
+/// The AOT form every front end uses for a module file when none is named: [`default_for`]
+/// the module, when that file exists (one that does not is simply not offered, so the result
+/// document carries no `aotRejected` for it).
+pub fn implicit_for(module: &Path) -> Option<PathBuf> {
+    default_for(module).filter(|path| path.is_file())
+}
+
 fn has_library_extension(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "so")
 }

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use wasmfn_result::run_settings::RunSettings;
+
 /// Where the module's bytes come from.
 #[derive(Debug, Clone)]
 pub enum ModuleSource {
@@ -109,6 +111,20 @@ impl Default for Limits {
 pub const WASM_PAGE_BYTES: u64 = 64 << 10;
 
 impl Limits {
+    /// These limits with the run contract's over them (a limit the settings leave out stays).
+    pub fn with_settings(mut self, settings: &RunSettings) -> Self {
+        if let Some(ms) = settings.timeout_ms {
+            self.timeout = Duration::from_millis(ms);
+        }
+        if let Some(bytes) = settings.memory_bytes {
+            self.memory_bytes = bytes;
+        }
+        if let Some(bytes) = settings.max_output_bytes {
+            self.capture_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        }
+        self
+    }
+
     /// The memory limit as a WasmEdge page cap (at least one page).
     pub fn memory_pages(&self) -> u32 {
         (self.memory_bytes / WASM_PAGE_BYTES).clamp(1, 65536) as u32
@@ -153,6 +169,35 @@ impl RunRequest {
             stdin: StdinSource::Empty,
             preopens: Vec::new(),
             limits: Limits::default(),
+        }
+    }
+
+    /// A run of `module` (named `program_name` in `argv[0]`) with the run contract's settings
+    /// over the core's defaults. Every front end builds its request here, so a setting means
+    /// the same whichever runner gets it. The AOT form is the front end's to choose.
+    pub fn with_settings(
+        module: ModuleSource,
+        program_name: String,
+        settings: &RunSettings,
+    ) -> Self {
+        let entry = match &settings.invoke {
+            None => Entry::Command,
+            Some(invoke) => Entry::Invoke {
+                export: invoke.export.clone(),
+                args: invoke.args.clone(),
+            },
+        };
+        RunRequest {
+            entry,
+            program_name,
+            args: settings.args.clone(),
+            env: settings.env.clone(),
+            stdin: settings
+                .stdin_file
+                .as_ref()
+                .map_or(StdinSource::Empty, |path| StdinSource::File(path.into())),
+            limits: Limits::default().with_settings(settings),
+            ..RunRequest::command(module)
         }
     }
 }

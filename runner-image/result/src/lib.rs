@@ -6,6 +6,7 @@
 //! produces at most [`MAX_DOCUMENT_BYTES`] bytes: it trims the stdout/stderr heads (never the sizes,
 //! digests or flags) until the document fits.
 
+pub mod run_settings;
 pub mod trace;
 
 use base64::Engine as _;

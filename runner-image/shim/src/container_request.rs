@@ -1,5 +1,5 @@
 //! Turns a container's spec (args, env, the module source) into the execution core's
-//! [`RunRequest`]. Pure: no I/O, tested below.
+//! [`RunRequest`]. Pure apart from looking for an implicit AOT file; tested below.
 //!
 //! The container's `command[0]` names the module; the rest of the command line is the guest's
 //! argv. The module is one of:
@@ -17,20 +17,19 @@
 //! |---|---|---|
 //! | `WASMFN_TIMEOUT_MS` | wall-clock limit of the run | the core's default |
 //! | `WASMFN_MEMORY_BYTES` | linear-memory cap (rounded down to whole 64 KiB pages) | the core's default |
+//! | `WASMFN_MAX_OUTPUT_BYTES` | bytes of each stream the result document keeps | the core's default |
 //! | `WASMFN_STDIN_FILE` | file whose contents are the guest's stdin (a mounted input volume) | empty stdin |
 //! | `WASMFN_INVOKE` / `WASMFN_INVOKE_ARGS` | call this export of a library module with these JSON numbers | `_start` |
-//! | `WASMFN_AOT` | AOT form to use when it matches the module and runtime | `<module>.aot.so` if present; none for a packed artifact or a layer |
+//! | `WASMFN_AOT` | AOT form to use when it matches the module and runtime | `<module>.aot.so` if that file exists (as for `wasmfn exec`); none for a packed artifact or a layer |
 //! | `WASMFN_RESULT_PATH` | where the result document goes | `/dev/termination-log` |
 //! | `WASMFN_TRACEPARENT` | W3C traceparent of the operator's attempt span: the result document then carries the run's spans as its children (an invalid value only costs the spans) | no spans |
 //! | `WASMFN_GUEST_ENV` | the guest's whole environment as a JSON array of `KEY=VALUE` strings; the container's other variables (such as those the kubelet injects) are then not passed | the container's variables without the `WASMFN_` ones |
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-use wasmfn_execution::result::trace::{TraceParent, TRACEPARENT_ENV};
-use wasmfn_execution::{aot, Entry, Limits, ModuleSource, RunRequest, StdinSource};
+use wasmfn_execution::result::run_settings::RunSettings;
+use wasmfn_execution::result::trace::TraceParent;
+use wasmfn_execution::{aot, ModuleSource, RunRequest};
 
-/// Prefix of the run settings; variables with it are not passed to the guest.
-pub(crate) const SETTINGS_PREFIX: &str = "WASMFN_";
 /// The Kubernetes default termination-message path.
 pub(crate) const DEFAULT_RESULT_PATH: &str = "/dev/termination-log";
 
@@ -62,18 +61,9 @@ fn setting<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
     env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-fn number(env: &[(String, String)], name: &str) -> Result<Option<u64>, BadSetting> {
-    setting(env, name)
-        .map(|v| {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| BadSetting(format!("{name}={v:?} is not a whole number")))
-        })
-        .transpose()
-}
-
 /// Builds the run for a container whose command line is `args` (argv[0] = the module) and whose
-/// environment is `envs` (`KEY=VALUE` strings).
+/// environment is `envs` (`KEY=VALUE` strings). The run settings are read through the run
+/// contract ([`RunSettings::from_shim_env`]), the same type the operator wrote them from.
 pub(crate) fn container_run(
     args: &[String],
     envs: &[String],
@@ -96,101 +86,46 @@ pub(crate) fn container_run(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "module.wasm".into());
-
-    let mut limits = Limits::default();
-    if let Some(ms) = number(&env, "WASMFN_TIMEOUT_MS")? {
-        limits.timeout = Duration::from_millis(ms);
-    }
-    if let Some(bytes) = number(&env, "WASMFN_MEMORY_BYTES")? {
-        limits.memory_bytes = bytes;
-    }
-    let export = setting(&env, "WASMFN_INVOKE")
-        .map(String::from)
-        .or(export_in_command)
-        .filter(|e| e != "_start");
-    let entry = match export {
-        None => Entry::Command,
-        Some(export) => {
-            let text = setting(&env, "WASMFN_INVOKE_ARGS").unwrap_or("[]");
-            let args: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| {
-                BadSetting(format!(
-                    "WASMFN_INVOKE_ARGS is not a JSON array of numbers: {e}"
-                ))
-            })?;
-            Entry::Invoke { export, args }
-        }
-    };
-    let stdin = match setting(&env, "WASMFN_STDIN_FILE") {
-        Some(path) if !path.is_empty() => StdinSource::File(PathBuf::from(path)),
-        _ => StdinSource::Empty,
-    };
+    let settings = RunSettings::from_shim_env(
+        &env,
+        args.iter().skip(1).cloned().collect(),
+        export_in_command,
+    )
+    .map_err(|e| BadSetting(e.0))?;
+    let named_aot = setting(&env, "WASMFN_AOT").map(PathBuf::from);
     let (module, aot) = match origin {
+        // The same rule as `wasmfn exec`: a named form, else `<module>.aot.so` when it exists.
         ModuleOrigin::File(path) => {
-            let aot = setting(&env, "WASMFN_AOT")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| aot::default_path_for(&path));
-            (ModuleSource::Path(path), Some(aot))
+            let aot = named_aot.or_else(|| aot::implicit_for(&path));
+            (ModuleSource::Path(path), aot)
         }
         // The store holds no AOT form next to a packed module: only a named one is used.
-        ModuleOrigin::Packed(path) => (
-            ModuleSource::Path(path),
-            setting(&env, "WASMFN_AOT").map(PathBuf::from),
-        ),
-        ModuleOrigin::Layer(bytes) => (
-            ModuleSource::Bytes(bytes),
-            setting(&env, "WASMFN_AOT").map(PathBuf::from),
-        ),
+        ModuleOrigin::Packed(path) => (ModuleSource::Path(path), named_aot),
+        ModuleOrigin::Layer(bytes) => (ModuleSource::Bytes(bytes), named_aot),
     };
     let result_path = setting(&env, "WASMFN_RESULT_PATH")
         .filter(|p| !p.is_empty())
         .unwrap_or(DEFAULT_RESULT_PATH)
         .into();
-    let traceparent = setting(&env, TRACEPARENT_ENV).and_then(|t| TraceParent::parse(t).ok());
-    let guest_env = match setting(&env, "WASMFN_GUEST_ENV") {
-        Some(json) => guest_env_from_json(json)?,
-        None => env
-            .into_iter()
-            .filter(|(k, _)| !k.starts_with(SETTINGS_PREFIX))
-            .collect(),
-    };
+    let traceparent = settings
+        .traceparent
+        .as_deref()
+        .and_then(|t| TraceParent::parse(t).ok());
     Ok(ContainerRun {
         request: RunRequest {
-            module,
             aot,
-            entry,
-            program_name,
-            args: args.iter().skip(1).cloned().collect(),
-            env: guest_env,
-            stdin,
-            preopens: Vec::new(),
-            limits,
+            ..RunRequest::with_settings(module, program_name, &settings)
         },
         result_path,
         traceparent,
     })
 }
 
-/// Parses `WASMFN_GUEST_ENV`: `["KEY=VALUE", …]`, in the order given.
-fn guest_env_from_json(json: &str) -> Result<Vec<(String, String)>, BadSetting> {
-    let entries: Vec<String> = serde_json::from_str(json).map_err(|e| {
-        BadSetting(format!(
-            "WASMFN_GUEST_ENV is not a JSON array of KEY=VALUE strings: {e}"
-        ))
-    })?;
-    entries
-        .into_iter()
-        .map(|entry| match entry.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-            _ => Err(BadSetting(format!(
-                "WASMFN_GUEST_ENV entry {entry:?} is not KEY=VALUE"
-            ))),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use wasmfn_execution::{Entry, StdinSource};
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
@@ -224,10 +159,7 @@ mod tests {
         assert!(
             matches!(&r.module, ModuleSource::Path(p) if p == Path::new("/artifact/module.wasm"))
         );
-        assert_eq!(
-            r.aot.as_deref(),
-            Some(aot::default_path_for(Path::new("/artifact/module.wasm")).as_path())
-        );
+        assert_eq!(r.aot, None, "no AOT file next to the module: none offered");
         assert_eq!(run.result_path, PathBuf::from(DEFAULT_RESULT_PATH));
         assert!(matches!(r.stdin, StdinSource::Empty));
         assert_eq!(run.traceparent, None);
@@ -282,6 +214,40 @@ mod tests {
         assert!(matches!(&r.module, ModuleSource::Bytes(b) if b == b"\0asm"));
         assert_eq!(r.aot, None, "no AOT form unless named for layer modules");
         assert_eq!(run.result_path, PathBuf::from("/results/doc.json"));
+    }
+
+    #[test]
+    fn an_aot_file_next_to_a_module_file_is_offered_as_wasmfn_exec_offers_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let module = dir.path().join("module.wasm");
+        let implicit = aot::default_path_for(&module);
+        std::fs::write(&implicit, b"").expect("aot file");
+        let run = |env: &[&str]| {
+            container_run(
+                &strings(&[module.to_str().expect("utf-8")]),
+                &strings(env),
+                ModuleOrigin::File(module.clone()),
+            )
+            .expect("valid")
+            .request
+            .aot
+        };
+        assert_eq!(run(&[]), Some(implicit));
+        assert_eq!(
+            run(&["WASMFN_AOT=/aot/other.so"]),
+            Some(PathBuf::from("/aot/other.so"))
+        );
+    }
+
+    #[test]
+    fn max_output_bytes_reaches_the_capture_limit() {
+        let run = container_run(
+            &strings(&["/artifact/module.wasm"]),
+            &strings(&["WASMFN_MAX_OUTPUT_BYTES=777"]),
+            ModuleOrigin::File("/artifact/module.wasm".into()),
+        )
+        .expect("valid");
+        assert_eq!(run.request.limits.capture_bytes, 777);
     }
 
     #[test]
