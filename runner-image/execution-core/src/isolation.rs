@@ -2,7 +2,7 @@
 //!
 //! **Isolated (default).** WasmEdge's WASI writes to the process's real fds 0/1/2, and its own
 //! timeout cannot stop every kind of stuck guest safely. So each run happens in a forked child
-//! whose fds 0/1/2 are the guest's stdin and two pipes; the parent drains the pipes (hashing,
+//! whose fds 0/1/2 are three pipes; the parent feeds stdin and drains the others (hashing,
 //! counting, keeping a head, forwarding to the sink — constant memory for any amount of output),
 //! enforces the wall-clock timeout and the output limit with SIGKILL, and reads the structured
 //! outcome from a fourth pipe. A guest that crashes the runtime takes only the child with it.
@@ -198,8 +198,8 @@ fn run_forked(
     limits: &Limits,
     sink: &mut dyn OutputSink,
 ) -> StreamsAndOutcome {
-    let pipes = (|| Ok::<_, std::io::Error>((pipe()?, pipe()?, pipe()?)))();
-    let ((out_r, out_w), (err_r, err_w), (res_r, res_w)) = match pipes {
+    let pipes = (|| Ok::<_, std::io::Error>((pipe()?, pipe()?, pipe()?, pipe()?)))();
+    let ((in_r, in_w), (out_r, out_w), (err_r, err_w), (res_r, res_w)) = match pipes {
         Ok(p) => p,
         Err(e) => return internal_failure(format!("pipes: {e}"), limits),
     };
@@ -222,14 +222,28 @@ fn run_forked(
             prepared,
             view,
             parent,
-            stdin.as_raw_fd(),
+            in_r.as_raw_fd(),
             out_w.as_raw_fd(),
             err_w.as_raw_fd(),
             res_w,
         );
     }
-    drop((out_w, err_w, res_w, stdin));
-    supervise(pid, started, out_r, err_r, res_r, limits, sink)
+    drop((in_r, out_w, err_w, res_w));
+    // The guest's stdin is a pipe whatever the source: WasmEdge can poll a pipe, not /dev/null
+    // or a regular file (a guest's `poll_oneoff` on fd 0 got EPERM). The feeder starts after the
+    // fork, so the child is forked from a process without it. It ends at the source's end, or
+    // with EPIPE once the child is gone (Rust programs ignore SIGPIPE) — so a guest that never
+    // reads a large stdin cannot keep it alive past the run.
+    let feeder = std::thread::Builder::new()
+        .name("wasmfn-stdin".into())
+        .spawn(move || {
+            let _ = std::io::copy(&mut File::from(stdin), &mut File::from(in_w));
+        });
+    let streams = supervise(pid, started, out_r, err_r, res_r, limits, sink);
+    if let Ok(feeder) = feeder {
+        let _ = feeder.join();
+    }
+    streams
 }
 
 fn child_main(
