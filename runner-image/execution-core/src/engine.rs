@@ -275,7 +275,8 @@ pub struct GuestOutcome {
 }
 
 impl GuestOutcome {
-    fn failed(reason: Reason, message: String) -> Self {
+    /// An outcome for a run that ended before the guest ran.
+    pub(crate) fn failed(reason: Reason, message: String) -> Self {
         GuestOutcome {
             reason,
             exit_code: None,

@@ -25,6 +25,7 @@ use crate::capture::{CapturedStream, OutputSink, Stream, StreamCapture};
 use crate::engine::{run_guest, GuestOutcome, GuestView, PreparedModule, Rejection};
 use crate::request::{Limits, RunRequest, StdinSource};
 use crate::result::{Reason, ResultDocument, Timings};
+use crate::sandbox::ChildSandbox;
 
 /// How a run is isolated from the calling process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,6 +35,9 @@ pub enum Isolation {
     Fork,
     /// On the calling thread (lowest overhead, buffered capture).
     InProcess,
+    /// A forked child per run that confines itself first (see [`crate::sandbox`]): for
+    /// processes that run many tenants' guests.
+    Sandboxed(ChildSandbox),
 }
 
 /// Everything one run produced.
@@ -98,7 +102,10 @@ pub fn execute_prepared(
         }
     };
     let (outcome, stdout, stderr) = match isolation {
-        Isolation::Fork => run_forked(prepared, &view, stdin, &request.limits, sink),
+        Isolation::Fork => run_forked(prepared, &view, stdin, &request.limits, None, sink),
+        Isolation::Sandboxed(sandbox) => {
+            run_forked(prepared, &view, stdin, &request.limits, Some(sandbox), sink)
+        }
         Isolation::InProcess => run_in_process(prepared, &view, stdin, &request.limits, sink),
     };
     let mut document = ResultDocument::new(outcome.reason, prepared.runtime.clone());
@@ -196,6 +203,7 @@ fn run_forked(
     view: &GuestView,
     stdin: OwnedFd,
     limits: &Limits,
+    sandbox: Option<ChildSandbox>,
     sink: &mut dyn OutputSink,
 ) -> StreamsAndOutcome {
     let pipes = (|| Ok::<_, std::io::Error>((pipe()?, pipe()?, pipe()?, pipe()?)))();
@@ -222,10 +230,9 @@ fn run_forked(
             prepared,
             view,
             parent,
-            in_r.as_raw_fd(),
-            out_w.as_raw_fd(),
-            err_w.as_raw_fd(),
+            [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
             res_w,
+            sandbox,
         );
     }
     drop((in_r, out_w, err_w, res_w));
@@ -250,10 +257,9 @@ fn child_main(
     prepared: &PreparedModule,
     view: &GuestView,
     parent: libc::pid_t,
-    stdin: RawFd,
-    stdout: RawFd,
-    stderr: RawFd,
+    [stdin, stdout, stderr]: [RawFd; 3],
     result: OwnedFd,
+    sandbox: Option<ChildSandbox>,
 ) -> ! {
     // SAFETY: plain descriptor and process-attribute calls in the child.
     unsafe {
@@ -279,8 +285,11 @@ fn child_main(
     // SAFETY: REPORT_FD is the duplicate made above and owned by this process from here on.
     let result = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
     limit_host_memory(prepared);
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_guest(prepared, view, None)
+    let confined = sandbox.map_or(Ok(()), |sandbox| sandbox.enter());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match confined {
+        Ok(()) => run_guest(prepared, view, None),
+        // Never run the guest unconfined.
+        Err(error) => GuestOutcome::failed(Reason::InternalError, error.to_string()),
     }))
     .unwrap_or_else(|_| GuestOutcome {
         reason: Reason::InternalError,

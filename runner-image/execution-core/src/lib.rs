@@ -24,6 +24,7 @@ pub mod request;
 /// The result document (its own crate, so that readers such as the operator need no WasmEdge).
 pub use wasmfn_result as result;
 pub mod runtime;
+pub mod sandbox;
 
 use std::path::Path;
 
