@@ -321,24 +321,7 @@ mod tests {
 
     #[test]
     fn the_exec_flags_carry_every_setting_of_the_run_contract_back() {
-        let everything = RunSettings {
-            timeout_ms: Some(1500),
-            memory_bytes: Some(32 << 20),
-            max_output_bytes: Some(777),
-            invoke: Some(Invoke {
-                export: "add".into(),
-                args: vec![3.into(), (-1.5).into()],
-            }),
-            stdin_file: Some("/inputs/stdin".into()),
-            env: vec![
-                ("B".into(), "2".into()),
-                ("A".into(), "x=y z".into()),
-                ("EMPTY".into(), String::new()),
-            ],
-            args: vec!["--flag".into(), "two words".into(), "-".into()],
-            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
-        };
-        for settings in [everything, RunSettings::default()] {
+        for settings in [RunSettings::every_field_set(), RunSettings::default()] {
             let parsed = parse(&settings);
             assert_eq!(parsed.module, PathBuf::from("/artifact"));
             assert_eq!(parsed.settings().expect("settings"), settings);

@@ -74,6 +74,29 @@ pub mod env_names {
 pub struct BadSetting(pub String);
 
 impl RunSettings {
+    /// A value with every field set, to values an encoding must take care with (spaces, `=`,
+    /// a leading dash, unicode, an empty value): the round-trip tests of every transport use it,
+    /// so a field one encoding forgets fails its test.
+    pub fn every_field_set() -> RunSettings {
+        RunSettings {
+            timeout_ms: Some(1500),
+            memory_bytes: Some(32 << 20),
+            max_output_bytes: Some(777),
+            invoke: Some(Invoke {
+                export: "add".into(),
+                args: vec![3.into(), (-1.5).into()],
+            }),
+            stdin_file: Some("/inputs/stdin".into()),
+            env: vec![
+                ("B".into(), "2".into()),
+                ("A".into(), "x=y z".into()),
+                ("EMPTY".into(), String::new()),
+            ],
+            args: vec!["--flag".into(), "two words".into(), "ünï".into()],
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        }
+    }
+
     /// `wasmfn exec` arguments (after `wasmfn`) that run `module` with these settings.
     pub fn to_exec_args(&self, module: &str) -> Vec<String> {
         let mut args = vec!["exec".to_owned()];
@@ -223,30 +246,9 @@ fn guest_env_from_json(json: &str) -> Result<Vec<(String, String)>, BadSetting> 
 mod tests {
     use super::*;
 
-    /// Every field set, with values that need care: spaces, `=`, dashes, unicode, an empty value.
-    fn everything() -> RunSettings {
-        RunSettings {
-            timeout_ms: Some(1500),
-            memory_bytes: Some(32 << 20),
-            max_output_bytes: Some(777),
-            invoke: Some(Invoke {
-                export: "add".into(),
-                args: vec![3.into(), (-1.5).into()],
-            }),
-            stdin_file: Some("/inputs/stdin".into()),
-            env: vec![
-                ("B".into(), "2".into()),
-                ("A".into(), "x=y z".into()),
-                ("EMPTY".into(), String::new()),
-            ],
-            args: vec!["--flag".into(), "two words".into(), "ünï".into()],
-            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
-        }
-    }
-
     #[test]
     fn the_shim_variables_carry_every_setting_back() {
-        for settings in [everything(), RunSettings::default()] {
+        for settings in [RunSettings::every_field_set(), RunSettings::default()] {
             let env = settings.to_shim_env();
             let back =
                 RunSettings::from_shim_env(&env, settings.args.clone(), None).expect("readable");
@@ -256,7 +258,7 @@ mod tests {
 
     #[test]
     fn the_json_encoding_carries_every_setting_back() {
-        let settings = everything();
+        let settings = RunSettings::every_field_set();
         let json = serde_json::to_string(&settings).expect("json");
         assert_eq!(
             serde_json::from_str::<RunSettings>(&json).expect("parse"),
