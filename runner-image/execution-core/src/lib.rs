@@ -10,7 +10,8 @@
 //! embedding), [`isolation`] (fork-per-run or in-process, stdio capture, hard timeouts),
 //! [`capture`] (bounded stream capture), [`arguments`] (typed reactor arguments),
 //! [`interpreter`] (Python/JavaScript scripts run by interpreter modules), [`result`] (the
-//! result document).
+//! result document), and for the warm agent [`sandbox`] (confining a run child) and
+//! [`module_cache`] (verified, AOT-compiled modules on disk by digest).
 
 pub mod aot;
 pub mod arguments;
@@ -20,6 +21,7 @@ mod diagnostics;
 pub mod engine;
 pub mod interpreter;
 pub mod isolation;
+pub mod module_cache;
 pub mod request;
 /// The result document (its own crate, so that readers such as the operator need no WasmEdge).
 pub use wasmfn_result as result;

@@ -1,0 +1,199 @@
+//! The warm module cache (for the agent): modules kept on disk by digest, each verified and
+//! AOT-compiled once from its verified bytes, bounded in total size, and found again after a
+//! restart, so the second run of a digest fetches nothing and compiles nothing.
+//!
+//! Layout: `<dir>/<sha256 hex>/` holds `module.wasm`, its AOT form `module.wasm.aot.so` with
+//! the metadata [`crate::aot`] writes, and `used` (its modification time orders eviction). An
+//! entry is built in a temporary directory and renamed into place, so a crash never leaves a
+//! half-written entry under a digest; leftovers are removed when the cache opens. The directory
+//! should be the agent's own (mode 0700): entries are verified when they are added, not on
+//! every run.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use wasmfn_artifact::check_no_native_code;
+
+use crate::aot;
+use crate::artifact::ModuleBytes;
+use crate::Error;
+
+const MODULE_FILE: &str = "module.wasm";
+const USED_FILE: &str = "used";
+const TEMPORARY_PREFIX: &str = ".building-";
+
+/// A bounded on-disk cache of verified, AOT-compiled modules.
+#[derive(Debug)]
+pub struct ModuleCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// Serialises moving entries into place and eviction (hits take no lock).
+    placing: Mutex<()>,
+    next_temporary: AtomicU64,
+}
+
+/// A module ready to run from the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedModule {
+    /// The module file.
+    pub module: PathBuf,
+    /// Its AOT form, when compiling it succeeded.
+    pub aot: Option<PathBuf>,
+    /// False on a hit: nothing was fetched or compiled.
+    pub added: bool,
+}
+
+impl ModuleCache {
+    /// Opens (creating) the cache at `dir`, holding at most `max_bytes` of entries.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(TEMPORARY_PREFIX)
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(ModuleCache {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            placing: Mutex::new(()),
+            next_temporary: AtomicU64::new(0),
+        })
+    }
+
+    /// The module with `digest` (`sha256:<hex>`): from the cache, or fetched with `fetch`,
+    /// verified against the digest, refused when it carries native code of its own, compiled
+    /// to its AOT form and stored. Errors name what was wrong; nothing is stored then.
+    pub fn get(
+        &self,
+        digest: &str,
+        fetch: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<CachedModule, Error> {
+        let hex = digest_hex(digest)?;
+        let entry = self.dir.join(hex);
+        if let Some(hit) = self.hit(&entry) {
+            return Ok(hit);
+        }
+        let bytes = ModuleBytes::new(fetch().map_err(Error::Runtime)?);
+        bytes.verify(digest)?;
+        check_no_native_code(bytes.bytes()).map_err(|e| Error::InvalidModule(e.to_string()))?;
+        let temporary = self.dir.join(format!(
+            "{TEMPORARY_PREFIX}{hex}-{}-{}",
+            std::process::id(),
+            self.next_temporary.fetch_add(1, Ordering::Relaxed)
+        ));
+        let built = build_entry(&temporary, &bytes);
+        if let Err(error) = built {
+            let _ = std::fs::remove_dir_all(&temporary);
+            return Err(error);
+        }
+        {
+            let _placing = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+            if entry.is_dir() {
+                // Another caller added it meanwhile: keep theirs.
+                let _ = std::fs::remove_dir_all(&temporary);
+            } else {
+                std::fs::rename(&temporary, &entry).map_err(|e| Error::io(&entry, e))?;
+            }
+            self.evict(&entry)?;
+        }
+        let mut added = self
+            .hit(&entry)
+            .ok_or_else(|| Error::Runtime(format!("{} vanished", entry.display())))?;
+        added.added = true;
+        Ok(added)
+    }
+
+    /// Total bytes the entries take.
+    pub fn size(&self) -> Result<u64, Error> {
+        Ok(self.entries()?.iter().map(|e| e.bytes).sum())
+    }
+
+    fn hit(&self, entry: &Path) -> Option<CachedModule> {
+        let module = entry.join(MODULE_FILE);
+        if !module.is_file() {
+            return None;
+        }
+        let aot_path = aot::default_path_for(&module);
+        let aot = aot::metadata_path(&aot_path).is_file().then_some(aot_path);
+        // The modification time of `used` is the entry's last use.
+        let _ = std::fs::File::create(entry.join(USED_FILE))
+            .and_then(|f| f.set_modified(SystemTime::now()));
+        Some(CachedModule {
+            module,
+            aot,
+            added: false,
+        })
+    }
+
+    /// Removes the least recently used entries (never `keep`) until the cache fits.
+    fn evict(&self, keep: &Path) -> Result<(), Error> {
+        let mut entries = self.entries()?;
+        let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+        entries.sort_by_key(|e| e.used);
+        for entry in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            if entry.path == keep {
+                continue;
+            }
+            std::fs::remove_dir_all(&entry.path).map_err(|e| Error::io(&entry.path, e))?;
+            total -= entry.bytes;
+        }
+        Ok(())
+    }
+
+    fn entries(&self) -> Result<Vec<Entry>, Error> {
+        let mut entries = Vec::new();
+        for item in std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))? {
+            let item = item.map_err(|e| Error::io(&self.dir, e))?;
+            let path = item.path();
+            if !path.is_dir() || item.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let mut bytes = 0;
+            for file in std::fs::read_dir(&path).map_err(|e| Error::io(&path, e))? {
+                let file = file.map_err(|e| Error::io(&path, e))?;
+                bytes += file.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+            let used = std::fs::metadata(path.join(USED_FILE))
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            entries.push(Entry { path, bytes, used });
+        }
+        Ok(entries)
+    }
+}
+
+struct Entry {
+    path: PathBuf,
+    bytes: u64,
+    used: SystemTime,
+}
+
+/// Writes the module and its AOT form into `dir`. A module WasmEdge cannot compile is kept
+/// without one (it still runs, interpreted).
+fn build_entry(dir: &Path, bytes: &ModuleBytes) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let module = dir.join(MODULE_FILE);
+    std::fs::write(&module, bytes.bytes()).map_err(|e| Error::io(&module, e))?;
+    let _ = aot::compile(bytes, &aot::default_path_for(&module));
+    Ok(())
+}
+
+/// The hex part of a `sha256:<64 hex digits>` digest (which names a directory, so it is
+/// checked strictly).
+fn digest_hex(digest: &str) -> Result<&str, Error> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|hex| !hex.bytes().any(|b| b.is_ascii_uppercase()))
+        .ok_or_else(|| Error::InvalidModule(format!("{digest:?} is not a sha256:<hex> digest")))
+}
