@@ -339,8 +339,7 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             if let Some(failure) = refuse_native_code(&module) {
                 // The builder ran the author's code; what it produced is checked like a
                 // prebuilt module. The Job stays, like a failed one, for other owners to see.
-                record_compile_failure(ctx, function, &functions, update, &key, &job, failure, now)
-                    .await?;
+                record_compile_failure(ctx, function, update, &key, &job, failure).await?;
                 return Ok(Action::await_change());
             }
             let record = ctx
@@ -417,8 +416,7 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
                 terminated.as_ref().and_then(|t| t.reason.as_deref()),
                 job_reason.as_deref(),
             );
-            record_compile_failure(ctx, function, &functions, update, &key, &job, failure, now)
-                .await?;
+            record_compile_failure(ctx, function, update, &key, &job, failure).await?;
             // The failed Job stays (owned by its functions) so `kubectl logs` shows the compiler.
             Ok(Action::await_change())
         }
@@ -427,17 +425,16 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
 
 /// Records a failed compile of `job`: Failed status, metrics, the compile span and a Warning
 /// event.
-#[allow(clippy::too_many_arguments)]
 async fn record_compile_failure(
     ctx: &Context,
     function: &WasmFunction,
-    functions: &Api<WasmFunction>,
     update: StatusUpdate,
     key: &str,
     job: &Job,
     failure: CompileFailure,
-    now: Timestamp,
 ) -> Result<()> {
+    let namespace = function.namespace().unwrap_or_default();
+    let functions = Api::<WasmFunction>::namespaced(ctx.client.clone(), &namespace);
     let compile = CompileStatus {
         job_name: Some(job.name_any()),
         start_time: job.status.as_ref().and_then(|s| s.start_time.clone()),
@@ -445,7 +442,7 @@ async fn record_compile_failure(
     };
     let note = format!("{} (kubectl logs job/{})", failure.message, job.name_any());
     let status = update.compile_failed(key, compile, &failure);
-    if write_status(functions, function, status).await? {
+    if write_status(&functions, function, status).await? {
         ctx.metrics.inc(
             "wasmfn_compiles_total",
             &[
@@ -460,7 +457,7 @@ async fn record_compile_failure(
                 source: "compiled",
                 outcome: &failure.reason,
                 job: Some(&job.name_any()),
-                started: job_started(job, now),
+                started: job_started(job, Timestamp::now()),
                 ended: nanos(Timestamp::now()),
                 error: Some(failure.message.clone()),
             },
