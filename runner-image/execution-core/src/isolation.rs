@@ -625,6 +625,10 @@ fn run_in_process(
         Ok(files) => files,
         Err(e) => return internal_failure(format!("output buffers: {e}"), limits),
     };
+    // The process's stdio and WasmEdge's log are borrowed for the run, so in-process runs take
+    // turns (two at once swapped each other's descriptors and lost the memory-limit log line).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let outcome = {
         let swap = StdioSwap::install([stdin.as_raw_fd(), out.as_raw_fd(), err.as_raw_fd()]);
         match swap {
