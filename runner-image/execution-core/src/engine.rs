@@ -103,11 +103,14 @@ pub fn prepare(request: &RunRequest) -> Result<PreparedModule, Box<Rejection>> {
         ));
     }
     if let Err(refusal) = wasmfn_artifact::check_no_native_code(bytes.bytes()) {
-        let reason = match refusal {
-            NativeCodeError::Found { .. } => Reason::NativeCodeSection,
-            NativeCodeError::Malformed { .. } => Reason::InvalidModule,
+        let (reason, message) = match refusal {
+            NativeCodeError::Found { .. } => (Reason::NativeCodeSection, refusal.to_string()),
+            // Worded like the loader's own refusals.
+            NativeCodeError::Malformed { .. } => {
+                (Reason::InvalidModule, format!("invalid module: {refusal}"))
+            }
         };
-        return Err(reject(reason, refusal.to_string(), Some(info), &runtime));
+        return Err(reject(reason, message, Some(info), &runtime));
     }
 
     let mut loaded = None;
