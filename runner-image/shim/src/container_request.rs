@@ -53,9 +53,9 @@ pub(crate) struct ContainerRun {
     pub(crate) traceparent: Option<TraceParent>,
 }
 
-/// Why a container cannot be turned into a run (reported in the result document).
-#[derive(Debug, PartialEq)]
-pub(crate) struct BadSetting(pub(crate) String);
+/// Why a container cannot be turned into a run (reported in the result document): the run
+/// contract's own error.
+pub(crate) use wasmfn_execution::result::run_settings::BadSetting;
 
 fn setting<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
     env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
@@ -90,8 +90,7 @@ pub(crate) fn container_run(
         &env,
         args.iter().skip(1).cloned().collect(),
         export_in_command,
-    )
-    .map_err(|e| BadSetting(e.0))?;
+    )?;
     let named_aot = setting(&env, "WASMFN_AOT").map(PathBuf::from);
     let (module, aot) = match origin {
         // The same rule as `wasmfn exec`: a named form, else `<module>.aot.so` when it exists.
