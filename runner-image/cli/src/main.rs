@@ -1,7 +1,9 @@
 //! `wasmfn`: the data-plane command. `exec` runs one module (the runner pod's entry point),
 //! `aot` compiles a module ahead of time, `run` builds and runs a WasmFunction manifest locally,
-//! `artifact` packs and unpacks the ConfigMap store's form of a module.
+//! `artifact` packs and unpacks the ConfigMap store's form of a module, `agent` runs the warm
+//! agent.
 
+mod agent;
 mod artifact;
 mod compile;
 mod exec;
@@ -34,6 +36,8 @@ enum Command {
     /// Pack a module the way the ConfigMap store holds it, or unpack and verify such an artifact.
     #[command(subcommand)]
     Artifact(artifact::ArtifactCommand),
+    /// Run the warm agent: executions the operator hands over mutual TLS, each in a sandbox.
+    Agent(agent::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Compile(args) => compile::compile(args),
         Command::Artifact(command) => artifact::artifact(command),
+        Command::Agent(args) => agent::agent(args),
     };
     match result {
         // Exit codes are 0..=255; a guest's larger or negative code is reported modulo 256 like

@@ -110,6 +110,21 @@ impl ModuleCache {
         Ok(added)
     }
 
+    /// The module with `digest` when the cache holds it (nothing is fetched or compiled).
+    pub fn lookup(&self, digest: &str) -> Result<Option<CachedModule>, Error> {
+        Ok(self.hit(&self.dir.join(digest_hex(digest)?)))
+    }
+
+    /// How many modules the cache holds.
+    pub fn len(&self) -> Result<usize, Error> {
+        Ok(self.entries()?.len())
+    }
+
+    /// True when the cache holds no module.
+    pub fn is_empty(&self) -> Result<bool, Error> {
+        Ok(self.len()? == 0)
+    }
+
     /// Total bytes the entries take.
     pub fn size(&self) -> Result<u64, Error> {
         Ok(self.entries()?.iter().map(|e| e.bytes).sum())

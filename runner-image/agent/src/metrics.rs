@@ -1,0 +1,87 @@
+//! The agent's metrics, in Prometheus text at `GET /metrics`: runs by outcome, queue depth,
+//! in-flight runs, module cache hits and misses.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The label of [`Metrics::runs`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The result document's reason (`Completed`, `Trap`, …).
+    pub reason: String,
+}
+
+/// Every metric the agent keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Runs finished, by reason.
+    pub runs: Family<ReasonLabel, Counter>,
+    /// Runs waiting for a slot.
+    pub queued: Gauge,
+    /// Runs executing.
+    pub in_flight: Gauge,
+    /// Run requests whose module was cached.
+    pub cache_hits: Counter,
+    /// Run requests whose module was not (the operator then sends it).
+    pub cache_misses: Counter,
+    /// Modules added to the cache (verified and AOT-compiled).
+    pub modules_added: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("wasmfn_agent");
+        let runs = Family::<ReasonLabel, Counter>::default();
+        registry.register("runs", "Runs finished, by result reason", runs.clone());
+        let queued = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Runs waiting for a free slot",
+            queued.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register("in_flight_runs", "Runs executing now", in_flight.clone());
+        let cache_hits = Counter::default();
+        registry.register(
+            "module_cache_hits",
+            "Run requests whose module was in the cache",
+            cache_hits.clone(),
+        );
+        let cache_misses = Counter::default();
+        registry.register(
+            "module_cache_misses",
+            "Run requests whose module was not in the cache",
+            cache_misses.clone(),
+        );
+        let modules_added = Counter::default();
+        registry.register(
+            "modules_added",
+            "Modules verified, AOT-compiled and added to the cache",
+            modules_added.clone(),
+        );
+        Metrics {
+            registry,
+            runs,
+            queued,
+            in_flight,
+            cache_hits,
+            cache_misses,
+            modules_added,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}

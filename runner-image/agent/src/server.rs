@@ -1,0 +1,374 @@
+//! The agent's HTTP/2-over-mutual-TLS server: the routes of [`wasmfn_agent_protocol`], the
+//! capacity limit with its queue, and the module cache.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+use wasmfn_agent_protocol::tls::Identity;
+use wasmfn_agent_protocol::{
+    AgentRefusal, AgentStatus, RunAssignment, MAX_BODY_BYTES, MODULES_PATH, MODULE_MISSING,
+    RUNS_PATH, STATUS_PATH,
+};
+use wasmfn_execution::module_cache::ModuleCache;
+use wasmfn_execution::result::trace::{random_span_id, SpanRecord, TraceParent};
+use wasmfn_execution::ResultDocument;
+
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::zygote::{Job, Zygote};
+use crate::{AgentConfig, Error};
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`AgentRefusal::reason`] when the same attempt is already running here.
+pub const ALREADY_RUNNING: &str = "AlreadyRunning";
+/// [`AgentRefusal::reason`] when the run's supervisor died without a result (the attempt is lost).
+pub const RUN_LOST: &str = "RunLost";
+
+/// The agent's shared state.
+#[derive(Debug)]
+pub struct Agent {
+    cache: Arc<ModuleCache>,
+    zygote: Zygote,
+    slots: Semaphore,
+    capacity: u32,
+    running: Mutex<HashSet<(String, i32)>>,
+    metrics: Metrics,
+}
+
+/// Serves until the process is killed.
+pub async fn serve(config: AgentConfig, zygote: Zygote) -> Result<(), Error> {
+    let tls = Identity::read_dir(&config.tls_dir)?.server_config()?;
+    let agent = Arc::new(Agent::new(&config, zygote)?);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::io(std::path::Path::new(&config.listen.to_string()), e))?;
+    info!(listen = %config.listen, capacity = config.capacity, "agent ready");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    warn!(%peer, %error, "refused a connection: TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    warn!(%peer, "refused a connection: TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |request| {
+                let agent = agent.clone();
+                async move { Ok::<_, std::convert::Infallible>(agent.handle(request).await) }
+            });
+            if let Err(error) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                info!(%peer, %error, "connection ended");
+            }
+        });
+    }
+}
+
+impl Agent {
+    /// The state for `config`, running jobs through `zygote`.
+    pub fn new(config: &AgentConfig, zygote: Zygote) -> Result<Self, Error> {
+        let cache = ModuleCache::open(&config.cache_dir, config.cache_max_bytes)?;
+        // Run children run as another user: they must not read other tenants' modules.
+        restrict_to_owner(&config.cache_dir)?;
+        let capacity = config.capacity.max(1);
+        Ok(Agent {
+            cache: Arc::new(cache),
+            zygote,
+            slots: Semaphore::new(capacity as usize),
+            capacity,
+            running: Mutex::new(HashSet::new()),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        match (method, path.as_str()) {
+            (Method::POST, RUNS_PATH) => match body(request).await {
+                Ok(bytes) => self.run(&bytes).await,
+                Err(response) => response,
+            },
+            (Method::PUT, path) if path.starts_with(MODULES_PATH) => {
+                let digest = path[MODULES_PATH.len()..].to_owned();
+                match body(request).await {
+                    Ok(bytes) => self.add_module(digest, bytes).await,
+                    Err(response) => response,
+                }
+            }
+            (Method::GET, STATUS_PATH) => json(StatusCode::OK, &self.status()),
+            (Method::GET, "/metrics") => Response::new(Full::new(self.metrics.render().into())),
+            _ => refuse(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("no route {path}"),
+            ),
+        }
+    }
+
+    fn status(&self) -> AgentStatus {
+        let count = |gauge: &prometheus_client::metrics::gauge::Gauge| {
+            u32::try_from(gauge.get()).unwrap_or(0)
+        };
+        AgentStatus {
+            capacity: self.capacity,
+            in_flight: count(&self.metrics.in_flight),
+            queued: count(&self.metrics.queued),
+            cached_modules: self
+                .cache
+                .len()
+                .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            cache_bytes: self.cache.size().unwrap_or(0),
+        }
+    }
+
+    async fn run(&self, body: &[u8]) -> Response<Full<Bytes>> {
+        let received = Instant::now();
+        let received_at = SystemTime::now();
+        let assignment: RunAssignment = match serde_json::from_slice(body) {
+            Ok(assignment) => assignment,
+            Err(error) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("run assignment: {error}"),
+                )
+            }
+        };
+        let stdin = match &assignment.stdin_base64 {
+            Some(text) => match base64::engine::general_purpose::STANDARD.decode(text) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        format!("stdinBase64: {error}"),
+                    )
+                }
+            },
+            None => Vec::new(),
+        };
+        let cached = match self.cache.lookup(&assignment.module_digest) {
+            Ok(Some(cached)) => cached,
+            Ok(None) => {
+                self.metrics.cache_misses.inc();
+                return refuse(
+                    StatusCode::CONFLICT,
+                    MODULE_MISSING,
+                    format!("{} is not cached here", assignment.module_digest),
+                );
+            }
+            Err(error) => {
+                return refuse(StatusCode::BAD_REQUEST, "BadDigest", error.to_string());
+            }
+        };
+        self.metrics.cache_hits.inc();
+        let key = (assignment.uid.clone(), assignment.attempt);
+        let Some(_running) = RunningGuard::claim(&self.running, key) else {
+            return refuse(
+                StatusCode::CONFLICT,
+                ALREADY_RUNNING,
+                format!(
+                    "attempt {} of {}/{} is already running here",
+                    assignment.attempt, assignment.namespace, assignment.execution
+                ),
+            );
+        };
+        self.metrics.queued.inc();
+        let permit = self.slots.acquire().await;
+        self.metrics.queued.dec();
+        let Ok(_permit) = permit else {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ShuttingDown",
+                "closed".into(),
+            );
+        };
+        let queued_for = received.elapsed();
+        self.metrics.in_flight.inc();
+        let job = Job {
+            module: cached.module,
+            aot: cached.aot,
+            settings: assignment.settings.clone(),
+            stdin,
+        };
+        let started = SystemTime::now();
+        let outcome = self.zygote.run(&job).await;
+        self.metrics.in_flight.dec();
+        let mut document = match outcome {
+            Ok(document) => document,
+            Err(error) => {
+                warn!(execution = %assignment.execution, attempt = assignment.attempt, %error, "run lost");
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, RUN_LOST, error.to_string());
+            }
+        };
+        self.metrics
+            .runs
+            .get_or_create(&ReasonLabel {
+                reason: format!("{:?}", document.reason),
+            })
+            .inc();
+        if let Some(parent) = assignment
+            .settings
+            .traceparent
+            .as_deref()
+            .and_then(|t| TraceParent::parse(t).ok())
+        {
+            attach_agent_trace(&mut document, &parent, received_at, queued_for, started);
+        }
+        info!(
+            namespace = %assignment.namespace,
+            execution = %assignment.execution,
+            attempt = assignment.attempt,
+            reason = ?document.reason,
+            queued_ms = queued_for.as_millis() as u64,
+            "ran"
+        );
+        json(StatusCode::OK, &document)
+    }
+
+    async fn add_module(&self, digest: String, bytes: Bytes) -> Response<Full<Bytes>> {
+        let cache = self.cache.clone();
+        let added =
+            tokio::task::spawn_blocking(move || cache.get(&digest, || Ok(bytes.to_vec()))).await;
+        match added {
+            Ok(Ok(cached)) => {
+                if cached.added {
+                    self.metrics.modules_added.inc();
+                }
+                Response::builder()
+                    .status(StatusCode::NO_CONTENT)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap_or_default()
+            }
+            Ok(Err(error)) => refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "ModuleRefused",
+                error.to_string(),
+            ),
+            Err(error) => refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+/// The run's spans under the operator's attempt span: the core's run span and phases, and
+/// `queued` (from the request's arrival until a slot was free).
+fn attach_agent_trace(
+    document: &mut ResultDocument,
+    parent: &TraceParent,
+    received: SystemTime,
+    queued_for: Duration,
+    started: SystemTime,
+) {
+    document.attach_trace(parent, "wasmfn-agent", started);
+    if let Some(trace) = document.trace.as_mut() {
+        let nanos = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        };
+        let start = nanos(received);
+        trace.spans.push(SpanRecord {
+            name: "queued".into(),
+            span_id: random_span_id()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            parent_span_id: parent.span_id.iter().map(|b| format!("{b:02x}")).collect(),
+            start_unix_nano: start,
+            end_unix_nano: start.saturating_add(u64::try_from(queued_for.as_nanos()).unwrap_or(0)),
+        });
+    }
+}
+
+/// Removes `(uid, attempt)` from the running set when the run ends, however it ends.
+struct RunningGuard<'a> {
+    set: &'a Mutex<HashSet<(String, i32)>>,
+    key: (String, i32),
+}
+
+impl<'a> RunningGuard<'a> {
+    fn claim(set: &'a Mutex<HashSet<(String, i32)>>, key: (String, i32)) -> Option<Self> {
+        let mut running = set.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .insert(key.clone())
+            .then_some(RunningGuard { set, key })
+    }
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        let mut running = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        running.remove(&self.key);
+    }
+}
+
+async fn body(request: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
+    Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|error| {
+            refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BadRequest",
+                format!("request body: {error}"),
+            )
+        })
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .unwrap_or_default()
+}
+
+fn refuse(status: StatusCode, reason: &str, message: String) -> Response<Full<Bytes>> {
+    json(
+        status,
+        &AgentRefusal {
+            reason: reason.to_owned(),
+            message,
+        },
+    )
+}
+
+fn restrict_to_owner(dir: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(dir, e))
+}

@@ -1,0 +1,364 @@
+//! `wasmfn agent` as a process, driven by the operator's own client over mutual TLS with
+//! certificates made here: a module is sent once and then runs from the cache (also after a
+//! restart), the result document is the one `wasmfn exec` writes, work beyond the capacity
+//! waits instead of failing, clients without the CA's certificate are refused at the
+//! handshake, and an agent killed mid-run breaks the run's connection (the operator's
+//! `AgentLost`). Run children are sandboxed as in production, which needs root (CI runs as
+//! root).
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use wasmfn_agent_protocol::client::{AgentClient, RunAnswer};
+use wasmfn_agent_protocol::tls::Identity;
+use wasmfn_agent_protocol::{Error, RunAssignment, RunSettings, SERVER_NAME};
+
+/// A CA and the certificates it signs.
+struct Authority {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Authority {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Authority { cert, key }
+    }
+
+    fn identity(&self, name: &str, usage: ExtendedKeyUsagePurpose) -> Identity {
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        Identity {
+            ca: self.cert.pem().into_bytes(),
+            cert: cert.pem().into_bytes(),
+            key: key.serialize_pem().into_bytes(),
+        }
+    }
+}
+
+fn write_identity(dir: &Path, identity: &Identity) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("ca.crt"), &identity.ca).unwrap();
+    std::fs::write(dir.join("tls.crt"), &identity.cert).unwrap();
+    std::fs::write(dir.join("tls.key"), &identity.key).unwrap();
+}
+
+/// A running `wasmfn agent`, killed on drop.
+struct Agent {
+    child: Child,
+    address: String,
+}
+
+impl Agent {
+    fn start(dir: &Path, capacity: u32) -> Agent {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+            .args([
+                "agent",
+                "--listen",
+                &address,
+                "--capacity",
+                &capacity.to_string(),
+            ])
+            .arg("--tls-dir")
+            .arg(dir.join("agent-tls"))
+            .arg("--cache-dir")
+            .arg(dir.join("cache"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not listen on {address}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent { child, address }
+    }
+
+    fn client(&self, identity: &Identity) -> AgentClient {
+        AgentClient::new(self.address.clone(), identity.client_config().unwrap())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    operator: Identity,
+}
+
+fn setup() -> Setup {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the agent's run sandbox needs root, as in its DaemonSet (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new();
+    write_identity(
+        &dir.path().join("agent-tls"),
+        &authority.identity(SERVER_NAME, ExtendedKeyUsagePurpose::ServerAuth),
+    );
+    let operator = authority.identity("wasmfn-operator", ExtendedKeyUsagePurpose::ClientAuth);
+    Setup { dir, operator }
+}
+
+fn module(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../guests/wat/{name}.wat"));
+    wat::parse_str(std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn digest(bytes: &[u8]) -> String {
+    wasmfn_artifact::sha256_digest(bytes)
+}
+
+fn assignment(uid: &str, attempt: i32, module: &[u8], settings: RunSettings) -> RunAssignment {
+    RunAssignment {
+        namespace: "test".into(),
+        execution: format!("run-{uid}"),
+        uid: uid.into(),
+        attempt,
+        module_digest: digest(module),
+        settings,
+        stdin_base64: None,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn ran(answer: RunAnswer) -> wasmfn_agent_protocol::ResultDocument {
+    match answer {
+        RunAnswer::Ran(document) => *document,
+        RunAnswer::ModuleMissing => panic!("the agent lacked the module"),
+    }
+}
+
+#[test]
+fn a_module_is_sent_once_then_runs_from_the_cache_even_after_a_restart() {
+    let setup = setup();
+    let hello = module("hello");
+    let runtime = runtime();
+    {
+        let agent = Agent::start(setup.dir.path(), 2);
+        let client = agent.client(&setup.operator);
+        runtime.block_on(async {
+            let first = client
+                .run(&assignment("a", 1, &hello, RunSettings::default()))
+                .await
+                .unwrap();
+            assert_eq!(first, RunAnswer::ModuleMissing);
+            client
+                .put_module(&digest(&hello), hello.clone())
+                .await
+                .unwrap();
+            let document = ran(client
+                .run(&assignment("a", 1, &hello, RunSettings::default()))
+                .await
+                .unwrap());
+            assert_eq!(document.stdout.head, "hello\n");
+            assert_eq!(document.exit_code, Some(0));
+            assert!(
+                document.runtime.aot,
+                "the agent runs the AOT form it compiled: {:?}",
+                document.runtime
+            );
+            let status = client.status().await.unwrap();
+            assert_eq!((status.cached_modules, status.capacity), (1, 2));
+        });
+    }
+    let agent = Agent::start(setup.dir.path(), 2);
+    let client = agent.client(&setup.operator);
+    let document = runtime.block_on(async {
+        ran(client
+            .run(&assignment("b", 1, &hello, RunSettings::default()))
+            .await
+            .unwrap())
+    });
+    assert_eq!(document.stdout.head, "hello\n");
+}
+
+#[test]
+fn the_result_is_the_document_wasmfn_exec_writes() {
+    let setup = setup();
+    let runtime = runtime();
+    let agent = Agent::start(setup.dir.path(), 2);
+    let client = agent.client(&setup.operator);
+    for (name, settings) in [
+        ("hello", RunSettings::default()),
+        ("exit3", RunSettings::default()),
+        ("trap", RunSettings::default()),
+        (
+            "loop",
+            RunSettings {
+                timeout_ms: Some(300),
+                ..RunSettings::default()
+            },
+        ),
+    ] {
+        let bytes = module(name);
+        let document = runtime.block_on(async {
+            client
+                .put_module(&digest(&bytes), bytes.clone())
+                .await
+                .unwrap();
+            ran(client
+                .run(&assignment(name, 1, &bytes, settings.clone()))
+                .await
+                .unwrap())
+        });
+        let path = setup.dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&path, &bytes).unwrap();
+        // The agent runs AOT forms; so does `wasmfn exec` given one (a trap's message differs
+        // between the interpreter and native code).
+        let aot = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+            .arg("aot")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(aot.success());
+        let result = setup.dir.path().join(format!("{name}.json"));
+        let mut args = settings.to_exec_args(path.to_str().unwrap());
+        args.splice(
+            1..1,
+            [format!("--result={}", result.display()), "--quiet".into()],
+        );
+        let status = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.code().is_some());
+        let exec: wasmfn_agent_protocol::ResultDocument =
+            serde_json::from_slice(&std::fs::read(&result).unwrap()).unwrap();
+        assert_eq!(document.reason, exec.reason, "{name}");
+        assert_eq!(document.exit_code, exec.exit_code, "{name}");
+        assert_eq!(document.stdout, exec.stdout, "{name}");
+        assert_eq!(document.stderr, exec.stderr, "{name}");
+        assert_eq!(document.message, exec.message, "{name}");
+        assert_eq!(document.runtime.aot, exec.runtime.aot, "{name}");
+    }
+}
+
+#[test]
+fn runs_beyond_the_capacity_wait_in_the_queue_and_all_finish() {
+    let setup = setup();
+    let runtime = runtime();
+    let agent = Agent::start(setup.dir.path(), 1);
+    let client = Arc::new(agent.client(&setup.operator));
+    let spin = module("loop");
+    let settings = RunSettings {
+        timeout_ms: Some(400),
+        ..RunSettings::default()
+    };
+    runtime.block_on(async {
+        client
+            .put_module(&digest(&spin), spin.clone())
+            .await
+            .unwrap();
+        let runs: Vec<_> = (0..3)
+            .map(|i| {
+                let client = client.clone();
+                let assignment = assignment(&format!("q{i}"), 1, &spin, settings.clone());
+                tokio::spawn(async move { client.run(&assignment).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let status = client.status().await.unwrap();
+        assert_eq!((status.in_flight, status.queued), (1, 2), "{status:?}");
+        for run in runs {
+            let document = ran(run.await.unwrap().unwrap());
+            assert_eq!(format!("{:?}", document.reason), "TimedOut");
+        }
+        let metrics = client.status().await.unwrap();
+        assert_eq!((metrics.in_flight, metrics.queued), (0, 0));
+    });
+}
+
+#[test]
+fn only_clients_with_a_certificate_from_the_agents_ca_get_in() {
+    let setup = setup();
+    let runtime = runtime();
+    let agent = Agent::start(setup.dir.path(), 1);
+    let stranger =
+        Authority::new().identity("wasmfn-operator", ExtendedKeyUsagePurpose::ClientAuth);
+    // A client that trusts the agent's CA but presents a certificate another CA signed.
+    let impostor = Identity {
+        ca: setup.operator.ca.clone(),
+        ..stranger
+    };
+    let hello = module("hello");
+    runtime.block_on(async {
+        let refused = agent
+            .client(&impostor)
+            .put_module(&digest(&hello), hello.clone())
+            .await;
+        assert!(
+            matches!(refused, Err(Error::Connection { .. })),
+            "{refused:?}"
+        );
+        // And the operator's own certificate works against the same agent.
+        agent
+            .client(&setup.operator)
+            .put_module(&digest(&hello), hello.clone())
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn an_agent_killed_mid_run_breaks_the_runs_connection() {
+    let setup = setup();
+    let runtime = runtime();
+    let mut agent = Agent::start(setup.dir.path(), 1);
+    let client = agent.client(&setup.operator);
+    let spin = module("loop");
+    let settings = RunSettings {
+        timeout_ms: Some(20_000),
+        ..RunSettings::default()
+    };
+    runtime.block_on(async {
+        client
+            .put_module(&digest(&spin), spin.clone())
+            .await
+            .unwrap();
+        let assignment = assignment("k", 1, &spin, settings);
+        let run = client.run(&assignment);
+        let kill = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            agent.child.kill().unwrap();
+        };
+        let started = Instant::now();
+        let (answer, ()) = tokio::join!(run, kill);
+        assert!(
+            matches!(answer, Err(Error::Connection { .. })),
+            "{answer:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+    });
+}
