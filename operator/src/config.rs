@@ -128,6 +128,35 @@ pub struct Config {
     /// NetworkPolicy `wasmfn-deny-egress`, which denies all egress to those pods.
     #[arg(long, env = "WASMFN_RUN_POD_NETWORK_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
     pub run_pod_network_policy: bool,
+    /// Hand `Auto` and `WasmEdge` executions to the warm agents (`wasmfn agent`) on WasmEdge
+    /// nodes first; without a Ready agent with room, placement falls back to pods.
+    #[arg(long, env = "WASMFN_AGENT_ENABLED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub agent_enabled: bool,
+    /// Namespace of the agent pods (default: the operator's own).
+    #[arg(long, env = "WASMFN_AGENT_NAMESPACE")]
+    pub agent_namespace: Option<String>,
+    /// Label selector of the agent pods.
+    #[arg(
+        long,
+        env = "WASMFN_AGENT_SELECTOR",
+        default_value = "app.kubernetes.io/component=agent"
+    )]
+    pub agent_selector: String,
+    /// The agents' port.
+    #[arg(long, env = "WASMFN_AGENT_PORT", default_value_t = wasmfn_agent_protocol::PORT)]
+    pub agent_port: u16,
+    /// Directory with the operator's client certificate for the agents (`ca.crt`, `tls.crt`,
+    /// `tls.key`).
+    #[arg(
+        long,
+        env = "WASMFN_AGENT_TLS_DIR",
+        default_value = "/etc/wasmfn/agent-client-tls"
+    )]
+    pub agent_tls_dir: std::path::PathBuf,
+    /// Most runs handed to one agent and not answered yet (its capacity plus its queue); beyond
+    /// it, placement tries another agent, then a Wasm pod.
+    #[arg(long, env = "WASMFN_AGENT_MAX_PENDING", default_value_t = 256)]
+    pub agent_max_pending: u32,
 }
 
 impl Config {

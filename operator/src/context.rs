@@ -8,7 +8,9 @@ use std::time::Duration;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
+use crate::agent::Agents;
 use crate::config::Config;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::network_policy::Ensured;
 use crate::store::Stores;
@@ -32,6 +34,10 @@ pub struct Context {
     pub network_policies: Ensured,
     /// Span export (disabled when no `OTEL_*` endpoint is set).
     pub tracer: Tracer,
+    /// The warm agents, when enabled.
+    pub agents: Option<Arc<Agents>>,
+    /// Whether this replica still holds the leader Lease.
+    pub leadership: Arc<Leadership>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -66,8 +72,22 @@ impl Context {
             metrics,
             network_policies: Ensured::default(),
             tracer,
+            agents: None,
+            leadership: Arc::new(Leadership::new(Duration::MAX)),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same context handing runs to `agents`.
+    pub fn with_agents(mut self, agents: Option<Arc<Agents>>) -> Self {
+        self.agents = agents;
+        self
+    }
+
+    /// The same context checking `leadership` before results are written.
+    pub fn with_leadership(mut self, leadership: Arc<Leadership>) -> Self {
+        self.leadership = leadership;
+        self
     }
 
     /// Publishes an event on `object`; a failure to record is logged, never fatal.

@@ -60,6 +60,10 @@ pub enum Error {
     /// Leadership was lost; the process stops so it can never act beside the new leader.
     #[error("lost the leader lease after {0:?}")]
     LostLeadership(Duration),
+    /// The Lease was not renewed recently enough to be sure this replica still leads, so a
+    /// result is not written (the next leader collects or retries the attempt).
+    #[error("this replica cannot confirm it still holds the leader Lease; not writing results")]
+    NotLeading,
 }
 
 impl Error {
@@ -77,6 +81,7 @@ impl Error {
             Error::Io { .. } => "io",
             Error::NetworkPolicy { .. } => "network_policy",
             Error::LostLeadership(_) => "lost_leadership",
+            Error::NotLeading => "not_leading",
         }
     }
 

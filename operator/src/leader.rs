@@ -53,6 +53,37 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Lease
     }
 }
 
+/// Whether this replica may still act as the leader: the Lease was renewed recently enough
+/// that no other replica can have taken it. Checked before results are written.
+#[derive(Debug)]
+pub struct Leadership {
+    renewed: std::sync::Mutex<Option<Instant>>,
+    valid_for: Duration,
+}
+
+impl Leadership {
+    /// Nobody leads yet; a renewal counts for `valid_for` (less than the Lease's duration).
+    pub fn new(valid_for: Duration) -> Self {
+        Leadership {
+            renewed: std::sync::Mutex::new(None),
+            valid_for,
+        }
+    }
+
+    /// The Lease was just acquired or renewed.
+    pub fn renewed(&self) {
+        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// True while the last renewal is recent enough.
+    pub fn holds(&self) -> bool {
+        self.renewed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < self.valid_for)
+    }
+}
+
 /// One replica's view of the election.
 #[derive(Debug, Clone)]
 pub struct LeaderElector {
@@ -142,12 +173,13 @@ impl LeaderElector {
     }
 
     /// Waits until this replica leads.
-    pub async fn acquire(&self) -> Result<()> {
+    pub async fn acquire(&self, leadership: &Leadership) -> Result<()> {
         let retry = self.duration / 5;
         let mut announced = false;
         loop {
             match self.try_acquire_or_renew().await {
                 Ok(true) => {
+                    leadership.renewed();
                     info!(identity = %self.identity, lease = %self.name, "became the leader");
                     return Ok(());
                 }
@@ -164,14 +196,17 @@ impl LeaderElector {
 
     /// Renews until leadership is lost or cannot be confirmed in time; then returns the error
     /// the process must exit with.
-    pub async fn hold(&self) -> Error {
+    pub async fn hold(&self, leadership: &Leadership) -> Error {
         let renew_every = self.duration / 3;
         let give_up_after = self.duration * 2 / 3;
         let mut last_renewed = Instant::now();
         loop {
             tokio::time::sleep(renew_every).await;
             match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewed = Instant::now(),
+                Ok(true) => {
+                    last_renewed = Instant::now();
+                    leadership.renewed();
+                }
                 Ok(false) => return Error::LostLeadership(last_renewed.elapsed()),
                 Err(error) => warn!(%error, "lease renewal failed"),
             }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::health::{self, Health};
-use crate::leader::LeaderElector;
+use crate::leader::{LeaderElector, Leadership};
 use crate::metrics::Metrics;
 use crate::store::oci::OciStore;
 use crate::store::{gc, Stores};
@@ -74,8 +74,13 @@ pub async fn run(config: Config) -> Result<()> {
         &identity,
         Duration::from_secs(config.lease_seconds),
     );
+    // A renewal vouches for a third of the Lease less than its duration: the elector renews
+    // every third and gives up after two thirds without one.
+    let leadership = Arc::new(Leadership::new(
+        Duration::from_secs(config.lease_seconds) * 2 / 3,
+    ));
     tokio::select! {
-        acquired = elector.acquire() => acquired?,
+        acquired = elector.acquire(&leadership) => acquired?,
         () = shutdown_signal() => {
             info!("stopping while standing by");
             return Ok(());
@@ -99,14 +104,32 @@ pub async fn run(config: Config) -> Result<()> {
         }
         None => Tracer::disabled(),
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        config.clone(),
-        stores,
-        metrics,
-        tracer.clone(),
-        &identity,
-    ));
+    let agents = if config.agent_enabled {
+        let namespace = config
+            .agent_namespace
+            .clone()
+            .unwrap_or_else(|| lease_namespace(&config));
+        info!(%namespace, selector = %config.agent_selector, "handing runs to warm agents");
+        Some(crate::agent::Agents::start(
+            client.clone(),
+            &config,
+            &namespace,
+        )?)
+    } else {
+        None
+    };
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            config.clone(),
+            stores,
+            metrics,
+            tracer.clone(),
+            &identity,
+        )
+        .with_agents(agents)
+        .with_leadership(leadership.clone()),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|s| *s).await;
@@ -116,7 +139,7 @@ pub async fn run(config: Config) -> Result<()> {
     let collector = tokio::spawn(collect_garbage(client.clone(), config.clone(), stop_rx));
 
     let outcome = tokio::select! {
-        lost = elector.hold() => Err(lost),
+        lost = elector.hold(&leadership) => Err(lost),
         () = shutdown_signal() => Ok(()),
     };
     let _ = stop_tx.send(true);

@@ -15,6 +15,10 @@
 {{- printf "%s-node-installer" (include "wasmfn.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{- define "wasmfn.agentName" -}}
+{{- printf "%s-agent" (include "wasmfn.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{/* Labels on every object of the release. */}}
 {{- define "wasmfn.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
@@ -30,6 +34,17 @@ app.kubernetes.io/part-of: wasmfn
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "wasmfn.agentSelector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: agent
+{{- end -}}
+
+{{/* The same selector as the operator's WASMFN_AGENT_SELECTOR. */}}
+{{- define "wasmfn.agentSelectorString" -}}
+{{- printf "app.kubernetes.io/name=%s,app.kubernetes.io/instance=%s,app.kubernetes.io/component=agent" .Chart.Name .Release.Name -}}
 {{- end -}}
 
 {{- define "wasmfn.nodeInstallerSelector" -}}

@@ -23,6 +23,7 @@ use crate::function::EnvVar;
     printcolumn = r#"{"name":"Function","type":"string","jsonPath":".spec.functionRef.name"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Runtime","type":"string","jsonPath":".status.runtime"}"#,
+    printcolumn = r#"{"name":"Path","type":"string","jsonPath":".status.path"}"#,
     printcolumn = r#"{"name":"Exit","type":"integer","jsonPath":".status.exitCode"}"#,
     printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".status.duration"}"#,
     printcolumn = r#"{"name":"Node","type":"string","priority":1,"jsonPath":".status.node"}"#,
@@ -101,6 +102,17 @@ pub enum ExecutionRuntime {
     Container,
 }
 
+/// Which of the three run paths ran an attempt.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ExecutionPath {
+    /// The warm agent on a WasmEdge node (`wasmfn agent`): no pod per run.
+    Agent,
+    /// A Wasm pod on a WasmEdge node, run by wasmfn's containerd shim.
+    WasmPod,
+    /// A container pod running the runner image (WasmEdge embedded).
+    ContainerPod,
+}
+
 /// An execution's lifecycle phase.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ExecutionPhase {
@@ -132,16 +144,24 @@ pub struct WasmExecutionStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// The runtime that ran it: `WasmEdge` (a Wasm pod on a WasmEdge node) or `Container`.
+    /// The runtime that ran it: `WasmEdge` (the agent or a Wasm pod on a WasmEdge node) or
+    /// `Container`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
-    /// Why that runtime was chosen.
+    /// The path that ran the current attempt: `Agent`, `WasmPod` or `ContainerPod`.
+    /// `placementReason` says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<ExecutionPath>,
+    /// The agent pod that ran it, when `path` is `Agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Why that runtime and path were chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement_reason: Option<String>,
     /// The node it ran on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    /// The pod that ran it.
+    /// The run pod that ran it (none on the agent path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
     /// When the guest started.

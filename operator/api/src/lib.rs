@@ -11,8 +11,8 @@ pub mod function;
 
 pub use condition::{set_condition, ConditionStatus};
 pub use execution::{
-    ExecutionPhase, ExecutionRuntime, FunctionReference, WasmExecution, WasmExecutionSpec,
-    WasmExecutionStatus,
+    ExecutionPath, ExecutionPhase, ExecutionRuntime, FunctionReference, WasmExecution,
+    WasmExecutionSpec, WasmExecutionStatus,
 };
 pub use function::{
     ArtifactStatus, ArtifactStore, BuildOptions, CompileStatus, ConfigMapSource, EnvVar,

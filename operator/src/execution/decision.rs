@@ -168,13 +168,13 @@ pub fn decide(o: &Observation<'_>) -> Step {
                     match o.placement {
                         None => return Step::Place,
                         // Still a WasmEdge node to go to: the pod is queued for room.
-                        Some(Placement::Wasm { .. }) => {}
+                        Some(Placement::Wasm { .. } | Placement::Agent { .. }) => {}
                         Some(other) => {
                             let why = match other {
                                 Placement::Container { reason } | Placement::Wait { reason } => {
                                     reason.as_str()
                                 }
-                                Placement::Wasm { .. } => "",
+                                Placement::Wasm { .. } | Placement::Agent { .. } => "",
                             };
                             return lose(
                                 o,

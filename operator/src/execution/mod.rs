@@ -85,6 +85,13 @@ pub async fn run(
         watcher::Config::default(),
     );
     let executions = controller.store();
+    // An agent's answer wakes its execution at once (the poll is the fallback).
+    let controller = match ctx.agents.as_ref().and_then(|agents| agents.take_wake()) {
+        Some(mut woken) => {
+            controller.reconcile_on(futures::stream::poll_fn(move |cx| woken.poll_recv(cx)))
+        }
+        None => controller,
+    };
     tokio::spawn(count_phases(executions.clone(), ctx.clone()));
     let for_function = executions.clone();
     let for_nodes = executions.clone();

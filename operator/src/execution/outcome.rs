@@ -23,6 +23,9 @@ pub enum Loss {
     NodeLost,
     /// No node took the pod in time (its node became unusable after placement).
     NotScheduled,
+    /// The agent running the attempt went away (killed, node lost, connection broken) or the
+    /// operator that handed it over restarted: the result cannot be collected.
+    AgentLost,
 }
 
 impl Loss {
@@ -33,6 +36,7 @@ impl Loss {
             Loss::PodDeleted => "PodDeleted",
             Loss::NodeLost => "NodeLost",
             Loss::NotScheduled => "Unschedulable",
+            Loss::AgentLost => "AgentLost",
         }
     }
 }

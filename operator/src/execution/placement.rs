@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use wasmfn_api::ExecutionRuntime;
 
+use crate::agent::pool::AgentView;
+
 /// A node label requirement: `key=value`, or `key` alone (the label exists with any value).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LabelRequirement {
@@ -163,6 +165,17 @@ pub enum Placement {
         /// Why.
         reason: String,
     },
+    /// The warm agent on a WasmEdge node: no pod for this run.
+    Agent {
+        /// The agent pod.
+        agent: String,
+        /// Its node.
+        node: String,
+        /// `ip:port` to dial.
+        address: String,
+        /// Why.
+        reason: String,
+    },
     /// A container pod running the runner image.
     Container {
         /// Why.
@@ -199,6 +212,43 @@ pub fn place(
         },
         (Err(why), _) => Placement::Container {
             reason: format!("{why}: falling back to a container pod"),
+        },
+    }
+}
+
+/// Prefers a warm agent to a Wasm pod. `choose` is asked for an agent on the Wasm placement's
+/// nodes (see [`crate::agent::pool::choose`]); without one the Wasm pod stays, its reason
+/// saying why no agent took the run. Other placements are kept as they are.
+pub fn prefer_agent(
+    placement: Placement,
+    choose: impl FnOnce(&[String]) -> Result<(AgentView, u32), String>,
+) -> Placement {
+    let Placement::Wasm {
+        runtime_class,
+        tolerations,
+        nodes,
+        reason,
+    } = placement
+    else {
+        return placement;
+    };
+    match choose(&nodes) {
+        Ok((agent, pending)) => Placement::Agent {
+            reason: format!(
+                "agent {} on WasmEdge node {} is Ready with {pending} run{} pending",
+                agent.pod,
+                agent.node,
+                if pending == 1 { "" } else { "s" }
+            ),
+            agent: agent.pod,
+            node: agent.node,
+            address: agent.address,
+        },
+        Err(why) => Placement::Wasm {
+            reason: format!("{reason}; no agent: {why}"),
+            runtime_class,
+            tolerations,
+            nodes,
         },
     }
 }
@@ -551,6 +601,78 @@ mod tests {
                 assert!(reason.contains("nodes y, z"), "{reason}");
             }
             other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod agent_tests {
+    use super::*;
+
+    fn wasm() -> Placement {
+        Placement::Wasm {
+            runtime_class: "wasmedge".into(),
+            tolerations: Vec::new(),
+            nodes: vec!["a".into(), "b".into()],
+            reason: "WasmEdge nodes a, b Ready (RuntimeClass wasmedge)".into(),
+        }
+    }
+
+    fn agent(pod: &str, node: &str) -> AgentView {
+        AgentView {
+            pod: pod.into(),
+            node: node.into(),
+            address: "10.1.0.7:8443".into(),
+            ready: true,
+        }
+    }
+
+    #[test]
+    fn a_chosen_agent_takes_the_run_instead_of_a_wasm_pod() {
+        let mut asked = Vec::new();
+        let placement = prefer_agent(wasm(), |nodes| {
+            asked = nodes.to_vec();
+            Ok((agent("wasmfn-agent-x", "b"), 1))
+        });
+        assert_eq!(asked, ["a", "b"]);
+        assert_eq!(
+            placement,
+            Placement::Agent {
+                agent: "wasmfn-agent-x".into(),
+                node: "b".into(),
+                address: "10.1.0.7:8443".into(),
+                reason: "agent wasmfn-agent-x on WasmEdge node b is Ready with 1 run pending"
+                    .into(),
+            }
+        );
+    }
+
+    #[test]
+    fn without_an_agent_the_wasm_pod_stays_and_says_why() {
+        match prefer_agent(wasm(), |_| Err("no agent is running".into())) {
+            Placement::Wasm { reason, nodes, .. } => {
+                assert_eq!(nodes, ["a", "b"]);
+                assert_eq!(
+                    reason,
+                    "WasmEdge nodes a, b Ready (RuntimeClass wasmedge); no agent: no agent is running"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn container_and_waiting_placements_never_ask_for_an_agent() {
+        for placement in [
+            Placement::Container {
+                reason: "runtime Container was requested".into(),
+            },
+            Placement::Wait {
+                reason: "no WasmEdge node".into(),
+            },
+        ] {
+            let kept = prefer_agent(placement.clone(), |_| panic!("asked for an agent"));
+            assert_eq!(kept, placement);
         }
     }
 }

@@ -4,28 +4,36 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
+use wasmfn_agent_protocol::{RunAssignment, RunSettings};
 use wasmfn_api::{
-    ExecutionPhase, FunctionPhase, WasmExecution, WasmExecutionStatus, WasmFunction, API_VERSION,
+    ArtifactStatus, ExecutionPath, ExecutionPhase, FunctionPhase, WasmExecution,
+    WasmExecutionStatus, WasmFunction, API_VERSION,
 };
 use wasmfn_result::trace::RunTrace;
 
 use super::decision::{decide, FunctionState, Observation, Step};
 use super::inputs::{resolve, Defaults, RunInputs};
-use super::outcome::{log_limit, result_fields, run_state, wants_log, RunState};
-use super::placement::{place, NodeView, Placement, Policy, RuntimeClassView, Taint, Toleration};
+use super::outcome::{log_limit, result_fields, run_state, wants_log, Loss, RunState};
+use super::placement::{
+    place, prefer_agent, NodeView, Placement, Policy, RuntimeClassView, Taint, Toleration,
+};
 use super::run_pod::{
-    input_config_map, run_pod, ModuleMount, PodSettings, RunSpec, ATTEMPT_LABEL, CONTAINER,
-    EXECUTION_UID_LABEL, RUNTIME_ANNOTATION,
+    input_config_map, run_pod, ModuleMount, PodSettings, RunContract, RunSpec, ATTEMPT_LABEL,
+    CONTAINER, EXECUTION_UID_LABEL, RUNTIME_ANNOTATION,
 };
 use super::status::{Assignment, StatusUpdate};
+use crate::agent::dispatch::{AgentRun, FetchModule, Handoff};
+use crate::agent::pool::{choose, AgentView};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::idempotent::{create_owned, delete_if_present, Owned};
@@ -162,11 +170,17 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
     let now = Timestamp::now();
     let update = StatusUpdate::new(current, execution.metadata.generation, Time(now));
 
+    // The current attempt runs on an agent: no pod of this execution is alive (a lost pod
+    // attempt's pods are deleted before the next attempt starts).
+    let on_agent = agent_attempt(current);
     // Always a fresh list: a stale view could take a live attempt for a lost one.
-    let owned: Vec<Pod> = pods
-        .list(&ListParams::default().labels(&format!("{EXECUTION_UID_LABEL}={uid}")))
-        .await?
-        .items;
+    let owned: Vec<Pod> = if on_agent.is_some() {
+        Vec::new()
+    } else {
+        pods.list(&ListParams::default().labels(&format!("{EXECUTION_UID_LABEL}={uid}")))
+            .await?
+            .items
+    };
     if is_finished(current) {
         return finish_up(ctx, execution, &executions, &pods, &owned, now).await;
     }
@@ -202,11 +216,14 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
         status: current,
         function: function_state(function.as_ref()),
         input_problem,
-        pod: latest.map(|(a, p)| (a, run_state(p))),
+        pod: match &on_agent {
+            Some((attempt, agent)) => Some((*attempt, agent_run_state(ctx, &uid, *attempt, agent))),
+            None => latest.map(|(a, p)| (a, run_state(p))),
+        },
         placement: None,
         pod_age,
         schedule_timeout: Duration::from_secs(deadline + config.run_deadline_grace_seconds),
-        pod_is_wasm: latest.is_some_and(|(_, p)| runtime_of(p) == "WasmEdge"),
+        pod_is_wasm: on_agent.is_none() && latest.is_some_and(|(_, p)| runtime_of(p) == "WasmEdge"),
         retries: execution.spec.retries,
         now,
     };
@@ -254,6 +271,34 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
             };
             let placement =
                 placement.ok_or_else(|| Error::Invariant("Start without a placement".into()))?;
+            let (trace, trace_problem) = ExecutionTrace::of(execution);
+            let traceparent = ctx
+                .tracer
+                .keeps(&trace.trace_id, trace.caller_sampled)
+                .then(|| trace.attempt_traceparent(&uid, attempt).header());
+            let contract = RunContract {
+                entrypoint: function.spec.entrypoint.as_deref(),
+                invoke_args: &execution.spec.invoke_args,
+                args: &execution.spec.args,
+                env: &inputs.env,
+                timeout_ms: inputs.timeout_ms,
+                memory_bytes: inputs.memory_bytes,
+                max_output_bytes: inputs.max_output_bytes,
+                traceparent: traceparent.as_deref(),
+            };
+            if let Placement::Agent { .. } = &placement {
+                let start = AgentStart {
+                    execution,
+                    uid: &uid,
+                    attempt,
+                    function: &function,
+                    inputs: &inputs,
+                    settings: contract.settings(None),
+                    placement: &placement,
+                    now,
+                };
+                return start_on_agent(ctx, &executions, update, start).await;
+            }
             let owner = owner_reference(execution, &uid);
             let module = match module_mount(ctx, &namespace, &function, &placement).await {
                 Ok(module) => module,
@@ -289,11 +334,6 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                 None => None,
             };
             crate::network_policy::ensure(ctx, &namespace, execution).await?;
-            let (trace, trace_problem) = ExecutionTrace::of(execution);
-            let traceparent = ctx
-                .tracer
-                .keeps(&trace.trace_id, trace.caller_sampled)
-                .then(|| trace.attempt_traceparent(&uid, attempt).header());
             let settings = pod_settings(ctx);
             let pod = run_pod(&RunSpec {
                 execution: &name,
@@ -302,15 +342,8 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                 attempt,
                 placement: &placement,
                 module,
-                entrypoint: function.spec.entrypoint.as_deref(),
-                invoke_args: &execution.spec.invoke_args,
-                args: &execution.spec.args,
-                env: &inputs.env,
+                contract,
                 stdin_config_map: stdin_map.as_deref(),
-                timeout_ms: inputs.timeout_ms,
-                memory_bytes: inputs.memory_bytes,
-                max_output_bytes: inputs.max_output_bytes,
-                traceparent: traceparent.as_deref(),
                 settings: &settings,
             });
             let pod_name = pod.name_any();
@@ -329,6 +362,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
             }
             let assignment = Assignment {
                 runtime: runtime_of(&pod),
+                path: path_of(&pod),
                 reason: placement_reason(&placement),
                 pod: pod_name.clone(),
             };
@@ -353,8 +387,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
             Ok(Action::requeue(RUN_POLL))
         }
         Step::Track { attempt, state } => {
-            let pod = pod_of(&owned, attempt)?;
-            let assignment = assignment_of(pod, current);
+            let (assignment, _) = attempt_runner(&owned, attempt, current)?;
             let status = match state {
                 RunState::Running { node, started } => {
                     update.running(attempt, &assignment, node, started)
@@ -368,8 +401,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
             Ok(Action::requeue(RUN_POLL))
         }
         Step::Record { attempt, state } => {
-            let pod = pod_of(&owned, attempt)?;
-            let assignment = assignment_of(pod, current);
+            let (assignment, pod) = attempt_runner(&owned, attempt, current)?;
             let cap = inputs
                 .and_then(|i| i.ok())
                 .map(|i: RunInputs| i.max_output_bytes)
@@ -382,10 +414,13 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                     document,
                 } => {
                     let node_name = node.clone();
-                    let log = if wants_log(&document, cap) {
-                        read_log(&pods, &pod.name_any(), log_limit(&document, cap)).await
-                    } else {
-                        None
+                    // An agent's document holds each stream up to the cap; a pod's holds what
+                    // fits its termination message, and its log has the rest.
+                    let log = match pod {
+                        Some(pod) if wants_log(&document, cap) => {
+                            read_log(&pods, &pod.name_any(), log_limit(&document, cap)).await
+                        }
+                        _ => None,
                     };
                     let fields = result_fields(&document, log.as_deref(), cap);
                     let reason = fields.reason.clone();
@@ -416,29 +451,40 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                 }
                 other => return Err(Error::Invariant(format!("Record with {other:?}"))),
             };
+            if !ctx.leadership.holds() {
+                return Err(Error::NotLeading);
+            }
             if write_status(&executions, execution, &status).await? {
-                let pod_name = pod.name_any();
                 let end = AttemptEnd {
                     attempt,
-                    pod: &pod_name,
+                    pod: &assignment.pod,
                     node: node_name.as_deref(),
                     runtime: &assignment.runtime,
                     reason: &reason,
-                    started: created_nanos(pod, now),
+                    started: pod.map_or_else(
+                        || started_nanos(current, now),
+                        |pod| created_nanos(pod, now),
+                    ),
                     ended: nanos(now),
                     error: warning.then(|| message.clone()),
                 };
                 trace_attempt(ctx, execution, &uid, &end, run.as_ref());
                 report_outcome(ctx, execution, &status, now);
-                let note = format!(
-                    "{} ({} pod {})",
-                    message,
-                    assignment.runtime,
-                    pod.name_any()
-                );
+                let note = match assignment.path {
+                    ExecutionPath::Agent => format!(
+                        "{message} ({} on {}: {})",
+                        assignment.runner(),
+                        node_name.as_deref().unwrap_or("a node"),
+                        assignment.reason
+                    ),
+                    _ => format!("{message} ({} {})", assignment.runtime, assignment.runner()),
+                };
                 ctx.event(execution, warning, &reason, "Run", note).await;
             }
-            if !ctx.config.keep_run_pods {
+            if let Some(agents) = &ctx.agents {
+                agents.dispatcher.forget(&uid, attempt);
+            }
+            if let Some(pod) = pod.filter(|_| !ctx.config.keep_run_pods) {
                 delete_pods(&pods, std::slice::from_ref(pod)).await?;
             }
             Ok(Action::requeue(Duration::from_secs(1)))
@@ -455,15 +501,20 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                     "wasmfn_run_attempts_lost_total",
                     &[("reason", loss.reason())],
                 );
-                if let Ok(pod) = pod_of(&owned, attempt) {
-                    let pod_name = pod.name_any();
+                if let Ok((assignment, pod)) = attempt_runner(&owned, attempt, current) {
                     let end = AttemptEnd {
                         attempt,
-                        pod: &pod_name,
-                        node: pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
-                        runtime: &runtime_of(pod),
+                        pod: &assignment.pod,
+                        node: pod.map_or_else(
+                            || current.and_then(|s| s.node.as_deref()),
+                            |pod| pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+                        ),
+                        runtime: &assignment.runtime,
                         reason: loss.reason(),
-                        started: created_nanos(pod, now),
+                        started: pod.map_or_else(
+                            || started_nanos(current, now),
+                            |pod| created_nanos(pod, now),
+                        ),
                         ended: nanos(now),
                         error: Some(message.clone()),
                     };
@@ -480,6 +531,9 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                 .cloned()
                 .collect();
             delete_pods(&pods, &lost).await?;
+            if let Some(agents) = &ctx.agents {
+                agents.dispatcher.forget(&uid, attempt);
+            }
             let wait = at.duration_since(now);
             Ok(Action::requeue(
                 Duration::try_from(wait).unwrap_or(Duration::ZERO) + Duration::from_millis(100),
@@ -553,6 +607,9 @@ async fn finish_up(
     if !ctx.config.keep_run_pods {
         delete_pods(pods, owned).await?;
     }
+    if let (Some(agents), Some(uid)) = (&ctx.agents, execution.uid()) {
+        agents.dispatcher.forget(&uid, i32::MAX);
+    }
     let Some(ttl) = execution.spec.ttl_seconds_after_finished else {
         return Ok(Action::await_change());
     };
@@ -607,6 +664,7 @@ fn runtime_of(pod: &Pod) -> String {
 fn placement_reason(placement: &Placement) -> String {
     match placement {
         Placement::Wasm { reason, .. }
+        | Placement::Agent { reason, .. }
         | Placement::Container { reason }
         | Placement::Wait { reason } => reason.clone(),
     }
@@ -621,9 +679,189 @@ fn assignment_of(pod: &Pod, status: Option<&WasmExecutionStatus>) -> Assignment 
         .unwrap_or_else(|| format!("placed as a {runtime} pod"));
     Assignment {
         runtime,
+        path: path_of(pod),
         reason,
         pod: pod.name_any(),
     }
+}
+
+fn path_of(pod: &Pod) -> ExecutionPath {
+    if runtime_of(pod) == "WasmEdge" {
+        ExecutionPath::WasmPod
+    } else {
+        ExecutionPath::ContainerPod
+    }
+}
+
+/// The current attempt and agent pod, when the status says an agent runs it.
+fn agent_attempt(status: Option<&WasmExecutionStatus>) -> Option<(i32, String)> {
+    let status = status?;
+    (status.path == Some(ExecutionPath::Agent) && status.attempts > 0)
+        .then(|| (status.attempts, status.agent.clone().unwrap_or_default()))
+}
+
+/// Who runs `attempt`: the agent the status names, or the attempt's pod.
+fn attempt_runner<'a>(
+    owned: &'a [Pod],
+    attempt: i32,
+    status: Option<&WasmExecutionStatus>,
+) -> Result<(Assignment, Option<&'a Pod>)> {
+    if let Some((on_agent, agent)) = agent_attempt(status) {
+        if on_agent == attempt {
+            let reason = status
+                .and_then(|s| s.placement_reason.clone())
+                .unwrap_or_default();
+            let assignment = Assignment {
+                runtime: "WasmEdge".into(),
+                path: ExecutionPath::Agent,
+                reason,
+                pod: agent,
+            };
+            return Ok((assignment, None));
+        }
+    }
+    let pod = pod_of(owned, attempt)?;
+    Ok((assignment_of(pod, status), Some(pod)))
+}
+
+/// How an attempt handed to an agent stands, as a run state.
+fn agent_run_state(ctx: &Context, uid: &str, attempt: i32, agent: &str) -> RunState {
+    let known = ctx
+        .agents
+        .as_ref()
+        .and_then(|agents| agents.dispatcher.attempt(uid, attempt));
+    let Some(known) = known else {
+        return RunState::Lost {
+            loss: Loss::AgentLost,
+            message: format!(
+                "attempt {attempt} was handed to agent {agent} by an operator replica that has \
+                 restarted or handed over since; its result cannot be collected"
+            ),
+        };
+    };
+    match known.run {
+        AgentRun::Pending => RunState::Running {
+            node: Some(known.node),
+            started: Some(known.started),
+        },
+        AgentRun::Done { document, finished } => RunState::Finished {
+            node: Some(known.node),
+            started: Some(known.started),
+            finished: Some(finished),
+            document,
+        },
+        AgentRun::Lost { message } => RunState::Lost {
+            loss: Loss::AgentLost,
+            message,
+        },
+    }
+}
+
+/// The start of the current attempt in nanoseconds (from status), for spans.
+fn started_nanos(status: Option<&WasmExecutionStatus>, now: Timestamp) -> u64 {
+    nanos(
+        status
+            .and_then(|s| s.start_time.as_ref())
+            .map_or(now, |t| t.0),
+    )
+}
+
+/// An attempt about to start on an agent.
+struct AgentStart<'a> {
+    execution: &'a WasmExecution,
+    uid: &'a str,
+    attempt: i32,
+    function: &'a WasmFunction,
+    inputs: &'a RunInputs,
+    settings: RunSettings,
+    placement: &'a Placement,
+    now: Timestamp,
+}
+
+/// Records the attempt as running on the agent, then hands it over. The status is written
+/// first: should the operator stop in between, the next leader sees an attempt it did not
+/// hand over and counts it lost instead of running the same attempt twice.
+async fn start_on_agent(
+    ctx: &Context,
+    executions: &Api<WasmExecution>,
+    update: StatusUpdate,
+    start: AgentStart<'_>,
+) -> Result<Action> {
+    let Placement::Agent {
+        agent,
+        node,
+        address,
+        reason,
+    } = start.placement
+    else {
+        return Err(Error::Invariant("start_on_agent without an agent".into()));
+    };
+    let (Some(agents), Some(namespace)) = (&ctx.agents, start.execution.namespace()) else {
+        return Err(Error::Invariant("an agent placement without agents".into()));
+    };
+    let artifact = match wasm_artifact(start.function) {
+        Ok(artifact) => artifact.clone(),
+        Err(ModuleProblem(message)) => {
+            let status = update.failed("ArtifactUnavailable", &message, start.attempt - 1);
+            if write_status(executions, start.execution, &status).await? {
+                report_outcome(ctx, start.execution, &status, start.now);
+                ctx.event(start.execution, true, "ArtifactUnavailable", "Run", message)
+                    .await;
+            }
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    };
+    let assignment = Assignment {
+        runtime: "WasmEdge".into(),
+        path: ExecutionPath::Agent,
+        reason: reason.clone(),
+        pod: agent.clone(),
+    };
+    let started = Time(start.now);
+    let status = update.running(
+        start.attempt,
+        &assignment,
+        Some(node.clone()),
+        Some(started.clone()),
+    );
+    write_status(executions, start.execution, &status).await?;
+    let run = RunAssignment {
+        namespace: namespace.clone(),
+        execution: start.execution.name_any(),
+        uid: start.uid.to_owned(),
+        attempt: start.attempt,
+        module_digest: artifact.digest.clone(),
+        settings: start.settings,
+        stdin_base64: start
+            .inputs
+            .stdin
+            .as_ref()
+            .map(|text| base64::engine::general_purpose::STANDARD.encode(text)),
+    };
+    let stores = ctx.stores.clone();
+    let fetch: FetchModule = Box::new(move || {
+        Box::pin(async move {
+            stores
+                .module_bytes(&namespace, &artifact)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
+    let handoff = Handoff {
+        object: ObjectRef::from_obj(start.execution),
+        agent: AgentView {
+            pod: agent.clone(),
+            node: node.clone(),
+            address: address.clone(),
+            ready: true,
+        },
+        assignment: run,
+        started,
+    };
+    agents.dispatcher.dispatch(handoff, fetch);
+    ctx.metrics
+        .inc("wasmfn_agent_runs_dispatched_total", &[("agent", agent)]);
+    Ok(Action::requeue(RUN_POLL))
 }
 
 /// Places with the nodes and RuntimeClasses as they are now (read, not cached: a node
@@ -637,12 +875,25 @@ async fn place_now(ctx: &Context, execution: &WasmExecution) -> Result<Placement
         .list(&ListParams::default())
         .await?
         .items;
-    Ok(place(
+    let placement = place(
         execution.spec.runtime,
         &policy(ctx),
         &node_views(&nodes),
         &class_views(&classes),
-    ))
+    );
+    let Some(agents) = &ctx.agents else {
+        return Ok(placement);
+    };
+    let views = agents.views();
+    Ok(prefer_agent(placement, |nodes| {
+        choose(
+            &views,
+            nodes,
+            |agent| agents.dispatcher.pending(agent),
+            agents.max_pending,
+        )
+        .map(|(agent, pending)| (agent.clone(), pending))
+    }))
 }
 
 /// The first `limit` bytes of the run container's log; `None` when it cannot be read (the
@@ -672,17 +923,7 @@ async fn module_mount(
     placement: &Placement,
 ) -> Result<ModuleMount, ModuleProblem> {
     let status = function.status.as_ref();
-    let Some(artifact) = status.and_then(|s| s.artifact.as_ref()) else {
-        return Err(ModuleProblem(
-            "the function is Ready but has no artifact".into(),
-        ));
-    };
-    if artifact.media_type != wasmfn_artifact::WASM_MEDIA_TYPE {
-        return Err(ModuleProblem(format!(
-            "the function's artifact is a {} script; run pods execute WebAssembly modules only so far",
-            artifact.media_type
-        )));
-    }
+    let artifact = wasm_artifact(function)?;
     match (artifact.store.as_str(), placement) {
         ("oci", Placement::Wasm { .. }) => Ok(ModuleMount::Image(artifact.location.clone())),
         ("oci", _) => {
@@ -701,6 +942,23 @@ async fn module_mount(
         )),
         _ => Ok(ModuleMount::ConfigMaps(artifact.config_maps.clone())),
     }
+}
+
+/// The function's stored WebAssembly module.
+fn wasm_artifact(function: &WasmFunction) -> Result<&ArtifactStatus, ModuleProblem> {
+    let status = function.status.as_ref();
+    let Some(artifact) = status.and_then(|s| s.artifact.as_ref()) else {
+        return Err(ModuleProblem(
+            "the function is Ready but has no artifact".into(),
+        ));
+    };
+    if artifact.media_type != wasmfn_artifact::WASM_MEDIA_TYPE {
+        return Err(ModuleProblem(format!(
+            "the function's artifact is a {} script; runners execute WebAssembly modules only so far",
+            artifact.media_type
+        )));
+    }
+    Ok(artifact)
 }
 
 fn function_state(function: Option<&WasmFunction>) -> FunctionState {

@@ -88,6 +88,17 @@ pub struct RunSpec<'a> {
     pub placement: &'a placement::Placement,
     /// The module.
     pub module: ModuleMount,
+    /// What the run takes, on every path.
+    pub contract: RunContract<'a>,
+    /// Name of the input ConfigMap holding stdin, when there is stdin.
+    pub stdin_config_map: Option<&'a str>,
+    /// Operator-wide settings.
+    pub settings: &'a PodSettings,
+}
+
+/// What one attempt runs with, whichever path runs it (agent, Wasm pod, container pod).
+#[derive(Clone, Debug)]
+pub struct RunContract<'a> {
     /// The export to call, when not `_start`.
     pub entrypoint: Option<&'a str>,
     /// Arguments for that export.
@@ -96,8 +107,6 @@ pub struct RunSpec<'a> {
     pub args: &'a [String],
     /// Guest environment, in order.
     pub env: &'a [(String, String)],
-    /// Name of the input ConfigMap holding stdin, when there is stdin.
-    pub stdin_config_map: Option<&'a str>,
     /// Wall-clock limit of the guest.
     pub timeout_ms: u64,
     /// Linear-memory cap of the guest.
@@ -107,8 +116,30 @@ pub struct RunSpec<'a> {
     /// W3C traceparent of the attempt's span, when the trace is exported: the runner then puts
     /// its spans in the result document.
     pub traceparent: Option<&'a str>,
-    /// Operator-wide settings.
-    pub settings: &'a PodSettings,
+}
+
+impl RunContract<'_> {
+    /// The run contract's settings; `stdin_file` is where a pod's runner finds stdin.
+    pub fn settings(&self, stdin_file: Option<String>) -> RunSettings {
+        RunSettings {
+            timeout_ms: Some(self.timeout_ms),
+            memory_bytes: Some(self.memory_bytes),
+            max_output_bytes: Some(self.max_output_bytes),
+            invoke: self.entrypoint.map(|export| Invoke {
+                export: export.to_owned(),
+                args: self
+                    .invoke_args
+                    .iter()
+                    .cloned()
+                    .map(serde_json::Value::Number)
+                    .collect(),
+            }),
+            stdin_file,
+            env: self.env.to_vec(),
+            args: self.args.to_vec(),
+            traceparent: self.traceparent.map(str::to_owned),
+        }
+    }
 }
 
 /// A Kubernetes name of at most `max` characters: `text` when it fits, else its start plus a
@@ -168,28 +199,12 @@ fn env_var(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-/// The run contract for this attempt: one value, encoded for whichever runner gets it.
+/// The run contract for this attempt, with stdin where the pod mounts it.
 fn run_settings(spec: &RunSpec<'_>) -> RunSettings {
-    RunSettings {
-        timeout_ms: Some(spec.timeout_ms),
-        memory_bytes: Some(spec.memory_bytes),
-        max_output_bytes: Some(spec.max_output_bytes),
-        invoke: spec.entrypoint.map(|export| Invoke {
-            export: export.to_owned(),
-            args: spec
-                .invoke_args
-                .iter()
-                .cloned()
-                .map(serde_json::Value::Number)
-                .collect(),
-        }),
-        stdin_file: spec
-            .stdin_config_map
+    spec.contract.settings(
+        spec.stdin_config_map
             .map(|_| format!("{INPUT_DIR}/{STDIN_KEY}")),
-        env: spec.env.to_vec(),
-        args: spec.args.to_vec(),
-        traceparent: spec.traceparent.map(str::to_owned),
-    }
+    )
 }
 
 /// The runner's command line (`wasmfn exec …`) for a container pod.
@@ -268,12 +283,12 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
         (true, ModuleMount::Image(reference)) => {
             // The shim takes the module from the image's Wasm layer; argv[0] only names it.
             let mut command = vec!["function.wasm".to_owned()];
-            command.extend(spec.args.iter().cloned());
+            command.extend(spec.contract.args.iter().cloned());
             (reference.clone(), command, shim_env(spec))
         }
         (true, ModuleMount::ConfigMaps(_)) => {
             let mut command = vec![ARTIFACT_DIR.to_owned()];
-            command.extend(spec.args.iter().cloned());
+            command.extend(spec.contract.args.iter().cloned());
             (settings.wasm_pod_image.clone(), command, shim_env(spec))
         }
         (false, _) => (
@@ -283,12 +298,13 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
         ),
     };
     let limit = Quantity(
-        spec.memory_bytes
+        spec.contract
+            .memory_bytes
             .saturating_add(settings.memory_overhead_bytes)
             .to_string(),
     );
     let request = Quantity(settings.memory_overhead_bytes.to_string());
-    let deadline = spec.timeout_ms.div_ceil(1000) + settings.deadline_grace_seconds;
+    let deadline = spec.contract.timeout_ms.div_ceil(1000) + settings.deadline_grace_seconds;
     let runtime = if wasm.is_some() {
         "WasmEdge"
     } else {
@@ -445,15 +461,17 @@ mod tests {
             attempt: 2,
             placement,
             module,
-            entrypoint: None,
-            invoke_args: &f.invoke,
-            args: &f.args,
-            env: &f.env,
+            contract: RunContract {
+                entrypoint: None,
+                invoke_args: &f.invoke,
+                args: &f.args,
+                env: &f.env,
+                timeout_ms: 1500,
+                memory_bytes: 32 << 20,
+                max_output_bytes: 4096,
+                traceparent: None,
+            },
             stdin_config_map: Some("hello-input"),
-            timeout_ms: 1500,
-            memory_bytes: 32 << 20,
-            max_output_bytes: 4096,
-            traceparent: None,
             settings: &f.settings,
         }
     }
@@ -559,7 +577,7 @@ mod tests {
         let f = fixture();
         let placement = container_placement();
         let mut s = spec(&f, &placement, maps());
-        s.entrypoint = Some("add");
+        s.contract.entrypoint = Some("add");
         let pod = run_pod(&s);
         let pod_spec = pod.spec.as_ref().expect("valid");
         assert_eq!(pod_spec.runtime_class_name, None);
@@ -611,11 +629,11 @@ mod tests {
         let wasm = wasm_placement();
         let container_place = container_placement();
         let mut traced = spec(&f, &wasm, maps());
-        traced.traceparent = Some(header);
+        traced.contract.traceparent = Some(header);
         assert_eq!(env_of(&run_pod(&traced))["WASMFN_TRACEPARENT"], header);
         assert!(!env_of(&run_pod(&spec(&f, &wasm, maps()))).contains_key("WASMFN_TRACEPARENT"));
         let mut traced = spec(&f, &container_place, maps());
-        traced.traceparent = Some(header);
+        traced.contract.traceparent = Some(header);
         let command = container(&run_pod(&traced)).command.clone().expect("valid");
         let flag = format!("--traceparent={header}");
         let at = command.iter().position(|a| *a == flag).expect("the flag");
@@ -632,7 +650,7 @@ mod tests {
         let f = fixture();
         let placement = wasm_placement();
         let mut s = spec(&f, &placement, maps());
-        s.entrypoint = Some("add");
+        s.contract.entrypoint = Some("add");
         s.stdin_config_map = None;
         let pod = run_pod(&s);
         let env = env_of(&pod);

@@ -1,7 +1,9 @@
 //! The execution status each step produces. Pure: the reconciler applies it.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use wasmfn_api::{set_condition, ConditionStatus, ExecutionPhase, WasmExecutionStatus};
+use wasmfn_api::{
+    set_condition, ConditionStatus, ExecutionPath, ExecutionPhase, WasmExecutionStatus,
+};
 
 use super::decision::RETRYING;
 use super::outcome::{Loss, PlatformFailure, ResultFields};
@@ -14,10 +16,33 @@ pub const SUCCEEDED: &str = "Succeeded";
 pub struct Assignment {
     /// `WasmEdge` or `Container`.
     pub runtime: String,
+    /// Agent, Wasm pod or container pod.
+    pub path: ExecutionPath,
     /// Why.
     pub reason: String,
-    /// The pod.
+    /// The run pod, or the agent pod on the agent path.
     pub pod: String,
+}
+
+impl Assignment {
+    /// `pod <name>` or `agent <name>`, for messages.
+    pub fn runner(&self) -> String {
+        match self.path {
+            ExecutionPath::Agent => format!("agent {}", self.pod),
+            _ => format!("pod {}", self.pod),
+        }
+    }
+
+    fn record(&self, status: &mut WasmExecutionStatus) {
+        status.runtime = Some(self.runtime.clone());
+        status.path = Some(self.path);
+        let (pod, agent) = match self.path {
+            ExecutionPath::Agent => (None, Some(self.pod.clone())),
+            _ => (Some(self.pod.clone()), None),
+        };
+        status.pod_name = pod;
+        status.agent = agent;
+    }
 }
 
 /// A status update in the making, from the current status (conditions keep their transition
@@ -91,9 +116,8 @@ impl StatusUpdate {
         self.status.phase = Some(ExecutionPhase::Scheduled);
         self.status.attempts = attempt;
         self.status.next_attempt_time = None;
-        self.status.runtime = Some(assignment.runtime.clone());
+        assignment.record(&mut self.status);
         self.status.placement_reason = Some(assignment.reason.clone());
-        self.status.pod_name = Some(assignment.pod.clone());
         self.status.node = None;
         self.status.start_time = None;
         let message = format!(
@@ -139,8 +163,8 @@ impl StatusUpdate {
         self.status.node = node.clone();
         self.status.start_time = started.or_else(|| Some(self.now.clone()));
         let message = format!(
-            "attempt {attempt} running in pod {} on {}",
-            assignment.pod,
+            "attempt {attempt} running in {} on {}",
+            assignment.runner(),
             node.as_deref().unwrap_or("a node")
         );
         self.condition(ConditionStatus::Unknown, "Running", &message);
@@ -152,11 +176,10 @@ impl StatusUpdate {
     fn adopt(&mut self, attempt: i32, assignment: &Assignment) {
         self.status.attempts = attempt;
         self.status.next_attempt_time = None;
-        self.status.runtime = Some(assignment.runtime.clone());
+        assignment.record(&mut self.status);
         if self.status.placement_reason.is_none() {
             self.status.placement_reason = Some(assignment.reason.clone());
         }
-        self.status.pod_name = Some(assignment.pod.clone());
     }
 
     /// Records where and when an attempt ran, as it ends.
@@ -279,6 +302,7 @@ mod tests {
     fn assignment() -> Assignment {
         Assignment {
             runtime: "WasmEdge".into(),
+            path: ExecutionPath::WasmPod,
             reason: "node a".into(),
             pod: "x-run-1".into(),
         }

@@ -16,9 +16,12 @@ pub mod record;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
-use wasmfn_api::{labels, ArtifactStore};
+use std::collections::BTreeMap;
 
-use crate::error::Result;
+use wasmfn_api::{labels, ArtifactStatus, ArtifactStore};
+use wasmfn_artifact::{ArtifactManifest, MANIFEST_FILE};
+
+use crate::error::{Error, Result};
 use crate::function::cache_key::key_label;
 pub use record::ArtifactRecord;
 
@@ -64,6 +67,54 @@ impl Stores {
 
     fn records(&self, namespace: &str) -> Api<ConfigMap> {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// The bytes of a function's stored module, verified against its digest: pulled from the
+    /// registry, or reassembled from the ConfigMap store's parts.
+    pub async fn module_bytes(
+        &self,
+        namespace: &str,
+        artifact: &ArtifactStatus,
+    ) -> Result<Vec<u8>> {
+        if artifact.store == ArtifactStore::Oci.as_str() {
+            let oci = self.oci.as_ref().ok_or_else(|| {
+                Error::Config("the module is in the OCI store, which is not configured".into())
+            })?;
+            return oci.fetch(&artifact.digest).await;
+        }
+        let api = self.records(namespace);
+        let mut manifest = None;
+        let mut parts = BTreeMap::new();
+        for name in &artifact.config_maps {
+            let map = api.get(name).await?;
+            if let Some(text) = map.data.as_ref().and_then(|d| d.get(MANIFEST_FILE)) {
+                manifest = Some(ArtifactManifest::from_json(text.as_bytes())?);
+            }
+            for (key, bytes) in map.binary_data.unwrap_or_default() {
+                parts.insert(key, bytes.0);
+            }
+        }
+        let manifest = manifest.ok_or_else(|| {
+            Error::Config(format!(
+                "none of the ConfigMaps {} holds {MANIFEST_FILE}",
+                artifact.config_maps.join(", ")
+            ))
+        })?;
+        let module = wasmfn_artifact::unpack(&manifest, |name| {
+            parts
+                .remove(name)
+                .ok_or_else(|| wasmfn_artifact::Error::MissingPart {
+                    name: name.to_owned(),
+                    detail: format!("not in ConfigMaps {}", artifact.config_maps.join(", ")),
+                })
+        })?;
+        if wasmfn_artifact::sha256_digest(&module) != artifact.digest {
+            return Err(Error::Config(format!(
+                "the stored module is not {}",
+                artifact.digest
+            )));
+        }
+        Ok(module)
     }
 
     /// The record stored under `key` in `store`, if any.

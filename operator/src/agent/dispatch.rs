@@ -1,0 +1,224 @@
+//! Handing runs to agents and keeping what comes back until the reconciler records it.
+//!
+//! The reconciler writes the attempt (number, agent, phase Running) into the execution's status
+//! first, then calls [`Dispatcher::dispatch`]. A task sends the run (and the module, when the
+//! agent lacks it), and keeps the answer here under `(uid, attempt)`; it then wakes the
+//! execution, whose reconcile records the result through the usual status path, which checks
+//! that this replica still holds the leader Lease. Only the attempt the status names is ever
+//! recorded: a late answer for an earlier attempt is dropped with it. An attempt the status
+//! names but this table does not know (the operator restarted mid-run) is lost (`AgentLost`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{info, warn};
+use wasmfn_agent_protocol::client::{AgentClient, RunAnswer};
+use wasmfn_agent_protocol::{ResultDocument, RunAssignment};
+use wasmfn_api::WasmExecution;
+
+use super::pool::AgentView;
+
+/// Fetches a module's bytes from the artifact store (only when an agent lacks it).
+pub type FetchModule =
+    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>> + Send>;
+
+/// How an attempt handed to an agent stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AgentRun {
+    /// Sent; no answer yet (queued or running on the agent).
+    Pending,
+    /// The agent answered with the run's result document.
+    Done {
+        /// The document.
+        document: Box<ResultDocument>,
+        /// When the answer came.
+        finished: Time,
+    },
+    /// The run's fate is unknown: the agent went away, the connection broke, or it refused.
+    Lost {
+        /// What happened, for people.
+        message: String,
+    },
+}
+
+/// One attempt on one agent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentAttempt {
+    /// The agent pod.
+    pub agent: String,
+    /// Its node.
+    pub node: String,
+    /// When it was handed over.
+    pub started: Time,
+    /// How it stands.
+    pub run: AgentRun,
+}
+
+/// The runs handed to agents by this replica.
+pub struct Dispatcher {
+    tls: Arc<rustls::ClientConfig>,
+    clients: Mutex<HashMap<String, Arc<AgentClient>>>,
+    attempts: Mutex<HashMap<(String, i32), AgentAttempt>>,
+    pending: Mutex<HashMap<String, u32>>,
+    wake: UnboundedSender<ObjectRef<WasmExecution>>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").finish_non_exhaustive()
+    }
+}
+
+/// One hand-over.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The execution, to wake when the answer comes.
+    pub object: ObjectRef<WasmExecution>,
+    /// The agent.
+    pub agent: AgentView,
+    /// What to run.
+    pub assignment: RunAssignment,
+    /// When the attempt started (as its status says).
+    pub started: Time,
+}
+
+impl Dispatcher {
+    /// A dispatcher whose answers wake executions through `wake`; a run whose agent has not
+    /// answered `grace` after its timeout is lost.
+    pub fn new(
+        tls: Arc<rustls::ClientConfig>,
+        wake: UnboundedSender<ObjectRef<WasmExecution>>,
+        grace: Duration,
+    ) -> Self {
+        Dispatcher {
+            tls,
+            clients: Mutex::default(),
+            attempts: Mutex::default(),
+            pending: Mutex::default(),
+            wake,
+            grace,
+        }
+    }
+
+    /// Runs handed to `agent` and not answered yet.
+    pub fn pending(&self, agent: &str) -> u32 {
+        lock(&self.pending).get(agent).copied().unwrap_or(0)
+    }
+
+    /// All pending runs, by agent (for the queue-depth metric).
+    pub fn pending_by_agent(&self) -> Vec<(String, u32)> {
+        lock(&self.pending)
+            .iter()
+            .map(|(agent, n)| (agent.clone(), *n))
+            .collect()
+    }
+
+    /// How attempt `attempt` of execution `uid` stands, if this replica handed it over.
+    pub fn attempt(&self, uid: &str, attempt: i32) -> Option<AgentAttempt> {
+        lock(&self.attempts)
+            .get(&(uid.to_owned(), attempt))
+            .cloned()
+    }
+
+    /// Forgets every attempt of `uid` up to `attempt` (recorded, or given up).
+    pub fn forget(&self, uid: &str, attempt: i32) {
+        lock(&self.attempts).retain(|(u, a), _| u != uid || *a > attempt);
+    }
+
+    /// Hands `handoff` to its agent in the background.
+    pub fn dispatch(self: &Arc<Self>, handoff: Handoff, fetch: FetchModule) {
+        let key = (handoff.assignment.uid.clone(), handoff.assignment.attempt);
+        lock(&self.attempts).insert(
+            key.clone(),
+            AgentAttempt {
+                agent: handoff.agent.pod.clone(),
+                node: handoff.agent.node.clone(),
+                started: handoff.started.clone(),
+                run: AgentRun::Pending,
+            },
+        );
+        *lock(&self.pending)
+            .entry(handoff.agent.pod.clone())
+            .or_default() += 1;
+        let client = self.client(&handoff.agent.address);
+        let limit =
+            Duration::from_millis(handoff.assignment.settings.timeout_ms.unwrap_or(0)) + self.grace;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let answer = tokio::time::timeout(limit, run(&client, &handoff.assignment, fetch))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "agent {} gave no answer within {}s",
+                        handoff.agent.pod,
+                        limit.as_secs()
+                    ))
+                });
+            let run = match answer {
+                Ok(document) => AgentRun::Done {
+                    document: Box::new(document),
+                    finished: Time(Timestamp::now()),
+                },
+                Err(message) => {
+                    warn!(execution = %handoff.object, agent = %handoff.agent.pod, %message, "agent run lost");
+                    AgentRun::Lost { message }
+                }
+            };
+            if let Some(entry) = lock(&this.attempts).get_mut(&key) {
+                entry.run = run;
+            }
+            if let Some(n) = lock(&this.pending).get_mut(&handoff.agent.pod) {
+                *n = n.saturating_sub(1);
+            }
+            let _ = this.wake.send(handoff.object);
+        });
+    }
+
+    fn client(&self, address: &str) -> Arc<AgentClient> {
+        lock(&self.clients)
+            .entry(address.to_owned())
+            .or_insert_with(|| Arc::new(AgentClient::new(address.to_owned(), self.tls.clone())))
+            .clone()
+    }
+}
+
+/// Sends the run; sends the module first when the agent asks for it.
+async fn run(
+    client: &AgentClient,
+    assignment: &RunAssignment,
+    fetch: FetchModule,
+) -> Result<ResultDocument, String> {
+    let lost = |e: wasmfn_agent_protocol::Error| e.to_string();
+    match client.run(assignment).await.map_err(lost)? {
+        RunAnswer::Ran(document) => return Ok(*document),
+        RunAnswer::ModuleMissing => {}
+    }
+    let bytes = fetch()
+        .await
+        .map_err(|e| format!("reading the module for the agent: {e}"))?;
+    info!(agent = client.address(), digest = %assignment.module_digest, bytes = bytes.len(), "sending a module to an agent");
+    client
+        .put_module(&assignment.module_digest, bytes)
+        .await
+        .map_err(lost)?;
+    match client.run(assignment).await.map_err(lost)? {
+        RunAnswer::Ran(document) => Ok(*document),
+        RunAnswer::ModuleMissing => Err(format!(
+            "agent {} lost {} right after receiving it (its cache may be too small)",
+            client.address(),
+            assignment.module_digest
+        )),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
