@@ -3,6 +3,7 @@
 //! registry, `kubectl` and `helm` wrappers, and an OTLP receiver and metrics scraper for the
 //! suites in `tests/tests/`.
 
+pub mod agents;
 pub mod cluster;
 pub mod error;
 pub mod helm;

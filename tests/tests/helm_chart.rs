@@ -145,12 +145,19 @@ fn the_defaults_render_the_operator_its_rbac_service_policy_runtime_class_and_le
         "NetworkPolicy",
         "RuntimeClass",
         "Lease",
+        "DaemonSet",
+        "Secret",
     ]
     .into();
     assert_eq!(kinds, expected);
-    assert!(
-        of_kind(&objects, "DaemonSet").is_empty(),
-        "node installer off by default"
+    let daemon_sets: Vec<&str> = of_kind(&objects, "DaemonSet")
+        .iter()
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        daemon_sets,
+        ["wasmfn-agent"],
+        "the agent on by default, the node installer off"
     );
     let deployment = one(&objects, "Deployment");
     assert_eq!(deployment["spec"]["replicas"], 2);
@@ -205,6 +212,7 @@ fn every_container_is_restricted_except_the_node_installers_privileged_init_cont
     let objects = render(&[("nodeInstaller.enabled", "true")]);
     let mut privileged = Vec::new();
     let mut checked = 0;
+    let mut agents = 0;
     for workload in of_kind(&objects, "Deployment")
         .into_iter()
         .chain(of_kind(&objects, "DaemonSet"))
@@ -221,6 +229,12 @@ fn every_container_is_restricted_except_the_node_installers_privileged_init_cont
             let security = &container["securityContext"];
             if security["privileged"] == true {
                 privileged.push(name);
+                continue;
+            }
+            if name == "DaemonSet/agent" {
+                // Root only to confine its run children (see the agent's own test below).
+                assert_agent_security(pod, container);
+                agents += 1;
                 continue;
             }
             let non_root =
@@ -247,17 +261,126 @@ fn every_container_is_restricted_except_the_node_installers_privileged_init_cont
         }
         if kind == "Deployment" {
             assert!(pod["hostPID"].is_null() && pod["hostNetwork"].is_null());
-            assert!(pod["volumes"].is_null(), "the operator mounts nothing");
+            assert_eq!(
+                pod["volumes"],
+                json!([{"name": "agent-client-tls",
+                        "secret": {"secretName": "wasmfn-agent-client-tls", "defaultMode": 256}}]),
+                "the operator mounts only its client certificate for the agents"
+            );
         }
     }
     assert_eq!(
-        checked, 2,
-        "the operator and the installer's idle container"
+        (checked, agents),
+        (2, 1),
+        "the operator and the installer's idle container; the agent"
     );
     assert_eq!(privileged, ["DaemonSet/install"]);
-    // Without the node installer nothing is privileged.
-    let defaults = render(&[]);
+    // Without the node installer nothing is privileged; without the agent nothing runs as root.
+    let defaults = render(&[("agent.enabled", "false")]);
     assert!(of_kind(&defaults, "DaemonSet").is_empty());
+    assert!(of_kind(&defaults, "Secret").is_empty());
+    assert_eq!(operator_env(&defaults)["WASMFN_AGENT_ENABLED"], "false");
+    let deployment = one(&defaults, "Deployment");
+    assert!(deployment["spec"]["template"]["spec"]["volumes"].is_null());
+}
+
+/// The agent's container: root with exactly the capabilities its run sandbox needs, nothing
+/// else; no Kubernetes token; its key readable by root only.
+fn assert_agent_security(pod: &Value, container: &Value) {
+    let security = &container["securityContext"];
+    assert_eq!(security["runAsUser"], 0);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(
+        security["capabilities"]["add"],
+        json!(["SYS_ADMIN", "SETUID", "SETGID", "KILL"])
+    );
+    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let tls = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "tls")
+        .expect("the agent's TLS volume");
+    assert_eq!(tls["secret"]["secretName"], "wasmfn-agent-tls");
+    assert_eq!(tls["secret"]["defaultMode"], 256, "0400");
+}
+
+#[test]
+fn the_agent_daemonset_runs_on_wasmedge_nodes_with_certificates_from_one_generated_ca() {
+    let objects = render(&[]);
+    let agent = of_kind(&objects, "DaemonSet")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "wasmfn-agent")
+        .expect("the agent DaemonSet");
+    let pod = &agent["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"], json!({"wasmfn.dev/wasmedge": "true"}));
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "wasmfn.local/runner:dev");
+    assert_eq!(container["args"], json!(["agent"]));
+    let env: BTreeMap<String, String> = container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default().to_owned(),
+                e["value"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(env["WASMFN_AGENT_LISTEN"], "0.0.0.0:8443");
+    assert_eq!(env["WASMFN_AGENT_CAPACITY"], "0");
+    assert_eq!(env["WASMFN_AGENT_RUN_UID"], "61000");
+    // The operator's selector finds exactly the DaemonSet's pods.
+    let labels = agent["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .expect("labels");
+    let selector = operator_env(&objects)["WASMFN_AGENT_SELECTOR"].clone();
+    for requirement in selector.split(',') {
+        let (key, value) = requirement.split_once('=').expect("key=value");
+        assert_eq!(
+            labels.get(key).and_then(Value::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+    // Both Secrets carry the same CA; the agent's certificate and the operator's differ.
+    let secret = |name: &str| -> Value {
+        of_kind(&objects, "Secret")
+            .into_iter()
+            .find(|s| s["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("Secret {name}"))
+            .clone()
+    };
+    let server = secret("wasmfn-agent-tls");
+    let client = secret("wasmfn-agent-client-tls");
+    assert_eq!(server["data"]["ca.crt"], client["data"]["ca.crt"]);
+    assert_ne!(server["data"]["tls.crt"], client["data"]["tls.crt"]);
+    for data in [&server["data"], &client["data"]] {
+        for key in ["ca.crt", "tls.crt", "tls.key"] {
+            assert!(data[key].as_str().is_some_and(|v| v.len() > 100), "{key}");
+        }
+    }
+    // On the local cluster (host network) each agent listens on its node's address.
+    let local = render(&[("localCluster.hostNetwork", "true")]);
+    let agent = of_kind(&local, "DaemonSet")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "wasmfn-agent")
+        .expect("the agent DaemonSet")
+        .clone();
+    assert_eq!(agent["spec"]["template"]["spec"]["hostNetwork"], true);
+    let listen = agent["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "WASMFN_AGENT_LISTEN")
+        .expect("listen")["value"]
+        .clone();
+    assert_eq!(listen, "$(NODE_IP):8443");
 }
 
 /// `(apiGroup, resource, verb, resourceNames)` for every rule.
@@ -427,6 +550,15 @@ fn the_defaults_reach_the_operators_environment_as_the_replaced_systems_defaults
         ("WASMFN_LEASE_SECONDS", "10"),
         ("POD_NAME", "fieldRef:metadata.name"),
         ("RUST_LOG", "info,kube=warn"),
+        ("WASMFN_AGENT_ENABLED", "true"),
+        ("WASMFN_AGENT_NAMESPACE", "wasmfn-system"),
+        (
+            "WASMFN_AGENT_SELECTOR",
+            "app.kubernetes.io/name=wasmfn,app.kubernetes.io/instance=wasmfn,app.kubernetes.io/component=agent",
+        ),
+        ("WASMFN_AGENT_PORT", "8443"),
+        ("WASMFN_AGENT_MAX_PENDING", "256"),
+        ("WASMFN_AGENT_TLS_DIR", "/etc/wasmfn/agent-client-tls"),
     ];
     let expected: BTreeMap<String, String> = expected
         .iter()
@@ -469,6 +601,8 @@ fn every_value_flows_into_the_operators_environment() {
         ("metrics.port", "9100"),
         ("leaderElection.leaseSeconds", "15"),
         ("networkPolicy.operatorManaged", "false"),
+        ("agent.port", "9443"),
+        ("agent.maxPending", "32"),
         ("operator.extraEnv[0].name", "OTEL_EXPORTER_OTLP_ENDPOINT"),
         ("operator.extraEnv[0].value", "http://collector:4317"),
     ]);
@@ -511,6 +645,8 @@ fn every_value_flows_into_the_operators_environment() {
         ("WASMFN_LEASE_SECONDS", "15"),
         ("WASMFN_RUN_POD_NETWORK_POLICY", "false"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+        ("WASMFN_AGENT_PORT", "9443"),
+        ("WASMFN_AGENT_MAX_PENDING", "32"),
     ] {
         assert_eq!(env.get(name).map(String::as_str), Some(value), "{name}");
     }
@@ -705,7 +841,10 @@ fn the_runtime_class_sends_wasm_pods_to_wasmedge_nodes_and_is_configurable() {
 
 #[test]
 fn the_node_installer_renders_the_standalone_manifests_daemonset() {
-    let objects = render(&[("nodeInstaller.enabled", "true")]);
+    let objects = render(&[
+        ("nodeInstaller.enabled", "true"),
+        ("agent.enabled", "false"),
+    ]);
     let rendered = one(&objects, "DaemonSet");
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../runner-image/node-installer/daemonset.yaml");

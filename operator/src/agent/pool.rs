@@ -158,10 +158,12 @@ mod tests {
             agent("agent-c", "c", true),
         ];
         let load = |pod: &str| if pod == "agent-a" { 5 } else { 2 };
-        let (chosen, pending) = choose(&agents, &nodes(&["a", "b"]), load, 10).expect("an agent qualifies");
+        let (chosen, pending) =
+            choose(&agents, &nodes(&["a", "b"]), load, 10).expect("an agent qualifies");
         assert_eq!((chosen.pod.as_str(), pending), ("agent-b", 2));
         // Ties go by name.
-        let (chosen, _) = choose(&agents, &nodes(&["b", "c"]), |_| 0, 10).expect("an agent qualifies");
+        let (chosen, _) =
+            choose(&agents, &nodes(&["b", "c"]), |_| 0, 10).expect("an agent qualifies");
         assert_eq!(chosen.pod, "agent-b");
     }
 

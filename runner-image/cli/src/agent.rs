@@ -66,3 +66,38 @@ pub(crate) fn agent(args: AgentArgs) -> Result<i32> {
     wasmfn_agent::run(config).context("agent")?;
     Ok(0)
 }
+
+/// Options of `wasmfn agent-status`.
+#[derive(Debug, Args)]
+pub(crate) struct AgentStatusArgs {
+    /// The agent's `ip:port`.
+    #[arg(long)]
+    address: String,
+    /// Directory with the client's `ca.crt`, `tls.crt` and `tls.key`; without it the request
+    /// goes out with no client certificate (and the agent refuses it).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+}
+
+/// Asks an agent for its status and prints it (JSON); exit 1 when the agent cannot be asked.
+pub(crate) fn agent_status(args: AgentStatusArgs) -> Result<i32> {
+    use wasmfn_agent_protocol::client::AgentClient;
+    let tls = match &args.tls_dir {
+        Some(dir) => wasmfn_agent_protocol::tls::Identity::read_dir(dir)?.client_config()?,
+        None => wasmfn_agent_protocol::tls::anonymous_client_config(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = AgentClient::new(args.address, tls);
+    match runtime.block_on(client.status()) {
+        Ok(status) => {
+            println!("{}", serde_json::to_string(&status)?);
+            Ok(0)
+        }
+        Err(error) => {
+            eprintln!("wasmfn: {error}");
+            Ok(1)
+        }
+    }
+}

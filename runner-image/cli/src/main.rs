@@ -38,6 +38,8 @@ enum Command {
     Artifact(artifact::ArtifactCommand),
     /// Run the warm agent: executions the operator hands over mutual TLS, each in a sandbox.
     Agent(agent::AgentArgs),
+    /// Ask a running agent for its capacity, load and cache (mutual TLS, like the operator).
+    AgentStatus(agent::AgentStatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Compile(args) => compile::compile(args),
         Command::Artifact(command) => artifact::artifact(command),
         Command::Agent(args) => agent::agent(args),
+        Command::AgentStatus(args) => agent::agent_status(args),
     };
     match result {
         // Exit codes are 0..=255; a guest's larger or negative code is reported modulo 256 like

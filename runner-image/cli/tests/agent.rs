@@ -322,6 +322,31 @@ fn only_clients_with_a_certificate_from_the_agents_ca_get_in() {
             matches!(refused, Err(Error::Connection { .. })),
             "{refused:?}"
         );
+        // `wasmfn agent-status` without a certificate is refused too; with the operator's it
+        // gets the agent's status.
+        let probe = |tls: Option<&Path>| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_wasmfn"));
+            command.args(["agent-status", "--address", &agent.address]);
+            if let Some(dir) = tls {
+                command.arg("--tls-dir").arg(dir);
+            }
+            command.output().unwrap()
+        };
+        let anonymous = probe(None);
+        assert_eq!(anonymous.status.code(), Some(1));
+        let said = String::from_utf8_lossy(&anonymous.stderr);
+        assert!(said.contains(&agent.address), "{said}");
+        let operator_dir = setup.dir.path().join("operator-tls");
+        write_identity(&operator_dir, &setup.operator);
+        let known = probe(Some(&operator_dir));
+        assert_eq!(
+            known.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&known.stderr)
+        );
+        let status: serde_json::Value = serde_json::from_slice(&known.stdout).unwrap();
+        assert_eq!(status["capacity"], 1);
         // And the operator's own certificate works against the same agent.
         agent
             .client(&setup.operator)
