@@ -64,6 +64,16 @@ const CATALOGUE: &[(&str, Kind, &str)] = &[
         "Run pods created, by runtime.",
     ),
     (
+        "wasmfn_agent_runs_dispatched_total",
+        Kind::Counter,
+        "Runs handed to a warm agent, by agent pod.",
+    ),
+    (
+        "wasmfn_agent_pending_runs",
+        Kind::Gauge,
+        "Runs handed to an agent and not answered yet (running or in its queue), by agent pod.",
+    ),
+    (
         "wasmfn_run_attempts_lost_total",
         Kind::Counter,
         "Attempts lost to the platform, by reason.",

@@ -114,6 +114,7 @@ pub async fn run(config: Config) -> Result<()> {
             client.clone(),
             &config,
             &namespace,
+            metrics.clone(),
         )?)
     } else {
         None

@@ -24,6 +24,7 @@ use wasmfn_agent_protocol::{ResultDocument, RunAssignment};
 use wasmfn_api::WasmExecution;
 
 use super::pool::AgentView;
+use crate::metrics::Metrics;
 
 /// Fetches a module's bytes from the artifact store (only when an agent lacks it).
 pub type FetchModule =
@@ -69,6 +70,7 @@ pub struct Dispatcher {
     pending: Mutex<HashMap<String, u32>>,
     wake: UnboundedSender<ObjectRef<WasmExecution>>,
     grace: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -97,6 +99,7 @@ impl Dispatcher {
         tls: Arc<rustls::ClientConfig>,
         wake: UnboundedSender<ObjectRef<WasmExecution>>,
         grace: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Dispatcher {
             tls,
@@ -105,20 +108,26 @@ impl Dispatcher {
             pending: Mutex::default(),
             wake,
             grace,
+            metrics,
         }
+    }
+
+    /// Changes `agent`'s pending count by `delta` and publishes it
+    /// (`wasmfn_agent_pending_runs`: the operator's view of each agent's queue).
+    fn count_pending(&self, agent: &str, delta: i64) {
+        let mut pending = lock(&self.pending);
+        let n = pending.entry(agent.to_owned()).or_default();
+        *n = u32::try_from((i64::from(*n) + delta).max(0)).unwrap_or(u32::MAX);
+        self.metrics.set(
+            "wasmfn_agent_pending_runs",
+            &[("agent", agent)],
+            f64::from(*n),
+        );
     }
 
     /// Runs handed to `agent` and not answered yet.
     pub fn pending(&self, agent: &str) -> u32 {
         lock(&self.pending).get(agent).copied().unwrap_or(0)
-    }
-
-    /// All pending runs, by agent (for the queue-depth metric).
-    pub fn pending_by_agent(&self) -> Vec<(String, u32)> {
-        lock(&self.pending)
-            .iter()
-            .map(|(agent, n)| (agent.clone(), *n))
-            .collect()
     }
 
     /// How attempt `attempt` of execution `uid` stands, if this replica handed it over.
@@ -145,9 +154,7 @@ impl Dispatcher {
                 run: AgentRun::Pending,
             },
         );
-        *lock(&self.pending)
-            .entry(handoff.agent.pod.clone())
-            .or_default() += 1;
+        self.count_pending(&handoff.agent.pod, 1);
         let client = self.client(&handoff.agent.address);
         let limit =
             Duration::from_millis(handoff.assignment.settings.timeout_ms.unwrap_or(0)) + self.grace;
@@ -175,9 +182,7 @@ impl Dispatcher {
             if let Some(entry) = lock(&this.attempts).get_mut(&key) {
                 entry.run = run;
             }
-            if let Some(n) = lock(&this.pending).get_mut(&handoff.agent.pod) {
-                *n = n.saturating_sub(1);
-            }
+            this.count_pending(&handoff.agent.pod, -1);
             let _ = this.wake.send(handoff.object);
         });
     }

@@ -19,6 +19,7 @@ use wasmfn_api::WasmExecution;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use dispatch::Dispatcher;
 use pool::AgentView;
 
@@ -44,7 +45,12 @@ impl std::fmt::Debug for Agents {
 impl Agents {
     /// Starts watching the agent pods in `namespace`; reads the client certificate now, so a
     /// missing one stops the operator's start with a clear error.
-    pub fn start(client: Client, config: &Config, namespace: &str) -> Result<Arc<Agents>> {
+    pub fn start(
+        client: Client,
+        config: &Config,
+        namespace: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Agents>> {
         let tls = Identity::read_dir(&config.agent_tls_dir)
             .and_then(|identity| identity.client_config())
             .map_err(|e| Error::Config(format!("agent client certificate: {e}")))?;
@@ -71,7 +77,7 @@ impl Agents {
             pods: reader,
             port: config.agent_port,
             max_pending: config.agent_max_pending,
-            dispatcher: Arc::new(Dispatcher::new(tls, wake, grace)),
+            dispatcher: Arc::new(Dispatcher::new(tls, wake, grace, metrics)),
             wake: Mutex::new(Some(woken)),
         }))
     }

@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use wasmfn_result::{Reason, ResultDocument, KIND};
 
 use super::run_pod::CONTAINER;
+use crate::agent::dispatch::{AgentAttempt, AgentRun};
 
 /// How an attempt that produced no result document was lost to the platform.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +99,36 @@ pub enum RunState {
         /// What happened, for people.
         message: String,
     },
+}
+
+/// The state of an attempt handed to an agent, from what the dispatcher knows of it (`None`:
+/// this replica did not hand it over, so its answer can never be collected).
+pub fn agent_attempt_state(known: Option<AgentAttempt>, attempt: i32, agent: &str) -> RunState {
+    let Some(known) = known else {
+        return RunState::Lost {
+            loss: Loss::AgentLost,
+            message: format!(
+                "attempt {attempt} was handed to agent {agent} by an operator replica that has \
+                 restarted or handed over since; its result cannot be collected"
+            ),
+        };
+    };
+    match known.run {
+        AgentRun::Pending => RunState::Running {
+            node: Some(known.node),
+            started: Some(known.started),
+        },
+        AgentRun::Done { document, finished } => RunState::Finished {
+            node: Some(known.node),
+            started: Some(known.started),
+            finished: Some(finished),
+            document,
+        },
+        AgentRun::Lost { message } => RunState::Lost {
+            loss: Loss::AgentLost,
+            message,
+        },
+    }
 }
 
 /// Parses a termination message as a result document (`None` when it is not one).
@@ -691,5 +722,73 @@ mod tests {
         let fields = result_fields(&doc, None, 4096);
         assert!(fields.timed_out);
         assert!(fields.message.contains("stopped after 100 ms"));
+    }
+
+    fn handed(run: AgentRun) -> AgentAttempt {
+        AgentAttempt {
+            agent: "wasmfn-agent-x".into(),
+            node: "a".into(),
+            started: Time(k8s_openapi::jiff::Timestamp::from_second(100).expect("valid")),
+            run,
+        }
+    }
+
+    #[test]
+    fn an_agent_attempt_this_replica_did_not_hand_over_is_lost() {
+        match agent_attempt_state(None, 3, "wasmfn-agent-x") {
+            RunState::Lost { loss, message } => {
+                assert_eq!(loss, Loss::AgentLost);
+                assert!(
+                    message.contains("attempt 3 was handed to agent wasmfn-agent-x"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_agent_attempt_is_running_until_answered_then_finished_or_lost() {
+        let running = agent_attempt_state(Some(handed(AgentRun::Pending)), 1, "x");
+        assert_eq!(
+            running,
+            RunState::Running {
+                node: Some("a".into()),
+                started: Some(handed(AgentRun::Pending).started),
+            }
+        );
+        let document = ResultDocument::new(Reason::Completed, runtime());
+        let finished = Time(k8s_openapi::jiff::Timestamp::from_second(101).expect("valid"));
+        let done = agent_attempt_state(
+            Some(handed(AgentRun::Done {
+                document: Box::new(document.clone()),
+                finished: finished.clone(),
+            })),
+            1,
+            "x",
+        );
+        assert_eq!(
+            done,
+            RunState::Finished {
+                node: Some("a".into()),
+                started: Some(handed(AgentRun::Pending).started),
+                finished: Some(finished),
+                document: Box::new(document),
+            }
+        );
+        let lost = agent_attempt_state(
+            Some(handed(AgentRun::Lost {
+                message: "connection reset".into(),
+            })),
+            1,
+            "x",
+        );
+        assert_eq!(
+            lost,
+            RunState::Lost {
+                loss: Loss::AgentLost,
+                message: "connection reset".into(),
+            }
+        );
     }
 }

@@ -23,7 +23,9 @@ use wasmfn_result::trace::RunTrace;
 
 use super::decision::{decide, FunctionState, Observation, Step};
 use super::inputs::{resolve, Defaults, RunInputs};
-use super::outcome::{log_limit, result_fields, run_state, wants_log, Loss, RunState};
+use super::outcome::{
+    agent_attempt_state, log_limit, result_fields, run_state, wants_log, RunState,
+};
 use super::placement::{
     place, prefer_agent, NodeView, Placement, Policy, RuntimeClassView, Taint, Toleration,
 };
@@ -32,7 +34,7 @@ use super::run_pod::{
     CONTAINER, EXECUTION_UID_LABEL, RUNTIME_ANNOTATION,
 };
 use super::status::{Assignment, StatusUpdate};
-use crate::agent::dispatch::{AgentRun, FetchModule, Handoff};
+use crate::agent::dispatch::{FetchModule, Handoff};
 use crate::agent::pool::{choose, AgentView};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -730,31 +732,7 @@ fn agent_run_state(ctx: &Context, uid: &str, attempt: i32, agent: &str) -> RunSt
         .agents
         .as_ref()
         .and_then(|agents| agents.dispatcher.attempt(uid, attempt));
-    let Some(known) = known else {
-        return RunState::Lost {
-            loss: Loss::AgentLost,
-            message: format!(
-                "attempt {attempt} was handed to agent {agent} by an operator replica that has \
-                 restarted or handed over since; its result cannot be collected"
-            ),
-        };
-    };
-    match known.run {
-        AgentRun::Pending => RunState::Running {
-            node: Some(known.node),
-            started: Some(known.started),
-        },
-        AgentRun::Done { document, finished } => RunState::Finished {
-            node: Some(known.node),
-            started: Some(known.started),
-            finished: Some(finished),
-            document,
-        },
-        AgentRun::Lost { message } => RunState::Lost {
-            loss: Loss::AgentLost,
-            message,
-        },
-    }
+    agent_attempt_state(known, attempt, agent)
 }
 
 /// The start of the current attempt in nanoseconds (from status), for spans.
