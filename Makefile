@@ -110,6 +110,12 @@ bench-executions: ## WasmExecution create->Succeeded: WasmEdge node vs container
 	$(CARGO) build --workspace --bins
 	WASMFN_OPERATOR_BINARY=$(CURDIR)/target/debug/wasmfn-operator $(CARGO) bench -p wasmfn-e2e --bench execution_latency
 
+.PHONY: bench-agent
+bench-agent: images ## Agent vs Wasm pod vs container pod create->final (p50/p99, hello and fib), a 1,000 burst on the agent, agent and operator RSS (release operator, fresh cluster)
+	$(CARGO) build --release -p wasmfn-operator
+	$(CARGO) build --workspace --bins
+	WASMFN_OPERATOR_BINARY=$(CURDIR)/target/release/wasmfn-operator $(CARGO) bench -p wasmfn-e2e --bench agent_latency
+
 .PHONY: bench-operator-memory
 bench-operator-memory: ## The release operator's RSS idle and with 1,000 finished executions (fresh cluster)
 	$(CARGO) build --release -p wasmfn-operator

@@ -137,6 +137,8 @@ helm_args=(
   --set images.pullPolicy=Always
   --set-string "operator.podAnnotations.wasmfn\.dev/operator-image=$operator_image"
   --set "networkPolicy.namespaces={$release_ns,$ns}"
+  # The warm agents' module cache stays inside the cluster's state directory.
+  --set "agent.cacheHostPath=$WASMFN_CLUSTER_DIR/agent-cache"
 )
 t=$(date +%s)
 say "helm upgrade --install $release charts/wasmfn -n $release_ns (apiserver 127.0.0.1:$apiserver_port, metrics port $metrics_port)"
@@ -243,7 +245,7 @@ echo
 echo "== results"
 k -n "$ns" get wasmexecutions -o json | jq -r '
   .items | sort_by(.metadata.name)[] | .status as $s |
-  "\(.metadata.name): \($s.phase // "-") on \($s.runtime // "-") (node \($s.node // "-")), exit \($s.exitCode // "-"), \($s.duration // "-")",
+  "\(.metadata.name): \($s.phase // "-") on \($s.runtime // "-") via \($s.path // "-")\(if $s.agent then " \($s.agent)" else "" end) (node \($s.node // "-")), exit \($s.exitCode // "-"), \($s.duration // "-")",
   (if $s.stdout then "  stdout: \($s.stdout | rtrimstr("\n") | gsub("\n"; "\n          "))" else empty end),
   (if $s.stderr then "  stderr: \($s.stderr | rtrimstr("\n") | gsub("\n"; "\n          "))" else empty end),
   (if $s.phase != "Succeeded" then "  reason: \($s.reason // "-"): \($s.message // "")" else empty end)'
