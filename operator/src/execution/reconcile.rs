@@ -796,12 +796,7 @@ async fn start_on_agent(
         pod: agent.clone(),
     };
     let started = Time(start.now);
-    let status = update.running(
-        start.attempt,
-        &assignment,
-        Some(node.clone()),
-        Some(started.clone()),
-    );
+    let status = update.handed_to_agent(start.attempt, &assignment, node.clone(), started.clone());
     write_status(executions, start.execution, &status).await?;
     let run = RunAssignment {
         namespace: namespace.clone(),

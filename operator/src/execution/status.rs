@@ -150,6 +150,19 @@ impl StatusUpdate {
         self.status
     }
 
+    /// An attempt was just handed to an agent (it runs, or waits in the agent's queue): what
+    /// tracking it later reports too, so that only the hand-over writes.
+    pub fn handed_to_agent(
+        mut self,
+        attempt: i32,
+        assignment: &Assignment,
+        node: String,
+        started: Time,
+    ) -> WasmExecutionStatus {
+        self.status.placement_reason = Some(assignment.reason.clone());
+        self.running(attempt, assignment, Some(node), Some(started))
+    }
+
     /// The guest is running.
     pub fn running(
         mut self,
@@ -446,5 +459,46 @@ mod tests {
         assert_eq!(failed.attempts, 2);
         assert_eq!(condition(&failed), ("False", "PodDeleted"));
         assert!(failed.completion_time.is_some());
+    }
+
+    #[test]
+    fn an_attempt_handed_to_an_agent_names_the_agent_not_a_pod_and_tracking_it_changes_nothing() {
+        let agent = Assignment {
+            runtime: "WasmEdge".into(),
+            path: ExecutionPath::Agent,
+            reason: "agent wasmfn-agent-x on WasmEdge node a is Ready with 0 runs pending".into(),
+            pod: "wasmfn-agent-x".into(),
+        };
+        // A retry after a pod attempt: the pod and the old reason make way.
+        let before = StatusUpdate::new(None, Some(1), now()).scheduled(1, &assignment());
+        let handed = StatusUpdate::new(Some(&before), Some(1), now()).handed_to_agent(
+            2,
+            &agent,
+            "a".into(),
+            now(),
+        );
+        assert_eq!(handed.phase, Some(ExecutionPhase::Running));
+        assert_eq!(handed.path, Some(ExecutionPath::Agent));
+        assert_eq!(handed.agent.as_deref(), Some("wasmfn-agent-x"));
+        assert_eq!(handed.pod_name, None);
+        assert_eq!(
+            handed.placement_reason.as_deref(),
+            Some(agent.reason.as_str())
+        );
+        assert_eq!(
+            condition(&handed),
+            ("Unknown", "Running")
+        );
+        assert_eq!(
+            handed.message.as_deref(),
+            Some("attempt 2 running in agent wasmfn-agent-x on a")
+        );
+        let tracked = StatusUpdate::new(Some(&handed), Some(1), now()).running(
+            2,
+            &agent,
+            Some("a".into()),
+            Some(now()),
+        );
+        assert_eq!(tracked, handed, "tracking an unanswered run writes nothing");
     }
 }
