@@ -485,10 +485,7 @@ mod tests {
             handed.placement_reason.as_deref(),
             Some(agent.reason.as_str())
         );
-        assert_eq!(
-            condition(&handed),
-            ("Unknown", "Running")
-        );
+        assert_eq!(condition(&handed), ("Unknown", "Running"));
         assert_eq!(
             handed.message.as_deref(),
             Some("attempt 2 running in agent wasmfn-agent-x on a")
