@@ -24,7 +24,7 @@ use wasmfn_agent_protocol::client::{AgentClient, RunAnswer};
 use wasmfn_agent_protocol::tls::Identity;
 use wasmfn_agent_protocol::{RunAssignment, RunSettings};
 use wasmfn_e2e::agents::{Agents, PORT};
-use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
+use wasmfn_e2e::operator::{crds_dir, process_memory, OperatorProcess};
 use wasmfn_e2e::{percentile, Cluster, Kubectl};
 
 const FIB: &str = include_str!("../../runner-image/guests/wat/fib.wat");
@@ -129,18 +129,7 @@ fn agent_rss() -> Option<(u64, u64)> {
         .iter()
         .copied()
         .find(|pid| parent(*pid).is_none_or(|p| !agents.contains(&p)))?;
-    let status = std::fs::read_to_string(format!("/proc/{main}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kib: u64 = line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    process_memory(main)
 }
 
 fn mib(bytes: Option<(u64, u64)>) -> String {

@@ -37,6 +37,22 @@ pub fn operator_binary() -> Result<PathBuf> {
     }
 }
 
+/// Resident and peak memory (`VmRSS`, `VmHWM`) of process `pid`, in bytes.
+pub fn process_memory(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// A running operator replica.
 #[derive(Debug)]
 pub struct OperatorProcess {
@@ -153,19 +169,7 @@ impl OperatorProcess {
 
     /// Its resident set size and peak (`VmRSS`, `VmHWM` of `/proc/<pid>/status`), in bytes.
     pub fn memory(&self) -> Option<(u64, u64)> {
-        let child = self.child.as_ref()?;
-        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
-        let field = |name: &str| -> Option<u64> {
-            let line = status.lines().find(|l| l.starts_with(name))?;
-            let kib: u64 = line[name.len()..]
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()?;
-            Some(kib * 1024)
-        };
-        Some((field("VmRSS:")?, field("VmHWM:")?))
+        process_memory(self.child.as_ref()?.id())
     }
 
     /// The exit status, once it has exited.
