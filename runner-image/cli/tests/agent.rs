@@ -387,3 +387,22 @@ fn an_agent_killed_mid_run_breaks_the_runs_connection() {
         assert!(started.elapsed() < Duration::from_secs(10));
     });
 }
+
+#[test]
+fn an_agent_whose_zygote_dies_exits_so_that_it_is_restarted() {
+    let setup = setup();
+    let mut agent = Agent::start(setup.dir.path(), 1);
+    let pid = agent.child.id();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let zygote: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(unsafe { libc::kill(zygote, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(70));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the agent outlived its zygote");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
