@@ -85,8 +85,17 @@ impl Agents {
                     .run(&["get", "pods", "-o", "wide"])
                     .unwrap_or_default();
                 let events = self.namespace.run(&["get", "events"]).unwrap_or_default();
+                let selector = "app.kubernetes.io/component=agent";
+                let logs = self
+                    .namespace
+                    .run(&["logs", "-l", selector, "--tail=40"])
+                    .unwrap_or_default();
+                let previous = self
+                    .namespace
+                    .run(&["logs", "-l", selector, "--previous", "--tail=40"])
+                    .unwrap_or_default();
                 Error::Cluster(format!(
-                    "the agents never became Ready: {e}\n{pods}\n{events}"
+                    "the agents never became Ready: {e}\n{pods}\n{events}\nagent log:\n{logs}\nprevious agent log:\n{previous}"
                 ))
             })
     }

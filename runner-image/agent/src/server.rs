@@ -77,6 +77,11 @@ pub async fn serve(config: AgentConfig, zygote: Zygote) -> Result<(), Error> {
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
+                // A bare TCP connect (the kubelet's probe) ends before any TLS.
+                Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    tracing::debug!(%peer, "a connection closed before its TLS handshake");
+                    return;
+                }
                 Ok(Err(error)) => {
                     warn!(%peer, %error, "refused a connection: TLS handshake failed");
                     return;

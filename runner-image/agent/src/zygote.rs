@@ -69,6 +69,8 @@ impl Zygote {
         let socket = dir.join("zygote.sock");
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket).map_err(|e| Error::io(&socket, e))?;
+        // SAFETY: reading our own pid.
+        let agent = unsafe { libc::getpid() };
         // SAFETY: the caller guarantees a single-threaded process, so the child may go on
         // running ordinary Rust code.
         let pid = unsafe { libc::fork() };
@@ -76,7 +78,7 @@ impl Zygote {
             return Err(Error::io(&socket, std::io::Error::last_os_error()));
         }
         if pid == 0 {
-            serve(listener, sandbox)
+            serve(listener, sandbox, agent)
         }
         Ok(Zygote { socket, pid })
     }
@@ -117,12 +119,14 @@ impl Drop for Zygote {
 }
 
 /// The zygote's loop: accept, fork a supervisor, repeat. Never returns.
-fn serve(listener: UnixListener, sandbox: Option<ChildSandbox>) -> ! {
+fn serve(listener: UnixListener, sandbox: Option<ChildSandbox>, agent: libc::pid_t) -> ! {
     // SAFETY: process attributes of this freshly forked, single-threaded child. SIGCHLD ignored
     // makes the kernel reap supervisors; each supervisor restores it before it forks its run.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() == 1 {
+        // The agent died before the death signal was armed. (It may well be pid 1: the first
+        // process of its container.)
+        if libc::getppid() != agent {
             libc::_exit(0);
         }
         libc::signal(libc::SIGCHLD, libc::SIG_IGN);
