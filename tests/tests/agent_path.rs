@@ -121,8 +121,8 @@ fn executions_run_on_the_agent_without_a_pod_and_status_column_and_event_say_so(
         let events = events_for(&ns, name);
         assert!(
             events.iter().any(|(kind, reason, note, _)| kind == "Normal"
-                && reason == "Completed"
-                && note.contains(&format!("agent {agent_pod}"))),
+                && reason == "Succeeded"
+                && note.contains(&format!("(path Agent: agent {agent_pod} on WasmEdge node"))),
             "{name}: {events:?}"
         );
     }

@@ -473,12 +473,9 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                 trace_attempt(ctx, execution, &uid, &end, run.as_ref());
                 report_outcome(ctx, execution, &status, now);
                 let note = match assignment.path {
-                    ExecutionPath::Agent => format!(
-                        "{message} ({} on {}: {})",
-                        assignment.runner(),
-                        node_name.as_deref().unwrap_or("a node"),
-                        assignment.reason
-                    ),
+                    ExecutionPath::Agent => {
+                        format!("{message} (path Agent: {})", assignment.reason)
+                    }
                     _ => format!("{message} ({} {})", assignment.runtime, assignment.runner()),
                 };
                 ctx.event(execution, warning, &reason, "Run", note).await;
