@@ -264,7 +264,7 @@ fn every_container_is_restricted_except_the_node_installers_privileged_init_cont
             assert_eq!(
                 pod["volumes"],
                 json!([{"name": "agent-client-tls",
-                        "secret": {"secretName": "wasmfn-agent-client-tls", "defaultMode": 256}}]),
+                        "secret": {"secretName": "wasmfn-agent-client-tls", "defaultMode": 288}}]),
                 "the operator mounts only its client certificate for the agents"
             );
         }
