@@ -57,6 +57,7 @@ impl ChildSandbox {
         }
         // SAFETY: plain system calls on this process's own attributes; every result is checked.
         unsafe {
+            let parent = libc::getppid();
             if self.isolate_network && libc::unshare(libc::CLONE_NEWNET) != 0 {
                 return Err(SandboxError::last("unshare(CLONE_NEWNET)"));
             }
@@ -70,6 +71,17 @@ impl ChildSandbox {
             }
             if libc::setresuid(self.uid, self.uid, self.uid) != 0 {
                 return Err(SandboxError::last("setresuid"));
+            }
+            // Changing credentials clears the parent-death signal: arm it again, or a child
+            // whose supervisor is killed would run its guest on with nobody to stop it.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(SandboxError::last("PR_SET_PDEATHSIG"));
+            }
+            if libc::getppid() != parent {
+                return Err(SandboxError::new(
+                    "the parent exited while the child confined itself",
+                    0,
+                ));
             }
             // After the uid change (root is exempt from it): no process may be created at all.
             set_limit(libc::RLIMIT_NPROC, 0)?;

@@ -220,3 +220,15 @@ fn a_sandbox_that_cannot_be_entered_never_runs_the_guest() {
     assert!(execution.document.message.contains("must not be root"));
     assert_eq!(execution.stdout.head, b"");
 }
+
+#[test]
+fn the_child_still_dies_with_its_parent_after_dropping_its_credentials() {
+    // A credential change clears the parent-death signal; the sandbox arms it again, so a
+    // guest whose supervisor is killed cannot run on unsupervised.
+    let report = probe_in(sandbox(), || {
+        let mut signal: libc::c_int = 0;
+        let got = unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut signal as *mut libc::c_int) };
+        format!("prctl={got} signal={signal}")
+    });
+    assert_eq!(report, format!("prctl=0 signal={}", libc::SIGKILL));
+}
