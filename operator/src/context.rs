@@ -10,6 +10,7 @@ use kube::{Client, Resource};
 
 use crate::agent::Agents;
 use crate::config::Config;
+use crate::execution::watched::{LastWrites, Watched, Writers};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::network_policy::Ensured;
@@ -38,6 +39,11 @@ pub struct Context {
     pub agents: Option<Arc<Agents>>,
     /// Whether this replica still holds the leader Lease.
     pub leadership: Arc<Leadership>,
+    /// Nodes, RuntimeClasses and functions as the execution controller's watches see them.
+    pub watched: Watched,
+    /// The resourceVersion of this replica's last status write per execution.
+    pub last_writes: LastWrites,
+    watch_writers: Mutex<Option<Writers>>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -64,7 +70,11 @@ impl Context {
             controller: "wasmfn-operator".into(),
             instance: Some(instance.to_owned()),
         };
+        let (watched, watch_writers) = Watched::new();
         Context {
+            watched,
+            last_writes: LastWrites::default(),
+            watch_writers: Mutex::new(Some(watch_writers)),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
@@ -88,6 +98,14 @@ impl Context {
     pub fn with_leadership(mut self, leadership: Arc<Leadership>) -> Self {
         self.leadership = leadership;
         self
+    }
+
+    /// The writers of [`Context::watched`] (taken once, by the execution controller).
+    pub fn take_watch_writers(&self) -> Option<Writers> {
+        self.watch_writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Publishes an event on `object`; a failure to record is logged, never fatal.

@@ -64,6 +64,10 @@ pub enum Error {
     /// result is not written (the next leader collects or retries the attempt).
     #[error("this replica cannot confirm it still holds the leader Lease; not writing results")]
     NotLeading,
+    /// A status write was refused because the execution changed after it was read; the
+    /// reconcile decides again on a fresh read.
+    #[error("the execution changed after it was read; deciding again")]
+    StaleRead,
 }
 
 impl Error {
@@ -82,6 +86,7 @@ impl Error {
             Error::NetworkPolicy { .. } => "network_policy",
             Error::LostLeadership(_) => "lost_leadership",
             Error::NotLeading => "not_leading",
+            Error::StaleRead => "stale_read",
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! Pure parts: [`placement`], [`run_pod`] (the pod and input ConfigMap), [`outcome`] (reading a
 //! run pod and its result document), [`decision`] (the next step), [`status`].
-//! [`reconcile`] fetches, calls them and applies the result.
+//! [`reconcile`] fetches, calls them and applies the result; [`watched`] holds what it reads
+//! from watches instead of the API server.
 
 pub mod decision;
 pub mod inputs;
@@ -13,15 +14,16 @@ pub mod placement;
 pub mod reconcile;
 pub mod run_pod;
 pub mod status;
+pub mod watched;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, ResourceExt};
 use wasmfn_api::{labels, ExecutionPhase, WasmExecution, WasmFunction};
 
@@ -57,6 +59,12 @@ async fn count_phases(store: Store<WasmExecution>, ctx: Arc<Context>) {
     loop {
         tick.tick().await;
         let state = store.state();
+        // Deleted executions leave the cache; their last writes are forgotten with them.
+        if store.wait_until_ready().now_or_never().is_some() {
+            let live: std::collections::HashSet<String> =
+                state.iter().filter_map(|e| e.uid()).collect();
+            ctx.last_writes.retain(|uid| live.contains(uid));
+        }
         for (label, phase) in phases {
             let count = state
                 .iter()
@@ -78,6 +86,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
+    let Some(writers) = ctx.take_watch_writers() else {
+        tracing::error!("the execution controller was started twice in one process");
+        return;
+    };
     let concurrency = ctx.config.concurrency;
     let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
     let controller = Controller::new(
@@ -103,9 +115,14 @@ pub async fn run(
             watcher::Config::default().labels(&managed),
         )
         // A function becoming Ready (or Failed) moves the executions waiting for it.
-        .watches(
-            Api::<WasmFunction>::all(client.clone()),
-            watcher::Config::default(),
+        .watches_stream(
+            watcher(
+                Api::<WasmFunction>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .reflect(writers.functions)
+            .touched_objects(),
             move |function| {
                 let namespace = function.namespace();
                 let name = function.name_any();
@@ -121,14 +138,18 @@ pub async fn run(
             },
         )
         // A node or RuntimeClass change may give a waiting execution a place to run.
-        .watches(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default(),
+        .watches_stream(
+            watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+                .default_backoff()
+                .reflect(writers.nodes)
+                .touched_objects(),
             move |_| waiting(&for_nodes),
         )
-        .watches(
-            Api::<RuntimeClass>::all(client),
-            watcher::Config::default(),
+        .watches_stream(
+            watcher(Api::<RuntimeClass>::all(client), watcher::Config::default())
+                .default_backoff()
+                .reflect(writers.classes)
+                .touched_objects(),
             move |_| waiting(&for_classes),
         )
         .graceful_shutdown_on(shutdown)

@@ -34,6 +34,7 @@ use super::run_pod::{
     CONTAINER, EXECUTION_UID_LABEL, RUNTIME_ANNOTATION,
 };
 use super::status::{Assignment, StatusUpdate};
+use super::watched::listed;
 use crate::agent::dispatch::{FetchModule, Handoff};
 use crate::agent::pool::{choose, AgentView};
 use crate::context::Context;
@@ -53,7 +54,10 @@ const RUN_POLL: Duration = Duration::from_secs(60);
 pub async fn reconcile(execution: Arc<WasmExecution>, ctx: Arc<Context>) -> Result<Action> {
     let _active = ActiveReconcile::start(&ctx.metrics, "execution");
     let started = Timestamp::now();
-    let result = reconcile_inner(&execution, &ctx).await;
+    let result = match reconcile_inner(&execution, &ctx, false).await {
+        Err(Error::StaleRead) => reconcile_inner(&execution, &ctx, true).await,
+        other => other,
+    };
     trace_reconcile(&ctx, &execution, started, result.as_ref().err());
     let action = result?;
     ctx.succeeded(&backoff_key(&execution));
@@ -152,7 +156,11 @@ fn attempt_of(pod: &Pod) -> Option<i32> {
     pod.labels().get(ATTEMPT_LABEL)?.parse().ok()
 }
 
-async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action> {
+/// Decides on the cached execution when [`LastWrites::trusts`] it (and `reread` is false), on
+/// a fresh read otherwise.
+///
+/// [`LastWrites::trusts`]: super::watched::LastWrites::trusts
+async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) -> Result<Action> {
     let namespace = cached
         .namespace()
         .ok_or_else(|| Error::Invariant("a WasmExecution without a namespace".into()))?;
@@ -160,10 +168,16 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
     let executions = Api::<WasmExecution>::namespaced(ctx.client.clone(), &namespace);
     // The watch cache may not have seen this operator's last status write yet; acting on it
     // could record a result twice or take a pod deleted after recording for a lost attempt.
-    let Some(execution) = executions.get_opt(&name).await? else {
-        return Ok(Action::await_change());
+    let fresh;
+    let execution = if !reread && ctx.last_writes.trusts(cached) {
+        cached
+    } else {
+        let Some(read) = executions.get_opt(&name).await? else {
+            return Ok(Action::await_change());
+        };
+        fresh = read;
+        &fresh
     };
-    let execution = &execution;
     let uid = execution
         .uid()
         .ok_or_else(|| Error::Invariant("a WasmExecution without a uid".into()))?;
@@ -187,8 +201,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
         return finish_up(ctx, execution, &executions, &pods, &owned, now).await;
     }
 
-    let functions = Api::<WasmFunction>::namespaced(ctx.client.clone(), &namespace);
-    let function = functions.get_opt(&execution.spec.function_ref.name).await?;
+    let function = function_of(ctx, &namespace, &execution.spec.function_ref.name).await?;
     let config = &ctx.config;
     let defaults = Defaults {
         timeout_ms: config.wasmedge_timeout_ms,
@@ -245,7 +258,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
         Step::Done => finish_up(ctx, execution, &executions, &pods, &owned, now).await,
         Step::Wait { reason, message } => {
             let status = update.pending(reason, &message);
-            if write_status(&executions, execution, &status).await? {
+            if write_status(ctx, &executions, execution, &status).await? {
                 let warning = reason != "FunctionNotReady";
                 ctx.event(execution, warning, reason, "Wait", message).await;
             }
@@ -261,7 +274,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
             attempts,
         } => {
             let status = update.failed(reason, &message, attempts);
-            if write_status(&executions, execution, &status).await? {
+            if write_status(ctx, &executions, execution, &status).await? {
                 report_outcome(ctx, execution, &status, now);
                 ctx.event(execution, true, reason, "Run", message).await;
             }
@@ -306,7 +319,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                 Ok(module) => module,
                 Err(ModuleProblem(message)) => {
                     let status = update.failed("ArtifactUnavailable", &message, attempt - 1);
-                    if write_status(&executions, execution, &status).await? {
+                    if write_status(ctx, &executions, execution, &status).await? {
                         report_outcome(ctx, execution, &status, now);
                         ctx.event(execution, true, "ArtifactUnavailable", "Run", message)
                             .await;
@@ -373,7 +386,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                 assignment.runtime, assignment.reason
             );
             let status = update.scheduled(attempt, &assignment);
-            if write_status(&executions, execution, &status).await? {
+            if write_status(ctx, &executions, execution, &status).await? {
                 ctx.metrics.inc(
                     "wasmfn_run_pods_created_total",
                     &[("runtime", &assignment.runtime)],
@@ -399,7 +412,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
                 }
                 other => return Err(Error::Invariant(format!("Track with {other:?}"))),
             };
-            write_status(&executions, execution, &status).await?;
+            write_status(ctx, &executions, execution, &status).await?;
             Ok(Action::requeue(RUN_POLL))
         }
         Step::Record { attempt, state } => {
@@ -456,7 +469,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
             if !ctx.leadership.holds() {
                 return Err(Error::NotLeading);
             }
-            if write_status(&executions, execution, &status).await? {
+            if write_status(ctx, &executions, execution, &status).await? {
                 let end = AttemptEnd {
                     attempt,
                     pod: &assignment.pod,
@@ -495,7 +508,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context) -> Result<Action
             at,
         } => {
             let status = update.retrying(attempt, loss, &message, Time(at), execution.spec.retries);
-            if write_status(&executions, execution, &status).await? {
+            if write_status(ctx, &executions, execution, &status).await? {
                 ctx.metrics.inc(
                     "wasmfn_run_attempts_lost_total",
                     &[("reason", loss.reason())],
@@ -558,7 +571,7 @@ async fn name_taken(
         "a {kind} named {name} already exists and does not belong to this execution; rename the execution or remove that {kind}"
     );
     let status = update.failed("NameConflict", &message, attempts);
-    if write_status(executions, execution, &status).await? {
+    if write_status(ctx, executions, execution, &status).await? {
         report_outcome(ctx, execution, &status, now);
         ctx.event(execution, true, "NameConflict", "Run", message)
             .await;
@@ -778,7 +791,7 @@ async fn start_on_agent(
         Ok(artifact) => artifact.clone(),
         Err(ModuleProblem(message)) => {
             let status = update.failed("ArtifactUnavailable", &message, start.attempt - 1);
-            if write_status(executions, start.execution, &status).await? {
+            if write_status(ctx, executions, start.execution, &status).await? {
                 report_outcome(ctx, start.execution, &status, start.now);
                 ctx.event(start.execution, true, "ArtifactUnavailable", "Run", message)
                     .await;
@@ -794,7 +807,7 @@ async fn start_on_agent(
     };
     let started = Time(start.now);
     let status = update.handed_to_agent(start.attempt, &assignment, node.clone(), started.clone());
-    write_status(executions, start.execution, &status).await?;
+    write_status(ctx, executions, start.execution, &status).await?;
     let run = RunAssignment {
         namespace: namespace.clone(),
         execution: start.execution.name_any(),
@@ -834,23 +847,30 @@ async fn start_on_agent(
     Ok(Action::requeue(RUN_POLL))
 }
 
-/// Places with the nodes and RuntimeClasses as they are now (read, not cached: a node
-/// cordoned a moment ago must not receive the pod).
+/// Places with the nodes and RuntimeClasses as the watches see them (read from the API server
+/// until the watches have listed them).
 async fn place_now(ctx: &Context, execution: &WasmExecution) -> Result<Placement> {
-    let nodes = Api::<Node>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
-    let classes = Api::<RuntimeClass>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
-    let placement = place(
-        execution.spec.runtime,
-        &policy(ctx),
-        &node_views(&nodes),
-        &class_views(&classes),
-    );
+    let nodes = match listed(&ctx.watched.nodes) {
+        Some(nodes) => node_views(nodes.iter().map(AsRef::as_ref)),
+        None => node_views(
+            Api::<Node>::all(ctx.client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter(),
+        ),
+    };
+    let classes = match listed(&ctx.watched.classes) {
+        Some(classes) => class_views(classes.iter().map(AsRef::as_ref)),
+        None => class_views(
+            Api::<RuntimeClass>::all(ctx.client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter(),
+        ),
+    };
+    let placement = place(execution.spec.runtime, &policy(ctx), &nodes, &classes);
     let Some(agents) = &ctx.agents else {
         return Ok(placement);
     };
@@ -931,6 +951,21 @@ fn wasm_artifact(function: &WasmFunction) -> Result<&ArtifactStatus, ModuleProbl
     Ok(artifact)
 }
 
+/// The execution's function: the watched copy when it is Ready for its current generation, a
+/// fresh read otherwise (a function that just became Ready is not made to wait for the watch).
+async fn function_of(ctx: &Context, namespace: &str, name: &str) -> Result<Option<WasmFunction>> {
+    if let Some(function) = ctx.watched.function(namespace, name) {
+        if function_state(Some(&function)) == FunctionState::Ready {
+            return Ok(Some(function.as_ref().clone()));
+        }
+    }
+    Ok(
+        Api::<WasmFunction>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(name)
+            .await?,
+    )
+}
+
 fn function_state(function: Option<&WasmFunction>) -> FunctionState {
     let Some(function) = function else {
         return FunctionState::Missing;
@@ -969,9 +1004,8 @@ fn pod_settings(ctx: &Context) -> PodSettings {
     }
 }
 
-fn node_views(nodes: &[Node]) -> Vec<NodeView> {
+fn node_views<'a>(nodes: impl Iterator<Item = &'a Node>) -> Vec<NodeView> {
     nodes
-        .iter()
         .map(|node| {
             let spec = node.spec.clone().unwrap_or_default();
             NodeView {
@@ -999,9 +1033,8 @@ fn node_views(nodes: &[Node]) -> Vec<NodeView> {
         .collect()
 }
 
-fn class_views(classes: &[RuntimeClass]) -> Vec<RuntimeClassView> {
+fn class_views<'a>(classes: impl Iterator<Item = &'a RuntimeClass>) -> Vec<RuntimeClassView> {
     classes
-        .iter()
         .map(|class| {
             let scheduling = class.scheduling.clone().unwrap_or_default();
             RuntimeClassView {
@@ -1036,7 +1069,12 @@ fn owner_reference(execution: &WasmExecution, uid: &str) -> OwnerReference {
 }
 
 /// Writes the status with server-side apply when it differs; returns whether it changed.
+///
+/// The write is conditional on the resourceVersion the decision was made on: should the
+/// execution have changed since, the API server refuses it and [`Error::StaleRead`] makes the
+/// reconcile decide again on a fresh read.
 async fn write_status(
+    ctx: &Context,
     api: &Api<WasmExecution>,
     execution: &WasmExecution,
     status: &WasmExecutionStatus,
@@ -1047,13 +1085,22 @@ async fn write_status(
     let patch = serde_json::json!({
         "apiVersion": API_VERSION,
         "kind": "WasmExecution",
+        "metadata": {"resourceVersion": execution.resource_version()},
         "status": status,
     });
-    api.patch_status(
-        &execution.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &execution.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|error| match error {
+            kube::Error::Api(status) if status.code == 409 => Error::StaleRead,
+            other => Error::Kube(other),
+        })?;
+    if let (Some(uid), Some(version)) = (written.uid(), written.resource_version()) {
+        ctx.last_writes.record(&uid, version);
+    }
     Ok(true)
 }
