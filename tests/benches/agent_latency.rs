@@ -6,8 +6,9 @@
 //!   module (hello; fib(27) as a CPU-bound reactor call): the agent (operator with agents),
 //!   then a Wasm pod and a container pod (the same cluster, the operator restarted without
 //!   agents, so placement falls back exactly as it does when no agent is Ready);
-//! - a burst of `WASMFN_BENCH_BURST` (default 1,000) hello executions created by 8 parallel
-//!   clients: executions/s from the first create to the last final phase, lost and failed;
+//! - a burst of `WASMFN_BENCH_BURST` (default 1,000) hello executions created by 8 concurrent
+//!   API clients in this process: executions/s from the first create to the last final phase,
+//!   lost and failed, with the API requests per execution and the CPU each process used;
 //! - the agent's RSS idle, after the burst and after 10,000 runs (the rest sent straight to it
 //!   with the operator's client and certificate), and the operator's RSS.
 
@@ -18,11 +19,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use executions::{execution, is_final, list, prebuilt_function, Watch, WatchEvent, HELLO};
+use executions::{execution, is_final, prebuilt_function, Watch, WatchEvent, HELLO};
 use serde_json::json;
 use wasmfn_agent_protocol::client::{AgentClient, RunAnswer};
 use wasmfn_agent_protocol::tls::Identity;
 use wasmfn_agent_protocol::{RunAssignment, RunSettings};
+use wasmfn_api::WasmExecution;
 use wasmfn_e2e::agents::{Agents, PORT};
 use wasmfn_e2e::operator::{crds_dir, process_memory, OperatorProcess};
 use wasmfn_e2e::{percentile, Cluster, Kubectl};
@@ -142,29 +144,134 @@ fn mib(bytes: Option<(u64, u64)>) -> String {
     })
 }
 
-/// The burst: `count` hello executions from SUBMITTERS parallel creates.
+/// CPU seconds used so far by every process on the machine, summed by command name.
+fn cpu_by_command() -> BTreeMap<String, f64> {
+    // USER_HZ is 100 on Linux.
+    let mut used = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return used;
+    };
+    for entry in entries.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+        *used.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    used
+}
+
+/// The API server's request counts by verb and resource (`apiserver_request_total`).
+fn api_requests(cluster: &Kubectl) -> BTreeMap<String, f64> {
+    let mut counts = BTreeMap::new();
+    let Ok(text) = cluster.run(&["get", "--raw", "/metrics"]) else {
+        return counts;
+    };
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let label = |name: &str| {
+            let key = format!("{name}=\"");
+            line.find(&key).map(|at| {
+                let rest = &line[at + key.len()..];
+                rest[..rest.find('"').unwrap_or(0)].to_owned()
+            })
+        };
+        let (Some(verb), Some(resource), Some(value)) = (
+            label("verb"),
+            label("resource"),
+            line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        let subresource = label("subresource").filter(|s| !s.is_empty());
+        let key = match subresource {
+            Some(sub) => format!("{verb} {resource}/{sub}"),
+            None => format!("{verb} {resource}"),
+        };
+        *counts.entry(key).or_insert(0.0) += value;
+    }
+    counts
+}
+
+/// What grew between two snapshots, largest first, as `name value` pairs above `floor`.
+fn growth(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    per: f64,
+    floor: f64,
+) -> String {
+    let mut grown: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), (v - before.get(k).copied().unwrap_or(0.0)) / per))
+        .filter(|(_, v)| *v >= floor)
+        .collect();
+    grown.sort_by(|a, b| b.1.total_cmp(&a.1));
+    grown
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The burst: `count` hello executions created by SUBMITTERS concurrent API clients (one
+/// process, as a workflow engine would; a `kubectl` per batch would measure kubectl).
 fn burst(ns: &Kubectl, watch: &Watch, count: usize) -> String {
-    let names: Vec<String> = (0..count).map(|i| format!("burst-{i}")).collect();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let submitted = Instant::now();
-    std::thread::scope(|scope| {
-        for chunk in names.chunks(count.div_ceil(SUBMITTERS)) {
-            let ns = ns.clone();
-            scope.spawn(move || {
-                for part in chunk.chunks(50) {
-                    let items = part
-                        .iter()
-                        .map(|n| execution(n, "hello", json!({})))
-                        .collect();
-                    ns.create(&list(items)).expect("create a burst chunk");
+    runtime.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(ns.kubeconfig()).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("client config");
+        let client = kube::Client::try_from(config).expect("client");
+        let api = kube::Api::<WasmExecution>::namespaced(client, NAMESPACE);
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut submitters = Vec::new();
+        for _ in 0..SUBMITTERS {
+            let (api, next) = (api.clone(), next.clone());
+            submitters.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= count {
+                        return;
+                    }
+                    let object: WasmExecution = serde_json::from_value(execution(
+                        &format!("burst-{i}"),
+                        "hello",
+                        json!({}),
+                    ))
+                    .expect("an execution");
+                    api.create(&Default::default(), &object)
+                        .await
+                        .expect("create a burst execution");
                 }
-            });
+            }));
+        }
+        for submitter in submitters {
+            submitter.await.expect("submitter");
         }
     });
     let created = submitted.elapsed();
     let deadline = Instant::now() + Duration::from_secs(900);
     let mut finished: BTreeMap<String, WatchEvent> = BTreeMap::new();
+    let mut seen = 0;
     while finished.len() < count && Instant::now() < deadline {
-        for event in watch.events() {
+        let new = watch.events_after(seen);
+        seen += new.len();
+        for event in new {
             if event.name().starts_with("burst-") && is_final(&event.object) {
                 finished.entry(event.name().to_owned()).or_insert(event);
             }
@@ -289,7 +396,12 @@ fn main() {
     series(&ns, &watch, "warm-agent-fib", 1, "fib", &cpu, "Agent");
     let agent_hello = series(&ns, &watch, "agent-hello", runs, "hello", &hello, "Agent");
     let agent_fib = series(&ns, &watch, "agent-fib", runs, "fib", &cpu, "Agent");
+    let admin = cluster.kubectl();
+    let (requests_before, cpu_before) = (api_requests(&admin), cpu_by_command());
     let burst_line = burst(&ns, &watch, burst_size);
+    let (requests_after, cpu_after) = (api_requests(&admin), cpu_by_command());
+    let burst_requests = growth(&requests_before, &requests_after, burst_size as f64, 0.05);
+    let burst_cpu = growth(&cpu_before, &cpu_after, 1.0, 0.5);
     let agent_after_burst = agent_rss();
     let operator_after_burst = operator.memory();
     let through_operator = 2 * runs + 2 + burst_size;
@@ -366,6 +478,8 @@ fn main() {
         );
     }
     println!("burst on the agent path: {burst_line}");
+    println!("  API requests per execution during the burst (every client): {burst_requests}");
+    println!("  CPU seconds during the burst by process (2 cores): {burst_cpu}");
     println!(
         "agent RSS: idle {}; after the burst {}; after {RSS_RUNS} runs {}",
         mib(agent_idle),

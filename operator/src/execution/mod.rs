@@ -110,9 +110,14 @@ pub async fn run(
     let for_classes = executions;
     controller
         .with_config(controller::Config::default().concurrency(concurrency))
-        .owns(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default().labels(&managed),
+        .owns_stream(
+            watcher(
+                Api::<Pod>::all(client.clone()),
+                watcher::Config::default().labels(&managed),
+            )
+            .default_backoff()
+            .reflect(writers.pods)
+            .touched_objects(),
         )
         // A function becoming Ready (or Failed) moves the executions waiting for it.
         .watches_stream(

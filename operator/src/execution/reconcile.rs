@@ -34,7 +34,7 @@ use super::run_pod::{
     CONTAINER, EXECUTION_UID_LABEL, RUNTIME_ANNOTATION,
 };
 use super::status::{Assignment, StatusUpdate};
-use super::watched::listed;
+use super::watched::{listed, watched_pods};
 use crate::agent::dispatch::{FetchModule, Handoff};
 use crate::agent::pool::{choose, AgentView};
 use crate::context::Context;
@@ -189,13 +189,21 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
     // The current attempt runs on an agent: no pod of this execution is alive (a lost pod
     // attempt's pods are deleted before the next attempt starts).
     let on_agent = agent_attempt(current);
-    // Always a fresh list: a stale view could take a live attempt for a lost one.
-    let owned: Vec<Pod> = if on_agent.is_some() {
-        Vec::new()
-    } else {
-        pods.list(&ListParams::default().labels(&format!("{EXECUTION_UID_LABEL}={uid}")))
-            .await?
-            .items
+    // Once an attempt has started, always a fresh list: a stale view could take a live
+    // attempt for a lost one. Before that, the watched pods (only a pod an earlier leader
+    // made without recording it can exist, and starting it again is idempotent).
+    let started_any = current.is_some_and(|s| s.attempts > 0);
+    let watched = (on_agent.is_none() && !started_any)
+        .then(|| watched_pods(&ctx.watched.pods, EXECUTION_UID_LABEL, &uid))
+        .flatten();
+    let owned: Vec<Pod> = match (&on_agent, watched) {
+        (Some(_), _) => Vec::new(),
+        (None, Some(seen)) => seen,
+        (None, None) => {
+            pods.list(&ListParams::default().labels(&format!("{EXECUTION_UID_LABEL}={uid}")))
+                .await?
+                .items
+        }
     };
     if is_finished(current) {
         return finish_up(ctx, execution, &executions, &pods, &owned, now).await;
@@ -1079,7 +1087,15 @@ async fn write_status(
     execution: &WasmExecution,
     status: &WasmExecutionStatus,
 ) -> Result<bool> {
-    if execution.status.as_ref() == Some(status) {
+    // Compared as written: times are stored to the second, so a status computed again from
+    // the same facts differs in memory from the one read back, not on the wire.
+    if execution
+        .status
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()?
+        == Some(serde_json::to_value(status)?)
+    {
         return Ok(false);
     }
     let patch = serde_json::json!({

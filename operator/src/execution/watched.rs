@@ -1,5 +1,5 @@
 //! What the execution controller reads on every reconcile without asking the API server: the
-//! nodes, RuntimeClasses and functions from watches, and whether its cached copy of an
+//! nodes, RuntimeClasses, functions and run pods from watches, and whether its cached copy of an
 //! execution can be trusted ([`trust_cached`]).
 //!
 //! A burst of executions is limited by API server requests: a LIST of nodes and of
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt as _;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::ResourceExt as _;
@@ -28,6 +28,8 @@ pub struct Watched {
     pub classes: Store<RuntimeClass>,
     /// Every namespace's WasmFunctions.
     pub functions: Store<WasmFunction>,
+    /// The run pods (those the operator labels as managed).
+    pub pods: Store<Pod>,
 }
 
 /// The writing ends of [`Watched`], fed by the controller's watches.
@@ -38,6 +40,8 @@ pub struct Writers {
     pub classes: reflector::store::Writer<RuntimeClass>,
     /// Fed by the WasmFunction watch.
     pub functions: reflector::store::Writer<WasmFunction>,
+    /// Fed by the run pod watch.
+    pub pods: reflector::store::Writer<Pod>,
 }
 
 impl std::fmt::Debug for Watched {
@@ -46,6 +50,7 @@ impl std::fmt::Debug for Watched {
             .field("nodes", &self.nodes.len())
             .field("classes", &self.classes.len())
             .field("functions", &self.functions.len())
+            .field("pods", &self.pods.len())
             .finish()
     }
 }
@@ -62,16 +67,19 @@ impl Watched {
         let (nodes, node_writer) = reflector::store();
         let (classes, class_writer) = reflector::store();
         let (functions, function_writer) = reflector::store();
+        let (pods, pod_writer) = reflector::store();
         (
             Watched {
                 nodes,
                 classes,
                 functions,
+                pods,
             },
             Writers {
                 nodes: node_writer,
                 classes: class_writer,
                 functions: function_writer,
+                pods: pod_writer,
             },
         )
     }
@@ -82,6 +90,19 @@ impl Watched {
         listed(&self.functions)?;
         self.functions.get(&ObjectRef::new(name).within(namespace))
     }
+}
+
+/// The run pods labelled `label=value` as last watched; `None` before the first list.
+pub fn watched_pods(store: &Store<Pod>, label: &str, value: &str) -> Option<Vec<Pod>> {
+    listed(store)?;
+    Some(
+        store
+            .state()
+            .iter()
+            .filter(|pod| pod.labels().get(label).is_some_and(|v| v == value))
+            .map(|pod| pod.as_ref().clone())
+            .collect(),
+    )
 }
 
 /// Every object in `store`, once its watch has listed them all.

@@ -259,6 +259,16 @@ impl Watch {
             .clone()
     }
 
+    /// The events after the first `seen` (for loops that would otherwise copy every event on
+    /// each pass).
+    pub fn events_after(&self, seen: usize) -> Vec<WatchEvent> {
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        events.get(seen..).unwrap_or_default().to_vec()
+    }
+
     /// The last state seen of each object whose label `key` equals `value`, by name, in the
     /// order the objects first appeared.
     pub fn labelled(&self, key: &str, value: &str) -> Vec<Value> {
