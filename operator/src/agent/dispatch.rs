@@ -1,12 +1,18 @@
 //! Handing runs to agents and keeping what comes back until the reconciler records it.
 //!
-//! The reconciler writes the attempt (number, agent, phase Running) into the execution's status
-//! first, then calls [`Dispatcher::dispatch`]. A task sends the run (and the module, when the
-//! agent lacks it), and keeps the answer here under `(uid, attempt)`; it then wakes the
-//! execution, whose reconcile records the result through the usual status path, which checks
-//! that this replica still holds the leader Lease. Only the attempt the status names is ever
-//! recorded: a late answer for an earlier attempt is dropped with it. An attempt the status
-//! names but this table does not know (the operator restarted mid-run) is lost (`AgentLost`).
+//! The reconciler calls [`Dispatcher::dispatch`]; a task sends the run (and the module, when the
+//! agent lacks it), keeps the answer here under `(uid, attempt)` and wakes the execution, whose
+//! reconcile records the result through the usual status path (conditional on the version it
+//! read, and only while this replica holds the leader Lease). Until then the attempt lives only
+//! here: a run that answers within [`RUNNING_NOTE_AFTER`] costs one status write, its result;
+//! a longer one is shown Running after that long. Only the newest attempt is ever recorded: a
+//! late answer for an earlier one is dropped with it. An attempt the status names but this
+//! table does not know (the operator restarted mid-run) is lost (`AgentLost`); one the status
+//! never named is started again by the next leader, so a guest may run twice across a leader
+//! change but its result is recorded once (guests have no network and no storage to repeat an
+//! effect on).
+//!
+//! [`RUNNING_NOTE_AFTER`]: crate::execution::decision::RUNNING_NOTE_AFTER
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -58,6 +64,8 @@ pub struct AgentAttempt {
     pub node: String,
     /// When it was handed over.
     pub started: Time,
+    /// Why placement chose the agent.
+    pub reason: String,
     /// How it stands.
     pub run: AgentRun,
 }
@@ -88,8 +96,10 @@ pub struct Handoff {
     pub agent: AgentView,
     /// What to run.
     pub assignment: RunAssignment,
-    /// When the attempt started (as its status says).
+    /// When the attempt started.
     pub started: Time,
+    /// Why placement chose the agent.
+    pub reason: String,
 }
 
 impl Dispatcher {
@@ -137,6 +147,20 @@ impl Dispatcher {
             .cloned()
     }
 
+    /// The newest attempt of `uid` this replica handed over (and has not forgotten).
+    pub fn latest(&self, uid: &str) -> Option<(i32, AgentAttempt)> {
+        lock(&self.attempts)
+            .iter()
+            .filter(|((u, _), _)| u == uid)
+            .max_by_key(|((_, attempt), _)| *attempt)
+            .map(|((_, attempt), known)| (*attempt, known.clone()))
+    }
+
+    /// Forgets the attempts of executions for which `exists` is false (deleted mid-run).
+    pub fn retain(&self, exists: impl Fn(&str) -> bool) {
+        lock(&self.attempts).retain(|(uid, _), _| exists(uid));
+    }
+
     /// Forgets every attempt of `uid` up to `attempt` (recorded, or given up).
     pub fn forget(&self, uid: &str, attempt: i32) {
         lock(&self.attempts).retain(|(u, a), _| u != uid || *a > attempt);
@@ -151,6 +175,7 @@ impl Dispatcher {
                 agent: handoff.agent.pod.clone(),
                 node: handoff.agent.node.clone(),
                 started: handoff.started.clone(),
+                reason: handoff.reason.clone(),
                 run: AgentRun::Pending,
             },
         );

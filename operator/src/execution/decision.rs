@@ -18,6 +18,18 @@ use super::placement::Placement;
 /// The condition reason while waiting to retry a lost attempt.
 pub const RETRYING: &str = "Retrying";
 
+/// How long an attempt handed to an agent runs before its status is written to say so: most
+/// runs answer well within it and cost one status write, their result.
+pub const RUNNING_NOTE_AFTER: Duration = Duration::from_secs(1);
+
+/// For an attempt on an agent that the status does not show yet, `handed_over_ago`: how long
+/// to wait before noting it Running (`None`: note it now).
+pub fn note_running_in(handed_over_ago: Duration) -> Option<Duration> {
+    RUNNING_NOTE_AFTER
+        .checked_sub(handed_over_ago)
+        .filter(|left| !left.is_zero())
+}
+
 /// The function as the execution sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FunctionState {
@@ -618,5 +630,20 @@ mod tests {
     fn retry_delays_double_and_are_capped() {
         let delays: Vec<u64> = (1..=8).map(|n| retry_delay(n).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    #[test]
+    fn a_run_handed_over_just_now_is_noted_running_only_after_the_delay() {
+        assert_eq!(note_running_in(Duration::ZERO), Some(RUNNING_NOTE_AFTER));
+        assert_eq!(
+            note_running_in(Duration::from_millis(300)),
+            Some(RUNNING_NOTE_AFTER - Duration::from_millis(300))
+        );
+    }
+
+    #[test]
+    fn a_run_still_going_after_the_delay_is_noted_running_now() {
+        assert_eq!(note_running_in(RUNNING_NOTE_AFTER), None);
+        assert_eq!(note_running_in(Duration::from_secs(60)), None);
     }
 }

@@ -729,6 +729,7 @@ mod tests {
             agent: "wasmfn-agent-x".into(),
             node: "a".into(),
             started: Time(k8s_openapi::jiff::Timestamp::from_second(100).expect("valid")),
+            reason: "a Ready agent with room".into(),
             run,
         }
     }

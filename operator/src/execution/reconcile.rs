@@ -21,7 +21,9 @@ use wasmfn_api::{
 };
 use wasmfn_result::trace::RunTrace;
 
-use super::decision::{decide, FunctionState, Observation, Step};
+use super::decision::{
+    decide, note_running_in, FunctionState, Observation, Step, RUNNING_NOTE_AFTER,
+};
 use super::inputs::{resolve, Defaults, RunInputs};
 use super::outcome::{
     agent_attempt_state, log_limit, result_fields, run_state, wants_log, RunState,
@@ -35,7 +37,7 @@ use super::run_pod::{
 };
 use super::status::{Assignment, StatusUpdate};
 use super::watched::{listed, watched_pods};
-use crate::agent::dispatch::{FetchModule, Handoff};
+use crate::agent::dispatch::{AgentAttempt, FetchModule, Handoff};
 use crate::agent::pool::{choose, AgentView};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -188,7 +190,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
 
     // The current attempt runs on an agent: no pod of this execution is alive (a lost pod
     // attempt's pods are deleted before the next attempt starts).
-    let on_agent = agent_attempt(current);
+    let on_agent = on_agent(ctx, &uid, current);
     // Once an attempt has started, always a fresh list: a stale view could take a live
     // attempt for a lost one. Before that, the watched pods (only a pod an earlier leader
     // made without recording it can exist, and starting it again is idempotent).
@@ -240,7 +242,10 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
         function: function_state(function.as_ref()),
         input_problem,
         pod: match &on_agent {
-            Some((attempt, agent)) => Some((*attempt, agent_run_state(ctx, &uid, *attempt, agent))),
+            Some(run) => Some((
+                run.attempt,
+                agent_attempt_state(run.known.clone(), run.attempt, &run.assignment.pod),
+            )),
             None => latest.map(|(a, p)| (a, run_state(p))),
         },
         placement: None,
@@ -318,6 +323,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                     inputs: &inputs,
                     settings: contract.settings(None),
                     placement: &placement,
+                    trace_problem,
                     now,
                 };
                 return start_on_agent(ctx, &executions, update, start).await;
@@ -410,8 +416,20 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
             Ok(Action::requeue(RUN_POLL))
         }
         Step::Track { attempt, state } => {
-            let (assignment, _) = attempt_runner(&owned, attempt, current)?;
+            let (assignment, _) = attempt_runner(&owned, attempt, on_agent.as_ref(), current)?;
             let status = match state {
+                // An agent run the status does not show yet is noted only once it has run
+                // for a while (most answer first, and their result is the one write).
+                RunState::Running { node, started }
+                    if on_agent.as_ref().is_some_and(|r| !r.shown) =>
+                {
+                    let started = started.unwrap_or(Time(now));
+                    let ago = Duration::try_from(now.duration_since(started.0)).unwrap_or_default();
+                    if let Some(left) = note_running_in(ago) {
+                        return Ok(Action::requeue(left));
+                    }
+                    update.handed_to_agent(attempt, &assignment, node.unwrap_or_default(), started)
+                }
                 RunState::Running { node, started } => {
                     update.running(attempt, &assignment, node, started)
                 }
@@ -424,7 +442,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
             Ok(Action::requeue(RUN_POLL))
         }
         Step::Record { attempt, state } => {
-            let (assignment, pod) = attempt_runner(&owned, attempt, current)?;
+            let (assignment, pod) = attempt_runner(&owned, attempt, on_agent.as_ref(), current)?;
             let cap = inputs
                 .and_then(|i| i.ok())
                 .map(|i: RunInputs| i.max_output_bytes)
@@ -521,7 +539,9 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                     "wasmfn_run_attempts_lost_total",
                     &[("reason", loss.reason())],
                 );
-                if let Ok((assignment, pod)) = attempt_runner(&owned, attempt, current) {
+                if let Ok((assignment, pod)) =
+                    attempt_runner(&owned, attempt, on_agent.as_ref(), current)
+                {
                     let end = AttemptEnd {
                         attempt,
                         pod: &assignment.pod,
@@ -713,44 +733,62 @@ fn path_of(pod: &Pod) -> ExecutionPath {
     }
 }
 
-/// The current attempt and agent pod, when the status says an agent runs it.
-fn agent_attempt(status: Option<&WasmExecutionStatus>) -> Option<(i32, String)> {
-    let status = status?;
-    (status.path == Some(ExecutionPath::Agent) && status.attempts > 0)
-        .then(|| (status.attempts, status.agent.clone().unwrap_or_default()))
+/// The current attempt, when an agent runs it.
+struct OnAgent {
+    attempt: i32,
+    assignment: Assignment,
+    /// Whether the status shows the attempt (a short run is written only with its result).
+    shown: bool,
+    /// How it stands, when this replica handed it over.
+    known: Option<AgentAttempt>,
 }
 
-/// Who runs `attempt`: the agent the status names, or the attempt's pod.
+/// The newest attempt this replica handed to an agent when the status does not show it yet,
+/// else the agent attempt the status names.
+fn on_agent(ctx: &Context, uid: &str, status: Option<&WasmExecutionStatus>) -> Option<OnAgent> {
+    let dispatcher = &ctx.agents.as_ref()?.dispatcher;
+    let recorded = status.map_or(0, |s| s.attempts);
+    let assignment = |agent: String, reason: String| Assignment {
+        runtime: "WasmEdge".into(),
+        path: ExecutionPath::Agent,
+        reason,
+        pod: agent,
+    };
+    if let Some((attempt, known)) = dispatcher.latest(uid).filter(|(a, _)| *a > recorded) {
+        return Some(OnAgent {
+            attempt,
+            assignment: assignment(known.agent.clone(), known.reason.clone()),
+            shown: false,
+            known: Some(known),
+        });
+    }
+    let status = status?;
+    if status.path != Some(ExecutionPath::Agent) || status.attempts == 0 {
+        return None;
+    }
+    Some(OnAgent {
+        attempt: status.attempts,
+        assignment: assignment(
+            status.agent.clone().unwrap_or_default(),
+            status.placement_reason.clone().unwrap_or_default(),
+        ),
+        shown: true,
+        known: dispatcher.attempt(uid, status.attempts),
+    })
+}
+
+/// Who runs `attempt`: the agent, or the attempt's pod.
 fn attempt_runner<'a>(
     owned: &'a [Pod],
     attempt: i32,
+    on_agent: Option<&OnAgent>,
     status: Option<&WasmExecutionStatus>,
 ) -> Result<(Assignment, Option<&'a Pod>)> {
-    if let Some((on_agent, agent)) = agent_attempt(status) {
-        if on_agent == attempt {
-            let reason = status
-                .and_then(|s| s.placement_reason.clone())
-                .unwrap_or_default();
-            let assignment = Assignment {
-                runtime: "WasmEdge".into(),
-                path: ExecutionPath::Agent,
-                reason,
-                pod: agent,
-            };
-            return Ok((assignment, None));
-        }
+    if let Some(run) = on_agent.filter(|run| run.attempt == attempt) {
+        return Ok((run.assignment.clone(), None));
     }
     let pod = pod_of(owned, attempt)?;
     Ok((assignment_of(pod, status), Some(pod)))
-}
-
-/// How an attempt handed to an agent stands, as a run state.
-fn agent_run_state(ctx: &Context, uid: &str, attempt: i32, agent: &str) -> RunState {
-    let known = ctx
-        .agents
-        .as_ref()
-        .and_then(|agents| agents.dispatcher.attempt(uid, attempt));
-    agent_attempt_state(known, attempt, agent)
 }
 
 /// The start of the current attempt in nanoseconds (from status), for spans.
@@ -771,12 +809,13 @@ struct AgentStart<'a> {
     inputs: &'a RunInputs,
     settings: RunSettings,
     placement: &'a Placement,
+    trace_problem: Option<String>,
     now: Timestamp,
 }
 
-/// Records the attempt as running on the agent, then hands it over. The status is written
-/// first: should the operator stop in between, the next leader sees an attempt it did not
-/// hand over and counts it lost instead of running the same attempt twice.
+/// Hands the attempt to the agent. Nothing is written yet: the answer usually comes first and
+/// is recorded in one write; a longer run is noted Running after [`RUNNING_NOTE_AFTER`]. Should
+/// this replica stop before either write, the next leader starts the attempt again.
 async fn start_on_agent(
     ctx: &Context,
     executions: &Api<WasmExecution>,
@@ -807,15 +846,12 @@ async fn start_on_agent(
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
     };
-    let assignment = Assignment {
-        runtime: "WasmEdge".into(),
-        path: ExecutionPath::Agent,
-        reason: reason.clone(),
-        pod: agent.clone(),
-    };
     let started = Time(start.now);
-    let status = update.handed_to_agent(start.attempt, &assignment, node.clone(), started.clone());
-    write_status(ctx, executions, start.execution, &status).await?;
+    if let Some(problem) = start.trace_problem {
+        let note = format!("{problem}; the execution's spans start a trace of their own");
+        ctx.event(start.execution, true, "InvalidTraceparent", "Trace", note)
+            .await;
+    }
     let run = RunAssignment {
         namespace: namespace.clone(),
         execution: start.execution.name_any(),
@@ -848,11 +884,12 @@ async fn start_on_agent(
         },
         assignment: run,
         started,
+        reason: reason.clone(),
     };
     agents.dispatcher.dispatch(handoff, fetch);
     ctx.metrics
         .inc("wasmfn_agent_runs_dispatched_total", &[("agent", agent)]);
-    Ok(Action::requeue(RUN_POLL))
+    Ok(Action::requeue(RUNNING_NOTE_AFTER))
 }
 
 /// Places with the nodes and RuntimeClasses as the watches see them (read from the API server

@@ -150,8 +150,8 @@ impl StatusUpdate {
         self.status
     }
 
-    /// An attempt was just handed to an agent (it runs, or waits in the agent's queue): what
-    /// tracking it later reports too, so that only the hand-over writes.
+    /// An attempt handed to an agent has not answered within the note delay (it runs, or waits
+    /// in the agent's queue).
     pub fn handed_to_agent(
         mut self,
         attempt: i32,
