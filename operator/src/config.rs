@@ -155,7 +155,7 @@ pub struct Config {
     pub agent_tls_dir: std::path::PathBuf,
     /// Most runs handed to one agent and not answered yet (its capacity plus its queue); beyond
     /// it, placement tries another agent, then a Wasm pod.
-    #[arg(long, env = "WASMFN_AGENT_MAX_PENDING", default_value_t = 256)]
+    #[arg(long, env = "WASMFN_AGENT_MAX_PENDING", default_value_t = 1024)]
     pub agent_max_pending: u32,
 }
 

@@ -557,7 +557,7 @@ fn the_defaults_reach_the_operators_environment_as_the_replaced_systems_defaults
             "app.kubernetes.io/name=wasmfn,app.kubernetes.io/instance=wasmfn,app.kubernetes.io/component=agent",
         ),
         ("WASMFN_AGENT_PORT", "8443"),
-        ("WASMFN_AGENT_MAX_PENDING", "256"),
+        ("WASMFN_AGENT_MAX_PENDING", "1024"),
         ("WASMFN_AGENT_TLS_DIR", "/etc/wasmfn/agent-client-tls"),
     ];
     let expected: BTreeMap<String, String> = expected
