@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make demo: the newcomer's path on the local cluster. Starts the cluster (make cluster-up), builds
 # the images (make images), installs the chart with helm, applies every function in
-# examples/functions/, waits until they are Ready, runs examples/executions/ (each on a WasmEdge
-# node and in a container pod) and prints the functions and every result. Re-runnable: a second
+# examples/functions/, waits until they are Ready, runs examples/executions/ on all three paths
+# (the warm agent, a Wasm pod with the agents taken away, a container pod) and prints the
+# functions, every result and the three paths' timings side by side. Re-runnable: a second
 # run reuses the cluster, the images and the release, and recreates the executions. Every wait is
 # bounded; a failure prints the object's conditions and events and the operator's log tail.
 #
@@ -209,33 +210,63 @@ done
 say "all $(wc -w <<<"$function_names") functions Ready"
 
 # ---------------------------------------------------------------- executions
+# Waits until every execution named in $1 has a final phase (bounded; explains the stragglers).
+wait_finished() {
+  local names=$1 deadline=$(( $(date +%s) + 600 )) last=0 current pending phase name item
+  while :; do
+    current=$(k -n "$ns" get wasmexecutions -o json | jq -r '.items[] | "\(.metadata.name) \(.status.phase // "-")"') || current=""
+    pending=""
+    for name in $names; do
+      phase=$(awk -v n="$name" '$1 == n {print $2}' <<<"$current")
+      case $phase in Succeeded|Failed|TimedOut) ;; *) pending+=" $name:${phase:--}" ;; esac
+    done
+    [ -n "$pending" ] || return 0
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      for item in $pending; do explain wasmexecution "${item%%:*}"; done
+      k -n "$ns" get pods -o wide >&2 || true
+      operator_logs
+      die "executions not finished after 600s:$pending"
+    fi
+    if [ $(( $(date +%s) - last )) -ge 10 ]; then
+      last=$(date +%s)
+      say "  $(by_phase $pending)"
+    fi
+    sleep 1
+  done
+}
+# Agent pods of the release (the DaemonSet's).
+agent_pods() { k -n "$release_ns" get pods -l app.kubernetes.io/component=agent -o name 2>/dev/null | wc -l; }
+
+# Pass 1: each example's WasmEdge run goes to the warm agent, its Container run to a container pod.
+# (An earlier demo stopped during pass 2 may have left the agents pointed at no node.)
+k -n "$release_ns" patch daemonset wasmfn-agent --type json \
+  -p '[{"op":"remove","path":"/spec/template/spec/nodeSelector/wasmfn.dev~1demo-no-agent"}]' >/dev/null 2>&1 || true
+k -n "$release_ns" rollout status daemonset/wasmfn-agent --timeout=180s >/dev/null ||
+  die "the agents did not become Ready within 180s"
 execution_names=$(k create --dry-run=client -f examples/executions/ -o name | sed 's|.*/||')
 say "recreating $(wc -w <<<"$execution_names") executions from examples/executions/ (compiled languages only)"
+k -n "$ns" delete wasmexecutions -l wasmfn.dev/demo-pass --ignore-not-found --wait=true --timeout=120s >/dev/null
 k -n "$ns" delete -f examples/executions/ --ignore-not-found --wait=true --timeout=120s >/dev/null
 k -n "$ns" create -f examples/executions/ >/dev/null
-deadline=$(( $(date +%s) + 600 ))
-last=0
-while :; do
-  current=$(k -n "$ns" get wasmexecutions -o json | jq -r '.items[] | "\(.metadata.name) \(.status.phase // "-")"') || current=""
-  pending=""
-  for name in $execution_names; do
-    phase=$(awk -v n="$name" '$1 == n {print $2}' <<<"$current")
-    case $phase in Succeeded|Failed|TimedOut) ;; *) pending+=" $name:${phase:--}" ;; esac
-  done
-  [ -n "$pending" ] || break
-  if [ "$(date +%s)" -ge "$deadline" ]; then
-    for item in $pending; do explain wasmexecution "${item%%:*}"; done
-    k -n "$ns" get pods -o wide >&2 || true
-    operator_logs
-    die "executions not finished after 600s:$pending"
-  fi
-  if [ $(( $(date +%s) - last )) -ge 10 ]; then
-    last=$(date +%s)
-    say "  $(by_phase $pending)"
-  fi
-  sleep 1
-done
-say "all executions finished"
+wait_finished "$execution_names"
+say "all executions finished (WasmEdge ones on the agent, if one is Ready)"
+
+# Pass 2: the same WasmEdge runs with no agent anywhere: placement falls back to Wasm pods.
+# The DaemonSet is pointed at no node for the pass (a label no node has) and restored after it.
+say "taking the agents away to run the WasmEdge examples again as Wasm pods (placement's fallback)"
+k -n "$release_ns" patch daemonset wasmfn-agent --type merge \
+  -p '{"spec":{"template":{"spec":{"nodeSelector":{"wasmfn.dev/demo-no-agent":"true"}}}}}' >/dev/null
+for _ in $(seq 120); do [ "$(agent_pods)" = 0 ] && break; sleep 1; done
+[ "$(agent_pods)" = 0 ] || die "the agent pods did not go away within 120s"
+wasm_pod_runs=$(k create --dry-run=client -f examples/executions/ -o json |
+  jq -c '(if .kind == "List" then .items[] else . end) | select(.spec.runtime == "WasmEdge")
+         | .metadata.name |= sub("-wasmedge$"; "-wasm-pod") | .metadata.labels["wasmfn.dev/demo-pass"] = "wasm-pod"')
+wasm_pod_names=$(jq -r '.metadata.name' <<<"$wasm_pod_runs")
+jq -s '{apiVersion: "v1", kind: "List", items: .}' <<<"$wasm_pod_runs" | k -n "$ns" create -f - >/dev/null
+wait_finished "$wasm_pod_names"
+k -n "$release_ns" patch daemonset wasmfn-agent --type json \
+  -p '[{"op":"remove","path":"/spec/template/spec/nodeSelector/wasmfn.dev~1demo-no-agent"}]' >/dev/null
+say "Wasm pod runs finished; agents restored"
 
 # ---------------------------------------------------------------- results
 echo
@@ -249,6 +280,19 @@ k -n "$ns" get wasmexecutions -o json | jq -r '
   (if $s.stdout then "  stdout: \($s.stdout | rtrimstr("\n") | gsub("\n"; "\n          "))" else empty end),
   (if $s.stderr then "  stderr: \($s.stderr | rtrimstr("\n") | gsub("\n"; "\n          "))" else empty end),
   (if $s.phase != "Succeeded" then "  reason: \($s.reason // "-"): \($s.message // "")" else empty end)'
+echo
+echo "== the three paths side by side (durationMs: the guest's run; total: created -> final, whole seconds)"
+k -n "$ns" get wasmexecutions -o json | jq -r '
+  def total: if .status.completionTime then
+      ((.status.completionTime | fromdate) - (.metadata.creationTimestamp | fromdate)) else null end;
+  [.items[] | select(.metadata.name | test("-(wasmedge|wasm-pod|container)$"))
+   | {example: (.metadata.name | sub("-(wasmedge|wasm-pod|container)$"; "")),
+      path: (.status.path // "-"), ms: (.status.durationMs // null), total: total}]
+  | group_by(.example)[]
+  | (map({(.path): .}) | add) as $by
+  | def cell(p): if $by[p] then "\(if $by[p].ms then ($by[p].ms * 10 | round / 10) else "-" end) ms / \($by[p].total // "-") s" else "-" end;
+    [.[0].example, cell("Agent"), cell("WasmPod"), cell("ContainerPod")] | @tsv' |
+  (printf 'EXAMPLE\tAGENT\tWASM POD\tCONTAINER POD\n'; cat) | column -t -s $'\t'
 not_succeeded=$(k -n "$ns" get wasmexecutions -o json | jq -r '.items[] | select(.status.phase != "Succeeded") | .metadata.name')
 echo
 cat <<EOF
