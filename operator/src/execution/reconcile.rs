@@ -1128,7 +1128,11 @@ async fn write_status(
 ) -> Result<bool> {
     // Compared as written: times are stored to the second, so a status computed again from
     // the same facts differs in memory from the one read back, not on the wire.
-    if execution.status.as_ref().map(serde_json::to_value).transpose()?
+    if execution
+        .status
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()?
         == Some(serde_json::to_value(status)?)
     {
         return Ok(false);

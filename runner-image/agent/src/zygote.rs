@@ -32,9 +32,28 @@ pub struct Job {
     pub aot: Option<PathBuf>,
     /// The run contract's settings.
     pub settings: RunSettings,
-    /// The guest's stdin.
-    #[serde(default)]
+    /// The guest's stdin (base64 on the wire: up to 256 KiB would be a megabyte of JSON numbers).
+    #[serde(default, with = "base64_bytes")]
     pub stdin: Vec<u8>,
+}
+
+/// Bytes as a base64 string in the zygote's job documents.
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Job {
@@ -199,6 +218,27 @@ fn supervise(mut connection: UnixStream, sandbox: Option<ChildSandbox>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jobs_stdin_crosses_to_the_zygote_as_base64_and_comes_back_byte_for_byte() {
+        let stdin: Vec<u8> = (0..=255).cycle().take(3000).collect();
+        let job = Job {
+            module: "/cache/m.wasm".into(),
+            aot: None,
+            settings: RunSettings::default(),
+            stdin: stdin.clone(),
+        };
+        let wire = serde_json::to_value(&job).expect("serialises");
+        let text = wire["stdin"].as_str().expect("stdin is one string");
+        assert!(text.len() < stdin.len() * 4 / 3 + 4, "{} bytes", text.len());
+        let back: Job = serde_json::from_value(wire).expect("parses");
+        assert_eq!(back.stdin, stdin);
+        let without: Job = serde_json::from_value(serde_json::json!({
+            "module": "/cache/m.wasm", "aot": null, "settings": {}
+        }))
+        .expect("stdin may be left out");
+        assert!(without.stdin.is_empty());
+    }
 
     /// The interfaces of the calling process's network namespace and whether any is up.
     fn interfaces() -> (Vec<String>, bool) {
