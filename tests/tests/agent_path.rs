@@ -6,7 +6,9 @@
 //! - pods in another namespace that reach the agent's address get nothing: without a client
 //!   certificate, or with one from another CA, the handshake is refused;
 //! - an agent killed mid-run loses the attempt (`AgentLost`), the retry finishes it, and the
-//!   restarted agent still holds the module in its node-local cache (nothing is sent again).
+//!   restarted agent still holds the module in its node-local cache (nothing is sent again);
+//! - a caller's traceparent parents the operator's spans and the agent's (queued, run and its
+//!   phases), exported over OTLP; an unusable one is reported with an event.
 
 mod common;
 
@@ -18,6 +20,7 @@ use common::executions::{events_for, execution, is_final, list, prebuilt_functio
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use serde_json::{json, Value};
 use wasmfn_e2e::agents::{Agents, PORT};
+use wasmfn_e2e::observability::{OtlpReceiver, ReceivedSpan};
 use wasmfn_e2e::operator::{crds_dir, operator_binary, OperatorProcess};
 use wasmfn_e2e::Kubectl;
 
@@ -26,6 +29,7 @@ const ECHO: &str = include_str!("../../runner-image/compile/tests/sources/wat/ec
 struct Suite {
     agents: Agents,
     operator: OperatorProcess,
+    collector: OtlpReceiver,
     _state: tempfile::TempDir,
 }
 
@@ -44,14 +48,21 @@ fn suite() -> MutexGuard<'static, Suite> {
                 Agents::install(&cluster, "wasmfn-agents", state.path()).expect("install agents");
             let flags = agents.operator_flags();
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            let collector = OtlpReceiver::start().expect("the OTLP receiver");
+            let env = [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()),
+                ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ];
             let mut operator =
-                OperatorProcess::start(cluster.info(), "agent-suite", &flags).expect("operator");
+                OperatorProcess::start_with_env(cluster.info(), "agent-suite", &flags, &env)
+                    .expect("operator");
             operator
                 .wait_for_log("became the leader", Duration::from_secs(60))
                 .expect("the operator leads");
             Mutex::new(Suite {
                 agents,
                 operator,
+                collector,
                 _state: state,
             })
         })
@@ -314,4 +325,104 @@ fn an_agent_killed_mid_run_loses_the_attempt_the_retry_finishes_it_and_the_cache
         .filter(|l| l.contains("sending a module to an agent") && l.contains(&digest))
         .count();
     assert_eq!(sent, 1, "the module went to the agent once:\n{log}");
+}
+
+fn span<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> &'a ReceivedSpan {
+    spans
+        .iter()
+        .find(|s| s.service == service && s.name == name)
+        .unwrap_or_else(|| panic!("no {service} span {name:?} in {spans:#?}"))
+}
+
+#[test]
+fn a_callers_trace_holds_the_agents_queued_run_and_phase_spans_and_a_bad_traceparent_is_reported() {
+    let suite = suite();
+    let (agent_pod, _, _) = agent_address(&suite.agents);
+    let ns = common::namespace("agent-trace");
+    ns.create(&prebuilt_function("echo", ECHO, json!({})))
+        .expect("function");
+    ns.wait_for(&["wasmfunction", "echo"], Duration::from_secs(60), |f| {
+        (f["status"]["phase"] == "Ready").then_some(())
+    })
+    .expect("the function is Ready");
+    let random = |bytes| wasmfn_e2e::cluster::pki::random_hex(bytes).expect("random");
+    let (trace_id, caller_span) = (random(16), random(8));
+    let mut traced = execution("traced", "echo", json!({}));
+    traced["metadata"]["annotations"] =
+        json!({"wasmfn.dev/traceparent": format!("00-{trace_id}-{caller_span}-01")});
+    let mut broken = execution("badly-traced", "echo", json!({}));
+    broken["metadata"]["annotations"] = json!({"wasmfn.dev/traceparent": "00-nonsense"});
+    ns.create(&list(vec![traced, broken])).expect("executions");
+
+    let done = finished(&ns, "traced", Duration::from_secs(120));
+    assert_eq!(done["status"]["phase"], "Succeeded", "{:#}", done["status"]);
+    assert_eq!(done["status"]["path"], "Agent", "{:#}", done["status"]);
+    let spans = suite
+        .collector
+        .wait_for_trace(&trace_id, Duration::from_secs(30), |spans| {
+            ["execution", "attempt 1", "queued", "run", "invoke"]
+                .iter()
+                .all(|prefix| spans.iter().any(|s| s.name.starts_with(prefix)))
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "the agent run's spans never reached the collector ({e}); got {:#?}",
+                suite.collector.spans()
+            )
+        });
+    let execution_span = spans
+        .iter()
+        .find(|s| s.service == "wasmfn-operator" && s.name.starts_with("execution "))
+        .expect("the execution's span");
+    assert_eq!(
+        execution_span.parent_span_id.as_deref(),
+        Some(caller_span.as_str()),
+        "a child of the caller's span"
+    );
+    let attempt = span(&spans, "wasmfn-operator", "attempt 1");
+    assert_eq!(
+        attempt.parent_span_id.as_ref(),
+        Some(&execution_span.span_id)
+    );
+    assert_eq!(attempt.attributes["k8s.pod.name"], agent_pod);
+    // The agent's own spans: the wait for a run slot and the run, both under the attempt, and
+    // the run's phases under the run.
+    let queued = span(&spans, "wasmfn-agent", "queued");
+    assert_eq!(queued.parent_span_id.as_ref(), Some(&attempt.span_id));
+    let run = span(&spans, "wasmfn-agent", "run");
+    assert_eq!(
+        run.parent_span_id.as_ref(),
+        Some(&attempt.span_id),
+        "{spans:#?}"
+    );
+    assert!(
+        queued.end_unix_nano <= run.start_unix_nano + 1_000_000,
+        "{queued:?} then {run:?}"
+    );
+    for phase in ["load", "instantiate", "invoke"] {
+        let phase_span = span(&spans, "wasmfn-agent", phase);
+        assert_eq!(phase_span.parent_span_id.as_ref(), Some(&run.span_id));
+        assert!(
+            phase_span.start_unix_nano >= run.start_unix_nano
+                && phase_span.end_unix_nano <= run.end_unix_nano,
+            "{phase_span:?} within {run:?}"
+        );
+    }
+
+    let broken = finished(&ns, "badly-traced", Duration::from_secs(120));
+    assert_eq!(
+        broken["status"]["phase"], "Succeeded",
+        "{:#}",
+        broken["status"]
+    );
+    assert_eq!(broken["status"]["path"], "Agent", "{:#}", broken["status"]);
+    let events = events_for(&ns, "badly-traced");
+    assert!(
+        events
+            .iter()
+            .any(|(kind, reason, note, _)| kind == "Warning"
+                && reason == "InvalidTraceparent"
+                && note.contains("start a trace of their own")),
+        "{events:?}"
+    );
 }

@@ -8,8 +8,9 @@
 //! caller's span (wasmfn.dev/traceparent)         — or none: the trace then starts here
 //! └── execution <ns>/<name>                      operator, creation → final phase
 //!     ├── reconcile WasmExecution                operator, one per reconcile
-//!     └── attempt N                              operator, pod creation → result
-//!         └── run                                wasmfn-runner or wasmfn-shim
+//!     └── attempt N                              operator, hand-over or pod creation → result
+//!         ├── queued                             wasmfn-agent (waiting for a free run slot)
+//!         └── run                                wasmfn-runner, wasmfn-shim or wasmfn-agent
 //!             ├── load
 //!             ├── instantiate
 //!             └── invoke
@@ -211,7 +212,7 @@ impl ExecutionTrace {
             return Vec::new();
         }
         let service = match run.service.as_str() {
-            "wasmfn-runner" | "wasmfn-shim" => run.service.as_str(),
+            "wasmfn-runner" | "wasmfn-shim" | "wasmfn-agent" => run.service.as_str(),
             _ => "wasmfn-runner",
         };
         run.spans
@@ -492,6 +493,13 @@ mod tests {
         let spans = trace.runner_spans("u-1", 2, &odd, "p");
         assert_eq!(spans.len(), 3);
         assert_eq!(spans[0].service, "wasmfn-runner");
+        // each of the three runners keeps its own name
+        for runner in ["wasmfn-runner", "wasmfn-shim", "wasmfn-agent"] {
+            let mut named = run.clone();
+            named.service = runner.into();
+            let spans = trace.runner_spans("u-1", 2, &named, "p");
+            assert!(spans.iter().all(|s| s.service == runner), "{runner}");
+        }
     }
 
     #[test]
