@@ -45,6 +45,14 @@ pub struct OtlpReceiver {
     rejected: Arc<Mutex<Vec<String>>>,
 }
 
+/// The span of `service` named `name` among `spans`; panics with every span when there is none.
+pub fn span<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> &'a ReceivedSpan {
+    spans
+        .iter()
+        .find(|s| s.service == service && s.name == name)
+        .unwrap_or_else(|| panic!("no {service} span {name:?} in {spans:#?}"))
+}
+
 impl OtlpReceiver {
     /// Binds a port and serves in background threads.
     pub fn start() -> Result<OtlpReceiver> {

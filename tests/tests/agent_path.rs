@@ -20,7 +20,7 @@ use common::executions::{events_for, execution, is_final, list, prebuilt_functio
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use serde_json::{json, Value};
 use wasmfn_e2e::agents::{Agents, PORT};
-use wasmfn_e2e::observability::{OtlpReceiver, ReceivedSpan};
+use wasmfn_e2e::observability::{span, OtlpReceiver};
 use wasmfn_e2e::operator::{crds_dir, operator_binary, OperatorProcess};
 use wasmfn_e2e::Kubectl;
 
@@ -83,6 +83,16 @@ fn finished(ns: &Kubectl, name: &str, timeout: Duration) -> Value {
     .unwrap_or_else(|e| panic!("{name} never finished: {e}"))
 }
 
+/// The echo function, Ready in `ns`.
+fn ready_echo(ns: &Kubectl) {
+    ns.create(&prebuilt_function("echo", ECHO, json!({})))
+        .expect("function");
+    ns.wait_for(&["wasmfunction", "echo"], Duration::from_secs(60), |f| {
+        (f["status"]["phase"] == "Ready").then_some(())
+    })
+    .expect("the function is Ready");
+}
+
 /// The agent's address as the operator dials it (the node's address: host network here).
 fn agent_address(agents: &Agents) -> (String, String, String) {
     let pods = agents.pods().expect("agent pods");
@@ -96,12 +106,7 @@ fn executions_run_on_the_agent_without_a_pod_and_status_column_and_event_say_so(
     let suite = suite();
     let (agent_pod, agent_node, _) = agent_address(&suite.agents);
     let ns = common::namespace("agent-run");
-    ns.create(&prebuilt_function("echo", ECHO, json!({})))
-        .expect("function");
-    ns.wait_for(&["wasmfunction", "echo"], Duration::from_secs(60), |f| {
-        (f["status"]["phase"] == "Ready").then_some(())
-    })
-    .expect("the function is Ready");
+    ready_echo(&ns);
     ns.create(&list(vec![
         execution("auto", "echo", json!({"stdin": "through the agent\n"})),
         execution("wasmedge", "echo", json!({"runtime": "WasmEdge"})),
@@ -327,24 +332,12 @@ fn an_agent_killed_mid_run_loses_the_attempt_the_retry_finishes_it_and_the_cache
     assert_eq!(sent, 1, "the module went to the agent once:\n{log}");
 }
 
-fn span<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> &'a ReceivedSpan {
-    spans
-        .iter()
-        .find(|s| s.service == service && s.name == name)
-        .unwrap_or_else(|| panic!("no {service} span {name:?} in {spans:#?}"))
-}
-
 #[test]
 fn a_callers_trace_holds_the_agents_queued_run_and_phase_spans_and_a_bad_traceparent_is_reported() {
     let suite = suite();
     let (agent_pod, _, _) = agent_address(&suite.agents);
     let ns = common::namespace("agent-trace");
-    ns.create(&prebuilt_function("echo", ECHO, json!({})))
-        .expect("function");
-    ns.wait_for(&["wasmfunction", "echo"], Duration::from_secs(60), |f| {
-        (f["status"]["phase"] == "Ready").then_some(())
-    })
-    .expect("the function is Ready");
+    ready_echo(&ns);
     let random = |bytes| wasmfn_e2e::cluster::pki::random_hex(bytes).expect("random");
     let (trace_id, caller_span) = (random(16), random(8));
     let mut traced = execution("traced", "echo", json!({}));

@@ -19,7 +19,7 @@ use common::executions::{
 };
 use serde_json::{json, Value};
 use wasmfn_e2e::cluster::layout::WASMEDGE_NODE_LABEL;
-use wasmfn_e2e::observability::{scrape, OtlpReceiver, ReceivedSpan};
+use wasmfn_e2e::observability::{scrape, span, OtlpReceiver};
 use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 use wasmfn_e2e::Kubectl;
 
@@ -1115,13 +1115,6 @@ fn base64_encode(bytes: &[u8]) -> String {
 }
 
 /// The span named `name` (and of `service`) among `spans`.
-fn span<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> &'a ReceivedSpan {
-    spans
-        .iter()
-        .find(|s| s.service == service && s.name == name)
-        .unwrap_or_else(|| panic!("no {service} span {name:?} in {spans:#?}"))
-}
-
 #[test]
 fn a_callers_traceparent_parents_the_operators_and_runners_spans_on_both_paths_and_metrics_move() {
     let (ns, name) = namespace("wex-observe");

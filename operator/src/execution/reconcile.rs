@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 use wasmfn_agent_protocol::{RunAssignment, RunSettings};
@@ -895,26 +895,10 @@ async fn start_on_agent(
 /// Places with the nodes and RuntimeClasses as the watches see them (read from the API server
 /// until the watches have listed them).
 async fn place_now(ctx: &Context, execution: &WasmExecution) -> Result<Placement> {
-    let nodes = match listed(&ctx.watched.nodes) {
-        Some(nodes) => node_views(nodes.iter().map(AsRef::as_ref)),
-        None => node_views(
-            Api::<Node>::all(ctx.client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter(),
-        ),
-    };
-    let classes = match listed(&ctx.watched.classes) {
-        Some(classes) => class_views(classes.iter().map(AsRef::as_ref)),
-        None => class_views(
-            Api::<RuntimeClass>::all(ctx.client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter(),
-        ),
-    };
+    let nodes = watched_or_read(ctx, &ctx.watched.nodes).await?;
+    let nodes = node_views(nodes.iter().map(AsRef::as_ref));
+    let classes = watched_or_read(ctx, &ctx.watched.classes).await?;
+    let classes = class_views(classes.iter().map(AsRef::as_ref));
     let placement = place(execution.spec.runtime, &policy(ctx), &nodes, &classes);
     let Some(agents) = &ctx.agents else {
         return Ok(placement);
@@ -929,6 +913,27 @@ async fn place_now(ctx: &Context, execution: &WasmExecution) -> Result<Placement
         )
         .map(|(agent, pending)| (agent.clone(), pending))
     }))
+}
+
+/// Every object of a cluster-scoped kind: from its watch once that has listed them all, else
+/// from the API server.
+async fn watched_or_read<K>(ctx: &Context, store: &Store<K>) -> Result<Vec<Arc<K>>>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Ok(match listed(store) {
+        Some(seen) => seen,
+        None => Api::<K>::all(ctx.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
+    })
 }
 
 /// The first `limit` bytes of the run container's log; `None` when it cannot be read (the
