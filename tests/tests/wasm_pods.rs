@@ -599,7 +599,9 @@ fn deleting_a_running_wasm_pod_stops_the_guest() {
         pod_processes(&node.pods_cgroup, &uid).unwrap_or(0) > 0,
         "the guest runs in the pod's cgroup"
     );
-    ns.run(&["delete", "pod", "wasm-spin", "--wait=true", "--timeout=60s"])
+    // What matters is the guest's death, not when the API object goes: on this busy machine the
+    // kubelet can take most of a minute to confirm a deletion whose containers died at once.
+    ns.run(&["delete", "pod", "wasm-spin", "--wait=false"])
         .expect("delete");
     let deadline = Instant::now() + Duration::from_secs(30);
     while pod_processes(&node.pods_cgroup, &uid).unwrap_or(0) > 0 {
