@@ -392,6 +392,12 @@ fn a_callers_trace_holds_the_agents_queued_run_and_phase_spans_and_a_bad_tracepa
         queued.end_unix_nano <= run.start_unix_nano + 1_000_000,
         "{queued:?} then {run:?}"
     );
+    // The attempt covers the hand-over to the recorded answer (one clock here: one machine).
+    assert!(
+        attempt.start_unix_nano <= queued.start_unix_nano
+            && attempt.end_unix_nano >= run.end_unix_nano,
+        "{attempt:?} around {queued:?} and {run:?}"
+    );
     for phase in ["load", "instantiate", "invoke"] {
         let phase_span = span(&spans, "wasmfn-agent", phase);
         assert_eq!(phase_span.parent_span_id.as_ref(), Some(&run.span_id));

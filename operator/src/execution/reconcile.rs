@@ -503,7 +503,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                     runtime: &assignment.runtime,
                     reason: &reason,
                     started: pod.map_or_else(
-                        || started_nanos(current, now),
+                        || attempt_started(on_agent.as_ref(), current, now),
                         |pod| created_nanos(pod, now),
                     ),
                     ended: nanos(now),
@@ -552,7 +552,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                         runtime: &assignment.runtime,
                         reason: loss.reason(),
                         started: pod.map_or_else(
-                            || started_nanos(current, now),
+                            || attempt_started(on_agent.as_ref(), current, now),
                             |pod| created_nanos(pod, now),
                         ),
                         ended: nanos(now),
@@ -791,12 +791,20 @@ fn attempt_runner<'a>(
     Ok((assignment_of(pod, status), Some(pod)))
 }
 
-/// The start of the current attempt in nanoseconds (from status), for spans.
-fn started_nanos(status: Option<&WasmExecutionStatus>, now: Timestamp) -> u64 {
+/// The start of the current attempt in nanoseconds, for spans: when it was handed to its agent
+/// (the status may not show it yet), else the status's start time.
+fn attempt_started(
+    on_agent: Option<&OnAgent>,
+    status: Option<&WasmExecutionStatus>,
+    now: Timestamp,
+) -> u64 {
+    let handed = on_agent
+        .and_then(|run| run.known.as_ref())
+        .map(|known| known.started.0);
     nanos(
-        status
-            .and_then(|s| s.start_time.as_ref())
-            .map_or(now, |t| t.0),
+        handed
+            .or_else(|| status.and_then(|s| s.start_time.as_ref()).map(|t| t.0))
+            .unwrap_or(now),
     )
 }
 
