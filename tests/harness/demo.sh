@@ -251,7 +251,7 @@ k -n "$ns" create -f examples/executions/ >/dev/null
 wait_finished "$execution_names"
 say "all executions finished (WasmEdge ones on the agent, if one is Ready)"
 
-# Pass 2: the same WasmEdge runs with no agent anywhere: placement falls back to Wasm pods.
+# Pass 2: the same WasmEdge and Auto runs with no agent anywhere: placement falls back to Wasm pods.
 # The DaemonSet is pointed at no node for the pass (a label no node has) and restored after it.
 say "taking the agents away to run the WasmEdge examples again as Wasm pods (placement's fallback)"
 k -n "$release_ns" patch daemonset wasmfn-agent --type merge \
@@ -259,8 +259,9 @@ k -n "$release_ns" patch daemonset wasmfn-agent --type merge \
 for _ in $(seq 120); do [ "$(agent_pods)" = 0 ] && break; sleep 1; done
 [ "$(agent_pods)" = 0 ] || die "the agent pods did not go away within 120s"
 wasm_pod_runs=$(k create --dry-run=client -f examples/executions/ -o json |
-  jq -c '(if .kind == "List" then .items[] else . end) | select(.spec.runtime == "WasmEdge")
-         | .metadata.name |= sub("-wasmedge$"; "-wasm-pod") | .metadata.labels["wasmfn.dev/demo-pass"] = "wasm-pod"')
+  jq -c '(if .kind == "List" then .items[] else . end) | select(.spec.runtime != "Container")
+         | del(.metadata.namespace) | .metadata.name |= sub("-(wasmedge|auto)$"; "-wasm-pod")
+         | .metadata.labels["wasmfn.dev/demo-pass"] = "wasm-pod"')
 wasm_pod_names=$(jq -r '.metadata.name' <<<"$wasm_pod_runs")
 jq -s '{apiVersion: "v1", kind: "List", items: .}' <<<"$wasm_pod_runs" | k -n "$ns" create -f - >/dev/null
 wait_finished "$wasm_pod_names"
@@ -285,8 +286,8 @@ echo "== the three paths side by side (durationMs: the guest's run; total: creat
 k -n "$ns" get wasmexecutions -o json | jq -r '
   def total: if .status.completionTime then
       ((.status.completionTime | fromdate) - (.metadata.creationTimestamp | fromdate)) else null end;
-  [.items[] | select(.metadata.name | test("-(wasmedge|wasm-pod|container)$"))
-   | {example: (.metadata.name | sub("-(wasmedge|wasm-pod|container)$"; "")),
+  [.items[] | select(.metadata.name | test("-(wasmedge|auto|wasm-pod|container)$"))
+   | {example: (.metadata.name | sub("-(wasmedge|auto|wasm-pod|container)$"; "")),
       path: (.status.path // "-"), ms: (.status.durationMs // null), total: total}]
   | group_by(.example)[]
   | (map({(.path): .}) | add) as $by

@@ -61,10 +61,16 @@ pub async fn serve(config: AgentConfig, zygote: Zygote) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::io(std::path::Path::new(&config.listen.to_string()), e))?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io(std::path::Path::new("SIGTERM handler"), e))?;
     info!(listen = %config.listen, capacity = config.capacity, "agent ready");
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = terminate.recv() => drain(&agent).await,
+        };
+        let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 warn!(%error, "accept failed");
@@ -105,7 +111,35 @@ pub async fn serve(config: AgentConfig, zygote: Zygote) -> Result<(), Error> {
     }
 }
 
+/// How long a stopping agent waits for the runs it took (its pod's grace period is 30 s).
+const DRAIN_LIMIT: Duration = Duration::from_secs(25);
+
+/// On SIGTERM: takes no more connections, lets the runs it took (running or queued) answer,
+/// for at most [`DRAIN_LIMIT`], and exits 0. Runs still going then are lost to the operator
+/// (`AgentLost`, retried) when the process ends. As PID 1 of its container the agent would
+/// otherwise ignore SIGTERM and be killed only at the end of the grace period.
+async fn drain(agent: &Agent) -> ! {
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    info!(
+        runs = agent.runs_taken(),
+        "SIGTERM: finishing the runs taken, then stopping"
+    );
+    while agent.runs_taken() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give the answers just written a moment to leave on their connections.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    info!(left = agent.runs_taken(), "agent stopped");
+    // The zygote and any run left die with this process (their parent-death signal).
+    std::process::exit(0)
+}
+
 impl Agent {
+    /// Runs taken and not answered yet (running or waiting for a slot).
+    fn runs_taken(&self) -> usize {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// The state for `config`, running jobs through `zygote`.
     pub fn new(config: &AgentConfig, zygote: Zygote) -> Result<Self, Error> {
         let cache = ModuleCache::open(&config.cache_dir, config.cache_max_bytes)?;

@@ -406,3 +406,65 @@ fn an_agent_whose_zygote_dies_exits_so_that_it_is_restarted() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn an_agent_told_to_stop_answers_the_runs_it_took_then_exits_cleanly() {
+    let setup = setup();
+    let runtime = runtime();
+    let mut agent = Agent::start(setup.dir.path(), 1);
+    let client = agent.client(&setup.operator);
+    let spin = module("loop");
+    // One run under way and one waiting for the only slot when the stop comes.
+    let settings = RunSettings {
+        timeout_ms: Some(800),
+        ..RunSettings::default()
+    };
+    let pid = agent.child.id() as libc::pid_t;
+    runtime.block_on(async {
+        client
+            .put_module(&digest(&spin), spin.clone())
+            .await
+            .unwrap();
+        let first = assignment("stop-1", 1, &spin, settings.clone());
+        let second = assignment("stop-2", 1, &spin, settings.clone());
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        };
+        let (first, second, ()) = tokio::join!(client.run(&first), client.run(&second), stop);
+        for answer in [first, second] {
+            let document = ran(answer.unwrap());
+            assert_eq!(format!("{:?}", document.reason), "TimedOut");
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0), "a clean stop");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not stop after its runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Stopped for good: nothing listens any more.
+    assert!(std::net::TcpStream::connect(&agent.address).is_err());
+}
+
+#[test]
+fn an_idle_agent_told_to_stop_exits_at_once() {
+    let setup = setup();
+    let mut agent = Agent::start(setup.dir.path(), 1);
+    let pid = agent.child.id() as libc::pid_t;
+    let asked = Instant::now();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = agent.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+}
