@@ -23,6 +23,8 @@ use wasmfn_e2e::observability::{scrape, span, OtlpReceiver};
 use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 use wasmfn_e2e::Kubectl;
 
+/// Prints its greeting, then its stdin.
+const ECHO: &str = include_str!("../../runner-image/compile/tests/sources/wat/echo.wat");
 /// First runs pull the wasm-pod and runner images onto the nodes.
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 /// The C probe goes through a compile Job on the builder image.
@@ -793,6 +795,114 @@ fn input_over_256_kib_is_refused_with_input_too_large_and_no_pod() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert!(pods_of(&pods, "input-too-large").is_empty());
+}
+
+/// A ConfigMap named `name` in `ns`, controlled by a WasmExecution `owner` of uid `uid`, held
+/// by a finalizer so that it outlives any delete until the test lets it go.
+fn held_config_map(ns: &Kubectl, name: &str, owner: &str, uid: &str) {
+    create(
+        ns,
+        &json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "finalizers": ["wasmfn.dev/test-hold"],
+                "ownerReferences": [{
+                    "apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmExecution",
+                    "name": owner, "uid": uid, "controller": true
+                }]
+            },
+            "data": {"stdin": "an earlier run's input\n"}
+        })
+        .to_string(),
+    );
+}
+
+fn release(ns: &Kubectl, config_map: &str) {
+    ns.run(&[
+        "patch",
+        "configmap",
+        config_map,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ])
+    .expect("remove the finalizer");
+}
+
+#[test]
+fn an_execution_created_again_under_its_name_waits_for_its_predecessors_leftovers_and_runs() {
+    let (ns, _) = namespace("wex-again");
+    let _node_a_usable = shared();
+    ready_function(&ns, "echo", ECHO, json!({}));
+    // What an execution deleted a moment ago leaves while the garbage collector catches up:
+    // its input ConfigMap, controlled by the old uid (held here, so that it stays).
+    held_config_map(
+        &ns,
+        "again-input",
+        "again",
+        "00000000-0000-0000-0000-00000000dead",
+    );
+    create(
+        &ns,
+        &execution("again", "echo", json!({"stdin": "the new input\n"})).to_string(),
+    );
+    let waiting = wait_until(
+        &ns,
+        "again",
+        Duration::from_secs(60),
+        "waits for the leftover",
+        |e: &Value| {
+            e["status"]["phase"] == "Pending"
+                && condition(e, "Succeeded").is_some_and(|c| c["reason"] == "WaitingForCleanup")
+        },
+    );
+    assert!(
+        text(
+            &condition(&waiting, "Succeeded").unwrap_or_default(),
+            "/message"
+        )
+        .contains("ConfigMap again-input of an earlier execution of this name"),
+        "{:#}",
+        waiting["status"]
+    );
+    // The operator asked for the leftover's deletion; the hold is all that keeps it.
+    let leftover = ns.json(&["get", "configmap", "again-input"]).expect("held");
+    assert!(
+        leftover["metadata"]["deletionTimestamp"].is_string(),
+        "{leftover:#}"
+    );
+    release(&ns, "again-input");
+    let done = wait_final(&ns, "again", RUN_TIMEOUT);
+    assert_outcome(&done, "Succeeded", &["Succeeded"]);
+    assert_eq!(
+        done["status"]["stdout"], "hello from wat\nthe new input\n",
+        "its own input, not the predecessor's: {:#}",
+        done["status"]
+    );
+
+    // A ConfigMap of that name that some other owner controls is never touched: the
+    // execution fails with NameConflict and says which object is in the way.
+    held_config_map(
+        &ns,
+        "taken-input",
+        "someone-else",
+        "00000000-0000-0000-0000-0000000000aa",
+    );
+    create(
+        &ns,
+        &execution("taken", "echo", json!({"stdin": "x\n"})).to_string(),
+    );
+    let refused = wait_final(&ns, "taken", Duration::from_secs(60));
+    assert_outcome(&refused, "Failed", &["NameConflict"]);
+    let intact = ns
+        .json(&["get", "configmap", "taken-input"])
+        .expect("untouched");
+    assert!(
+        intact["metadata"]["deletionTimestamp"].is_null(),
+        "{intact:#}"
+    );
+    release(&ns, "taken-input");
 }
 
 #[test]

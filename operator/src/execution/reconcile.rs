@@ -50,6 +50,9 @@ use crate::telemetry::object_spans::{nanos, AttemptEnd, ExecutionTrace, Reconcil
 const WAIT_POLL: Duration = Duration::from_secs(30);
 /// How often a running attempt is looked at without a pod event.
 const RUN_POLL: Duration = Duration::from_secs(60);
+/// How soon an attempt starts again after an earlier same-named execution's leftover object
+/// held the name it needs (the leftover is being deleted).
+const LEFTOVER_POLL: Duration = Duration::from_secs(1);
 
 /// Reconciles one execution.
 #[instrument(skip(execution, ctx), fields(namespace = execution.namespace(), name = execution.name_any()))]
@@ -345,7 +348,20 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                 Some(stdin) => {
                     let maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace);
                     let map = input_config_map(&name, owner.clone(), stdin);
-                    if create_owned(&maps, &map, &uid).await? == Owned::Taken {
+                    let created = create_owned(&maps, &map, &owner).await?;
+                    if created == Owned::Leftover {
+                        let map = map.name_any();
+                        return wait_for_leftover(
+                            ctx,
+                            execution,
+                            &executions,
+                            update,
+                            "ConfigMap",
+                            &map,
+                        )
+                        .await;
+                    }
+                    if created == Owned::Taken {
                         return name_taken(
                             ctx,
                             execution,
@@ -376,7 +392,12 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                 settings: &settings,
             });
             let pod_name = pod.name_any();
-            if create_owned(&pods, &pod, &uid).await? == Owned::Taken {
+            let created = create_owned(&pods, &pod, &owner_reference(execution, &uid)).await?;
+            if created == Owned::Leftover {
+                return wait_for_leftover(ctx, execution, &executions, update, "Pod", &pod_name)
+                    .await;
+            }
+            if created == Owned::Taken {
                 return name_taken(
                     ctx,
                     execution,
@@ -581,6 +602,27 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
         }
         Step::BackOff { remaining } => Ok(Action::requeue(remaining + Duration::from_millis(100))),
     }
+}
+
+/// Waits (phase Pending) while an object an earlier execution of the same name left behind is
+/// deleted: its name is the one this attempt needs.
+async fn wait_for_leftover(
+    ctx: &Context,
+    execution: &WasmExecution,
+    executions: &Api<WasmExecution>,
+    update: StatusUpdate,
+    kind: &str,
+    name: &str,
+) -> Result<Action> {
+    let message = format!(
+        "the {kind} {name} of an earlier execution of this name is being deleted; the run starts once it is gone"
+    );
+    let status = update.pending("WaitingForCleanup", &message);
+    if write_status(ctx, executions, execution, &status).await? {
+        ctx.event(execution, false, "WaitingForCleanup", "Run", message)
+            .await;
+    }
+    Ok(Action::requeue(LEFTOVER_POLL))
 }
 
 /// Fails the execution because an object it needs a name for belongs to someone else.
