@@ -156,9 +156,16 @@ impl Dispatcher {
             .map(|((_, attempt), known)| (*attempt, known.clone()))
     }
 
-    /// Forgets the attempts of executions for which `exists` is false (deleted mid-run).
-    pub fn retain(&self, exists: impl Fn(&str) -> bool) {
-        lock(&self.attempts).retain(|(uid, _), _| exists(uid));
+    /// Forgets the attempts of executions for which `exists` is false (deleted mid-run),
+    /// once they were handed over more than `settled` ago (a newer one may not have reached the
+    /// cache that `exists` reads yet).
+    pub fn forget_gone(&self, exists: impl Fn(&str) -> bool, settled: Duration) {
+        let now = Timestamp::now();
+        lock(&self.attempts).retain(|(uid, _), known| {
+            exists(uid)
+                || Duration::try_from(now.duration_since(known.started.0))
+                    .is_ok_and(|age| age < settled)
+        });
     }
 
     /// Forgets every attempt of `uid` up to `attempt` (recorded, or given up).
@@ -251,4 +258,74 @@ async fn run(
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::pool::AgentView;
+    use wasmfn_agent_protocol::RunSettings;
+
+    /// A hand-over of attempt 1 of `uid` to an address where nothing listens.
+    fn handoff(uid: &str) -> Handoff {
+        Handoff {
+            object: ObjectRef::new(uid).within("n"),
+            agent: AgentView {
+                pod: "wasmfn-agent-x".into(),
+                node: "a".into(),
+                address: "127.0.0.1:9".into(),
+                ready: true,
+            },
+            assignment: RunAssignment {
+                namespace: "n".into(),
+                execution: uid.into(),
+                uid: uid.into(),
+                attempt: 1,
+                module_digest: "sha256:00".into(),
+                settings: RunSettings::default(),
+                stdin_base64: None,
+            },
+            started: Time(Timestamp::now()),
+            reason: "a Ready agent with room".into(),
+        }
+    }
+
+    fn no_module() -> FetchModule {
+        Box::new(|| Box::pin(async { Err("no store here".to_owned()) }))
+    }
+
+    #[tokio::test]
+    async fn attempts_of_deleted_executions_are_forgotten_once_settled_and_the_newest_is_found() {
+        let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel();
+        let dispatcher = Arc::new(Dispatcher::new(
+            wasmfn_agent_protocol::tls::anonymous_client_config(),
+            wake,
+            Duration::from_secs(1),
+            Arc::new(Metrics::default()),
+        ));
+        dispatcher.dispatch(handoff("kept"), no_module());
+        dispatcher.dispatch(handoff("deleted"), no_module());
+        let mut second = handoff("kept");
+        second.assignment.attempt = 2;
+        dispatcher.dispatch(second, no_module());
+        // Nothing listens: each run ends lost, and wakes its execution.
+        for _ in 0..3 {
+            tokio::time::timeout(Duration::from_secs(10), woken.recv())
+                .await
+                .expect("woken")
+                .expect("an execution");
+        }
+        let (attempt, known) = dispatcher.latest("kept").expect("known");
+        assert_eq!(attempt, 2);
+        assert!(matches!(known.run, AgentRun::Lost { .. }), "{known:?}");
+        assert_eq!(known.reason, "a Ready agent with room");
+
+        // Too recent to judge: kept even though the cache does not show it.
+        dispatcher.forget_gone(|uid| uid == "kept", Duration::from_secs(60));
+        assert!(dispatcher.latest("deleted").is_some());
+        dispatcher.forget_gone(|uid| uid == "kept", Duration::ZERO);
+        assert!(dispatcher.latest("deleted").is_none());
+        assert_eq!(dispatcher.latest("kept").map(|(a, _)| a), Some(2));
+        assert_eq!(dispatcher.pending("wasmfn-agent-x"), 0);
+    }
 }

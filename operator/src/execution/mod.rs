@@ -59,11 +59,18 @@ async fn count_phases(store: Store<WasmExecution>, ctx: Arc<Context>) {
     loop {
         tick.tick().await;
         let state = store.state();
-        // Deleted executions leave the cache; their last writes are forgotten with them.
+        // Deleted executions leave the cache; their last writes and agent attempts are
+        // forgotten with them.
         if store.wait_until_ready().now_or_never().is_some() {
             let live: std::collections::HashSet<String> =
                 state.iter().filter_map(|e| e.uid()).collect();
             ctx.last_writes.retain(|uid| live.contains(uid));
+            if let Some(agents) = &ctx.agents {
+                let settled = std::time::Duration::from_secs(60);
+                agents
+                    .dispatcher
+                    .forget_gone(|uid| live.contains(uid), settled);
+            }
         }
         for (label, phase) in phases {
             let count = state
