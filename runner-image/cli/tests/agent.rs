@@ -130,6 +130,15 @@ fn module(name: &str) -> Vec<u8> {
     wat::parse_str(std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// A guest that loops until its timeout, and settings that stop it after `timeout_ms`.
+fn spinning(timeout_ms: u64) -> (Vec<u8>, RunSettings) {
+    let settings = RunSettings {
+        timeout_ms: Some(timeout_ms),
+        ..RunSettings::default()
+    };
+    (module("loop"), settings)
+}
+
 fn digest(bytes: &[u8]) -> String {
     wasmfn_artifact::sha256_digest(bytes)
 }
@@ -362,11 +371,7 @@ fn an_agent_killed_mid_run_breaks_the_runs_connection() {
     let runtime = runtime();
     let mut agent = Agent::start(setup.dir.path(), 1);
     let client = agent.client(&setup.operator);
-    let spin = module("loop");
-    let settings = RunSettings {
-        timeout_ms: Some(20_000),
-        ..RunSettings::default()
-    };
+    let (spin, settings) = spinning(20_000);
     runtime.block_on(async {
         client
             .put_module(&digest(&spin), spin.clone())
@@ -413,12 +418,8 @@ fn an_agent_told_to_stop_answers_the_runs_it_took_then_exits_cleanly() {
     let runtime = runtime();
     let mut agent = Agent::start(setup.dir.path(), 1);
     let client = agent.client(&setup.operator);
-    let spin = module("loop");
     // One run under way and one waiting for the only slot when the stop comes.
-    let settings = RunSettings {
-        timeout_ms: Some(800),
-        ..RunSettings::default()
-    };
+    let (spin, settings) = spinning(800);
     let pid = agent.child.id() as libc::pid_t;
     runtime.block_on(async {
         client
