@@ -866,7 +866,8 @@ fn an_execution_created_again_under_its_name_waits_for_its_predecessors_leftover
         "{:#}",
         waiting["status"]
     );
-    // The operator asked for the leftover's deletion; the hold is all that keeps it.
+    // The leftover is being deleted (by the operator, or by the garbage collector, whichever
+    // comes first: its owner is gone); the hold is all that keeps it.
     let leftover = ns.json(&["get", "configmap", "again-input"]).expect("held");
     assert!(
         leftover["metadata"]["deletionTimestamp"].is_string(),
@@ -881,13 +882,17 @@ fn an_execution_created_again_under_its_name_waits_for_its_predecessors_leftover
         done["status"]
     );
 
-    // A ConfigMap of that name that some other owner controls is never touched: the
-    // execution fails with NameConflict and says which object is in the way.
-    held_config_map(
+    // A ConfigMap of that name that is not a predecessor's (here: nobody's; the garbage
+    // collector leaves it alone too) is never touched: the execution fails with NameConflict
+    // and says which object is in the way.
+    create(
         &ns,
-        "taken-input",
-        "someone-else",
-        "00000000-0000-0000-0000-0000000000aa",
+        &json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "taken-input"},
+            "data": {"mine": "yes"}
+        })
+        .to_string(),
     );
     create(
         &ns,
@@ -895,14 +900,18 @@ fn an_execution_created_again_under_its_name_waits_for_its_predecessors_leftover
     );
     let refused = wait_final(&ns, "taken", Duration::from_secs(60));
     assert_outcome(&refused, "Failed", &["NameConflict"]);
+    assert!(
+        text(&refused, "/status/message").contains("ConfigMap named taken-input"),
+        "{:#}",
+        refused["status"]
+    );
     let intact = ns
         .json(&["get", "configmap", "taken-input"])
         .expect("untouched");
     assert!(
-        intact["metadata"]["deletionTimestamp"].is_null(),
+        intact["metadata"]["deletionTimestamp"].is_null() && intact["data"]["mine"] == "yes",
         "{intact:#}"
     );
-    release(&ns, "taken-input");
 }
 
 #[test]
