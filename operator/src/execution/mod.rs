@@ -18,7 +18,7 @@ pub mod watched;
 
 use std::sync::Arc;
 
-use futures::{FutureExt as _, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::runtime::controller::{self, Controller};
@@ -61,7 +61,7 @@ async fn count_phases(store: Store<WasmExecution>, ctx: Arc<Context>) {
         let state = store.state();
         // Deleted executions leave the cache; their last writes and agent attempts are
         // forgotten with them.
-        if store.wait_until_ready().now_or_never().is_some() {
+        if watched::listed(&store).is_some() {
             let live: std::collections::HashSet<String> =
                 state.iter().filter_map(|e| e.uid()).collect();
             ctx.last_writes.retain(|uid| live.contains(uid));
