@@ -72,14 +72,17 @@ fn configmap(name: &str, files: &[(&str, String)]) -> String {
         .to_string()
 }
 
-/// Waits for the pod to end and returns (phase, its container's terminated state).
+/// Waits for the pod to end and returns (phase, its container's terminated state). A pod that
+/// failed without a terminated container (evicted, say) returns its whole status instead, so the
+/// caller's assertion shows why at once rather than after the timeout.
 fn finished(ns: &wasmfn_e2e::Kubectl, pod: &str) -> (String, Value) {
     ns.wait_for(&["pod", pod], Duration::from_secs(300), |p| {
         let phase = p["status"]["phase"].as_str()?;
-        if phase != "Succeeded" && phase != "Failed" {
-            return None;
+        match (phase, terminated(p)) {
+            ("Succeeded" | "Failed", Some(state)) => Some((phase.to_owned(), state)),
+            ("Failed", None) => Some((phase.to_owned(), p["status"].clone())),
+            _ => None,
         }
-        Some((phase.to_owned(), terminated(p)?))
     })
     .expect("the builder pod finishes")
 }

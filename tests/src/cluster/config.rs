@@ -144,8 +144,9 @@ pub fn cni_conflist(node: &NodeInfo) -> String {
 }
 
 /// KubeletConfiguration: own address and port, cgroupfs under the node's own cgroup root,
-/// client-certificate authentication for the apiserver and webhook authorization, eviction
-/// thresholds that a busy test disk does not trip, and no changes to the host's iptables.
+/// client-certificate authentication for the apiserver and webhook authorization, no disk-pressure
+/// eviction (the kubelet ignores a `0%` threshold: a shared CI disk with little free space must
+/// not evict test pods), and no changes to the host's iptables.
 pub fn kubelet_config(node: &NodeInfo, ca_file: &Path) -> String {
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
@@ -180,9 +181,10 @@ authorization:
   mode: Webhook
 evictionHard:
   memory.available: 100Mi
-  nodefs.available: 1%
-  nodefs.inodesFree: 1%
-  imagefs.available: 1%
+  nodefs.available: "0%"
+  nodefs.inodesFree: "0%"
+  imagefs.available: "0%"
+  imagefs.inodesFree: "0%"
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 volumePluginDir: {plugins}
