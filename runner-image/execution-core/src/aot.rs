@@ -107,6 +107,15 @@ pub fn check(aot: &Path, module: &ModuleBytes) -> Result<AotMetadata, String> {
         .map_err(|e| format!("no AOT metadata at {}: {e}", meta_path.display()))?;
     let metadata: AotMetadata =
         serde_json::from_slice(&raw).map_err(|e| format!("unreadable AOT metadata: {e}"))?;
+    check_metadata(&metadata, module)?;
+    if !aot.is_file() {
+        return Err(format!("AOT form {} is missing", aot.display()));
+    }
+    Ok(metadata)
+}
+
+/// Checks that an AOT form with `metadata` belongs to `module` and to this runtime.
+pub fn check_metadata(metadata: &AotMetadata, module: &ModuleBytes) -> Result<(), String> {
     if metadata.format != FORMAT {
         return Err(format!("unknown AOT metadata format {:?}", metadata.format));
     }
@@ -127,10 +136,109 @@ pub fn check(aot: &Path, module: &ModuleBytes) -> Result<AotMetadata, String> {
     if metadata.arch != std::env::consts::ARCH {
         return Err(format!("AOT form is for {}", metadata.arch));
     }
-    if !aot.is_file() {
-        return Err(format!("AOT form {} is missing", aot.display()));
+    Ok(())
+}
+
+/// An AOT form as one blob: its metadata, the module it was compiled from and the native
+/// library. The shim's precompile hook stores this in containerd's content store in place of a
+/// Wasm layer, so a Wasm pod gets native code without any file the pod could name or write.
+/// Decoding checks only the framing; [`check_metadata`] (done when the run loads it) decides
+/// whether the library may run for the module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AotBundle {
+    /// What compiled the library, from which module.
+    pub metadata: AotMetadata,
+    /// The module's bytes (the runner verifies them against the layer's digest).
+    pub module: Vec<u8>,
+    /// The native library WasmEdge loads.
+    pub library: Vec<u8>,
+}
+
+/// First bytes of an encoded [`AotBundle`]; a Wasm module starts with `\0asm`, so the two never
+/// mix up.
+const BUNDLE_MAGIC: &[u8] = b"wasmfn-aot-bundle-v1\n";
+
+impl AotBundle {
+    /// The encoding's name and version (part of the shim's precompile cache key).
+    pub const FORMAT: &'static str = "wasmfn-aot-bundle-v1";
+
+    /// The bundle of a module and its AOT form on disk (checked with [`check`] first).
+    pub fn from_files(module: &ModuleBytes, library: &Path) -> Result<Self, String> {
+        let metadata = check(library, module)?;
+        let library =
+            std::fs::read(library).map_err(|e| format!("reading {}: {e}", library.display()))?;
+        Ok(AotBundle {
+            metadata,
+            module: module.bytes().to_vec(),
+            library,
+        })
     }
-    Ok(metadata)
+
+    /// True when `bytes` look like an encoded bundle (rather than a module).
+    pub fn is_bundle(bytes: &[u8]) -> bool {
+        bytes.starts_with(BUNDLE_MAGIC)
+    }
+
+    /// Magic, then the metadata JSON, the module and the library, each after its length as a
+    /// little-endian u64.
+    pub fn encode(&self) -> Vec<u8> {
+        let metadata = serde_json::to_vec(&self.metadata).unwrap_or_default();
+        let mut out = Vec::with_capacity(
+            BUNDLE_MAGIC.len() + 24 + metadata.len() + self.module.len() + self.library.len(),
+        );
+        out.extend_from_slice(BUNDLE_MAGIC);
+        for part in [&metadata[..], &self.module, &self.library] {
+            out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    /// The bundle [`AotBundle::encode`] wrote; the error says what is wrong with the framing.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let mut rest = bytes
+            .strip_prefix(BUNDLE_MAGIC)
+            .ok_or("not a wasmfn AOT bundle (wrong magic)")?;
+        let mut parts = Vec::with_capacity(3);
+        for name in ["metadata", "module", "library"] {
+            let (length, after) = rest
+                .split_first_chunk::<8>()
+                .ok_or_else(|| format!("AOT bundle ends before the {name}'s length"))?;
+            let length = usize::try_from(u64::from_le_bytes(*length))
+                .ok()
+                .filter(|length| *length <= after.len())
+                .ok_or_else(|| format!("AOT bundle's {name} runs past its end"))?;
+            let (part, after) = after.split_at(length);
+            parts.push(part);
+            rest = after;
+        }
+        if !rest.is_empty() {
+            return Err(format!(
+                "AOT bundle has {} bytes after its library",
+                rest.len()
+            ));
+        }
+        let metadata = serde_json::from_slice(parts[0])
+            .map_err(|e| format!("unreadable AOT bundle metadata: {e}"))?;
+        Ok(AotBundle {
+            metadata,
+            module: parts[1].to_vec(),
+            library: parts[2].to_vec(),
+        })
+    }
+
+    /// The library in an anonymous in-memory file, and the path (`/proc/self/fd/<n>`) the
+    /// loader opens it by while the file stays open. Nothing is written to any filesystem.
+    pub fn library_file(&self) -> Result<(std::fs::File, PathBuf), String> {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let mut file = crate::isolation::memfd("wasmfn-aot")
+            .map_err(|e| format!("in-memory AOT file: {e}"))?;
+        file.write_all(&self.library)
+            .map_err(|e| format!("writing the in-memory AOT file: {e}"))?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        Ok((file, path))
+    }
 }
 
 /// The conventional AOT location for a module file: `<module>.aot.so` (metadata

@@ -117,7 +117,7 @@ pub fn prepare(request: &RunRequest) -> Result<PreparedModule, Box<Rejection>> {
     if let Some(aot_path) = &request.aot {
         let config = config_for(&request.limits, NativeCode::FromVerifiedAot)
             .map_err(|e| reject(Reason::InternalError, e.to_string(), None, &runtime))?;
-        match load_aot(aot_path, &bytes, &config) {
+        match load_aot(aot_path, request.aot_metadata.as_ref(), &bytes, &config) {
             Ok((module, source)) => {
                 loaded = Some((module, config));
                 runtime.aot = true;
@@ -197,20 +197,26 @@ pub fn prepare(request: &RunRequest) -> Result<PreparedModule, Box<Rejection>> {
 }
 
 /// Loads the AOT form at `aot_path` when it was compiled from exactly these bytes; returns the
-/// module and where its native code came from (for the result document).
+/// module and where its native code came from (for the result document). `in_memory` is the
+/// metadata of a form held in memory (its path names no file worth reporting).
 fn load_aot(
     aot_path: &Path,
+    in_memory: Option<&aot::AotMetadata>,
     bytes: &ModuleBytes,
     config: &Config,
 ) -> Result<(Module, String), String> {
-    let metadata = aot::check(aot_path, bytes)?;
+    let (metadata, origin) = match in_memory {
+        Some(metadata) => {
+            aot::check_metadata(metadata, bytes)?;
+            (metadata.clone(), "precompiled layer".to_owned())
+        }
+        None => (aot::check(aot_path, bytes)?, aot_path.display().to_string()),
+    };
     let module = Module::from_file(Some(config), aot_path)
-        .map_err(|e| format!("AOT form {} failed to load: {e}", aot_path.display()))?;
+        .map_err(|e| format!("AOT form {origin} failed to load: {e}"))?;
     let source = format!(
-        "{} (compiled by wasmfn from {} with WasmEdge {})",
-        aot_path.display(),
-        metadata.module_sha256,
-        metadata.wasmedge_version
+        "{origin} (compiled by wasmfn from {} with WasmEdge {})",
+        metadata.module_sha256, metadata.wasmedge_version
     );
     Ok((module, source))
 }

@@ -160,7 +160,8 @@ fn open_stdin(source: &StdinSource) -> Result<OwnedFd, String> {
     }
 }
 
-fn memfd(name: &str) -> std::io::Result<File> {
+/// An anonymous in-memory file (closed on exec).
+pub(crate) fn memfd(name: &str) -> std::io::Result<File> {
     let name = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
     // SAFETY: valid C string; the returned descriptor is owned by the File.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use wasmfn_artifact::check_no_native_code;
 
@@ -46,16 +46,34 @@ pub struct CachedModule {
 }
 
 impl ModuleCache {
-    /// Opens (creating) the cache at `dir`, holding at most `max_bytes` of entries.
+    /// Opens (creating) the cache at `dir`, holding at most `max_bytes` of entries, for one
+    /// process: entries another run left half-built are removed.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, Error> {
+        Self::opened(dir, max_bytes, Duration::ZERO)
+    }
+
+    /// Opens the cache at `dir` for one of several processes that add to it at once (the
+    /// shim's background compiles): another process's entry under construction is left alone,
+    /// and only half-built entries older than an hour are removed.
+    pub fn shared(dir: &Path, max_bytes: u64) -> Result<Self, Error> {
+        Self::opened(dir, max_bytes, Duration::from_secs(3600))
+    }
+
+    fn opened(dir: &Path, max_bytes: u64, leftover_after: Duration) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
             let entry = entry.map_err(|e| Error::io(dir, e))?;
-            if entry
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|at| at.elapsed().ok())
+                .unwrap_or(Duration::MAX);
+            let temporary = entry
                 .file_name()
                 .to_string_lossy()
-                .starts_with(TEMPORARY_PREFIX)
-            {
+                .starts_with(TEMPORARY_PREFIX);
+            if temporary && age >= leftover_after {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -95,11 +113,15 @@ impl ModuleCache {
         }
         {
             let _placing = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+            // Another caller (or, in a shared cache, another process) may have added it
+            // meanwhile: keep theirs.
             if entry.is_dir() {
-                // Another caller added it meanwhile: keep theirs.
                 let _ = std::fs::remove_dir_all(&temporary);
-            } else {
-                std::fs::rename(&temporary, &entry).map_err(|e| Error::io(&entry, e))?;
+            } else if let Err(e) = std::fs::rename(&temporary, &entry) {
+                let _ = std::fs::remove_dir_all(&temporary);
+                if !entry.is_dir() {
+                    return Err(Error::io(&entry, e));
+                }
             }
             self.evict(&entry)?;
         }

@@ -140,6 +140,9 @@ pub struct RunRequest {
     /// the module's digest and the runtime version, otherwise the interpreter runs it and the
     /// result says why the AOT form was rejected.
     pub aot: Option<PathBuf>,
+    /// The metadata of `aot` when it has no `<aot>.json` next to it: an AOT form held in memory
+    /// (see [`crate::aot::AotBundle`]). Checked against the module exactly as the file is.
+    pub aot_metadata: Option<crate::aot::AotMetadata>,
     /// What to call.
     pub entry: Entry,
     /// `argv[0]` as the guest sees it.
@@ -162,6 +165,7 @@ impl RunRequest {
         RunRequest {
             module,
             aot: None,
+            aot_metadata: None,
             entry: Entry::Command,
             program_name: "main.wasm".to_owned(),
             args: Vec::new(),

@@ -89,3 +89,75 @@ fn an_aot_form_from_another_runtime_version_is_ignored() {
         .unwrap()
         .contains("0.0.1"));
 }
+
+/// The shim's precompiled layers: a bundle of the module, its library and their metadata,
+/// loaded from memory.
+fn fib_bundle() -> aot::AotBundle {
+    let module = guest("wat/fib");
+    let bytes = wasmfn_execution::artifact::ModuleBytes::read(&module).unwrap();
+    aot::AotBundle::from_files(&bytes, &aot_of(&module)).unwrap()
+}
+
+fn bundle_request(bundle: &aot::AotBundle) -> (std::fs::File, wasmfn_execution::RunRequest) {
+    let (file, path) = bundle.library_file().unwrap();
+    let mut request = fib_request(Some(path));
+    request.module = wasmfn_execution::ModuleSource::Bytes(bundle.module.clone());
+    request.aot_metadata = Some(bundle.metadata.clone());
+    (file, request)
+}
+
+#[test]
+fn a_bundle_survives_encoding_and_runs_native_code_from_memory() {
+    let bundle = fib_bundle();
+    let encoded = bundle.encode();
+    assert!(aot::AotBundle::is_bundle(&encoded));
+    assert!(!aot::AotBundle::is_bundle(&bundle.module));
+    let decoded = aot::AotBundle::decode(&encoded).unwrap();
+    assert_eq!(decoded, bundle);
+    let (_file, request) = bundle_request(&decoded);
+    let execution = exec(&request);
+    assert_eq!(execution.document.reason, Reason::Completed);
+    assert!(
+        execution.document.runtime.aot,
+        "{:?}",
+        execution.document.runtime
+    );
+    let source = execution.document.runtime.aot_source.clone().unwrap();
+    assert!(
+        source.starts_with("precompiled layer (compiled by wasmfn from sha256:"),
+        "{source}"
+    );
+}
+
+#[test]
+fn a_bundled_library_is_refused_for_any_other_module() {
+    let mut bundle = fib_bundle();
+    bundle.module = std::fs::read(guest("wat/add")).unwrap();
+    let (_file, mut request) = bundle_request(&bundle);
+    request.entry = Entry::Invoke {
+        export: "add".into(),
+        args: vec![json!(2), json!(3)],
+    };
+    let execution = exec(&request);
+    assert_eq!(execution.document.reason, Reason::Completed);
+    assert!(!execution.document.runtime.aot);
+    let why = execution.document.runtime.aot_rejected.clone().unwrap();
+    assert!(why.contains("compiled from"), "{why}");
+}
+
+#[test]
+fn a_damaged_bundle_is_refused_with_what_is_wrong() {
+    let encoded = fib_bundle().encode();
+    for (damaged, expected) in [
+        (encoded[1..].to_vec(), "wrong magic"),
+        (
+            encoded[..encoded.len() - 1].to_vec(),
+            "library runs past its end",
+        ),
+        ([&encoded[..], b"x"].concat(), "1 bytes after its library"),
+        (encoded[..25].to_vec(), "ends before the metadata's length"),
+    ] {
+        let error = aot::AotBundle::decode(&damaged).unwrap_err();
+        assert!(error.contains(expected), "{expected}: {error}");
+    }
+}

@@ -4,9 +4,10 @@
 //! wasmfn's execution core, exactly as `wasmfn exec` runs it in the fallback container pod.
 
 mod container_request;
+mod precompile;
 mod sandbox;
 
-use containerd_shim_wasm::shim::{Cli, Shim, Version};
+use containerd_shim_wasm::shim::{Cli, Compiler, Shim, Version};
 
 struct WasmfnShim;
 
@@ -23,8 +24,21 @@ impl Shim for WasmfnShim {
             revision: "wasmfn",
         }
     }
+
+    /// OCI Wasm layers get their AOT form through containerd's content store (see
+    /// [`precompile`]).
+    async fn compiler() -> Option<impl Compiler> {
+        precompile::Precompiler::for_installation()
+    }
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some((precompile::PRECOMPILE_FLAG, rest)) = args
+        .split_first()
+        .map(|(first, rest)| (first.as_str(), rest))
+    {
+        std::process::exit(precompile::run_background_compile(rest));
+    }
     WasmfnShim::run(None);
 }
