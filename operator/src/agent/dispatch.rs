@@ -14,7 +14,7 @@
 //!
 //! [`RUNNING_NOTE_AFTER`]: crate::execution::decision::RUNNING_NOTE_AFTER
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -74,7 +74,8 @@ pub struct AgentAttempt {
 pub struct Dispatcher {
     tls: Arc<rustls::ClientConfig>,
     clients: Mutex<HashMap<String, Arc<AgentClient>>>,
-    attempts: Mutex<HashMap<(String, i32), AgentAttempt>>,
+    /// Per execution uid, its attempts by number (reconciles ask for the newest).
+    attempts: Mutex<HashMap<String, BTreeMap<i32, AgentAttempt>>>,
     pending: Mutex<HashMap<String, u32>>,
     wake: UnboundedSender<ObjectRef<WasmExecution>>,
     grace: Duration,
@@ -143,17 +144,17 @@ impl Dispatcher {
     /// How attempt `attempt` of execution `uid` stands, if this replica handed it over.
     pub fn attempt(&self, uid: &str, attempt: i32) -> Option<AgentAttempt> {
         lock(&self.attempts)
-            .get(&(uid.to_owned(), attempt))
+            .get(uid)
+            .and_then(|attempts| attempts.get(&attempt))
             .cloned()
     }
 
     /// The newest attempt of `uid` this replica handed over (and has not forgotten).
     pub fn latest(&self, uid: &str) -> Option<(i32, AgentAttempt)> {
         lock(&self.attempts)
-            .iter()
-            .filter(|((u, _), _)| u == uid)
-            .max_by_key(|((_, attempt), _)| *attempt)
-            .map(|((_, attempt), known)| (*attempt, known.clone()))
+            .get(uid)
+            .and_then(|attempts| attempts.last_key_value())
+            .map(|(attempt, known)| (*attempt, known.clone()))
     }
 
     /// Forgets the attempts of executions for which `exists` is false (deleted mid-run),
@@ -161,23 +162,31 @@ impl Dispatcher {
     /// cache that `exists` reads yet).
     pub fn forget_gone(&self, exists: impl Fn(&str) -> bool, settled: Duration) {
         let now = Timestamp::now();
-        lock(&self.attempts).retain(|(uid, _), known| {
+        lock(&self.attempts).retain(|uid, attempts| {
             exists(uid)
-                || Duration::try_from(now.duration_since(known.started.0))
-                    .is_ok_and(|age| age < settled)
+                || attempts.values().any(|known| {
+                    Duration::try_from(now.duration_since(known.started.0))
+                        .is_ok_and(|age| age < settled)
+                })
         });
     }
 
     /// Forgets every attempt of `uid` up to `attempt` (recorded, or given up).
     pub fn forget(&self, uid: &str, attempt: i32) {
-        lock(&self.attempts).retain(|(u, a), _| u != uid || *a > attempt);
+        let mut attempts = lock(&self.attempts);
+        if let Some(of_uid) = attempts.get_mut(uid) {
+            of_uid.retain(|a, _| *a > attempt);
+            if of_uid.is_empty() {
+                attempts.remove(uid);
+            }
+        }
     }
 
     /// Hands `handoff` to its agent in the background.
     pub fn dispatch(self: &Arc<Self>, handoff: Handoff, fetch: FetchModule) {
-        let key = (handoff.assignment.uid.clone(), handoff.assignment.attempt);
-        lock(&self.attempts).insert(
-            key.clone(),
+        let (uid, attempt) = (handoff.assignment.uid.clone(), handoff.assignment.attempt);
+        lock(&self.attempts).entry(uid.clone()).or_default().insert(
+            attempt,
             AgentAttempt {
                 agent: handoff.agent.pod.clone(),
                 node: handoff.agent.node.clone(),
@@ -211,7 +220,10 @@ impl Dispatcher {
                     AgentRun::Lost { message }
                 }
             };
-            if let Some(entry) = lock(&this.attempts).get_mut(&key) {
+            if let Some(entry) = lock(&this.attempts)
+                .get_mut(&uid)
+                .and_then(|attempts| attempts.get_mut(&attempt))
+            {
                 entry.run = run;
             }
             this.count_pending(&handoff.agent.pod, -1);

@@ -94,10 +94,8 @@ impl Watched {
 
 /// The run pods labelled `label=value` as last watched; `None` before the first list.
 pub fn watched_pods(store: &Store<Pod>, label: &str, value: &str) -> Option<Vec<Pod>> {
-    listed(store)?;
     Some(
-        store
-            .state()
+        listed(store)?
             .iter()
             .filter(|pod| pod.labels().get(label).is_some_and(|v| v == value))
             .map(|pod| pod.as_ref().clone())
