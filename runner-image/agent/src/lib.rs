@@ -62,6 +62,9 @@ pub struct AgentConfig {
     pub cache_max_bytes: u64,
     /// Runs executed at once.
     pub capacity: u32,
+    /// How long adding a module waits for its AOT compile before the module runs interpreted
+    /// (the compile goes on in the background).
+    pub aot_wait: std::time::Duration,
     /// How run children are confined (`None` only where the agent cannot be root, in tests).
     pub sandbox: Option<ChildSandbox>,
 }

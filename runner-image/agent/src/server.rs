@@ -42,6 +42,13 @@ pub struct Agent {
     slots: Semaphore,
     capacity: u32,
     running: Mutex<HashSet<(String, i32)>>,
+    /// Digests whose AOT compile this process has started (each is tried once).
+    compiling: Mutex<HashSet<String>>,
+    /// How long adding a module waits for its AOT compile. Small modules compile well within
+    /// it and run native code from their first run; a large one (a Go module takes about a
+    /// minute) runs interpreted until its compile finishes, rather than holding its first run
+    /// past its timeout.
+    aot_wait: Duration,
     metrics: Metrics,
 }
 
@@ -152,6 +159,8 @@ impl Agent {
             slots: Semaphore::new(capacity as usize),
             capacity,
             running: Mutex::new(HashSet::new()),
+            compiling: Mutex::new(HashSet::new()),
+            aot_wait: config.aot_wait,
             metrics: Metrics::default(),
         })
     }
@@ -239,6 +248,10 @@ impl Agent {
             }
         };
         self.metrics.cache_hits.inc();
+        if cached.aot.is_none() {
+            // Added by an earlier process whose compile did not finish, or still compiling.
+            drop(self.compile_aot(&assignment.module_digest));
+        }
         let key = (assignment.uid.clone(), assignment.attempt);
         let Some(_running) = RunningGuard::claim(&self.running, key) else {
             return refuse(
@@ -303,14 +316,38 @@ impl Agent {
         json(StatusCode::OK, &document)
     }
 
+    /// Starts compiling the AOT form of `digest` in the background unless this process already
+    /// did; the handle ends when the compile does.
+    fn compile_aot(&self, digest: &str) -> Option<tokio::task::JoinHandle<()>> {
+        let mut compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
+        if !compiling.insert(digest.to_owned()) {
+            return None;
+        }
+        drop(compiling);
+        let cache = self.cache.clone();
+        let digest = digest.to_owned();
+        Some(tokio::task::spawn_blocking(move || {
+            if let Err(error) = cache.compile_aot(&digest) {
+                warn!(%digest, %error, "AOT compile failed; the module runs interpreted");
+            }
+        }))
+    }
+
     async fn add_module(&self, digest: String, bytes: Bytes) -> Response<Full<Bytes>> {
         let cache = self.cache.clone();
+        let for_cache = digest.clone();
         let added =
-            tokio::task::spawn_blocking(move || cache.get(&digest, || Ok(bytes.to_vec()))).await;
+            tokio::task::spawn_blocking(move || cache.add(&for_cache, || Ok(bytes.to_vec()))).await;
         match added {
             Ok(Ok(cached)) => {
                 if cached.added {
                     self.metrics.modules_added.inc();
+                }
+                if cached.aot.is_none() {
+                    if let Some(compile) = self.compile_aot(&digest) {
+                        // Past the wait, the compile goes on detached.
+                        let _ = tokio::time::timeout(self.aot_wait, compile).await;
+                    }
                 }
                 Response::builder()
                     .status(StatusCode::NO_CONTENT)

@@ -33,6 +33,10 @@ pub(crate) struct AgentArgs {
     /// Runs executed at once; 0 means one per CPU this process may use.
     #[arg(long, env = "WASMFN_AGENT_CAPACITY", default_value_t = 0)]
     capacity: u32,
+    /// How long (ms) adding a module waits for its AOT compile; a longer compile goes on in the
+    /// background while the module runs interpreted.
+    #[arg(long, env = "WASMFN_AGENT_AOT_WAIT_MS", default_value_t = 5000)]
+    aot_wait_ms: u64,
     /// The unprivileged uid (and gid) run children switch to; must not be the agent's own.
     #[arg(long, env = "WASMFN_AGENT_RUN_UID", default_value_t = 61000)]
     run_uid: u32,
@@ -60,6 +64,7 @@ pub(crate) fn agent(args: AgentArgs) -> Result<i32> {
         cache_dir: args.cache_dir,
         cache_max_bytes: args.cache_max_bytes,
         capacity,
+        aot_wait: std::time::Duration::from_millis(args.aot_wait_ms),
         sandbox: (!args.no_sandbox).then(|| ChildSandbox::for_user(args.run_uid, args.run_uid)),
     };
     wasmfn_agent::init_logging();

@@ -60,6 +60,10 @@ struct Agent {
 
 impl Agent {
     fn start(dir: &Path, capacity: u32) -> Agent {
+        Self::start_with(dir, capacity, &[])
+    }
+
+    fn start_with(dir: &Path, capacity: u32, options: &[&str]) -> Agent {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -78,6 +82,7 @@ impl Agent {
             .arg(dir.join("agent-tls"))
             .arg("--cache-dir")
             .arg(dir.join("cache"))
+            .args(options)
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -167,6 +172,49 @@ fn ran(answer: RunAnswer) -> wasmfn_agent_protocol::ResultDocument {
         RunAnswer::Ran(document) => *document,
         RunAnswer::ModuleMissing => panic!("the agent lacked the module"),
     }
+}
+
+#[test]
+fn a_module_whose_compile_outlasts_the_wait_runs_interpreted_until_its_aot_form_is_ready() {
+    let setup = setup();
+    let fib = module("fib");
+    let agent = Agent::start_with(setup.dir.path(), 2, &["--aot-wait-ms", "0"]);
+    let client = agent.client(&setup.operator);
+    let settings = RunSettings {
+        invoke: Some(wasmfn_execution::result::run_settings::Invoke {
+            export: "fib".into(),
+            args: vec![serde_json::json!(20)],
+        }),
+        ..RunSettings::default()
+    };
+    let runtime = runtime();
+    let runs = runtime.block_on(async {
+        client.put_module(&digest(&fib), fib.clone()).await.unwrap();
+        let mut runs = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let attempt = runs.len() as i32 + 1;
+            let document = ran(client
+                .run(&assignment("fib", attempt, &fib, settings.clone()))
+                .await
+                .unwrap());
+            assert_eq!(
+                format!("{:?}", document.reason),
+                "Completed",
+                "{document:?}"
+            );
+            runs.push(document.runtime.aot);
+            if document.runtime.aot || Instant::now() > deadline {
+                break runs;
+            }
+        }
+    });
+    assert_eq!(
+        runs.first(),
+        Some(&false),
+        "the first run did not wait: {runs:?}"
+    );
+    assert_eq!(runs.last(), Some(&true), "the compile finished: {runs:?}");
 }
 
 #[test]

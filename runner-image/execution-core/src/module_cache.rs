@@ -93,6 +93,21 @@ impl ModuleCache {
         digest: &str,
         fetch: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<CachedModule, Error> {
+        let mut cached = self.add(digest, fetch)?;
+        if cached.added && cached.aot.is_none() {
+            cached.aot = self.compile_aot(digest)?;
+        }
+        Ok(cached)
+    }
+
+    /// Like [`ModuleCache::get`], but a new module is stored without its AOT form; call
+    /// [`ModuleCache::compile_aot`] for that (it can take a minute), and run the module
+    /// interpreted meanwhile.
+    pub fn add(
+        &self,
+        digest: &str,
+        fetch: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<CachedModule, Error> {
         let hex = digest_hex(digest)?;
         let entry = self.dir.join(hex);
         if let Some(hit) = self.hit(&entry) {
@@ -106,7 +121,10 @@ impl ModuleCache {
             std::process::id(),
             self.next_temporary.fetch_add(1, Ordering::Relaxed)
         ));
-        let built = build_entry(&temporary, &bytes);
+        let module = temporary.join(MODULE_FILE);
+        let built = std::fs::create_dir_all(&temporary)
+            .and_then(|()| std::fs::write(&module, bytes.bytes()))
+            .map_err(|e| Error::io(&module, e));
         if let Err(error) = built {
             let _ = std::fs::remove_dir_all(&temporary);
             return Err(error);
@@ -130,6 +148,29 @@ impl ModuleCache {
             .ok_or_else(|| Error::Runtime(format!("{} vanished", entry.display())))?;
         added.added = true;
         Ok(added)
+    }
+
+    /// Compiles the AOT form of the cached module `digest` from its stored (verified) bytes,
+    /// unless it has one; returns it. `None` when the module is not cached or WasmEdge cannot
+    /// compile it (it still runs, interpreted).
+    pub fn compile_aot(&self, digest: &str) -> Result<Option<PathBuf>, Error> {
+        let Some(cached) = self.lookup(digest)? else {
+            return Ok(None);
+        };
+        if cached.aot.is_some() {
+            return Ok(cached.aot);
+        }
+        let bytes = ModuleBytes::read(&cached.module)?;
+        let library = aot::default_path_for(&cached.module);
+        if aot::compile(&bytes, &library).is_err() {
+            return Ok(None);
+        }
+        // The entry grew: keep the bound.
+        let _placing = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = cached.module.parent() {
+            self.evict(entry)?;
+        }
+        Ok(Some(library))
     }
 
     /// The module with `digest` when the cache holds it (nothing is fetched or compiled).
@@ -213,16 +254,6 @@ struct Entry {
     path: PathBuf,
     bytes: u64,
     used: SystemTime,
-}
-
-/// Writes the module and its AOT form into `dir`. A module WasmEdge cannot compile is kept
-/// without one (it still runs, interpreted).
-fn build_entry(dir: &Path, bytes: &ModuleBytes) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let module = dir.join(MODULE_FILE);
-    std::fs::write(&module, bytes.bytes()).map_err(|e| Error::io(&module, e))?;
-    let _ = aot::compile(bytes, &aot::default_path_for(&module));
-    Ok(())
 }
 
 /// The hex part of a `sha256:<64 hex digits>` digest (which names a directory, so it is

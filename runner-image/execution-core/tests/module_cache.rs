@@ -54,6 +54,35 @@ fn the_second_run_of_a_digest_fetches_and_compiles_nothing_even_after_a_restart(
 }
 
 #[test]
+fn a_module_added_without_its_aot_form_runs_interpreted_until_compiled_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, digest) = module("wat/hello");
+    let cache = ModuleCache::open(dir.path(), 1 << 30).unwrap();
+    let added = cache.add(&digest, || Ok(bytes.clone())).unwrap();
+    assert!(added.added);
+    assert_eq!(added.aot, None, "adding does not compile");
+    let interpreted = exec(&request(&added.module));
+    assert_eq!(stdout_text(&interpreted), "hello\n");
+    assert!(!interpreted.document.runtime.aot);
+    let aot = cache.compile_aot(&digest).unwrap().expect("compiled");
+    let compiled_at = std::fs::metadata(&aot).unwrap().modified().unwrap();
+    assert_eq!(cache.compile_aot(&digest).unwrap().as_ref(), Some(&aot));
+    assert_eq!(
+        std::fs::metadata(&aot).unwrap().modified().unwrap(),
+        compiled_at,
+        "compiled once"
+    );
+    let hit = cache.lookup(&digest).unwrap().unwrap();
+    assert_eq!(hit.aot.as_ref(), Some(&aot));
+    let (_, unknown) = module("wat/fib");
+    assert_eq!(
+        cache.compile_aot(&unknown).unwrap(),
+        None,
+        "not cached: nothing to compile"
+    );
+}
+
+#[test]
 fn bytes_that_do_not_match_the_digest_or_carry_native_code_are_never_stored() {
     let dir = tempfile::tempdir().unwrap();
     let cache = ModuleCache::open(dir.path(), 1 << 30).unwrap();
