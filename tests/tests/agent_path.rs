@@ -284,7 +284,8 @@ fn an_agent_killed_mid_run_loses_the_attempt_the_retry_finishes_it_and_the_cache
         .as_str()
         .expect("digest")
         .to_owned();
-    ns.create(&execution("slow", "sleeper", json!({"args": ["5000"], "retries": 2})).to_string())
+    // Long enough to be noted Running (after 5 s) well before it ends.
+    ns.create(&execution("slow", "sleeper", json!({"args": ["20000"], "retries": 2})).to_string())
         .expect("execution");
     ns.wait_for(&["wasmexecution", "slow"], Duration::from_secs(60), |e| {
         (e["status"]["phase"] == "Running" && e["status"]["path"] == "Agent").then_some(())

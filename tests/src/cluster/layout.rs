@@ -107,6 +107,17 @@ impl ClusterInfo {
     pub fn pki_dir(&self) -> PathBuf {
         self.state_dir.join("pki")
     }
+    /// etcd's data directory: in memory (`/dev/shm`) where the host has one, else in the state
+    /// directory. The cluster is thrown away with its state anyway, and on a shared disk
+    /// etcd's fsyncs and the kernel's writeback of its files took as much CPU as etcd itself.
+    pub fn etcd_dir(&self) -> PathBuf {
+        let memory = Path::new("/dev/shm");
+        if memory.is_dir() {
+            memory.join(format!("wasmfn-{}-etcd", self.id))
+        } else {
+            self.state_dir.join("etcd")
+        }
+    }
     pub fn logs_dir(&self) -> PathBuf {
         self.state_dir.join("logs")
     }

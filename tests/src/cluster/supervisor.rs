@@ -252,7 +252,7 @@ impl Supervisor {
     fn start_control_plane(&mut self) -> Result<()> {
         let info = self.info.clone();
         let pki = info.pki_dir();
-        let etcd_dir = info.state_dir.join("etcd");
+        let etcd_dir = info.etcd_dir();
         let client = format!("http://127.0.0.1:{}", info.etcd_client_port);
         let peer = format!("http://127.0.0.1:{}", info.etcd_peer_port);
         let mut etcd = Command::new("etcd");
@@ -663,6 +663,7 @@ impl Supervisor {
             p.stop(Duration::from_secs(5));
         }
         if !self.keep_state {
+            let _ = std::fs::remove_dir_all(self.info.etcd_dir());
             remove_state(&self.info.state_dir);
         }
     }
