@@ -1,7 +1,7 @@
 //! The agent's HTTP/2-over-mutual-TLS server: the routes of [`wasmfn_agent_protocol`], the
 //! capacity limit with its queue, and the module cache.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,6 +34,14 @@ pub const ALREADY_RUNNING: &str = "AlreadyRunning";
 /// [`AgentRefusal::reason`] when the run's supervisor died without a result (the attempt is lost).
 pub const RUN_LOST: &str = "RunLost";
 
+/// An AOT compile this process started (each digest is tried once).
+#[derive(Debug)]
+struct Compile {
+    started: Instant,
+    /// Becomes true when the compile ends, whether or not it produced an AOT form.
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
 /// The agent's shared state.
 #[derive(Debug)]
 pub struct Agent {
@@ -43,7 +51,7 @@ pub struct Agent {
     capacity: u32,
     running: Mutex<HashSet<(String, i32)>>,
     /// Digests whose AOT compile this process has started (each is tried once).
-    compiling: Mutex<HashSet<String>>,
+    compiling: Mutex<HashMap<String, Compile>>,
     /// How long adding a module waits for its AOT compile. Small modules compile well within
     /// it and run native code from their first run; a large one (a Go module takes about a
     /// minute) runs interpreted until its compile finishes, rather than holding its first run
@@ -159,7 +167,7 @@ impl Agent {
             slots: Semaphore::new(capacity as usize),
             capacity,
             running: Mutex::new(HashSet::new()),
-            compiling: Mutex::new(HashSet::new()),
+            compiling: Mutex::new(HashMap::new()),
             aot_wait: config.aot_wait,
             metrics: Metrics::default(),
         })
@@ -248,9 +256,14 @@ impl Agent {
             }
         };
         self.metrics.cache_hits.inc();
+        let mut cached = cached;
         if cached.aot.is_none() {
-            // Added by an earlier process whose compile did not finish, or still compiling.
-            drop(self.compile_aot(&assignment.module_digest));
+            // Still compiling (a run arriving while its module was being sent), or added by an
+            // earlier process whose compile did not finish.
+            self.await_aot(&assignment.module_digest).await;
+            if let Ok(Some(now)) = self.cache.lookup(&assignment.module_digest) {
+                cached = now;
+            }
         }
         let key = (assignment.uid.clone(), assignment.attempt);
         let Some(_running) = RunningGuard::claim(&self.running, key) else {
@@ -317,20 +330,29 @@ impl Agent {
     }
 
     /// Starts compiling the AOT form of `digest` in the background unless this process already
-    /// did; the handle ends when the compile does.
-    fn compile_aot(&self, digest: &str) -> Option<tokio::task::JoinHandle<()>> {
-        let mut compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
-        if !compiling.insert(digest.to_owned()) {
-            return None;
-        }
-        drop(compiling);
-        let cache = self.cache.clone();
-        let digest = digest.to_owned();
-        Some(tokio::task::spawn_blocking(move || {
-            if let Err(error) = cache.compile_aot(&digest) {
-                warn!(%digest, %error, "AOT compile failed; the module runs interpreted");
-            }
-        }))
+    /// did, then waits for it to finish, but not past `aot_wait` after it started.
+    async fn await_aot(&self, digest: &str) {
+        let (started, mut done) = {
+            let mut compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
+            let compile = compiling.entry(digest.to_owned()).or_insert_with(|| {
+                let (finished, done) = tokio::sync::watch::channel(false);
+                let cache = self.cache.clone();
+                let digest = digest.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(error) = cache.compile_aot(&digest) {
+                        warn!(%digest, %error, "AOT compile failed; the module runs interpreted");
+                    }
+                    let _ = finished.send(true);
+                });
+                Compile {
+                    started: Instant::now(),
+                    done,
+                }
+            });
+            (compile.started, compile.done.clone())
+        };
+        let left = self.aot_wait.saturating_sub(started.elapsed());
+        let _ = tokio::time::timeout(left, done.wait_for(|finished| *finished)).await;
     }
 
     async fn add_module(&self, digest: String, bytes: Bytes) -> Response<Full<Bytes>> {
@@ -344,10 +366,7 @@ impl Agent {
                     self.metrics.modules_added.inc();
                 }
                 if cached.aot.is_none() {
-                    if let Some(compile) = self.compile_aot(&digest) {
-                        // Past the wait, the compile goes on detached.
-                        let _ = tokio::time::timeout(self.aot_wait, compile).await;
-                    }
+                    self.await_aot(&digest).await;
                 }
                 Response::builder()
                     .status(StatusCode::NO_CONTENT)
