@@ -2,6 +2,7 @@
 //! capacity limit with its queue, and the module cache.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -38,8 +39,8 @@ pub const RUN_LOST: &str = "RunLost";
 #[derive(Debug)]
 struct Compile {
     started: Instant,
-    /// Becomes true when the compile ends, whether or not it produced an AOT form.
-    done: tokio::sync::watch::Receiver<bool>,
+    /// `Some` once the compile ended: the AOT form it produced, if any.
+    done: tokio::sync::watch::Receiver<Option<Option<PathBuf>>>,
 }
 
 /// The agent's shared state.
@@ -260,10 +261,7 @@ impl Agent {
         if cached.aot.is_none() {
             // Still compiling (a run arriving while its module was being sent), or added by an
             // earlier process whose compile did not finish.
-            self.await_aot(&assignment.module_digest).await;
-            if let Ok(Some(now)) = self.cache.lookup(&assignment.module_digest) {
-                cached = now;
-            }
+            cached.aot = self.await_aot(&assignment.module_digest).await;
         }
         let key = (assignment.uid.clone(), assignment.attempt);
         let Some(_running) = RunningGuard::claim(&self.running, key) else {
@@ -330,19 +328,21 @@ impl Agent {
     }
 
     /// Starts compiling the AOT form of `digest` in the background unless this process already
-    /// did, then waits for it to finish, but not past `aot_wait` after it started.
-    async fn await_aot(&self, digest: &str) {
+    /// did, then waits for it to finish, but not past `aot_wait` after it started; returns the
+    /// AOT form when it is ready by then.
+    async fn await_aot(&self, digest: &str) -> Option<PathBuf> {
         let (started, mut done) = {
             let mut compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
             let compile = compiling.entry(digest.to_owned()).or_insert_with(|| {
-                let (finished, done) = tokio::sync::watch::channel(false);
+                let (finished, done) = tokio::sync::watch::channel(None);
                 let cache = self.cache.clone();
                 let digest = digest.to_owned();
                 tokio::task::spawn_blocking(move || {
-                    if let Err(error) = cache.compile_aot(&digest) {
+                    let aot = cache.compile_aot(&digest).unwrap_or_else(|error| {
                         warn!(%digest, %error, "AOT compile failed; the module runs interpreted");
-                    }
-                    let _ = finished.send(true);
+                        None
+                    });
+                    let _ = finished.send(Some(aot));
                 });
                 Compile {
                     started: Instant::now(),
@@ -352,7 +352,9 @@ impl Agent {
             (compile.started, compile.done.clone())
         };
         let left = self.aot_wait.saturating_sub(started.elapsed());
-        let _ = tokio::time::timeout(left, done.wait_for(|finished| *finished)).await;
+        let _ = tokio::time::timeout(left, done.wait_for(Option::is_some)).await;
+        let finished = done.borrow().clone();
+        finished.flatten()
     }
 
     async fn add_module(&self, digest: String, bytes: Bytes) -> Response<Full<Bytes>> {
