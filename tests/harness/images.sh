@@ -41,6 +41,12 @@ for entry in "${IMAGES[@]}"; do
   echo "   built in $(( $(date +%s) - t ))s"
   built+=("$name")
 done
+# Every build leaves behind the image its tag named before, and the layers only that image used:
+# a few GiB per build of the builder image, which filled CI's disk within a few runs. Dropping the
+# untagged images keeps the layer cache of the current ones (a rebuild stays incremental).
+t=$(date +%s)
+buildah rmi --prune >/dev/null 2>&1 || true
+echo "== images: pruned superseded images in $(( $(date +%s) - t ))s"
 
 # Push through a registry of our own on a free loopback port, over the shared storage.
 mkdir -p "$cache/registry"
@@ -61,3 +67,9 @@ for name in "${built[@]}"; do
   buildah push -q --tls-verify=false "wasmfn.local/$name:$tag" "docker://127.0.0.1:$port/$name:$tag"
   echo "== images: pushed wasmfn.local/$name:$tag in $(( $(date +%s) - t ))s"
 done
+# The registry keeps every blob ever pushed; with the registry stopped, delete the manifests no tag
+# names any more and the blobs only they used (every push of a changed image would add ~1 GiB).
+kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true
+t=$(date +%s)
+docker-registry garbage-collect --delete-untagged "$config" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
+echo "== images: registry garbage-collected in $(( $(date +%s) - t ))s ($(du -sh "$cache/registry" | cut -f1) left)"

@@ -75,7 +75,7 @@ fn tree(dir: PathBuf) -> Vec<PathBuf> {
     out
 }
 
-fn pids_below(cgroup: &str) -> Vec<u32> {
+pub fn pids_below(cgroup: &str) -> Vec<u32> {
     let mut pids: Vec<u32> = hierarchies()
         .into_iter()
         .flat_map(|h| tree(h.join(cgroup.trim_start_matches('/'))))

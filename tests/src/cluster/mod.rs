@@ -71,12 +71,66 @@ pub fn plan(state_dir: Option<&Path>) -> Result<ClusterInfo> {
     let id = pki::random_hex(4)?;
     let state_dir = match state_dir {
         Some(dir) => dir.to_path_buf(),
-        None => std::env::temp_dir().join(format!("wasmfn-{id}")),
+        None => {
+            remove_abandoned(&std::env::temp_dir());
+            std::env::temp_dir().join(format!("wasmfn-{id}"))
+        }
     };
     std::fs::create_dir_all(&state_dir)
         .map_err(Error::io(format!("create {}", state_dir.display())))?;
     let ports = free_ports("127.0.0.2", "127.0.0.3")?;
     Ok(ClusterInfo::new(&id, &state_dir, &cache_dir(), ports))
+}
+
+/// Removes the state directories (and etcd data) that clusters under `parent` left when their
+/// supervisor was killed outright (a CI run stopped at its time limit, a session's end): each
+/// holds both nodes' unpacked images, GiBs a piece. A directory is left alone while its
+/// supervisor runs, while a process of the cluster is still in its cgroups, or while anything
+/// is mounted below it; its `logs/` stay behind as `<dir>.logs`, like after a normal teardown.
+pub fn remove_abandoned(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let is_state_dir = entry.file_name().to_string_lossy().starts_with("wasmfn-")
+            && dir.extension().is_none()
+            && dir.is_dir();
+        let Ok(info) = read_info(&ClusterInfo::info_file(&dir)) else {
+            continue;
+        };
+        let abandoned = is_state_dir
+            && info.state_dir == dir
+            && info
+                .supervisor_pid
+                .is_some_and(|pid| !process::is_running(pid, "wasmfn-cluster"))
+            && info.nodes.iter().all(|n| {
+                cgroups::pids_below(&n.pods_cgroup).is_empty()
+                    && cgroups::pids_below(&n.runtime_cgroup).is_empty()
+            })
+            && !mounted_below(&mounts, &dir);
+        if abandoned {
+            eprintln!(
+                "removing the state of cluster {}, whose supervisor is gone",
+                info.id
+            );
+            for n in &info.nodes {
+                cgroups::remove(&n.pods_cgroup);
+                cgroups::remove(&n.runtime_cgroup);
+            }
+            let _ = std::fs::remove_dir_all(info.etcd_dir());
+            supervisor::remove_state(&dir);
+        }
+    }
+}
+
+/// Whether `/proc/self/mountinfo` text lists a mount point inside `dir`.
+fn mounted_below(mountinfo: &str, dir: &Path) -> bool {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|point| Path::new(point).starts_with(dir))
 }
 
 /// A running cluster owned by this process.
@@ -221,4 +275,75 @@ pub fn read_info(path: &Path) -> Result<ClusterInfo> {
         what: path.display().to_string(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    fn leave_state(parent: &Path, id: &str, supervisor_pid: u32) -> PathBuf {
+        let dir = parent.join(format!("wasmfn-{id}"));
+        let ports = Ports {
+            etcd_client: 1,
+            etcd_peer: 2,
+            apiserver: 3,
+            registry: 4,
+            kubelet_a: 5,
+            kubelet_b: 6,
+        };
+        let mut info = ClusterInfo::new(id, &dir, parent, ports);
+        info.supervisor_pid = Some(supervisor_pid);
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        std::fs::create_dir_all(dir.join("node-a/containerd")).unwrap();
+        std::fs::write(dir.join("logs/etcd.log"), "etcd").unwrap();
+        std::fs::write(
+            ClusterInfo::info_file(&dir),
+            serde_json::to_string(&info).unwrap(),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_dead_supervisors_state_is_removed_but_its_logs_are_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        // A child that has exited: its pid names no running wasmfn-cluster.
+        let mut gone = Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let dir = leave_state(parent.path(), "deadbeef", gone.id());
+        remove_abandoned(parent.path());
+        assert!(!dir.exists());
+        let kept = parent.path().join("wasmfn-deadbeef.logs/etcd.log");
+        assert_eq!(std::fs::read_to_string(kept).unwrap(), "etcd");
+    }
+
+    #[test]
+    fn a_running_supervisors_state_and_unknown_directories_are_left_alone() {
+        let parent = tempfile::tempdir().unwrap();
+        // This test binary's command line does not mention wasmfn-cluster, so use a child
+        // whose does.
+        let mut alive = Command::new("sleep")
+            .arg("30")
+            .arg0("wasmfn-cluster")
+            .spawn()
+            .unwrap();
+        let dir = leave_state(parent.path(), "0a11ce00", alive.id());
+        let other = parent.path().join("wasmfn-notacluster");
+        std::fs::create_dir_all(&other).unwrap();
+        remove_abandoned(parent.path());
+        let _ = alive.kill();
+        let _ = alive.wait();
+        assert!(dir.join("node-a/containerd").is_dir());
+        assert!(other.is_dir());
+    }
+
+    #[test]
+    fn a_mount_inside_a_state_directory_is_found() {
+        let mountinfo = "36 35 98:0 / /tmp/wasmfn-1/node-a/containerd/x rw - overlay overlay rw\n\
+                         37 35 98:0 / /tmp/wasmfn-10 rw - tmpfs tmpfs rw\n";
+        assert!(mounted_below(mountinfo, Path::new("/tmp/wasmfn-1")));
+        assert!(!mounted_below(mountinfo, Path::new("/tmp/wasmfn-2")));
+        assert!(mounted_below(mountinfo, Path::new("/tmp/wasmfn-10")));
+    }
 }

@@ -677,7 +677,7 @@ impl Drop for Supervisor {
 
 /// Removes a cluster's state directory but keeps its `logs/` next to it (as `<dir>.logs`) for
 /// post-mortems; container images and filesystems are what take the space.
-fn remove_state(dir: &Path) {
+pub fn remove_state(dir: &Path) {
     let logs = dir.join("logs");
     let kept = dir.with_extension("logs");
     let _ = std::fs::remove_dir_all(&kept);
