@@ -294,43 +294,50 @@ mod tests {
         };
         let mut info = ClusterInfo::new(id, &dir, parent, ports);
         info.supervisor_pid = Some(supervisor_pid);
-        std::fs::create_dir_all(dir.join("logs")).unwrap();
-        std::fs::create_dir_all(dir.join("node-a/containerd")).unwrap();
-        std::fs::write(dir.join("logs/etcd.log"), "etcd").unwrap();
+        std::fs::create_dir_all(dir.join("logs")).expect("writes the fake state");
+        std::fs::create_dir_all(dir.join("node-a/containerd")).expect("writes the fake state");
+        std::fs::write(dir.join("logs/etcd.log"), "etcd").expect("writes the fake state");
         std::fs::write(
             ClusterInfo::info_file(&dir),
-            serde_json::to_string(&info).unwrap(),
+            serde_json::to_string(&info).expect("cluster info serialises"),
         )
-        .unwrap();
+        .expect("writes the fake state");
         dir
     }
 
     #[test]
     fn a_dead_supervisors_state_is_removed_but_its_logs_are_kept() {
-        let parent = tempfile::tempdir().unwrap();
+        let parent = tempfile::tempdir().expect("a temporary directory");
         // A child that has exited: its pid names no running wasmfn-cluster.
-        let mut gone = Command::new("true").spawn().unwrap();
-        gone.wait().unwrap();
+        let mut gone = Command::new("true").spawn().expect("true starts");
+        gone.wait().expect("true exits");
         let dir = leave_state(parent.path(), "deadbeef", gone.id());
         remove_abandoned(parent.path());
         assert!(!dir.exists());
         let kept = parent.path().join("wasmfn-deadbeef.logs/etcd.log");
-        assert_eq!(std::fs::read_to_string(kept).unwrap(), "etcd");
+        assert_eq!(std::fs::read_to_string(kept).expect("the kept log"), "etcd");
     }
 
     #[test]
     fn a_running_supervisors_state_and_unknown_directories_are_left_alone() {
-        let parent = tempfile::tempdir().unwrap();
+        let parent = tempfile::tempdir().expect("a temporary directory");
         // This test binary's command line does not mention wasmfn-cluster, so use a child
         // whose does.
         let mut alive = Command::new("sleep")
             .arg("30")
             .arg0("wasmfn-cluster")
             .spawn()
-            .unwrap();
+            .expect("sleep starts");
         let dir = leave_state(parent.path(), "0a11ce00", alive.id());
         let other = parent.path().join("wasmfn-notacluster");
-        std::fs::create_dir_all(&other).unwrap();
+        std::fs::create_dir_all(&other).expect("writes the fake state");
+        // spawn returns once exec began; the new command line shows a moment later.
+        for _ in 0..500 {
+            if process::is_running(alive.id(), "wasmfn-cluster") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         remove_abandoned(parent.path());
         let _ = alive.kill();
         let _ = alive.wait();
