@@ -77,6 +77,14 @@ bench-runner: ## Per-run overhead of the execution core vs the wasmedge CLI, AOT
 	$(CARGO) build --release -p wasmfn-cli -p wasmfn-bench
 	target/release/wasmfn-bench --wasmfn target/release/wasmfn
 
+.PHONY: bench-scripts
+bench-scripts: ## Python/JavaScript hello under the AOT interpreters (in-process, forked) vs host python3/node (median, p99, goals)
+	$(CARGO) build --release -p wasmfn-cli -p wasmfn-bench
+	@# The AOT forms next to the interpreters in the cache, as runner-image-context makes them (skipped when up to date).
+	target/release/wasmfn aot $(WASMFN_CACHE)/interpreters/python/python3.11.wasm
+	target/release/wasmfn aot $(WASMFN_CACHE)/interpreters/javascript/quickjs.wasm
+	WASMFN_INTERPRETERS=$(WASMFN_CACHE)/interpreters target/release/wasmfn-bench scripts
+
 .PHONY: builder-image-context
 builder-image-context: runner-image-context ## Stage AssemblyScript (from make setup) for runner-image/Dockerfile.builder
 	rm -rf target/builder-image && mkdir -p target/builder-image

@@ -342,6 +342,7 @@ fn drive_agent(
                         uid: format!("direct-{i}"),
                         attempt: 1,
                         module_digest: digest.clone(),
+                        script_media_type: None,
                         settings: RunSettings::default(),
                         stdin_base64: None,
                     };

@@ -15,7 +15,7 @@ IMAGES=(
   "tests/images/probe/Dockerfile|probe|tests/images/probe"
   "runner-image/Dockerfile|runner|."
   "runner-image/Dockerfile.builder|builder|."
-  "runner-image/wasm-pod/Dockerfile|wasm-pod|runner-image/wasm-pod"
+  "runner-image/wasm-pod/Dockerfile|wasm-pod|."
   "runner-image/node-installer/Dockerfile|node-installer|."
   "operator/Dockerfile|operator|."
 )

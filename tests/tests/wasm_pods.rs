@@ -296,6 +296,7 @@ fn agent_assignment(case: &Case, dir: &Path) -> wasmfn_agent_protocol::RunAssign
         uid: format!("parity-{}", case.name),
         attempt: 1,
         module_digest: wasmfn_artifact::sha256_digest(&module),
+        script_media_type: None,
         settings: wasmfn_agent_protocol::RunSettings {
             timeout_ms: Some(case.timeout_ms),
             memory_bytes: Some(case.memory),

@@ -254,10 +254,16 @@ async fn run(
         .await
         .map_err(|e| format!("reading the module for the agent: {e}"))?;
     info!(agent = client.address(), digest = %assignment.module_digest, bytes = bytes.len(), "sending a module to an agent");
-    client
-        .put_module(&assignment.module_digest, bytes)
-        .await
-        .map_err(lost)?;
+    match &assignment.script_media_type {
+        Some(media_type) => client
+            .put_script(&assignment.module_digest, media_type, bytes)
+            .await
+            .map_err(lost)?,
+        None => client
+            .put_module(&assignment.module_digest, bytes)
+            .await
+            .map_err(lost)?,
+    }
     match client.run(assignment).await.map_err(lost)? {
         RunAnswer::Ran(document) => Ok(*document),
         RunAnswer::ModuleMissing => Err(format!(
@@ -294,6 +300,7 @@ mod tests {
                 uid: uid.into(),
                 attempt: 1,
                 module_digest: "sha256:00".into(),
+                script_media_type: None,
                 settings: RunSettings::default(),
                 stdin_base64: None,
             },

@@ -884,7 +884,7 @@ async fn start_on_agent(
     let (Some(agents), Some(namespace)) = (&ctx.agents, start.execution.namespace()) else {
         return Err(Error::Invariant("an agent placement without agents".into()));
     };
-    let artifact = match wasm_artifact(start.function) {
+    let artifact = match stored_artifact(start.function) {
         Ok(artifact) => artifact.clone(),
         Err(ModuleProblem(message)) => {
             let status = update.failed("ArtifactUnavailable", &message, start.attempt - 1);
@@ -908,6 +908,7 @@ async fn start_on_agent(
         uid: start.uid.to_owned(),
         attempt: start.attempt,
         module_digest: artifact.digest.clone(),
+        script_media_type: script_media_type(&artifact),
         settings: start.settings,
         stdin_base64: start
             .inputs
@@ -1013,42 +1014,60 @@ async fn module_mount(
     placement: &Placement,
 ) -> Result<ModuleMount, ModuleProblem> {
     let status = function.status.as_ref();
-    let artifact = wasm_artifact(function)?;
+    let artifact = stored_artifact(function)?;
+    let script = script_media_type(artifact).is_some();
+    let mount = |maps| {
+        if script {
+            ModuleMount::Script(maps)
+        } else {
+            ModuleMount::ConfigMaps(maps)
+        }
+    };
     match (artifact.store.as_str(), placement) {
-        ("oci", Placement::Wasm { .. }) => Ok(ModuleMount::Image(artifact.location.clone())),
+        // A script's image is no root filesystem: its Wasm pod mounts a ConfigMap copy and
+        // names the wasm-pod image, which ships the interpreters.
+        ("oci", Placement::Wasm { .. }) if !script => {
+            Ok(ModuleMount::Image(artifact.location.clone()))
+        }
         ("oci", _) => {
             let key = status.and_then(|s| s.cache_key.clone()).unwrap_or_default();
             let copy = ctx
                 .stores
                 .config_map_copy(namespace, &key, &artifact.digest, &artifact.media_type)
                 .await
-                .map_err(|e| {
-                    ModuleProblem(format!("copying the module for a container pod: {e}"))
-                })?;
-            Ok(ModuleMount::ConfigMaps(copy.config_maps))
+                .map_err(|e| ModuleProblem(format!("copying the artifact into ConfigMaps: {e}")))?;
+            Ok(mount(copy.config_maps))
         }
         _ if artifact.config_maps.is_empty() => Err(ModuleProblem(
             "the function's artifact lists no ConfigMaps".into(),
         )),
-        _ => Ok(ModuleMount::ConfigMaps(artifact.config_maps.clone())),
+        _ => Ok(mount(artifact.config_maps.clone())),
     }
 }
 
-/// The function's stored WebAssembly module.
-fn wasm_artifact(function: &WasmFunction) -> Result<&ArtifactStatus, ModuleProblem> {
+/// The function's stored artifact: a WebAssembly module, or a Python or JavaScript script that
+/// every runner runs under the interpreter it ships.
+fn stored_artifact(function: &WasmFunction) -> Result<&ArtifactStatus, ModuleProblem> {
     let status = function.status.as_ref();
     let Some(artifact) = status.and_then(|s| s.artifact.as_ref()) else {
         return Err(ModuleProblem(
             "the function is Ready but has no artifact".into(),
         ));
     };
-    if artifact.media_type != wasmfn_artifact::WASM_MEDIA_TYPE {
+    if artifact.media_type != wasmfn_artifact::WASM_MEDIA_TYPE
+        && script_media_type(artifact).is_none()
+    {
         return Err(ModuleProblem(format!(
-            "the function's artifact is a {} script; runners execute WebAssembly modules only so far",
+            "the function's artifact has media type {:?}, which no runner executes",
             artifact.media_type
         )));
     }
     Ok(artifact)
+}
+
+/// The artifact's media type when it is a script.
+fn script_media_type(artifact: &ArtifactStatus) -> Option<String> {
+    wasmfn_artifact::is_script_media_type(&artifact.media_type).then(|| artifact.media_type.clone())
 }
 
 /// The execution's function: the watched copy when it is Ready for its current generation, a

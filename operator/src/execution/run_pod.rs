@@ -17,9 +17,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapProjection, Container, EnvVar, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, PodSpec, ProjectedVolumeSource, Toleration, Volume,
-    VolumeMount, VolumeProjection,
+    Affinity, ConfigMap, ConfigMapProjection, Container, EmptyDirVolumeSource, EnvVar,
+    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSpec,
+    ProjectedVolumeSource, Toleration, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -35,6 +35,10 @@ use crate::pod_security::{self, Compute};
 pub const CONTAINER: &str = "run";
 /// Where the artifact is mounted.
 const ARTIFACT_DIR: &str = "/artifact";
+/// Where a script is staged (an emptyDir).
+const SCRATCH_DIR: &str = "/tmp";
+/// The staging emptyDir's size limit (a script is at most a few MiB).
+const SCRATCH_LIMIT: &str = "64Mi";
 /// Where the input ConfigMap is mounted.
 const INPUT_DIR: &str = "/inputs";
 /// The input ConfigMap's key holding stdin.
@@ -58,6 +62,20 @@ pub enum ModuleMount {
     ConfigMaps(Vec<String>),
     /// The image itself (an OCI Wasm artifact; Wasm pods only).
     Image(String),
+    /// A Python or JavaScript script's ConfigMaps, mounted like a module's. The runner stages
+    /// the script in `/tmp` (an emptyDir of the pod) and runs it under the interpreter its
+    /// image ships.
+    Script(Vec<String>),
+}
+
+impl ModuleMount {
+    /// The ConfigMaps mounted at `/artifact`, if the artifact comes from ConfigMaps.
+    fn config_maps(&self) -> Option<&[String]> {
+        match self {
+            ModuleMount::ConfigMaps(maps) | ModuleMount::Script(maps) => Some(maps),
+            ModuleMount::Image(_) => None,
+        }
+    }
 }
 
 /// Operator-wide settings of run pods.
@@ -237,7 +255,7 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
     };
     let mut mounts = Vec::new();
     let mut volumes = Vec::new();
-    if let ModuleMount::ConfigMaps(maps) = &spec.module {
+    if let Some(maps) = spec.module.config_maps() {
         mounts.push(VolumeMount {
             name: "artifact".to_owned(),
             mount_path: ARTIFACT_DIR.to_owned(),
@@ -258,6 +276,21 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
                         })
                         .collect(),
                 ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if let ModuleMount::Script(_) = &spec.module {
+        mounts.push(VolumeMount {
+            name: "scratch".to_owned(),
+            mount_path: SCRATCH_DIR.to_owned(),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: "scratch".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(SCRATCH_LIMIT.to_owned())),
                 ..Default::default()
             }),
             ..Default::default()
@@ -286,7 +319,7 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
             command.extend(spec.contract.args.iter().cloned());
             (reference.clone(), command, shim_env(spec))
         }
-        (true, ModuleMount::ConfigMaps(_)) => {
+        (true, ModuleMount::ConfigMaps(_) | ModuleMount::Script(_)) => {
             let mut command = vec![ARTIFACT_DIR.to_owned()];
             command.extend(spec.contract.args.iter().cloned());
             (settings.wasm_pod_image.clone(), command, shim_env(spec))
@@ -570,6 +603,54 @@ mod tests {
             .expect("valid");
         assert_eq!(volumes.len(), 1, "only the inputs volume");
         assert_eq!(volumes[0].name, "inputs");
+    }
+
+    #[test]
+    fn a_script_is_mounted_like_a_module_with_an_empty_dir_to_stage_it_in_on_both_paths() {
+        let f = fixture();
+        for (placement, image) in [
+            (wasm_placement(), "wasmfn.local/wasm-pod:dev"),
+            (container_placement(), "wasmfn.local/runner:dev"),
+        ] {
+            let script = ModuleMount::Script(vec!["art".into()]);
+            let pod = run_pod(&spec(&f, &placement, script));
+            let pod_spec = pod.spec.as_ref().expect("valid");
+            let c = container(&pod);
+            assert_eq!(c.image.as_deref(), Some(image));
+            let mounts: Vec<_> = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+                .collect();
+            assert_eq!(
+                mounts,
+                [
+                    ("artifact", "/artifact", Some(true)),
+                    ("scratch", "/tmp", None),
+                    ("inputs", "/inputs", Some(true)),
+                ]
+            );
+            let scratch = pod_spec
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == "scratch")
+                .and_then(|v| v.empty_dir.as_ref())
+                .expect("an emptyDir");
+            assert_eq!(scratch.size_limit, Some(Quantity("64Mi".into())));
+            assert_eq!(
+                c.security_context
+                    .as_ref()
+                    .and_then(|s| s.read_only_root_filesystem),
+                Some(true),
+                "the root filesystem stays read-only"
+            );
+        }
+        // A module needs no scratch space.
+        let pod = run_pod(&spec(&f, &container_placement(), maps()));
+        let volumes = pod.spec.as_ref().expect("valid").volumes.clone();
+        assert!(volumes.iter().flatten().all(|v| v.name != "scratch"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     AgentRefusal, AgentStatus, Error, ResultDocument, RunAssignment, MODULES_PATH, RUNS_PATH,
-    SERVER_NAME, STATUS_PATH,
+    SCRIPTS_PATH, SERVER_NAME, STATUS_PATH,
 };
 
 /// How long connecting (TCP and TLS) may take.
@@ -85,6 +85,23 @@ impl AgentClient {
         }
     }
 
+    /// Gives the agent a script's bytes and media type (it verifies them against `digest`).
+    pub async fn put_script(
+        &self,
+        digest: &str,
+        media_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), Error> {
+        let path = format!("{SCRIPTS_PATH}{digest}");
+        let (status, body) = self
+            .send_typed(Method::PUT, &path, media_type, bytes)
+            .await?;
+        match status {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+            _ => Err(Error::Refused(refusal(status, &body))),
+        }
+    }
+
     /// The agent's capacity and load.
     pub async fn status(&self) -> Result<AgentStatus, Error> {
         let (status, body) = self.send(Method::GET, STATUS_PATH, Vec::new()).await?;
@@ -100,11 +117,22 @@ impl AgentClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<(StatusCode, Bytes), Error> {
+        self.send_typed(method, path, "application/json", body)
+            .await
+    }
+
+    async fn send_typed(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), Error> {
         let mut sender = self.sender().await?;
         let request = Request::builder()
             .method(method)
             .uri(format!("https://{SERVER_NAME}{path}"))
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| self.broken(e))?;
         let response = match sender.send_request(request).await {

@@ -13,6 +13,8 @@
 //!   [`AgentRefusal`] reason [`MODULE_MISSING`] when the agent does not hold the module yet;
 //! - `PUT /v1/modules/<digest>` with the module's bytes: verified, refused when it carries
 //!   native code, AOT-compiled once and cached (204);
+//! - `PUT /v1/scripts/<digest>` with a Python or JavaScript script's bytes and its media type as
+//!   `Content-Type`: verified and kept for the interpreters the agent ships (204);
 //! - `GET /v1/status`: [`AgentStatus`] (capacity, in-flight, queued, cache);
 //! - `GET /metrics`: Prometheus text.
 
@@ -34,6 +36,8 @@ pub const MODULE_MISSING: &str = "ModuleMissing";
 pub const RUNS_PATH: &str = "/v1/runs";
 /// Route prefix for modules (the digest follows).
 pub const MODULES_PATH: &str = "/v1/modules/";
+/// Route prefix for scripts (the digest follows).
+pub const SCRIPTS_PATH: &str = "/v1/scripts/";
 /// Route for the agent's status.
 pub const STATUS_PATH: &str = "/v1/status";
 /// Largest request body the agent reads (a module at its largest plus slack).
@@ -51,8 +55,12 @@ pub struct RunAssignment {
     pub uid: String,
     /// The attempt number; the agent runs `(uid, attempt)` at most once at a time.
     pub attempt: i32,
-    /// `sha256:<hex>` of the module.
+    /// `sha256:<hex>` of the module (or script).
     pub module_digest: String,
+    /// The artifact's media type when it is a script (`text/x-python`, `text/javascript`),
+    /// which the agent runs under its interpreter; absent for a WebAssembly module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_media_type: Option<String>,
     /// The run's settings (the run contract; `stdinFile` is not used here).
     pub settings: RunSettings,
     /// The guest's stdin, base64.
@@ -131,6 +139,7 @@ mod tests {
             uid: "0f0e".into(),
             attempt: 2,
             module_digest: format!("sha256:{}", "ab".repeat(32)),
+            script_media_type: Some("text/x-python".into()),
             settings: RunSettings::every_field_set(),
             stdin_base64: Some("aGk=".into()),
         };
@@ -138,5 +147,10 @@ mod tests {
         let back: RunAssignment = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, assignment);
         assert!(json.contains("\"moduleDigest\""), "{json}");
+        assert!(json.contains("\"scriptMediaType\""), "{json}");
+        // An assignment from an operator that knows nothing of scripts is a module's.
+        let older = json.replace("\"scriptMediaType\":\"text/x-python\",", "");
+        let back: RunAssignment = serde_json::from_str(&older).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.script_media_type, None);
     }
 }

@@ -17,8 +17,9 @@ use tracing::{info, warn};
 use wasmfn_agent_protocol::tls::Identity;
 use wasmfn_agent_protocol::{
     AgentRefusal, AgentStatus, RunAssignment, MAX_BODY_BYTES, MODULES_PATH, MODULE_MISSING,
-    RUNS_PATH, STATUS_PATH,
+    RUNS_PATH, SCRIPTS_PATH, STATUS_PATH,
 };
+use wasmfn_execution::interpreter::ScriptLanguage;
 use wasmfn_execution::module_cache::ModuleCache;
 use wasmfn_execution::result::trace::{random_span_id, SpanRecord, TraceParent};
 use wasmfn_execution::ResultDocument;
@@ -190,6 +191,26 @@ impl Agent {
                     Err(response) => response,
                 }
             }
+            (Method::PUT, path) if path.starts_with(SCRIPTS_PATH) => {
+                let digest = path[SCRIPTS_PATH.len()..].to_owned();
+                let media_type = request
+                    .headers()
+                    .get(hyper::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                if ScriptLanguage::from_media_type(&media_type).is_none() {
+                    return refuse(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "NotAScript",
+                        format!("{media_type:?} is not a script type this agent runs"),
+                    );
+                }
+                match body(request).await {
+                    Ok(bytes) => self.add_script(digest, bytes).await,
+                    Err(response) => response,
+                }
+            }
             (Method::GET, STATUS_PATH) => json(StatusCode::OK, &self.status()),
             (Method::GET, "/metrics") => Response::new(Full::new(self.metrics.render().into())),
             _ => refuse(
@@ -256,9 +277,19 @@ impl Agent {
                 return refuse(StatusCode::BAD_REQUEST, "BadDigest", error.to_string());
             }
         };
+        if let Some(media_type) = &assignment.script_media_type {
+            if ScriptLanguage::from_media_type(media_type).is_none() {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "NotAScript",
+                    format!("{media_type:?} is not a script type this agent runs"),
+                );
+            }
+        }
         self.metrics.cache_hits.inc();
         let mut cached = cached;
-        if cached.aot.is_none() {
+        // A script has no AOT form of its own: its interpreter's ships with the agent.
+        if cached.aot.is_none() && assignment.script_media_type.is_none() {
             // Still compiling (a run arriving while its module was being sent), or added by an
             // earlier process whose compile did not finish.
             cached.aot = self.await_aot(&assignment.module_digest).await;
@@ -289,6 +320,7 @@ impl Agent {
         let job = Job {
             module: cached.module,
             aot: cached.aot,
+            script_media_type: assignment.script_media_type.clone(),
             settings: assignment.settings.clone(),
             stdin,
         };
@@ -355,6 +387,34 @@ impl Agent {
         let _ = tokio::time::timeout(left, done.wait_for(Option::is_some)).await;
         let finished = done.borrow().clone();
         finished.flatten()
+    }
+
+    async fn add_script(&self, digest: String, bytes: Bytes) -> Response<Full<Bytes>> {
+        let cache = self.cache.clone();
+        let added =
+            tokio::task::spawn_blocking(move || cache.add_script(&digest, || Ok(bytes.to_vec())))
+                .await;
+        match added {
+            Ok(Ok(cached)) => {
+                if cached.added {
+                    self.metrics.modules_added.inc();
+                }
+                Response::builder()
+                    .status(StatusCode::NO_CONTENT)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap_or_default()
+            }
+            Ok(Err(error)) => refuse(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "ScriptRefused",
+                error.to_string(),
+            ),
+            Err(error) => refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                error.to_string(),
+            ),
+        }
     }
 
     async fn add_module(&self, digest: String, bytes: Bytes) -> Response<Full<Bytes>> {

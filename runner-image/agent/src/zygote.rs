@@ -12,7 +12,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use std::os::unix::fs::PermissionsExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use wasmfn_execution::interpreter::{self, ScriptLanguage, StagedScript};
 use wasmfn_execution::result::run_settings::RunSettings;
 use wasmfn_execution::sandbox::ChildSandbox;
 use wasmfn_execution::ResultDocument;
@@ -30,6 +32,9 @@ pub struct Job {
     pub module: PathBuf,
     /// Its AOT form, compiled by the agent from those bytes.
     pub aot: Option<PathBuf>,
+    /// When `module` is a script: its media type (its interpreter runs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_media_type: Option<String>,
     /// The run contract's settings.
     pub settings: RunSettings,
     /// The guest's stdin (base64 on the wire: up to 256 KiB would be a megabyte of JSON numbers).
@@ -69,6 +74,34 @@ impl Job {
             request.stdin = StdinSource::Bytes(self.stdin.clone());
         }
         request
+    }
+
+    /// The request to execute: [`Job::request`], or for a script its interpreter's request with
+    /// the script staged where the run child (another user) can read it and nothing else can
+    /// list it. The staged copy lives as long as the returned value.
+    pub fn resolve(&self) -> std::io::Result<(RunRequest, Option<StagedScript>)> {
+        let request = self.request();
+        let Some(language) = self
+            .script_media_type
+            .as_deref()
+            .and_then(ScriptLanguage::from_media_type)
+        else {
+            return Ok((request, None));
+        };
+        let script = std::fs::read(&self.module)?;
+        let parent = std::env::temp_dir().join("wasmfn-scripts");
+        std::fs::create_dir_all(&parent)?;
+        // Traversable, not listable: a run child finds only the directory it is given.
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o711))?;
+        let staged = StagedScript::write(&parent, language, &script)?;
+        staged.share_read_only()?;
+        let request = interpreter::script_request(
+            request,
+            language,
+            &interpreter::interpreters_dir(),
+            staged.path(),
+        );
+        Ok((request, Some(staged)))
     }
 }
 
@@ -201,7 +234,17 @@ fn supervise(mut connection: UnixStream, sandbox: Option<ChildSandbox>) {
     let document = match serde_json::from_slice::<Job>(&request) {
         Ok(job) => {
             let isolation = sandbox.map_or(Isolation::Fork, Isolation::Sandboxed);
-            execute(&job.request(), isolation, &mut DiscardSink).document
+            match job.resolve() {
+                Ok((request, _staged)) => execute(&request, isolation, &mut DiscardSink).document,
+                Err(error) => {
+                    let mut document = ResultDocument::new(
+                        wasmfn_execution::Reason::InternalError,
+                        wasmfn_execution::engine::runtime_info(),
+                    );
+                    document.set_message(format!("the agent cannot stage the script: {error}"));
+                    document
+                }
+            }
         }
         Err(error) => {
             let mut document = ResultDocument::new(
@@ -225,6 +268,7 @@ mod tests {
         let job = Job {
             module: "/cache/m.wasm".into(),
             aot: None,
+            script_media_type: None,
             settings: RunSettings::default(),
             stdin: stdin.clone(),
         };

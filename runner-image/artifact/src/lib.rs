@@ -68,6 +68,15 @@ pub const MAX_STORED_BYTES: u64 = MAX_MODULE_BYTES + MAX_MODULE_BYTES / 64;
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 /// Media type of a WebAssembly module.
 pub const WASM_MEDIA_TYPE: &str = "application/wasm";
+/// Media type of a Python function's artifact (the script).
+pub const PYTHON_MEDIA_TYPE: &str = "text/x-python";
+/// Media type of a JavaScript function's artifact (the script).
+pub const JAVASCRIPT_MEDIA_TYPE: &str = "text/javascript";
+
+/// Whether an artifact of this media type is a script (run by an interpreter module).
+pub fn is_script_media_type(media_type: &str) -> bool {
+    media_type == PYTHON_MEDIA_TYPE || media_type == JAVASCRIPT_MEDIA_TYPE
+}
 
 /// Longest part name (a ConfigMap key is at most 253 characters).
 const MAX_PART_NAME: usize = 253;

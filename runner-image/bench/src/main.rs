@@ -8,15 +8,23 @@
 //!
 //! Usage: `wasmfn-bench [--wasmfn PATH] [--runs N]`. Prints median and p99 per case and the
 //! ratios the issue sets goals for (p50 <= 0.5 ms, >= 20x the CLI; AOT >= 50x the interpreter).
+//!
+//! `make bench-scripts`: `wasmfn-bench scripts [--runs N]` instead times a Python and a
+//! JavaScript hello script under the AOT-compiled interpreters (CPython-WASI, QuickJS), end to
+//! end through the execution core (request -> result: read and verify the interpreter module,
+//! map its AOT form, instantiate, run), in-process and in a forked child per run, next to the
+//! host's `python3 -c 'print(1)'` and `node -e 'console.log(1)'` in the same run; goals: p50
+//! <= 50 ms (Python), <= 10 ms (JavaScript).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use wasmfn_execution::interpreter::{self, ScriptLanguage};
 use wasmfn_execution::{
-    aot, artifact::ModuleBytes, execute_prepared, prepare, DiscardSink, Entry, Isolation,
-    ModuleSource, Reason, RunRequest,
+    aot, artifact::ModuleBytes, execute, execute_prepared, prepare, DiscardSink, Entry, Execution,
+    Isolation, ModuleSource, Reason, RunRequest,
 };
 
 struct Stats {
@@ -64,9 +72,16 @@ fn build_wat(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
     Ok((module, aot_path))
 }
 
-fn time_runs(runs: usize, mut run: impl FnMut() -> Result<()>) -> Result<Stats> {
-    // warm-up
-    for _ in 0..runs.min(20) / 4 {
+fn time_runs(runs: usize, run: impl FnMut() -> Result<()>) -> Result<Stats> {
+    time_runs_after(runs.min(20) / 4, runs, run)
+}
+
+fn time_runs_after(
+    warm_up: usize,
+    runs: usize,
+    mut run: impl FnMut() -> Result<()>,
+) -> Result<Stats> {
+    for _ in 0..warm_up {
         run()?;
     }
     let mut samples = Vec::with_capacity(runs);
@@ -119,7 +134,11 @@ fn native_code_scan(hello: &Path) -> Result<Vec<(String, f64, Stats)>> {
 }
 
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("scripts") {
+        args.next();
+        return scripts(args);
+    }
     let mut wasmfn = None;
     let mut runs = 2000usize;
     while let Some(arg) = args.next() {
@@ -274,6 +293,371 @@ fn main() -> Result<()> {
             "`wasmedge <aot>` process / `wasmfn exec` process: {:.2}x p50",
             ratio(cli_aot.median, stats.median)
         );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A host interpreter process printing `1`, the native reference for one language.
+struct Native {
+    label: String,
+    short: String,
+    program: PathBuf,
+    args: [&'static str; 2],
+}
+
+/// One interpreted language in `wasmfn-bench scripts`.
+struct ScriptCase {
+    language: ScriptLanguage,
+    name: &'static str,
+    file: &'static str,
+    source: &'static str,
+    expected: &'static [u8],
+    goal: Duration,
+    natives: Vec<Native>,
+    /// An interpreter flag whose effect on startup is worth a diagnostic line (Python's `-S`).
+    diagnostic_flag: Option<(&'static str, &'static str)>,
+}
+
+/// What `wasmfn-bench scripts` measured for one language.
+struct ScriptFigures {
+    in_process: Stats,
+    forked: Stats,
+    loaded: Stats,
+    natives: Vec<Stats>,
+}
+
+/// Fails unless the run completed with exit code 0, on the AOT form, printing `expected`.
+fn check_script(execution: &Execution, expected: &[u8]) -> Result<()> {
+    let document = &execution.document;
+    if document.reason != Reason::Completed
+        || document.exit_code != Some(0)
+        || !document.runtime.aot
+        || execution.stdout.head != expected
+    {
+        bail!(
+            "unexpected result (wanted reason Completed, exit code 0, AOT, stdout {:?}): {}\nstdout: {:?}\nstderr: {}",
+            String::from_utf8_lossy(expected),
+            document.to_json(),
+            String::from_utf8_lossy(&execution.stdout.head),
+            String::from_utf8_lossy(&execution.stderr.head)
+        );
+    }
+    Ok(())
+}
+
+/// Runs `program args` and fails unless it exits 0 printing `1\n`.
+fn native_print_one(program: &Path, args: &[&str]) -> Result<()> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("{} {args:?}", program.display()))?;
+    if !output.status.success() || output.stdout != b"1\n" {
+        bail!(
+            "{} {args:?}: {} stdout {:?} stderr {:?}",
+            program.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The host's Pythons: the real executable behind `python3` on PATH (which may be a wrapper
+/// script such as pyenv's shim, tens of milliseconds per start that are not Python's), and the
+/// system's `/usr/bin/python3` when that is a different installation.
+fn host_pythons() -> Result<Vec<Native>> {
+    let output = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .context("python3 (the host's Python) is not on PATH")?;
+    let path = String::from_utf8(output.stdout)?.trim().to_owned();
+    if !output.status.success() || path.is_empty() {
+        bail!("python3 -c 'import sys; print(sys.executable)' failed");
+    }
+    let on_path = PathBuf::from(path);
+    let mut pythons = vec![Native {
+        label: format!(
+            "host `python3 -c 'print(1)'`, PATH's: {}",
+            on_path.display()
+        ),
+        short: "python3 on PATH".to_owned(),
+        program: on_path.clone(),
+        args: ["-c", "print(1)"],
+    }];
+    let system = PathBuf::from("/usr/bin/python3");
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if system.is_file() && !same(&system, &on_path) {
+        pythons.push(Native {
+            label: "host `/usr/bin/python3 -c 'print(1)'`".to_owned(),
+            short: "/usr/bin/python3".to_owned(),
+            program: system,
+            args: ["-c", "print(1)"],
+        });
+    }
+    Ok(pythons)
+}
+
+/// The phase durations the result documents of a series of runs report.
+#[derive(Default)]
+struct Phases {
+    load: Vec<f64>,
+    instantiate: Vec<f64>,
+    run: Vec<f64>,
+    total: Vec<f64>,
+}
+
+impl Phases {
+    fn record(&mut self, execution: &Execution) {
+        let timings = execution.document.timings;
+        self.load.push(timings.load_ms);
+        self.instantiate.push(timings.instantiate_ms);
+        self.run.push(timings.run_ms);
+        self.total.push(timings.total_ms);
+    }
+
+    /// The medians (the few warm-up runs included).
+    fn print(&self) {
+        let median = |values: &[f64]| {
+            let mut values = values.to_vec();
+            values.sort_by(f64::total_cmp);
+            values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        println!(
+            "    phases p50 (result document): load {:.3} ms, instantiate {:.3} ms, run {:.3} ms, total {:.3} ms",
+            median(&self.load),
+            median(&self.instantiate),
+            median(&self.run),
+            median(&self.total)
+        );
+    }
+}
+
+fn scripts(mut args: impl Iterator<Item = String>) -> Result<()> {
+    let mut runs = 20usize;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => runs = args.next().context("--runs N")?.parse()?,
+            other => bail!("unknown argument {other} (usage: wasmfn-bench scripts [--runs N])"),
+        }
+    }
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    const WARM_UP: usize = 2;
+    let interpreters = interpreter::interpreters_dir();
+    // JavaScript first: a fork costs more the more memory the parent has mapped, and the
+    // in-process CPython runs leave this process ~90 MB larger (a fresh `wasmfn exec` is not).
+    let cases = [
+        ScriptCase {
+            language: ScriptLanguage::JavaScript,
+            name: "JavaScript",
+            file: "hello.js",
+            source: "console.log(\"hello from javascript\");\n",
+            expected: b"hello from javascript\n",
+            goal: Duration::from_millis(10),
+            natives: vec![Native {
+                label: "host `node -e 'console.log(1)'`".to_owned(),
+                short: "node".to_owned(),
+                program: PathBuf::from("node"),
+                args: ["-e", "console.log(1)"],
+            }],
+            diagnostic_flag: None,
+        },
+        ScriptCase {
+            language: ScriptLanguage::Python,
+            name: "Python",
+            file: "hello.py",
+            source: "print(\"hello from python\")\n",
+            expected: b"hello from python\n",
+            goal: Duration::from_millis(50),
+            natives: host_pythons()?,
+            diagnostic_flag: Some(("-S", "no `site` import")),
+        },
+    ];
+    let dir = std::env::temp_dir().join(format!("wasmfn-bench-scripts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    println!(
+        "WasmEdge {}, {} cores, interpreters in {}, {runs} runs per case after {WARM_UP} warm-up runs",
+        wasmfn_execution::runtime::runtime_version(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        interpreters.display()
+    );
+    println!();
+
+    let mut figures = Vec::new();
+    for case in &cases {
+        // Each script in a directory of its own: the guest sees the script's directory.
+        let script_dir = dir.join(case.name.to_lowercase());
+        std::fs::create_dir_all(&script_dir)?;
+        let script = script_dir.join(case.file);
+        std::fs::write(&script, case.source)?;
+        let request = interpreter::script_request(
+            RunRequest::command(ModuleSource::Bytes(Vec::new())),
+            case.language,
+            &interpreters,
+            &script,
+        );
+        let (ModuleSource::Path(module), Some(aot_path)) = (&request.module, &request.aot) else {
+            bail!(
+                "{}: no AOT form of the interpreter in {} (run `wasmfn aot` on it, as `make bench-scripts` does)",
+                case.name,
+                interpreters.display()
+            );
+        };
+        println!(
+            "{}: {} ({:.1} MB), AOT form {} ({:.1} MB)",
+            case.name,
+            module.display(),
+            std::fs::metadata(module)?.len() as f64 / (1024.0 * 1024.0),
+            aot_path.display(),
+            std::fs::metadata(aot_path)?.len() as f64 / (1024.0 * 1024.0)
+        );
+
+        // End to end, in-process: request -> result (read and verify the interpreter module,
+        // map its AOT form, instantiate, run the interpreter on the script).
+        let mut phases = Phases::default();
+        let in_process = time_runs_after(WARM_UP, runs, || {
+            let execution = execute(&request, Isolation::InProcess, &mut DiscardSink);
+            check_script(&execution, case.expected)?;
+            phases.record(&execution);
+            Ok(())
+        })?;
+        report(
+            &format!("{} hello, AOT, in-process, end to end", case.name),
+            runs,
+            &in_process,
+        );
+        phases.print();
+
+        // End to end, a forked child per run (what `wasmfn exec` and pods use).
+        let mut phases = Phases::default();
+        let forked = time_runs_after(WARM_UP, runs, || {
+            let execution = execute(&request, Isolation::Fork, &mut DiscardSink);
+            check_script(&execution, case.expected)?;
+            phases.record(&execution);
+            Ok(())
+        })?;
+        report(
+            &format!("{} hello, AOT, forked child, end to end", case.name),
+            runs,
+            &forked,
+        );
+        phases.print();
+
+        // Where the load phase goes: reading, hashing and scanning the module before its AOT
+        // form is mapped (the rest of `load`).
+        let verify = time_runs_after(WARM_UP, runs, || {
+            let bytes = ModuleBytes::read(module)?;
+            wasmfn_artifact::check_no_native_code(bytes.bytes())?;
+            std::hint::black_box(bytes.sha256());
+            Ok(())
+        })?;
+        report(
+            "  of which: read + sha256 + native-code scan of the module",
+            runs,
+            &verify,
+        );
+
+        // Interpreter module loaded once: what is left is instantiation and the interpreter.
+        let prepared = prepare(&request).map_err(|r| anyhow::anyhow!("{}", r.message))?;
+        let loaded = time_runs_after(WARM_UP, runs, || {
+            check_script(
+                &execute_prepared(
+                    &prepared,
+                    &request,
+                    Isolation::InProcess,
+                    &mut DiscardSink,
+                    Instant::now(),
+                ),
+                case.expected,
+            )
+        })?;
+        report(
+            &format!("{} hello, AOT loaded once, in-process", case.name),
+            runs,
+            &loaded,
+        );
+        if let Some((flag, what)) = case.diagnostic_flag {
+            let mut flagged = request.clone();
+            flagged.args.insert(0, flag.to_owned());
+            let stats = time_runs_after(WARM_UP, runs, || {
+                check_script(
+                    &execute_prepared(
+                        &prepared,
+                        &flagged,
+                        Isolation::InProcess,
+                        &mut DiscardSink,
+                        Instant::now(),
+                    ),
+                    case.expected,
+                )
+            })?;
+            report(
+                &format!(
+                    "{} hello, AOT loaded once, in-process, {flag} ({what})",
+                    case.name
+                ),
+                runs,
+                &stats,
+            );
+        }
+        drop(prepared);
+
+        let mut natives = Vec::new();
+        for native in &case.natives {
+            let stats = time_runs_after(WARM_UP, runs, || {
+                native_print_one(&native.program, &native.args)
+            })?;
+            report(&native.label, runs, &stats);
+            natives.push(stats);
+        }
+        println!();
+        figures.push(ScriptFigures {
+            in_process,
+            forked,
+            loaded,
+            natives,
+        });
+    }
+
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    for (case, figures) in cases.iter().zip(&figures) {
+        let verdict = |stats: &Stats| {
+            if stats.median <= case.goal {
+                "met"
+            } else {
+                "MISSED"
+            }
+        };
+        println!(
+            "{} hello p50, in-process AOT: {:.1} ms (goal <= {} ms: {}); forked child: {:.1} ms ({})",
+            case.name,
+            ms(figures.in_process.median),
+            case.goal.as_millis(),
+            verdict(&figures.in_process),
+            ms(figures.forked.median),
+            verdict(&figures.forked)
+        );
+        for (native, stats) in case.natives.iter().zip(&figures.natives) {
+            println!(
+                "  / {} ({:.1} ms p50): in-process {:.2}x p50, {:.2}x p99; forked {:.2}x p50, {:.2}x p99; loaded once {:.2}x p50",
+                native.short,
+                ms(stats.median),
+                ratio(figures.in_process.median, stats.median),
+                ratio(figures.in_process.p99, stats.p99),
+                ratio(figures.forked.median, stats.median),
+                ratio(figures.forked.p99, stats.p99),
+                ratio(figures.loaded.median, stats.median)
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

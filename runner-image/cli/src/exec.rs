@@ -170,6 +170,14 @@ pub(crate) fn exec(args: ExecArgs) -> Result<i32> {
     }
     request.preopens = args.dirs.iter().map(|d| Preopen::parse(d)).collect();
     request.limits = args.limits.apply(request.limits)?;
+    // The digest names what was stored (module or script), so it is checked before a script's
+    // request is rewritten to run its interpreter.
+    if let Some(expected) = &args.expect_digest {
+        if let Err(error) = ModuleBytes::from_source(&request.module)?.verify(expected) {
+            anyhow::bail!("{error}");
+        }
+    }
+    let mut _staged = None;
     if let Some(language) = &args.language {
         let language = ScriptLanguage::parse(language)
             .with_context(|| format!("--language {language}: only python and javascript"))?;
@@ -182,16 +190,27 @@ pub(crate) fn exec(args: ExecArgs) -> Result<i32> {
         if args.no_aot {
             request.aot = None;
         }
-    } else if !args.no_aot {
-        request.aot = match &args.aot {
-            Some(path) => Some(path.clone()),
-            None => aot::implicit_for(&args.module),
-        };
-    }
-    if let Some(expected) = &args.expect_digest {
-        if let Err(error) = ModuleBytes::from_source(&request.module)?.verify(expected) {
-            anyhow::bail!("{error}");
+    } else {
+        // A stored script (the packed form with a script's media type) runs under its
+        // interpreter; the script is staged in the temporary directory for the run.
+        let resolved = interpreter::resolve_stored_script(
+            request,
+            &interpreter::interpreters_dir(),
+            &std::env::temp_dir(),
+        )
+        .context("cannot stage the script in the temporary directory")?;
+        request = resolved.request;
+        if resolved.staged.is_some() {
+            if args.no_aot {
+                request.aot = None;
+            }
+        } else if !args.no_aot {
+            request.aot = match &args.aot {
+                Some(path) => Some(path.clone()),
+                None => aot::implicit_for(&args.module),
+            };
         }
+        _staged = resolved.staged;
     }
     let parent = settings.traceparent.as_deref().and_then(|text| {
         TraceParent::parse(text)

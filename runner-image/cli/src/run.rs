@@ -149,13 +149,10 @@ fn build(function: &Function, workdir: &std::path::Path) -> Result<RunRequest> {
                 .code
                 .as_deref()
                 .context("a script function needs spec.source.code")?;
-            let extension = if script_language == ScriptLanguage::Python {
-                "py"
-            } else {
-                "js"
-            };
-            let script = workdir.join(format!("{name}.{extension}"));
-            std::fs::write(&script, code)?;
+            // The script's own directory: the guest sees it (read-only) and nothing else.
+            let script_dir = workdir.join("script");
+            std::fs::create_dir_all(&script_dir)?;
+            let script = interpreter::write_script(&script_dir, script_language, code.as_bytes())?;
             let mut request = RunRequest::command(ModuleSource::Bytes(Vec::new()));
             request.entry = entry;
             return Ok(interpreter::script_request(

@@ -7,6 +7,7 @@
 //! root).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -60,10 +61,10 @@ struct Agent {
 
 impl Agent {
     fn start(dir: &Path, capacity: u32) -> Agent {
-        Self::start_with(dir, capacity, &[])
+        Self::start_with(dir, capacity, &[], &[])
     }
 
-    fn start_with(dir: &Path, capacity: u32, options: &[&str]) -> Agent {
+    fn start_with(dir: &Path, capacity: u32, options: &[&str], env: &[(&str, &Path)]) -> Agent {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -83,6 +84,7 @@ impl Agent {
             .arg("--cache-dir")
             .arg(dir.join("cache"))
             .args(options)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -155,6 +157,7 @@ fn assignment(uid: &str, attempt: i32, module: &[u8], settings: RunSettings) -> 
         uid: uid.into(),
         attempt,
         module_digest: digest(module),
+        script_media_type: None,
         settings,
         stdin_base64: None,
     }
@@ -178,7 +181,7 @@ fn ran(answer: RunAnswer) -> wasmfn_agent_protocol::ResultDocument {
 fn a_module_whose_compile_outlasts_the_wait_runs_interpreted_until_its_aot_form_is_ready() {
     let setup = setup();
     let fib = module("fib");
-    let agent = Agent::start_with(setup.dir.path(), 2, &["--aot-wait-ms", "0"]);
+    let agent = Agent::start_with(setup.dir.path(), 2, &["--aot-wait-ms", "0"], &[]);
     let client = agent.client(&setup.operator);
     let settings = RunSettings {
         invoke: Some(wasmfn_execution::result::run_settings::Invoke {
@@ -259,6 +262,89 @@ fn a_module_is_sent_once_then_runs_from_the_cache_even_after_a_restart() {
             .unwrap())
     });
     assert_eq!(document.stdout.head, "hello\n");
+}
+
+#[test]
+fn python_and_javascript_scripts_are_sent_once_and_run_under_the_agents_aot_interpreters() {
+    let setup = setup();
+    // Run children are another user, so the interpreters must sit where anyone may read them,
+    // as in the runner image (/usr/lib/wasmfn/interpreters); make setup's cache is under
+    // root's home. Hard links make the copy instant (a real copy across filesystems).
+    let shared = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let interpreters = shared.path().join("interpreters");
+    let copied = ["-al", "-a"].iter().any(|how| {
+        let _ = std::fs::remove_dir_all(&interpreters);
+        Command::new("cp")
+            .arg(how)
+            .arg(wasmfn_execution::interpreter::interpreters_dir())
+            .arg(&interpreters)
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(copied, "cannot copy the interpreters");
+    let agent = Agent::start_with(
+        setup.dir.path(),
+        2,
+        &[],
+        &[("WASMFN_INTERPRETERS", &interpreters)],
+    );
+    let client = agent.client(&setup.operator);
+    let python: &[u8] = b"import json, sys\n\
+        data = json.load(sys.stdin)\n\
+        print(json.dumps({'sum': sum(data['n'])}))\n\
+        open('/wasmfn/script/written', 'w')\n";
+    let javascript: &[u8] = b"console.log(JSON.stringify(args.slice(1)));\n\
+        throw new TypeError('thrown on purpose');\n";
+    runtime().block_on(async {
+        for (script, media_type) in [(python, "text/x-python"), (javascript, "text/javascript")] {
+            let mut run = assignment("s", 1, script, RunSettings::default());
+            run.script_media_type = Some(media_type.into());
+            run.settings.args = vec!["one".into()];
+            run.stdin_base64 = Some("eyJuIjogWzEsIDIsIDNdfQ==".into()); // {"n": [1, 2, 3]}
+            assert_eq!(client.run(&run).await.unwrap(), RunAnswer::ModuleMissing);
+            client
+                .put_script(&run.module_digest, media_type, script.to_vec())
+                .await
+                .unwrap();
+            let document = ran(client.run(&run).await.unwrap());
+            assert!(document.runtime.aot, "{media_type}: {:?}", document.runtime);
+            assert_eq!(
+                (document.reason, document.exit_code),
+                (wasmfn_execution::Reason::NonZeroExit, Some(1)),
+                "{media_type}: an uncaught exception is a non-zero exit: {document:?}"
+            );
+            if media_type == "text/x-python" {
+                assert_eq!(
+                    document.stdout.head, "{\"sum\": 6}\n",
+                    "{}",
+                    document.stderr.head
+                );
+                assert!(
+                    document.stderr.head.contains("PermissionError")
+                        && document.stderr.head.contains("main.py\", line 4"),
+                    "the script's directory is read-only: {}",
+                    document.stderr.head
+                );
+            } else {
+                assert_eq!(document.stdout.head, "[\"one\"]\n");
+                assert!(
+                    document
+                        .stderr
+                        .head
+                        .contains("TypeError: thrown on purpose")
+                        && document.stderr.head.contains("main.js:2"),
+                    "{}",
+                    document.stderr.head
+                );
+            }
+        }
+        // A media type the agent does not run is refused, not stored.
+        let refused = client
+            .put_script(&digest(b"x"), "text/plain", b"x".to_vec())
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+    });
 }
 
 #[test]

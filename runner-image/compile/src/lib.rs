@@ -304,8 +304,8 @@ impl Compiler {
         let compile_ms = compile_started.elapsed().as_secs_f64() * 1000.0;
 
         let media_type = match language {
-            Language::Python => "text/x-python",
-            Language::JavaScript => "text/javascript",
+            Language::Python => wasmfn_execution::interpreter::PYTHON_MEDIA_TYPE,
+            Language::JavaScript => wasmfn_execution::interpreter::JAVASCRIPT_MEDIA_TYPE,
             _ => "application/wasm",
         };
         let mut manifest = Manifest {

@@ -262,7 +262,8 @@ impl GuestView {
 }
 
 fn preopen_spec(preopen: &Preopen) -> String {
-    format!("{}:{}", preopen.guest, preopen.host.display())
+    let mode = if preopen.read_only { ":readonly" } else { "" };
+    format!("{}:{}{mode}", preopen.guest, preopen.host.display())
 }
 
 /// What one run of a prepared module produced (streams aside). Crosses the pipe from the forked

@@ -108,6 +108,27 @@ impl ModuleCache {
         digest: &str,
         fetch: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<CachedModule, Error> {
+        self.insert(digest, fetch, |bytes| {
+            check_no_native_code(bytes).map_err(|e| Error::InvalidModule(e.to_string()))
+        })
+    }
+
+    /// Stores a Python or JavaScript script under its digest, verified, bounded and evicted like
+    /// a module (its entry's file is the script; it has no AOT form: its interpreter has).
+    pub fn add_script(
+        &self,
+        digest: &str,
+        fetch: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<CachedModule, Error> {
+        self.insert(digest, fetch, |_| Ok(()))
+    }
+
+    fn insert(
+        &self,
+        digest: &str,
+        fetch: impl FnOnce() -> Result<Vec<u8>, String>,
+        check: impl FnOnce(&[u8]) -> Result<(), Error>,
+    ) -> Result<CachedModule, Error> {
         let hex = digest_hex(digest)?;
         let entry = self.dir.join(hex);
         if let Some(hit) = self.hit(&entry) {
@@ -115,7 +136,7 @@ impl ModuleCache {
         }
         let bytes = ModuleBytes::new(fetch().map_err(Error::Runtime)?);
         bytes.verify(digest)?;
-        check_no_native_code(bytes.bytes()).map_err(|e| Error::InvalidModule(e.to_string()))?;
+        check(bytes.bytes())?;
         let temporary = self.dir.join(format!(
             "{TEMPORARY_PREFIX}{hex}-{}-{}",
             std::process::id(),

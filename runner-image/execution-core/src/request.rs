@@ -62,20 +62,41 @@ pub struct Preopen {
     pub guest: String,
     /// Directory on the host.
     pub host: PathBuf,
+    /// Whether the guest may only read it (WASI refuses writes, creates and renames).
+    pub read_only: bool,
 }
 
 impl Preopen {
-    /// Parses the `GUEST:HOST` form used by `--dir` (a bare path maps to itself).
+    /// A directory the guest may read and write.
+    pub fn read_write(guest: impl Into<String>, host: impl Into<PathBuf>) -> Self {
+        Preopen {
+            guest: guest.into(),
+            host: host.into(),
+            read_only: false,
+        }
+    }
+
+    /// A directory the guest may only read.
+    pub fn read_only(guest: impl Into<String>, host: impl Into<PathBuf>) -> Self {
+        Preopen {
+            read_only: true,
+            ..Preopen::read_write(guest, host)
+        }
+    }
+
+    /// Parses the `GUEST:HOST[:readonly]` form used by `--dir` (a bare path maps to itself).
     pub fn parse(spec: &str) -> Self {
-        match spec.split_once(':') {
-            Some((guest, host)) => Preopen {
-                guest: guest.to_owned(),
-                host: PathBuf::from(host),
-            },
-            None => Preopen {
-                guest: spec.to_owned(),
-                host: PathBuf::from(spec),
-            },
+        let (spec, read_only) = match spec.strip_suffix(":readonly") {
+            Some(rest) => (rest, true),
+            None => (spec, false),
+        };
+        let preopen = match spec.split_once(':') {
+            Some((guest, host)) => Preopen::read_write(guest, host),
+            None => Preopen::read_write(spec, spec),
+        };
+        Preopen {
+            read_only,
+            ..preopen
         }
     }
 }

@@ -162,10 +162,10 @@ fn guests_see_only_the_directories_they_are_given() {
     assert!(stdout_text(&execution).starts_with("denied"));
     // With --dir /data:<host dir> the file is readable at /data.
     let mut request = base(vec!["/data/data.txt".into()]);
-    request.preopens.push(wasmfn_execution::Preopen {
-        guest: "/data".into(),
-        host: data_dir.path().to_path_buf(),
-    });
+    request.preopens.push(wasmfn_execution::Preopen::read_write(
+        "/data",
+        data_dir.path(),
+    ));
     let execution = exec(&request);
     assert_eq!(
         execution.document.reason,

@@ -7,10 +7,15 @@ use containerd_shim_wasm::sandbox::context::{RuntimeContext, Source, WasmLayer};
 use containerd_shim_wasm::sandbox::Sandbox;
 use std::path::Path;
 use wasmfn_execution::aot::AotBundle;
-use wasmfn_execution::{artifact, engine, execute, ForwardSink, Isolation, Reason, ResultDocument};
+use wasmfn_execution::{
+    artifact, engine, execute, interpreter, ForwardSink, Isolation, Reason, ResultDocument,
+};
 
 #[derive(Default)]
 pub(crate) struct WasmfnSandbox;
+
+/// Where a script is staged inside the container (the operator mounts an emptyDir there).
+const SCRATCH_DIR: &str = "/tmp";
 
 fn write_result(path: &Path, document: &ResultDocument) {
     if let Err(e) = std::fs::write(path, document.to_json()) {
@@ -75,6 +80,23 @@ impl Sandbox for WasmfnSandbox {
             // The container's settings are unusable: say so where the pod's status shows it.
             Err(BadSetting(message)) => return Ok(refuse(Reason::BadArguments, message)),
         };
+        // A stored script runs under the interpreter the image ships (the wasm-pod image has
+        // them with their AOT forms); it is staged in the pod's /tmp (an emptyDir) for the run.
+        let resolved = match interpreter::resolve_stored_script(
+            run.request,
+            Path::new(interpreter::DEFAULT_INTERPRETERS_DIR),
+            Path::new(SCRATCH_DIR),
+        ) {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                return Ok(refuse(
+                    Reason::InternalError,
+                    format!("cannot stage the script in {SCRATCH_DIR}: {e}"),
+                ))
+            }
+        };
+        run.request = resolved.request;
+        let _staged = resolved.staged;
         // Held open until the run ends: the loader opens the library by its /proc path.
         let mut _library = None;
         if let Some((metadata, library)) = precompiled {

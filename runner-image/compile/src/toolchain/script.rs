@@ -109,10 +109,9 @@ pub(super) fn build(build: &Build<'_>, language: Language) -> Result<Built> {
                 &build.toolchains.interpreters,
                 &checker,
             );
-            request.preopens.push(Preopen {
-                guest: "/wasmfn/source".into(),
-                host: build.source_dir.clone(),
-            });
+            request
+                .preopens
+                .push(Preopen::read_only("/wasmfn/source", &build.source_dir));
             request
         }
         _ => {
