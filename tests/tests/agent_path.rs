@@ -166,6 +166,70 @@ fn executions_run_on_the_agent_without_a_pod_and_status_column_and_event_say_so(
     assert_eq!(row.get(column), Some(&"Agent"), "{table}");
 }
 
+#[test]
+fn python_and_javascript_executions_run_on_the_agent_under_its_aot_interpreters() {
+    let suite = suite();
+    let (agent_pod, _, _) = agent_address(&suite.agents);
+    let ns = common::namespace("agent-scripts");
+    let functions = [
+        (
+            "py",
+            "python",
+            "import json, sys\nd = json.load(sys.stdin)\nprint(json.dumps({'total': sum(d['n'])}))\n",
+        ),
+        (
+            "js",
+            "javascript",
+            "import * as std from 'std';\nconst d = JSON.parse(std.in.readAsString());\n\
+             console.log(JSON.stringify({total: d.n.reduce((a, b) => a + b, 0)}));\n\
+             throw new Error('after the answer');\n",
+        ),
+    ];
+    for (name, language, code) in functions {
+        let function = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
+            "metadata": {"name": name},
+            "spec": {"language": language, "source": {"code": code}}});
+        ns.create(&function.to_string()).expect("function");
+    }
+    for (name, _, _) in functions {
+        ns.wait_for(&["wasmfunction", name], Duration::from_secs(420), |f| {
+            (f["status"]["phase"] == "Ready").then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{name} is never Ready: {e}"));
+    }
+    ns.create(&list(vec![
+        execution("py-run", "py", json!({"input": {"n": [1, 2, 4]}})),
+        execution(
+            "js-run",
+            "js",
+            json!({"input": {"n": [1, 2, 4]}, "retries": 2}),
+        ),
+    ]))
+    .expect("executions");
+    for (name, phase) in [("py-run", "Succeeded"), ("js-run", "Failed")] {
+        let done = finished(&ns, name, Duration::from_secs(120));
+        let status = &done["status"];
+        assert_eq!(status["phase"], phase, "{name}: {status:#}");
+        assert_eq!(status["path"], "Agent", "{name}: {status:#}");
+        assert_eq!(status["agent"], agent_pod.as_str(), "{name}: {status:#}");
+        assert_eq!(status["aot"], true, "{name}: {status:#}");
+        assert_eq!(status["result"], json!({"total": 7}), "{name}: {status:#}");
+        assert_eq!(status["attempts"], 1, "{name}: {status:#}");
+    }
+    let thrown = finished(&ns, "js-run", Duration::from_secs(10));
+    assert_eq!(thrown["status"]["reason"], "NonZeroExit");
+    let stderr = thrown["status"]["stderr"].as_str().unwrap_or_default();
+    assert!(stderr.contains("Error: after the answer"), "{stderr}");
+    let pods = ns.json(&["get", "pods"]).expect("pods");
+    let run_pods: Vec<&Value> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["labels"]["wasmfn.dev/execution"].is_string())
+        .collect();
+    assert!(run_pods.is_empty(), "no run pod: {run_pods:?}");
+}
+
 /// A CA the agents do not know, and a client certificate it signed.
 fn forged_identity() -> [(String, String); 3] {
     let mut ca_params = CertificateParams::new(Vec::new()).expect("params");

@@ -168,7 +168,8 @@ const POD_SECURITY: &str = "  restartPolicy: Never
     runAsGroup: 65532
 ";
 
-/// The container's hardening and the artifact mount, then the projected volume of `configmaps`.
+/// The container's hardening, the artifact mount and `/tmp` (an emptyDir: where a runner stages a
+/// script, as the operator's run pods have), then the projected volume of `configmaps`.
 fn container_tail(configmaps: &[String]) -> String {
     let sources: String = configmaps
         .iter()
@@ -184,7 +185,11 @@ fn container_tail(configmaps: &[String]) -> String {
     - name: artifact
       mountPath: /artifact
       readOnly: true
+    - name: scratch
+      mountPath: /tmp
   volumes:
+  - name: scratch
+    emptyDir: {{}}
   - name: artifact
     projected:
       sources:
@@ -329,6 +334,63 @@ fn a_module_in_several_configmaps_runs_in_wasm_and_runner_pods() {
         );
         let logs = ns.run(&["logs", pod]).expect("logs");
         assert_eq!(logs, expected_stdout, "{pod}'s log is the guest's output");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A Python script of over 2 MiB (a string literal of incompressible base64 text) packed like
+/// the store packs a script, and what it prints: the literal's length and a checksum of it.
+fn build_and_pack_script(dir: &Path) -> (PathBuf, String) {
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD.encode(pseudo_random(DATA_BYTES));
+    let script = dir.join("main.py");
+    std::fs::write(
+        &script,
+        format!("DATA = \"{data}\"\nprint(len(DATA), sum(DATA.encode()) % 65521)\n"),
+    )
+    .expect("write the script");
+    assert!(std::fs::metadata(&script).expect("script").len() > 2 << 20);
+    let packed = dir.join("artifact");
+    run(Command::new(wasmfn_binary())
+        .args(["artifact", "pack", "--media-type", "text/x-python", "-o"])
+        .arg(&packed)
+        .arg(&script));
+    let checksum = data.bytes().map(u64::from).sum::<u64>() % 65521;
+    (packed, format!("{} {checksum}\n", data.len()))
+}
+
+#[test]
+fn a_python_script_in_several_configmaps_runs_under_the_interpreter_in_wasm_and_runner_pods() {
+    let dir = temp_dir("configmap-script");
+    let (packed, expected_stdout) = build_and_pack_script(&dir);
+    let manifest = manifest(&packed);
+    assert_eq!(manifest["mediaType"], "text/x-python", "{manifest}");
+    let parts = manifest["parts"].as_array().expect("parts").len();
+    assert!(parts >= 2, "packed into {parts} parts: {manifest}");
+
+    let ns = namespace("cm-script");
+    let configmaps = store(&ns, "script", &packed);
+    let (node_a, node_b) = nodes();
+    ns.create(&wasm_pod("wasm-script", &configmaps))
+        .expect("wasm pod");
+    ns.create(&runner_pod("runner-script", &node_b, &configmaps))
+        .expect("runner pod");
+
+    let (local_code, local_document) = local(&packed);
+    assert_eq!(local_code, 0, "{local_document}");
+    assert_eq!(local_document["stdout"]["head"], expected_stdout.as_str());
+    for (pod, node) in [("wasm-script", &node_a), ("runner-script", &node_b)] {
+        let (code, document) = outcome(&ns, pod, node);
+        assert_eq!(code, 0, "{pod}: {document}");
+        assert_eq!(
+            document["runtime"]["aot"], true,
+            "{pod}: the interpreter runs its AOT form: {document}"
+        );
+        assert_eq!(
+            comparable(document),
+            comparable(local_document.clone()),
+            "{pod} and wasmfn exec disagree"
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -709,6 +709,193 @@ fn guest_failures_are_reported_with_their_reason_on_both_paths_and_never_retried
     }
 }
 
+/// Sums its JSON input's numbers and answers with JSON, with its arguments and `GREETING`.
+const PYTHON_SUM: &str = r#"import json, os, sys
+data = json.load(sys.stdin)
+print(json.dumps({"sum": sum(data["n"]), "args": sys.argv[1:], "greeting": os.environ.get("GREETING")}))
+"#;
+/// The same in JavaScript (QuickJS).
+const JAVASCRIPT_SUM: &str = r#"import * as std from 'std';
+const data = JSON.parse(std.in.readAsString());
+const sum = data.n.reduce((a, b) => a + b, 0);
+console.log(JSON.stringify({sum, args: args.slice(1), greeting: std.getenv('GREETING')}));
+"#;
+
+fn script_function(name: &str, language: &str, code: &str) -> String {
+    json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
+        "metadata": {"name": name},
+        "spec": {"language": language, "source": {"code": code}}})
+    .to_string()
+}
+
+#[test]
+fn python_and_javascript_functions_run_on_a_wasm_pod_and_a_container_pod_with_json_in_and_out() {
+    let (ns, _) = namespace("wex-scripts");
+    for (name, language, code) in [
+        ("py-sum", "python", PYTHON_SUM),
+        ("js-sum", "javascript", JAVASCRIPT_SUM),
+    ] {
+        create(&ns, &script_function(name, language, code));
+    }
+    let digests: Vec<String> = ["py-sum", "js-sum"]
+        .iter()
+        .map(|f| function_digest(&ns, f, COMPILE_TIMEOUT))
+        .collect();
+    let _node_a_usable = shared();
+    let mut runs = Vec::new();
+    for function in ["py-sum", "js-sum"] {
+        for runtime in ["WasmEdge", "Container"] {
+            runs.push(execution(
+                &format!("{function}-{}", runtime.to_lowercase()),
+                function,
+                json!({"runtime": runtime, "input": {"n": [1, 2, 3.5]}, "args": ["one", "two"],
+                       "env": [{"name": "GREETING", "value": "hi"}]}),
+            ));
+        }
+    }
+    create(&ns, &list(runs));
+    let expected = json!({"sum": 6.5, "args": ["one", "two"], "greeting": "hi"});
+    for (function, digest) in ["py-sum", "js-sum"].iter().zip(&digests) {
+        for runtime in ["WasmEdge", "Container"] {
+            let name = format!("{function}-{}", runtime.to_lowercase());
+            let done = wait_final(&ns, &name, RUN_TIMEOUT);
+            assert_outcome(&done, "Succeeded", &["Succeeded"]);
+            assert_bookkeeping(&done, digest, 1);
+            let status = &done["status"];
+            assert_eq!(status["runtime"], runtime, "{name}: {status:#}");
+            assert_eq!(status["result"], expected, "{name}: {status:#}");
+            assert_eq!(
+                status["aot"], true,
+                "{name}: the interpreter runs its AOT form: {status:#}"
+            );
+        }
+    }
+}
+
+#[test]
+fn script_failures_end_with_their_reason_exception_timeout_memory_and_a_syntax_error_at_compile() {
+    let (ns, _) = namespace("wex-script-failures");
+    let functions = [
+        (
+            "py-raise",
+            "python",
+            "import sys\n\ndef f():\n    raise ValueError('no such order')\n\nf()\n",
+        ),
+        (
+            "js-throw",
+            "javascript",
+            "const x = 1;\nthrow new RangeError('out of range: ' + x);\n",
+        ),
+        ("py-spin", "python", "while True:\n    pass\n"),
+        ("js-spin", "javascript", "for (;;) {}\n"),
+        (
+            "py-bomb",
+            "python",
+            "chunks = []\nwhile True:\n    chunks.append(bytearray(8 << 20))\n",
+        ),
+        (
+            "js-bomb",
+            "javascript",
+            "const a = [];\nfor (;;) { a.push(new Array(1 << 16).fill(1.5)); }\n",
+        ),
+        (
+            "py-syntax",
+            "python",
+            "def ok():\n    return 1\n\ndef broken(:\n    pass\n",
+        ),
+        (
+            "js-syntax",
+            "javascript",
+            "const ok = 1;\nconst broken = ;\n",
+        ),
+    ];
+    for (name, language, code) in functions {
+        create(&ns, &script_function(name, language, code));
+    }
+    // A syntax error fails the function at compile time, with the file and line.
+    for (name, file) in [("py-syntax", "main.py:4"), ("js-syntax", "main.js:2")] {
+        let failed = ns
+            .wait_for(&["wasmfunction", name], COMPILE_TIMEOUT, |f| {
+                (f["status"]["phase"] == "Failed").then(|| f.clone())
+            })
+            .unwrap_or_else(|e| panic!("{name} never failed: {e}"));
+        let status = &failed["status"];
+        assert_eq!(status["compile"]["reason"], "CompileError", "{status:#}");
+        let diagnostics = status["compile"]["diagnostics"].to_string();
+        assert!(diagnostics.contains(file), "{name}: {diagnostics}");
+        assert!(
+            events_for(&ns, name)
+                .iter()
+                .any(|(kind, reason, _, _)| kind == "Warning" && reason == "CompileError"),
+            "{name}: a Warning event"
+        );
+    }
+    for name in [
+        "py-raise", "js-throw", "py-spin", "js-spin", "py-bomb", "js-bomb",
+    ] {
+        function_digest(&ns, name, COMPILE_TIMEOUT);
+    }
+    let mut runs = Vec::new();
+    for runtime in ["WasmEdge", "Container"] {
+        let suffix = runtime.to_lowercase();
+        for language in ["py", "js"] {
+            let raise = if language == "py" {
+                "py-raise"
+            } else {
+                "js-throw"
+            };
+            runs.push(execution(
+                &format!("{language}-raise-{suffix}"),
+                raise,
+                json!({"runtime": runtime, "retries": 2}),
+            ));
+            runs.push(execution(
+                &format!("{language}-spin-{suffix}"),
+                &format!("{language}-spin"),
+                json!({"runtime": runtime, "retries": 2, "timeoutMillis": 2000}),
+            ));
+            runs.push(execution(
+                &format!("{language}-bomb-{suffix}"),
+                &format!("{language}-bomb"),
+                json!({"runtime": runtime, "retries": 2, "memoryLimit": "64Mi"}),
+            ));
+        }
+    }
+    create(&ns, &list(runs));
+    for suffix in ["wasmedge", "container"] {
+        for (language, exception) in [
+            ("py", "ValueError: no such order"),
+            ("js", "RangeError: out of range: 1"),
+        ] {
+            let raised = wait_final(&ns, &format!("{language}-raise-{suffix}"), RUN_TIMEOUT);
+            assert_outcome(&raised, "Failed", &["NonZeroExit"]);
+            let status = &raised["status"];
+            assert_eq!(status["exitCode"], 1, "{status:#}");
+            assert_eq!(status["attempts"], 1, "a guest's exception is not retried");
+            let stderr = status["stderr"].as_str().unwrap_or_default();
+            assert!(stderr.contains(exception), "{language}/{suffix}: {stderr}");
+            let location = if language == "py" {
+                "main.py\", line 4"
+            } else {
+                "main.js:2"
+            };
+            assert!(stderr.contains(location), "{language}/{suffix}: {stderr}");
+
+            let spun = wait_final(&ns, &format!("{language}-spin-{suffix}"), RUN_TIMEOUT);
+            assert_outcome(&spun, "TimedOut", &["TimedOut"]);
+            let ran = spun["status"]["durationMs"].as_f64().unwrap_or_default();
+            assert!(
+                (1500.0..20_000.0).contains(&ran),
+                "{language}/{suffix}: stopped near its 2 s timeout, ran {ran} ms"
+            );
+
+            let bomb = wait_final(&ns, &format!("{language}-bomb-{suffix}"), RUN_TIMEOUT);
+            assert_outcome(&bomb, "Failed", &["MemoryLimitExceeded"]);
+            assert_eq!(bomb["status"]["attempts"], 1, "{:#}", bomb["status"]);
+        }
+    }
+}
+
 #[test]
 fn json_stdout_becomes_the_result_and_a_mebibyte_of_stdout_is_capped_with_its_size() {
     let (ns, _) = namespace("wex-output");
