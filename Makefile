@@ -70,7 +70,8 @@ runner-image-context: ## Stage the release `wasmfn` and the interpreters (from m
 	target/release/wasmfn aot $(WASMFN_CACHE)/interpreters/javascript/quickjs.wasm
 	rm -rf target/runner-image && mkdir -p target/runner-image
 	cp target/release/wasmfn target/runner-image/wasmfn
-	cp -r $(WASMFN_CACHE)/interpreters target/runner-image/interpreters
+	@# -p: the stdlib's .py files must keep the mtimes their .pyc files record.
+	cp -rp $(WASMFN_CACHE)/interpreters target/runner-image/interpreters
 
 .PHONY: bench-runner
 bench-runner: ## Per-run overhead of the execution core vs the wasmedge CLI, AOT vs interpreter (median, p99, ratios)

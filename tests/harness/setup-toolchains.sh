@@ -65,6 +65,34 @@ else
   elapsed "$t"
 fi
 
+# The distribution's compiled standard library (__pycache__/*.cpython-311.pyc) records source
+# mtimes older than its .py files carry, so CPython judged every module it imports stale and,
+# unable to write bytecode in a read-only run, compiled encodings, json, … from source on every
+# run (about 20 ms of a Python hello). Each .py gets the mtime its .pyc records when the sizes
+# agree; idempotent, so caches made before this fix are repaired too. (Copies must keep mtimes:
+# cp -p / COPY.)
+python3 - "$py_dir/lib/python3.11" <<'PYC'
+import os, struct, sys
+fixed = 0
+for directory, _, files in os.walk(sys.argv[1]):
+    if os.path.basename(directory) != "__pycache__":
+        continue
+    for name in files:
+        if not name.endswith(".cpython-311.pyc"):
+            continue
+        source = os.path.join(os.path.dirname(directory), name[: -len(".cpython-311.pyc")] + ".py")
+        with open(os.path.join(directory, name), "rb") as pyc:
+            header = pyc.read(16)
+        if len(header) < 16 or not os.path.isfile(source):
+            continue
+        flags, mtime, size = struct.unpack("<III", header[4:16])
+        status = os.stat(source)
+        if flags == 0 and size == status.st_size & 0xFFFFFFFF and int(status.st_mtime) != mtime:
+            os.utime(source, (mtime, mtime))
+            fixed += 1
+print(f"   stdlib bytecode: {fixed} sources re-dated to match their .pyc")
+PYC
+
 # ---------------------------------------------------------------- QuickJS for WASI
 step "QuickJS for WASI (crate wasmedge_quickjs $QUICKJS_CRATE_VERSION)"
 js_dir=$cache/interpreters/javascript
