@@ -244,7 +244,7 @@ k -n "$release_ns" patch daemonset wasmfn-agent --type json \
 k -n "$release_ns" rollout status daemonset/wasmfn-agent --timeout=180s >/dev/null ||
   die "the agents did not become Ready within 180s"
 execution_names=$(k create --dry-run=client -f examples/executions/ -o name | sed 's|.*/||')
-say "recreating $(wc -w <<<"$execution_names") executions from examples/executions/ (compiled languages only)"
+say "recreating $(wc -w <<<"$execution_names") executions from examples/executions/"
 k -n "$ns" delete wasmexecutions -l wasmfn.dev/demo-pass --ignore-not-found --wait=true --timeout=120s >/dev/null
 k -n "$ns" delete -f examples/executions/ --ignore-not-found --wait=true --timeout=120s >/dev/null
 k -n "$ns" create -f examples/executions/ >/dev/null
@@ -297,10 +297,6 @@ k -n "$ns" get wasmexecutions -o json | jq -r '
 not_succeeded=$(k -n "$ns" get wasmexecutions -o json | jq -r '.items[] | select(.status.phase != "Succeeded") | .metadata.name')
 echo
 cat <<EOF
-Python and JavaScript functions (sensor-summary, fill-template) are Ready, but the runners cannot
-run scripts yet (an execution of one ends Failed with reason ArtifactUnavailable), so the demo
-runs only the compiled languages.
-
 The cluster keeps running. Use it with:
 $(target/debug/wasmfn-cluster env --state-dir "$WASMFN_CLUSTER_DIR" | sed 's/^/  /')
   kubectl -n $ns get wasmfn -o wide

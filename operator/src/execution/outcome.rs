@@ -424,7 +424,12 @@ pub fn result_fields(document: &ResultDocument, log: Option<&str>, cap: u64) -> 
         result,
         message,
         duration_ms: document.timings.total_ms,
-        digest: document.module.as_ref().map(|m| m.sha256.clone()),
+        // A script's run loads its interpreter module; the artifact that ran is the script.
+        digest: document
+            .script
+            .as_ref()
+            .map(|s| s.sha256.clone())
+            .or_else(|| document.module.as_ref().map(|m| m.sha256.clone())),
         aot: document.runtime.aot,
         aot_source: document.runtime.aot_source.clone(),
     }
@@ -650,6 +655,25 @@ mod tests {
                 detail: Some("Unschedulable: 0/2 nodes are available".into())
             }
         );
+    }
+
+    #[test]
+    fn the_digest_that_ran_is_the_scripts_for_a_script_and_the_modules_otherwise() {
+        let mut doc = document(Reason::Completed, b"", b"");
+        doc.module = Some(wasmfn_result::ModuleInfo {
+            sha256: "sha256:interpreter".into(),
+            size: 20,
+            entrypoint: "_start".into(),
+        });
+        let fields = result_fields(&doc, None, 4096);
+        assert_eq!(fields.digest.as_deref(), Some("sha256:interpreter"));
+        doc.script = Some(wasmfn_result::ScriptInfo {
+            sha256: "sha256:script".into(),
+            size: 3,
+            language: "python".into(),
+        });
+        let fields = result_fields(&doc, None, 4096);
+        assert_eq!(fields.digest.as_deref(), Some("sha256:script"));
     }
 
     #[test]

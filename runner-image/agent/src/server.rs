@@ -20,8 +20,9 @@ use wasmfn_agent_protocol::{
     RUNS_PATH, SCRIPTS_PATH, STATUS_PATH,
 };
 use wasmfn_execution::interpreter::ScriptLanguage;
-use wasmfn_execution::module_cache::ModuleCache;
+use wasmfn_execution::module_cache::{CachedModule, ModuleCache};
 use wasmfn_execution::result::trace::{random_span_id, SpanRecord, TraceParent};
+use wasmfn_execution::Error as CacheError;
 use wasmfn_execution::ResultDocument;
 
 use crate::metrics::{Metrics, ReasonLabel};
@@ -394,27 +395,8 @@ impl Agent {
         let added =
             tokio::task::spawn_blocking(move || cache.add_script(&digest, || Ok(bytes.to_vec())))
                 .await;
-        match added {
-            Ok(Ok(cached)) => {
-                if cached.added {
-                    self.metrics.modules_added.inc();
-                }
-                Response::builder()
-                    .status(StatusCode::NO_CONTENT)
-                    .body(Full::new(Bytes::new()))
-                    .unwrap_or_default()
-            }
-            Ok(Err(error)) => refuse(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "ScriptRefused",
-                error.to_string(),
-            ),
-            Err(error) => refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                error.to_string(),
-            ),
-        }
+        // A script has no AOT form of its own: its interpreter's ships with the agent.
+        self.stored(added, "ScriptRefused", None).await
     }
 
     async fn add_module(&self, digest: String, bytes: Bytes) -> Response<Full<Bytes>> {
@@ -422,24 +404,31 @@ impl Agent {
         let for_cache = digest.clone();
         let added =
             tokio::task::spawn_blocking(move || cache.add(&for_cache, || Ok(bytes.to_vec()))).await;
+        self.stored(added, "ModuleRefused", Some(&digest)).await
+    }
+
+    /// The answer to a module or script upload; a new module's AOT compile (`compile`) is
+    /// awaited, within the AOT wait, before answering.
+    async fn stored(
+        &self,
+        added: Result<Result<CachedModule, CacheError>, tokio::task::JoinError>,
+        refused: &str,
+        compile: Option<&str>,
+    ) -> Response<Full<Bytes>> {
         match added {
             Ok(Ok(cached)) => {
                 if cached.added {
                     self.metrics.modules_added.inc();
                 }
-                if cached.aot.is_none() {
-                    self.await_aot(&digest).await;
+                if let (Some(digest), None) = (compile, &cached.aot) {
+                    self.await_aot(digest).await;
                 }
                 Response::builder()
                     .status(StatusCode::NO_CONTENT)
                     .body(Full::new(Bytes::new()))
                     .unwrap_or_default()
             }
-            Ok(Err(error)) => refuse(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "ModuleRefused",
-                error.to_string(),
-            ),
+            Ok(Err(error)) => refuse(StatusCode::UNPROCESSABLE_ENTITY, refused, error.to_string()),
             Err(error) => refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",

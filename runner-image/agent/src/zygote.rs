@@ -225,6 +225,16 @@ fn enter_empty_network(sandbox: ChildSandbox) -> ChildSandbox {
     }
 }
 
+/// A result document for a run that could not start.
+fn internal_error(message: String) -> ResultDocument {
+    let mut document = ResultDocument::new(
+        wasmfn_execution::Reason::InternalError,
+        wasmfn_execution::engine::runtime_info(),
+    );
+    document.set_message(message);
+    document
+}
+
 /// One supervisor: read the job, run it, answer.
 fn supervise(mut connection: UnixStream, sandbox: Option<ChildSandbox>) {
     let mut request = Vec::new();
@@ -236,24 +246,10 @@ fn supervise(mut connection: UnixStream, sandbox: Option<ChildSandbox>) {
             let isolation = sandbox.map_or(Isolation::Fork, Isolation::Sandboxed);
             match job.resolve() {
                 Ok((request, _staged)) => execute(&request, isolation, &mut DiscardSink).document,
-                Err(error) => {
-                    let mut document = ResultDocument::new(
-                        wasmfn_execution::Reason::InternalError,
-                        wasmfn_execution::engine::runtime_info(),
-                    );
-                    document.set_message(format!("the agent cannot stage the script: {error}"));
-                    document
-                }
+                Err(error) => internal_error(format!("the agent cannot stage the script: {error}")),
             }
         }
-        Err(error) => {
-            let mut document = ResultDocument::new(
-                wasmfn_execution::Reason::InternalError,
-                wasmfn_execution::engine::runtime_info(),
-            );
-            document.set_message(format!("the agent sent a job that does not parse: {error}"));
-            document
-        }
+        Err(error) => internal_error(format!("the agent sent a job that does not parse: {error}")),
     };
     let _ = connection.write_all(document.to_json().as_bytes());
 }

@@ -58,6 +58,14 @@ impl ScriptLanguage {
         }
     }
 
+    /// The language's `spec.language` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScriptLanguage::Python => "python",
+            ScriptLanguage::JavaScript => "javascript",
+        }
+    }
+
     /// The media type of this language's artifacts.
     pub fn media_type(self) -> &'static str {
         match self {
@@ -191,6 +199,13 @@ pub fn script_request(
     interpreters: &Path,
     script: &Path,
 ) -> RunRequest {
+    request.script = std::fs::read(script)
+        .ok()
+        .map(|bytes| wasmfn_result::ScriptInfo {
+            sha256: wasmfn_artifact::sha256_digest(&bytes),
+            size: bytes.len() as u64,
+            language: language.name().to_owned(),
+        });
     let module = interpreter_module(interpreters, language);
     let aot_path = aot::default_path_for(&module);
     request.aot = aot_path.is_file().then_some(aot_path);

@@ -73,7 +73,11 @@ pub fn execute(request: &RunRequest, isolation: Isolation, sink: &mut dyn Output
     let started = Instant::now();
     match crate::engine::prepare(request) {
         Ok(prepared) => execute_prepared(&prepared, request, isolation, sink, started),
-        Err(rejection) => Execution::rejected(*rejection, started),
+        Err(rejection) => {
+            let mut execution = Execution::rejected(*rejection, started);
+            execution.document.script = request.script.clone();
+            execution
+        }
     }
 }
 
@@ -89,7 +93,7 @@ pub fn execute_prepared(
     let stdin = match open_stdin(&request.stdin) {
         Ok(fd) => fd,
         Err(message) => {
-            return Execution::rejected(
+            let mut execution = Execution::rejected(
                 Rejection {
                     reason: Reason::InputUnreadable,
                     message,
@@ -98,7 +102,9 @@ pub fn execute_prepared(
                     load_ms: prepared.load_ms,
                 },
                 started,
-            )
+            );
+            execution.document.script = request.script.clone();
+            return execution;
         }
     };
     let (outcome, stdout, stderr) = match isolation {
@@ -113,6 +119,7 @@ pub fn execute_prepared(
     document.set_message(outcome.message);
     document.returns = outcome.returns;
     document.module = Some(prepared.info.clone());
+    document.script = request.script.clone();
     document.timings = Timings {
         load_ms: prepared.load_ms,
         instantiate_ms: outcome.instantiate_ms,

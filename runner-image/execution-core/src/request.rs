@@ -178,6 +178,8 @@ pub struct RunRequest {
     pub preopens: Vec<Preopen>,
     /// Limits.
     pub limits: Limits,
+    /// The script `module` (an interpreter) runs, reported in the result document.
+    pub script: Option<wasmfn_result::ScriptInfo>,
 }
 
 impl RunRequest {
@@ -194,6 +196,7 @@ impl RunRequest {
             stdin: StdinSource::Empty,
             preopens: Vec::new(),
             limits: Limits::default(),
+            script: None,
         }
     }
 

@@ -247,6 +247,18 @@ pub struct ModuleInfo {
     pub entrypoint: String,
 }
 
+/// The script a run's interpreter module ran (Python or JavaScript functions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScriptInfo {
+    /// `sha256:<hex>` of the script's bytes: the function's artifact digest.
+    pub sha256: String,
+    /// Size of the script.
+    pub size: u64,
+    /// `python` or `javascript`.
+    pub language: String,
+}
+
 /// A value a reactor export returned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -279,9 +291,13 @@ pub struct ResultDocument {
     /// Values returned by a reactor export.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub returns: Vec<ReturnValue>,
-    /// The module that ran (absent when it could not even be read).
+    /// The module that ran (absent when it could not even be read): for a script, its
+    /// interpreter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<ModuleInfo>,
+    /// The script the interpreter module ran, for a Python or JavaScript function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<ScriptInfo>,
     /// The runtime and whether AOT code ran.
     pub runtime: RuntimeInfo,
     /// Phase durations.
@@ -306,6 +322,7 @@ impl ResultDocument {
             message: String::new(),
             returns: Vec::new(),
             module: None,
+            script: None,
             runtime,
             timings: Timings::default(),
             stdout: StreamSummary::empty(),
