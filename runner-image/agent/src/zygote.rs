@@ -18,7 +18,10 @@ use wasmfn_execution::interpreter::{self, ScriptLanguage, StagedScript};
 use wasmfn_execution::result::run_settings::RunSettings;
 use wasmfn_execution::sandbox::ChildSandbox;
 use wasmfn_execution::ResultDocument;
-use wasmfn_execution::{execute, DiscardSink, Isolation, ModuleSource, RunRequest, StdinSource};
+use wasmfn_execution::{
+    execute, execute_prepared, prepare, DiscardSink, Entry, Isolation, ModuleSource,
+    PreparedModule, RunRequest, StdinSource,
+};
 
 use crate::Error;
 
@@ -184,6 +187,7 @@ fn serve(listener: UnixListener, sandbox: Option<ChildSandbox>, agent: libc::pid
         libc::signal(libc::SIGCHLD, libc::SIG_IGN);
     }
     let sandbox = sandbox.map(enter_empty_network);
+    let warm = WarmInterpreters::load(&interpreter::interpreters_dir());
     loop {
         let Ok((connection, _)) = listener.accept() else {
             continue;
@@ -197,7 +201,7 @@ fn serve(listener: UnixListener, sandbox: Option<ChildSandbox>, agent: libc::pid
                 libc::signal(libc::SIGCHLD, libc::SIG_DFL);
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             }
-            supervise(connection, sandbox);
+            supervise(connection, sandbox, &warm);
             // SAFETY: leaving without running the zygote's destructors or atexit handlers.
             unsafe { libc::_exit(0) }
         }
@@ -235,8 +239,45 @@ fn internal_error(message: String) -> ResultDocument {
     document
 }
 
+/// The interpreter modules, loaded (with their AOT forms) once when the zygote starts: every
+/// supervisor it forks inherits them, so a script's run loads nothing (CPython's load is most of
+/// a cold Python run's time).
+struct WarmInterpreters {
+    loaded: Vec<(ScriptLanguage, PathBuf, PreparedModule)>,
+}
+
+impl WarmInterpreters {
+    fn load(dir: &Path) -> Self {
+        let loaded = [ScriptLanguage::Python, ScriptLanguage::JavaScript]
+            .into_iter()
+            .filter_map(|language| {
+                let module = interpreter::interpreter_module(dir, language);
+                let mut request = RunRequest::command(ModuleSource::Path(module.clone()));
+                let aot = wasmfn_execution::aot::default_path_for(&module);
+                request.aot = aot.is_file().then_some(aot);
+                // Only an AOT-loaded interpreter is worth keeping; without one each run loads it.
+                let prepared = prepare(&request).ok().filter(|p| p.runtime.aot)?;
+                Some((language, module, prepared))
+            })
+            .collect();
+        WarmInterpreters { loaded }
+    }
+
+    /// The loaded interpreter `request` runs, ready for its limits.
+    fn for_request(&self, request: &RunRequest) -> Option<PreparedModule> {
+        let ModuleSource::Path(path) = &request.module else {
+            return None;
+        };
+        let (_, _, prepared) = self
+            .loaded
+            .iter()
+            .find(|(_, module, _)| module == path && request.entry == Entry::Command)?;
+        prepared.with_limits(&request.limits).ok()
+    }
+}
+
 /// One supervisor: read the job, run it, answer.
-fn supervise(mut connection: UnixStream, sandbox: Option<ChildSandbox>) {
+fn supervise(mut connection: UnixStream, sandbox: Option<ChildSandbox>, warm: &WarmInterpreters) {
     let mut request = Vec::new();
     if connection.read_to_end(&mut request).is_err() {
         return;
@@ -245,7 +286,14 @@ fn supervise(mut connection: UnixStream, sandbox: Option<ChildSandbox>) {
         Ok(job) => {
             let isolation = sandbox.map_or(Isolation::Fork, Isolation::Sandboxed);
             match job.resolve() {
-                Ok((request, _staged)) => execute(&request, isolation, &mut DiscardSink).document,
+                Ok((request, _staged)) => match warm.for_request(&request) {
+                    Some(prepared) => {
+                        let started = std::time::Instant::now();
+                        execute_prepared(&prepared, &request, isolation, &mut DiscardSink, started)
+                            .document
+                    }
+                    None => execute(&request, isolation, &mut DiscardSink).document,
+                },
                 Err(error) => internal_error(format!("the agent cannot stage the script: {error}")),
             }
         }

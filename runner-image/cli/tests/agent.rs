@@ -310,6 +310,15 @@ fn python_and_javascript_scripts_are_sent_once_and_run_under_the_agents_aot_inte
             let document = ran(client.run(&run).await.unwrap());
             assert!(document.runtime.aot, "{media_type}: {:?}", document.runtime);
             assert_eq!(
+                document.timings.load_ms, 0.0,
+                "{media_type}: the zygote's interpreter was loaded when it started, not for this run"
+            );
+            assert_eq!(
+                document.script.as_ref().map(|s| s.sha256.as_str()),
+                Some(run.module_digest.as_str()),
+                "{media_type}: the document names the script that ran"
+            );
+            assert_eq!(
                 (document.reason, document.exit_code),
                 (wasmfn_execution::Reason::NonZeroExit, Some(1)),
                 "{media_type}: an uncaught exception is a non-zero exit: {document:?}"

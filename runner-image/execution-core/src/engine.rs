@@ -56,6 +56,28 @@ pub struct PreparedModule {
 }
 
 impl PreparedModule {
+    /// The same loaded module for a run under `limits`: the page cap belongs to the store a run
+    /// instantiates into, not to the loaded module, so a module loaded once (the agent's
+    /// interpreters, loaded when its zygote starts) serves runs with any memory limit. The
+    /// copy's load time is zero: this run loads nothing.
+    pub fn with_limits(&self, limits: &Limits) -> Result<PreparedModule, crate::Error> {
+        let native_code = if self.runtime.aot {
+            NativeCode::FromVerifiedAot
+        } else {
+            NativeCode::Forbidden
+        };
+        Ok(PreparedModule {
+            module: self.module.clone(),
+            config: config_for(limits, native_code)?,
+            params: self.params.clone(),
+            call_initialize: self.call_initialize,
+            entry: self.entry.clone(),
+            info: self.info.clone(),
+            runtime: self.runtime.clone(),
+            load_ms: 0.0,
+        })
+    }
+
     /// The linear-memory limit in bytes (page cap × 64 KiB).
     pub fn memory_limit_bytes(&self) -> u64 {
         u64::from(self.config.max_memory_pages()) * crate::request::WASM_PAGE_BYTES
