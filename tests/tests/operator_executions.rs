@@ -697,14 +697,16 @@ fn guest_failures_are_reported_with_their_reason_on_both_paths_and_never_retried
         assert_eq!(timeout["status"]["attempts"], 1, "{:#}", timeout["status"]);
         let ran = timeout["status"]["durationMs"].as_f64().unwrap_or_default();
         assert!(
-            (1000.0..20_000.0).contains(&ran),
+            (1400.0..4000.0).contains(&ran),
             "stopped near its 1.5 s timeout, ran {ran} ms (waited {:?}): {:#}",
             started.elapsed(),
             timeout["status"]
         );
 
         let bomb = wait_final(&ns, &format!("bomb-{suffix}"), RUN_TIMEOUT);
-        assert_outcome(&bomb, "Failed", &["MemoryLimitExceeded", "OOMKilled"]);
+        // The guest-level reason: the page cap refused the growth (an OOM kill of the pod would
+        // mean the cap did not hold).
+        assert_outcome(&bomb, "Failed", &["MemoryLimitExceeded"]);
         assert_eq!(bomb["status"]["attempts"], 1, "{:#}", bomb["status"]);
     }
 }
@@ -885,7 +887,7 @@ fn script_failures_end_with_their_reason_exception_timeout_memory_and_a_syntax_e
             assert_outcome(&spun, "TimedOut", &["TimedOut"]);
             let ran = spun["status"]["durationMs"].as_f64().unwrap_or_default();
             assert!(
-                (1500.0..20_000.0).contains(&ran),
+                (1900.0..5000.0).contains(&ran),
                 "{language}/{suffix}: stopped near its 2 s timeout, ran {ran} ms"
             );
 

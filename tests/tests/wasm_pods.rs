@@ -228,15 +228,21 @@ spec:
 fn wasm_pod(case: &Case) -> String {
     let mut command = vec![format!("/artifact/{}", case.module)];
     command.extend(case.args.iter().map(|a| a.to_string()));
-    let mut env = vec![
-        ("WASMFN_TIMEOUT_MS".to_string(), case.timeout_ms.to_string()),
-        ("WASMFN_MEMORY_BYTES".to_string(), case.memory.to_string()),
-    ];
-    if case.stdin {
-        env.push(("WASMFN_STDIN_FILE".into(), "/inputs/stdin.txt".into()));
-    }
-    env.extend(case.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let env: String = env
+    // The variables the operator writes, through its own encoder (the guest's environment in
+    // WASMFN_GUEST_ENV), so the shim reads exactly what production pods carry.
+    let settings = wasmfn_agent_protocol::RunSettings {
+        timeout_ms: Some(case.timeout_ms),
+        memory_bytes: Some(case.memory),
+        stdin_file: case.stdin.then(|| "/inputs/stdin.txt".to_owned()),
+        env: case
+            .env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let env: String = settings
+        .to_shim_env()
         .iter()
         .map(|(k, v)| {
             format!(

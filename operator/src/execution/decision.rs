@@ -278,8 +278,17 @@ pub fn decide(o: &Observation<'_>) -> Step {
     }
 }
 
+/// Attempts beyond `spec.retries` that a loss before any guest ran may add: such an attempt
+/// repeats nothing, but a pod that can never start (a missing image) must still end.
+pub const START_RETRIES: i32 = 3;
+
 fn lose(o: &Observation<'_>, attempt: i32, loss: Loss, message: String) -> Step {
-    if attempt <= o.retries {
+    let allowed = if loss.before_the_guest() {
+        o.retries.saturating_add(START_RETRIES)
+    } else {
+        o.retries
+    };
+    if attempt <= allowed {
         let delay = retry_delay(attempt);
         let at = o
             .now
@@ -599,6 +608,49 @@ mod tests {
         assert!(
             matches!(decide(&o), Step::Fail { reason: "PodDeleted", message, .. } if message.contains("no retries"))
         );
+    }
+
+    #[test]
+    fn an_attempt_that_never_started_is_retried_past_spec_retries_a_bounded_number_of_times() {
+        let p = wasm();
+        let never_started = RunState::Lost {
+            loss: Loss::NeverStarted,
+            message: "the deadline came first".into(),
+        };
+        for attempt in 1..=START_RETRIES + 1 {
+            let s = status(ExecutionPhase::Running, attempt, "Running");
+            let mut o = observe(Some(&s), Some((attempt, never_started.clone())), &p);
+            o.retries = 0;
+            let step = decide(&o);
+            if attempt <= START_RETRIES {
+                assert!(
+                    matches!(
+                        step,
+                        Step::Retry {
+                            loss: Loss::NeverStarted,
+                            ..
+                        }
+                    ),
+                    "attempt {attempt}: {step:?}"
+                );
+            } else {
+                assert!(
+                    matches!(&step, Step::Fail { reason: "PodStartFailed", attempts, .. } if *attempts == attempt),
+                    "attempt {attempt}: {step:?}"
+                );
+            }
+        }
+        // A loss after the guest may have run keeps to spec.retries.
+        let s = status(ExecutionPhase::Running, 1, "Running");
+        let mut o = observe(Some(&s), Some((1, lost())), &p);
+        o.retries = 0;
+        assert!(matches!(
+            decide(&o),
+            Step::Fail {
+                reason: "PodEvicted",
+                ..
+            }
+        ));
     }
 
     #[test]

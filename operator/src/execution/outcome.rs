@@ -3,8 +3,10 @@
 //!
 //! The result document decides whenever the container wrote one — even on a pod that is being
 //! deleted, the guest's own outcome stands. Without one, the pod's own status decides:
-//! eviction, deletion or a lost node are the platform's failures (retried per `retries`);
-//! an OOM kill, the pod's deadline or an unreadable result are final.
+//! eviction, deletion or a lost node are the platform's failures (retried per `retries`), and
+//! so is a container that never started (no guest ran, so there is nothing to repeat: it is
+//! retried even past `retries`, a bounded number of times); an OOM kill, the pod's deadline
+//! after the guest started, or an unreadable result of a guest that ran are final.
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -27,6 +29,9 @@ pub enum Loss {
     /// The agent running the attempt went away (killed, node lost, connection broken) or the
     /// operator that handed it over restarted: the result cannot be collected.
     AgentLost,
+    /// The container never started: its deadline passed before it did (an image pull behind a
+    /// backlog), or the runtime could not create it (exit 128 without a start time).
+    NeverStarted,
 }
 
 impl Loss {
@@ -38,14 +43,20 @@ impl Loss {
             Loss::NodeLost => "NodeLost",
             Loss::NotScheduled => "Unschedulable",
             Loss::AgentLost => "AgentLost",
+            Loss::NeverStarted => "PodStartFailed",
         }
+    }
+
+    /// Whether no guest can have run: such an attempt is retried even past `spec.retries`.
+    pub fn before_the_guest(self) -> bool {
+        matches!(self, Loss::NeverStarted | Loss::NotScheduled)
     }
 }
 
 /// A final outcome without a result document.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlatformFailure {
-    /// `TimedOut`, `OOMKilled`, `PodStartFailed` or `ResultUnreadable`.
+    /// `TimedOut`, `OOMKilled` or `ResultUnreadable`.
     pub reason: &'static str,
     /// What happened, for people.
     pub message: String,
@@ -183,12 +194,24 @@ pub fn run_state(pod: &Pod) -> RunState {
         if let Some(loss) = pod_loss(pod_reason) {
             return lost(loss, &pod_message);
         }
+        // The runtime could not start the container (exit 128 and no start time, or the epoch
+        // the kubelet writes for one): the runner never ran.
+        if started.as_ref().is_none_or(|t| t.0.as_second() == 0) {
+            return lost(
+                Loss::NeverStarted,
+                &format!(
+                    "the run container never started: {} {}",
+                    terminated.reason.as_deref().unwrap_or("no reason"),
+                    terminated.message.as_deref().unwrap_or("")
+                ),
+            );
+        }
         if pod_reason == "DeadlineExceeded" {
             return RunState::Failed {
                 node,
                 started,
                 finished,
-                failure: deadline_failure(&pod_message, true),
+                failure: deadline_failure(&pod_message),
             };
         }
         return RunState::Failed {
@@ -222,24 +245,20 @@ pub fn run_state(pod: &Pod) -> RunState {
         if let Some(loss) = pod_loss(pod_reason) {
             return lost(loss, &pod_message);
         }
-        let ran = state.running.is_some();
-        let failure = if pod_reason == "DeadlineExceeded" {
-            deadline_failure(&pod_message, ran)
+        if pod_reason == "DeadlineExceeded" && state.running.is_some() {
+            return RunState::Failed {
+                node,
+                started: None,
+                finished: None,
+                failure: deadline_failure(&pod_message),
+            };
+        }
+        let why = if pod_reason == "DeadlineExceeded" {
+            "the run pod reached its deadline before its container started (an image pull or a volume)".to_owned()
         } else {
-            PlatformFailure {
-                reason: "PodStartFailed",
-                message: format!("the run pod failed: {pod_reason} {pod_message}")
-                    .trim()
-                    .to_owned(),
-                exit_code: None,
-            }
+            format!("the run pod failed before its container started: {pod_reason} {pod_message}")
         };
-        return RunState::Failed {
-            node,
-            started: None,
-            finished: None,
-            failure,
-        };
+        return lost(Loss::NeverStarted, &why);
     }
     if let Some(running) = &state.running {
         return RunState::Running {
@@ -288,23 +307,16 @@ fn pod_loss(pod_reason: &str) -> Option<Loss> {
     }
 }
 
-fn deadline_failure(pod_message: &str, ran: bool) -> PlatformFailure {
-    if ran {
-        PlatformFailure {
-            reason: "TimedOut",
-            message: format!(
-                "the run pod passed its deadline (timeout plus grace) and was stopped: {pod_message}"
-            )
-            .trim_end_matches([' ', ':'])
-            .to_owned(),
-            exit_code: None,
-        }
-    } else {
-        PlatformFailure {
-            reason: "PodStartFailed",
-            message: "the run pod never started its container before the deadline (image pull or volume problems: kubectl describe the pod)".into(),
-            exit_code: None,
-        }
+/// The pod's deadline passed while the guest ran.
+fn deadline_failure(pod_message: &str) -> PlatformFailure {
+    PlatformFailure {
+        reason: "TimedOut",
+        message: format!(
+            "the run pod passed its deadline (timeout plus grace) and was stopped: {pod_message}"
+        )
+        .trim_end_matches([' ', ':'])
+        .to_owned(),
+        exit_code: None,
     }
 }
 
@@ -483,12 +495,15 @@ mod tests {
         }
     }
 
+    /// A container that started, ran and ended.
     fn terminated(exit: i32, reason: &str, message: Option<String>) -> ContainerState {
+        let started = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("valid");
         ContainerState {
             terminated: Some(ContainerStateTerminated {
                 exit_code: exit,
                 reason: Some(reason.into()),
                 message,
+                started_at: Some(Time(started)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -565,7 +580,7 @@ mod tests {
                 ..
             }
         ));
-        // Deadline: TimedOut when the guest ran, PodStartFailed when it never started.
+        // Deadline: TimedOut when the guest ran, a loss (retried) when it never started.
         let p = with_reason(
             pod("Failed", terminated(137, "Error", None)),
             "DeadlineExceeded",
@@ -590,14 +605,25 @@ mod tests {
         let p = with_reason(pod("Failed", waiting), "DeadlineExceeded");
         assert!(matches!(
             run_state(&p),
-            RunState::Failed {
-                failure: PlatformFailure {
-                    reason: "PodStartFailed",
-                    ..
-                },
+            RunState::Lost {
+                loss: Loss::NeverStarted,
                 ..
             }
         ));
+        // The runtime could not create the container: exit 128, no start time (or the epoch).
+        for started_at in [None, Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))] {
+            let mut state = terminated(128, "StartError", Some("no runtime for wasmedge".into()));
+            if let Some(t) = state.terminated.as_mut() {
+                t.started_at = started_at;
+            }
+            match run_state(&pod("Failed", state)) {
+                RunState::Lost {
+                    loss: Loss::NeverStarted,
+                    message,
+                } => assert!(message.contains("no runtime for wasmedge"), "{message}"),
+                other => panic!("{other:?}"),
+            }
+        }
         // A runner that died without writing a document.
         let p = pod("Failed", terminated(139, "Error", Some("segfault".into())));
         match run_state(&p) {
