@@ -35,7 +35,7 @@ use super::run_pod::{
     input_config_map, run_pod, ModuleMount, PodSettings, RunContract, RunSpec, ATTEMPT_LABEL,
     CONTAINER, EXECUTION_UID_LABEL, RUNTIME_ANNOTATION,
 };
-use super::status::{Assignment, StatusUpdate};
+use super::status::{leaves_a_final_phase, Assignment, StatusUpdate};
 use super::watched::{listed, watched_pods};
 use crate::agent::dispatch::{AgentAttempt, FetchModule, Handoff};
 use crate::agent::pool::{choose, AgentView};
@@ -1209,6 +1209,17 @@ async fn write_status(
         .transpose()?
         == Some(serde_json::to_value(status)?)
     {
+        return Ok(false);
+    }
+    if leaves_a_final_phase(execution.status.as_ref(), status) {
+        // Never rewrite a recorded result; the write is also fenced by the resourceVersion it
+        // was computed from (a 409 below), this guards against a wrong computation itself.
+        warn!(
+            execution = %execution.name_any(),
+            "refusing a status write that would leave the final phase {:?} for {:?}",
+            execution.status.as_ref().and_then(|s| s.phase),
+            status.phase
+        );
         return Ok(false);
     }
     let mut updated = execution.clone();

@@ -303,10 +303,64 @@ impl StatusUpdate {
     }
 }
 
+/// Whether writing `next` over `current` would take a finished execution (Succeeded, Failed,
+/// TimedOut) to another phase. A finished result is recorded once; whatever computes something
+/// else afterwards (a replica acting on an old view, a stale watch) is wrong, not the record.
+pub fn leaves_a_final_phase(
+    current: Option<&WasmExecutionStatus>,
+    next: &WasmExecutionStatus,
+) -> bool {
+    let final_phase = |phase: Option<ExecutionPhase>| {
+        matches!(
+            phase,
+            Some(ExecutionPhase::Succeeded | ExecutionPhase::Failed | ExecutionPhase::TimedOut)
+        )
+    };
+    let current = current.and_then(|s| s.phase);
+    final_phase(current) && next.phase != current
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::jiff::Timestamp;
+
+    #[test]
+    fn a_final_phase_is_never_left_and_every_other_move_is_allowed() {
+        let with = |phase| WasmExecutionStatus {
+            phase,
+            ..Default::default()
+        };
+        let all = [
+            None,
+            Some(ExecutionPhase::Pending),
+            Some(ExecutionPhase::Running),
+            Some(ExecutionPhase::Succeeded),
+            Some(ExecutionPhase::Failed),
+            Some(ExecutionPhase::TimedOut),
+        ];
+        for from in all {
+            for to in all {
+                let finished = matches!(
+                    from,
+                    Some(
+                        ExecutionPhase::Succeeded
+                            | ExecutionPhase::Failed
+                            | ExecutionPhase::TimedOut
+                    )
+                );
+                assert_eq!(
+                    leaves_a_final_phase(Some(&with(from)), &with(to)),
+                    finished && from != to,
+                    "{from:?} -> {to:?}"
+                );
+            }
+            assert!(
+                !leaves_a_final_phase(None, &with(from)),
+                "nothing -> {from:?}"
+            );
+        }
+    }
 
     fn now() -> Time {
         Time(Timestamp::from_second(1_000_000).expect("valid"))
