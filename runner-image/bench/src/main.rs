@@ -585,6 +585,27 @@ fn scripts(mut args: impl Iterator<Item = String>) -> Result<()> {
             runs,
             &loaded,
         );
+        // What the agent does: the zygote loaded the interpreter; each run is a forked child.
+        let loaded_forked = time_runs_after(WARM_UP, runs, || {
+            check_script(
+                &execute_prepared(
+                    &prepared,
+                    &request,
+                    Isolation::Fork,
+                    &mut DiscardSink,
+                    Instant::now(),
+                ),
+                case.expected,
+            )
+        })?;
+        report(
+            &format!(
+                "{} hello, AOT loaded once, forked child (the agent's path)",
+                case.name
+            ),
+            runs,
+            &loaded_forked,
+        );
         if let Some((flag, what)) = case.diagnostic_flag {
             let mut flagged = request.clone();
             flagged.args.insert(0, flag.to_owned());
