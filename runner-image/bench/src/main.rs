@@ -521,36 +521,27 @@ fn scripts(mut args: impl Iterator<Item = String>) -> Result<()> {
             std::fs::metadata(aot_path)?.len() as f64 / (1024.0 * 1024.0)
         );
 
-        // End to end, in-process: request -> result (read and verify the interpreter module,
-        // map its AOT form, instantiate, run the interpreter on the script).
-        let mut phases = Phases::default();
-        let in_process = time_runs_after(WARM_UP, runs, || {
-            let execution = execute(&request, Isolation::InProcess, &mut DiscardSink);
-            check_script(&execution, case.expected)?;
-            phases.record(&execution);
-            Ok(())
-        })?;
-        report(
-            &format!("{} hello, AOT, in-process, end to end", case.name),
-            runs,
-            &in_process,
-        );
-        phases.print();
-
-        // End to end, a forked child per run (what `wasmfn exec` and pods use).
-        let mut phases = Phases::default();
-        let forked = time_runs_after(WARM_UP, runs, || {
-            let execution = execute(&request, Isolation::Fork, &mut DiscardSink);
-            check_script(&execution, case.expected)?;
-            phases.record(&execution);
-            Ok(())
-        })?;
-        report(
-            &format!("{} hello, AOT, forked child, end to end", case.name),
-            runs,
-            &forked,
-        );
-        phases.print();
+        // End to end: request -> result (read and verify the interpreter module, map its AOT
+        // form, instantiate, run the interpreter on the script), in-process and in a forked
+        // child per run (what `wasmfn exec` and pods use).
+        let end_to_end = |isolation: Isolation, label: &str| -> Result<Stats> {
+            let mut phases = Phases::default();
+            let stats = time_runs_after(WARM_UP, runs, || {
+                let execution = execute(&request, isolation, &mut DiscardSink);
+                check_script(&execution, case.expected)?;
+                phases.record(&execution);
+                Ok(())
+            })?;
+            report(
+                &format!("{} hello, AOT, {label}, end to end", case.name),
+                runs,
+                &stats,
+            );
+            phases.print();
+            Ok(stats)
+        };
+        let in_process = end_to_end(Isolation::InProcess, "in-process")?;
+        let forked = end_to_end(Isolation::Fork, "forked child")?;
 
         // Where the load phase goes: reading, hashing and scanning the module before its AOT
         // form is mapped (the rest of `load`).
@@ -568,53 +559,13 @@ fn scripts(mut args: impl Iterator<Item = String>) -> Result<()> {
 
         // Interpreter module loaded once: what is left is instantiation and the interpreter.
         let prepared = prepare(&request).map_err(|r| anyhow::anyhow!("{}", r.message))?;
-        let loaded = time_runs_after(WARM_UP, runs, || {
-            check_script(
-                &execute_prepared(
-                    &prepared,
-                    &request,
-                    Isolation::InProcess,
-                    &mut DiscardSink,
-                    Instant::now(),
-                ),
-                case.expected,
-            )
-        })?;
-        report(
-            &format!("{} hello, AOT loaded once, in-process", case.name),
-            runs,
-            &loaded,
-        );
-        // What the agent does: the zygote loaded the interpreter; each run is a forked child.
-        let loaded_forked = time_runs_after(WARM_UP, runs, || {
-            check_script(
-                &execute_prepared(
-                    &prepared,
-                    &request,
-                    Isolation::Fork,
-                    &mut DiscardSink,
-                    Instant::now(),
-                ),
-                case.expected,
-            )
-        })?;
-        report(
-            &format!(
-                "{} hello, AOT loaded once, forked child (the agent's path)",
-                case.name
-            ),
-            runs,
-            &loaded_forked,
-        );
-        if let Some((flag, what)) = case.diagnostic_flag {
-            let mut flagged = request.clone();
-            flagged.args.insert(0, flag.to_owned());
+        let loaded_once = |request: &RunRequest, isolation: Isolation, label: &str| {
             let stats = time_runs_after(WARM_UP, runs, || {
                 check_script(
                     &execute_prepared(
                         &prepared,
-                        &flagged,
-                        Isolation::InProcess,
+                        request,
+                        isolation,
                         &mut DiscardSink,
                         Instant::now(),
                     ),
@@ -622,13 +573,23 @@ fn scripts(mut args: impl Iterator<Item = String>) -> Result<()> {
                 )
             })?;
             report(
-                &format!(
-                    "{} hello, AOT loaded once, in-process, {flag} ({what})",
-                    case.name
-                ),
+                &format!("{} hello, AOT loaded once, {label}", case.name),
                 runs,
                 &stats,
             );
+            Ok::<_, anyhow::Error>(stats)
+        };
+        let loaded = loaded_once(&request, Isolation::InProcess, "in-process")?;
+        // What the agent does: the zygote loaded the interpreter; each run is a forked child.
+        loaded_once(&request, Isolation::Fork, "forked child (the agent's path)")?;
+        if let Some((flag, what)) = case.diagnostic_flag {
+            let mut flagged = request.clone();
+            flagged.args.insert(0, flag.to_owned());
+            loaded_once(
+                &flagged,
+                Isolation::InProcess,
+                &format!("in-process, {flag} ({what})"),
+            )?;
         }
         drop(prepared);
 

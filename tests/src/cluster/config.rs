@@ -250,14 +250,7 @@ mod tests {
             "0123abcd",
             &PathBuf::from("/tmp/wasmfn-0123abcd"),
             &PathBuf::from("/cache"),
-            Ports {
-                etcd_client: 1,
-                etcd_peer: 2,
-                apiserver: 3,
-                registry: 4,
-                kubelet_a: 5,
-                kubelet_b: 6,
-            },
+            Ports::made_up(),
         )
     }
 

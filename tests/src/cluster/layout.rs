@@ -65,6 +65,21 @@ pub struct Ports {
     pub kubelet_b: u16,
 }
 
+#[cfg(test)]
+impl Ports {
+    /// Distinct made-up ports, for tests that never start anything.
+    pub fn made_up() -> Ports {
+        Ports {
+            etcd_client: 1,
+            etcd_peer: 2,
+            apiserver: 3,
+            registry: 4,
+            kubelet_a: 5,
+            kubelet_b: 6,
+        }
+    }
+}
+
 impl ClusterInfo {
     /// Lays out a cluster with id `id` under `state_dir`.
     pub fn new(id: &str, state_dir: &Path, cache_dir: &Path, ports: Ports) -> ClusterInfo {

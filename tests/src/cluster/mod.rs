@@ -284,15 +284,7 @@ mod tests {
 
     fn leave_state(parent: &Path, id: &str, supervisor_pid: u32) -> PathBuf {
         let dir = parent.join(format!("wasmfn-{id}"));
-        let ports = Ports {
-            etcd_client: 1,
-            etcd_peer: 2,
-            apiserver: 3,
-            registry: 4,
-            kubelet_a: 5,
-            kubelet_b: 6,
-        };
-        let mut info = ClusterInfo::new(id, &dir, parent, ports);
+        let mut info = ClusterInfo::new(id, &dir, parent, Ports::made_up());
         info.supervisor_pid = Some(supervisor_pid);
         std::fs::create_dir_all(dir.join("logs")).expect("writes the fake state");
         std::fs::create_dir_all(dir.join("node-a/containerd")).expect("writes the fake state");
