@@ -438,6 +438,18 @@ pub fn read_dir(dir: &Path) -> Result<(ArtifactManifest, Vec<u8>), Error> {
     Ok((manifest, module))
 }
 
+/// The media type a packed artifact's manifest records (its directory or its `artifact.json`),
+/// read without unpacking the parts.
+pub fn media_type(path: &Path) -> Result<String, Error> {
+    let manifest = if is_manifest_file(path) {
+        path.to_path_buf()
+    } else {
+        path.join(MANIFEST_FILE)
+    };
+    let bytes = read_bounded(&manifest, MAX_MANIFEST_BYTES)?;
+    Ok(ArtifactManifest::from_json(&bytes)?.media_type)
+}
+
 /// Reads a packed artifact named by either its directory or its `artifact.json`.
 pub fn read(path: &Path) -> Result<(ArtifactManifest, Vec<u8>), Error> {
     if is_manifest_file(path) {

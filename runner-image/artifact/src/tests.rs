@@ -395,6 +395,29 @@ fn manifest_json_errors_distinguish_syntax_from_version() {
 }
 
 #[test]
+fn the_media_type_is_read_from_the_manifest_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let packed = pack(b"print('hi')\n", PYTHON_MEDIA_TYPE, 4096);
+    packed.write_dir(dir.path()).expect("write");
+    // Without its parts the artifact cannot be read, but its media type can.
+    for part in &packed.manifest.parts {
+        std::fs::remove_file(dir.path().join(&part.name)).expect("remove part");
+    }
+    assert!(read(dir.path()).is_err());
+    assert_eq!(
+        media_type(dir.path()).expect("media type"),
+        PYTHON_MEDIA_TYPE
+    );
+    assert_eq!(
+        media_type(&dir.path().join(MANIFEST_FILE)).expect("media type"),
+        PYTHON_MEDIA_TYPE
+    );
+    assert!(is_script_media_type(PYTHON_MEDIA_TYPE) && is_script_media_type(JAVASCRIPT_MEDIA_TYPE));
+    assert!(!is_script_media_type(WASM_MEDIA_TYPE));
+    assert!(media_type(&dir.path().join("nothing-here")).is_err());
+}
+
+#[test]
 fn reads_a_directory_or_its_manifest_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let module = module_like(&mut Rng(21), 40_000);

@@ -282,13 +282,13 @@ pub fn resolve_stored_script(
             })
         }
     };
-    let Ok((manifest, script)) = wasmfn_artifact::read(&packed) else {
-        return Ok(ResolvedRun {
-            request,
-            staged: None,
-        });
-    };
-    let Some(language) = ScriptLanguage::from_media_type(&manifest.media_type) else {
+    // The manifest alone says whether it is a script; a module's parts are unpacked once, by
+    // the run.
+    let language = wasmfn_artifact::media_type(&packed)
+        .ok()
+        .and_then(|media_type| ScriptLanguage::from_media_type(&media_type));
+    let script = language.and_then(|_| wasmfn_artifact::read(&packed).ok());
+    let (Some(language), Some((_, script))) = (language, script) else {
         return Ok(ResolvedRun {
             request,
             staged: None,
