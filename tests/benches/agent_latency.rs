@@ -144,10 +144,26 @@ fn mib(bytes: Option<(u64, u64)>) -> String {
     })
 }
 
-/// CPU seconds used so far by every process on the machine, summed by command name.
+/// CPU seconds used so far by every process on the machine, summed by command name (kernel
+/// workers in one sum: a worker's name changes with the work item it last ran).
 fn cpu_by_command() -> BTreeMap<String, f64> {
     // USER_HZ is 100 on Linux.
     let mut used = BTreeMap::new();
+    // The machine's busy time as a whole (it includes processes that ended, such as run
+    // children): user, nice, system, irq, softirq and steal of /proc/stat's first line.
+    if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
+        let busy: f64 = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .enumerate()
+            .filter(|(i, _)| matches!(i, 0 | 1 | 2 | 5 | 6 | 7))
+            .filter_map(|(_, v)| v.parse::<f64>().ok())
+            .sum();
+        used.insert("(whole machine)".to_owned(), busy / 100.0);
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return used;
     };
@@ -159,6 +175,11 @@ fn cpu_by_command() -> BTreeMap<String, f64> {
             continue;
         };
         let name = stat[open + 1..close].to_owned();
+        let name = if name.starts_with("kworker/") {
+            "kernel workers".to_owned()
+        } else {
+            name
+        };
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
         let ticks = |i: usize| {
             fields
@@ -415,6 +436,7 @@ fn main() {
     let agent_after_burst = agent_rss();
     let operator_after_burst = operator.memory();
     let through_operator = 2 * runs + 2 + burst_size;
+    let cpu_before_direct = cpu_by_command();
     let (direct, direct_time) = drive_agent(
         &agents,
         &address,
@@ -422,6 +444,7 @@ fn main() {
         through_operator,
         RSS_RUNS,
     );
+    let direct_cpu = growth(&cpu_before_direct, &cpu_by_command(), 1.0, 0.5);
     let agent_after_all = agent_rss();
 
     // The same cluster without agents: the pod paths.
@@ -495,6 +518,7 @@ fn main() {
         direct_time.as_secs_f64(),
         direct as f64 / direct_time.as_secs_f64().max(0.001)
     );
+    println!("  CPU seconds during those runs by process: {direct_cpu}");
     println!(
         "agent RSS: idle {}; after the burst {}; after {RSS_RUNS} runs {}",
         mib(agent_idle),

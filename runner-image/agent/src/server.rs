@@ -66,15 +66,16 @@ pub struct Agent {
 /// Serves until the process is killed.
 pub async fn serve(config: AgentConfig, zygote: Zygote) -> Result<(), Error> {
     let tls = Identity::read_dir(&config.tls_dir)?.server_config()?;
-    let zygote_pid = zygote.pid();
-    // Without its zygote the agent can run nothing: exit, so that the kubelet restarts it.
-    std::thread::spawn(move || {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(zygote_pid, &mut status, 0) };
-        tracing::error!(status, "the zygote exited; the agent stops");
-        std::process::exit(70);
-    });
+    // Without its zygotes the agent can run nothing: exit, so that the kubelet restarts it.
+    for zygote_pid in zygote.pids() {
+        std::thread::spawn(move || {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(zygote_pid, &mut status, 0) };
+            tracing::error!(status, "a zygote exited; the agent stops");
+            std::process::exit(70);
+        });
+    }
     let agent = Arc::new(Agent::new(&config, zygote)?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

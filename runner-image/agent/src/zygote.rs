@@ -1,7 +1,7 @@
 //! The zygote: a single-threaded process the agent forks before its async runtime starts, so
 //! that every run child is forked from a process with one thread (a fork copies only the
 //! calling thread; forking from the runtime's threads could inherit locks some other thread
-//! held). The agent connects to the zygote's Unix socket once per run and sends a [`Job`]; the
+//! held). The agent connects to a zygote's Unix socket once per run and sends a [`Job`]; the
 //! zygote forks a supervisor per connection, which runs the job with the execution core's
 //! sandboxed isolation (the run child confines itself, and is killed hard at the timeout) and
 //! answers with the result document. The zygote dies with the agent (`PR_SET_PDEATHSIG`), and
@@ -108,20 +108,31 @@ impl Job {
     }
 }
 
-/// The agent's handle on its zygote.
+/// The agent's handle on its zygotes: one for modules and one for scripts.
+///
+/// They are two processes because a fork copies the forking process's page tables: the script
+/// zygote holds both interpreters loaded (CPython alone is tens of MiB of WasmEdge state), and
+/// forking it for every module run took two thirds of a hello run's CPU (`copy_page_range`, the
+/// agent's runs/s fell by a third). The module zygote stays small; only script runs pay for the
+/// loaded interpreters, and they save their load by it.
 #[derive(Debug)]
 pub struct Zygote {
+    modules: Forker,
+    scripts: Forker,
+}
+
+/// One zygote process and the socket it accepts jobs on.
+#[derive(Debug)]
+struct Forker {
     socket: PathBuf,
     pid: libc::pid_t,
 }
 
-impl Zygote {
-    /// Starts the zygote listening at `dir/zygote.sock`; run children confine themselves with
-    /// `sandbox` (`None`: plain fork isolation, for tests that cannot be root).
+impl Forker {
+    /// Forks a zygote listening at `socket`, which loads the interpreters first when `warm`.
     ///
-    /// Must be called while the process has one thread (before any async runtime starts).
-    pub fn start(dir: &Path, sandbox: Option<ChildSandbox>) -> Result<Zygote, Error> {
-        let socket = dir.join("zygote.sock");
+    /// The calling process must have one thread.
+    fn start(socket: PathBuf, sandbox: Option<ChildSandbox>, warm: bool) -> Result<Forker, Error> {
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket).map_err(|e| Error::io(&socket, e))?;
         // SAFETY: reading our own pid.
@@ -133,18 +144,13 @@ impl Zygote {
             return Err(Error::io(&socket, std::io::Error::last_os_error()));
         }
         if pid == 0 {
-            serve(listener, sandbox, agent)
+            serve(listener, sandbox, agent, warm)
         }
-        Ok(Zygote { socket, pid })
+        Ok(Forker { socket, pid })
     }
 
-    /// The zygote's process id.
-    pub fn pid(&self) -> libc::pid_t {
-        self.pid
-    }
-
-    /// Runs `job` in a fresh sandboxed child and returns its result document.
-    pub async fn run(&self, job: &Job) -> Result<ResultDocument, Error> {
+    /// Sends `job` and reads the result document its supervisor answers with.
+    async fn run(&self, job: &Job) -> Result<ResultDocument, Error> {
         let broken = |e: std::io::Error| Error::io(&self.socket, e);
         let request = serde_json::to_vec(job).map_err(|e| Error::Zygote(e.to_string()))?;
         let mut stream = tokio::net::UnixStream::connect(&self.socket)
@@ -162,7 +168,7 @@ impl Zygote {
     }
 }
 
-impl Drop for Zygote {
+impl Drop for Forker {
     fn drop(&mut self) {
         // SAFETY: signalling and reaping our own child.
         unsafe {
@@ -173,8 +179,39 @@ impl Drop for Zygote {
     }
 }
 
+impl Zygote {
+    /// Starts both zygotes, listening in `dir`; run children confine themselves with `sandbox`
+    /// (`None`: plain fork isolation, for tests that cannot be root).
+    ///
+    /// Must be called while the process has one thread (before any async runtime starts).
+    pub fn start(dir: &Path, sandbox: Option<ChildSandbox>) -> Result<Zygote, Error> {
+        Ok(Zygote {
+            modules: Forker::start(dir.join("zygote.sock"), sandbox, false)?,
+            scripts: Forker::start(dir.join("zygote-scripts.sock"), sandbox, true)?,
+        })
+    }
+
+    /// The zygotes' process ids.
+    pub fn pids(&self) -> [libc::pid_t; 2] {
+        [self.modules.pid, self.scripts.pid]
+    }
+
+    /// Runs `job` in a fresh sandboxed child and returns its result document.
+    pub async fn run(&self, job: &Job) -> Result<ResultDocument, Error> {
+        match job.script_media_type {
+            Some(_) => self.scripts.run(job).await,
+            None => self.modules.run(job).await,
+        }
+    }
+}
+
 /// The zygote's loop: accept, fork a supervisor, repeat. Never returns.
-fn serve(listener: UnixListener, sandbox: Option<ChildSandbox>, agent: libc::pid_t) -> ! {
+fn serve(
+    listener: UnixListener,
+    sandbox: Option<ChildSandbox>,
+    agent: libc::pid_t,
+    warm: bool,
+) -> ! {
     // SAFETY: process attributes of this freshly forked, single-threaded child. SIGCHLD ignored
     // makes the kernel reap supervisors; each supervisor restores it before it forks its run.
     unsafe {
@@ -187,7 +224,10 @@ fn serve(listener: UnixListener, sandbox: Option<ChildSandbox>, agent: libc::pid
         libc::signal(libc::SIGCHLD, libc::SIG_IGN);
     }
     let sandbox = sandbox.map(enter_empty_network);
-    let warm = WarmInterpreters::load(&interpreter::interpreters_dir());
+    let warm = match warm {
+        true => WarmInterpreters::load(&interpreter::interpreters_dir()),
+        false => WarmInterpreters { loaded: Vec::new() },
+    };
     loop {
         let Ok((connection, _)) = listener.accept() else {
             continue;
