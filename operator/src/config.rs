@@ -120,6 +120,11 @@ pub struct Config {
     /// cold node, since the pod's deadline counts from its start.
     #[arg(long, env = "WASMFN_RUN_DEADLINE_GRACE", default_value_t = 120)]
     pub run_deadline_grace_seconds: u64,
+    /// Seconds a run pod may stay on its node without its container starting (image pull,
+    /// sandbox, volumes). Past it the attempt is lost (`PodStartFailed`, with the pod's last
+    /// warning event as the cause), its pod deleted and the run retried: no guest ran.
+    #[arg(long, env = "WASMFN_START_DEADLINE", default_value_t = 120)]
+    pub start_deadline_seconds: u64,
     /// Seconds between artifact garbage-collection sweeps (default: a quarter of the TTL, at
     /// most 60).
     #[arg(long, env = "WASMFN_GC_INTERVAL")]

@@ -43,12 +43,18 @@ fn collector() -> &'static OtlpReceiver {
 }
 
 fn start_operator(identity: &str) -> OperatorProcess {
+    start_operator_with(identity, &[])
+}
+
+/// The suite's operator with `extra` settings in its environment.
+fn start_operator_with(identity: &str, extra: &[(&str, &str)]) -> OperatorProcess {
     let endpoint = collector().endpoint.clone();
     let cluster = common::cluster();
-    let env = [
+    let mut env = vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "200"),
     ];
+    env.extend_from_slice(extra);
     let mut operator = OperatorProcess::start_with_env(cluster.info(), identity, &[], &env)
         .expect("start the operator");
     operator
@@ -1284,6 +1290,102 @@ fn an_operator_killed_mid_run_records_the_result_exactly_once_after_restart() {
         .map(|(_, _, _, count)| count)
         .sum();
     assert_eq!(finishing, 1, "exactly one finishing event: {events:#?}");
+}
+
+/// Node B claims to be a WasmEdge node (its containerd has no such handler) while node A is
+/// cordoned, for the guard's lifetime.
+struct FalseWasmEdgeNode {
+    kubectl: Kubectl,
+    node: String,
+    _a: NodeAUnavailable,
+}
+
+impl FalseWasmEdgeNode {
+    fn label_b() -> FalseWasmEdgeNode {
+        let a = NodeAUnavailable::cordon();
+        let kubectl = common::cluster().kubectl();
+        let guard = FalseWasmEdgeNode {
+            kubectl,
+            node: node_b(),
+            _a: a,
+        };
+        let label = format!("{WASMEDGE_NODE_LABEL}=true");
+        guard
+            .kubectl
+            .run(&["label", "node", &guard.node, &label, "--overwrite"])
+            .expect("label node B");
+        std::thread::sleep(Duration::from_secs(1));
+        guard
+    }
+}
+
+impl Drop for FalseWasmEdgeNode {
+    fn drop(&mut self) {
+        let remove = format!("{WASMEDGE_NODE_LABEL}-");
+        if let Err(e) = self.kubectl.run(&["label", "node", &self.node, &remove]) {
+            eprintln!("could not restore node {}: {e}", self.node);
+        }
+    }
+}
+
+#[test]
+fn a_wasm_pod_that_cannot_start_is_lost_at_the_start_deadline_with_its_event_and_retried() {
+    let (ns, _) = namespace("wex-nostart");
+    ready_function(&ns, "hello", HELLO, json!({}));
+    let _disruption = exclusive();
+    let mut operator = operator();
+    operator.kill();
+    *operator = start_operator_with(
+        "executions-suite-start-deadline",
+        &[("WASMFN_START_DEADLINE", "6")],
+    );
+    let node = node_b();
+    let result = std::panic::catch_unwind(|| {
+        let _false_node = FalseWasmEdgeNode::label_b();
+        create(
+            &ns,
+            &execution(
+                "stranded",
+                "hello",
+                json!({"runtime": "WasmEdge", "retries": 0}),
+            )
+            .to_string(),
+        );
+        wait_final(&ns, "stranded", Duration::from_secs(180))
+    });
+    // The suite's own operator again, whatever happened.
+    operator.kill();
+    *operator = start_operator("executions-suite");
+    drop(operator);
+    let done = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+
+    assert_outcome(&done, "Failed", &["PodStartFailed"]);
+    let status = &done["status"];
+    // No guest ran: retried 3 times past `retries: 0`.
+    assert_eq!(status["attempts"], 4, "{status:#}");
+    let message = status["message"].as_str().unwrap_or_default();
+    for part in [
+        "attempt 4 was lost".to_owned(),
+        format!("did not start within 6s on node {node}"),
+        "the pod's last warning: FailedCreatePodSandBox".to_owned(),
+        "no runtime for \"wasmedge\" is configured".to_owned(),
+    ] {
+        assert!(message.contains(&part), "{part:?} in {message}");
+    }
+    // Each loss said so as it happened, with the cause, although the pods are gone.
+    let losses: Vec<String> = events_for(&ns, "stranded")
+        .into_iter()
+        .filter(|(_, reason, _, _)| reason == "PodStartFailed")
+        .map(|(_, _, note, _)| note)
+        .collect();
+    assert!(
+        losses
+            .iter()
+            .any(|note| note.starts_with("attempt 1 was lost") && note.contains("no runtime for")),
+        "{losses:#?}"
+    );
+    let pods = ns.json(&["get", "pods"]).expect("pods");
+    assert_eq!(pods["items"], json!([]), "every lost pod was deleted");
 }
 
 #[test]

@@ -68,6 +68,11 @@ pub struct Observation<'a> {
     pub placement: Option<&'a Placement>,
     /// How long the newest run pod has existed.
     pub pod_age: Option<Duration>,
+    /// How long the newest run pod has been on its node (since it was scheduled).
+    pub on_node_for: Option<Duration>,
+    /// How long a pod may be on its node without its container starting: past it the attempt
+    /// is lost (no guest ran) and retried.
+    pub start_deadline: Duration,
     /// How long a Wasm pod may stay unscheduled before placement is checked again: when no
     /// WasmEdge node qualifies any more, its attempt counts as lost (the pod's deadline only
     /// runs once a node has it). A pod waiting for room on nodes that still qualify is queued,
@@ -142,6 +147,24 @@ pub enum Step {
     },
 }
 
+/// When a tracked attempt is looked at again without a pod event: just after its start deadline
+/// while its pod waits on a node (a pod whose sandbox keeps failing changes nothing the watch
+/// would see), else after `poll`.
+pub fn track_poll(
+    state: &RunState,
+    on_node_for: Option<Duration>,
+    start_deadline: Duration,
+    poll: Duration,
+) -> Duration {
+    match (state, on_node_for) {
+        (RunState::Starting { node: Some(_), .. }, Some(on_node)) => start_deadline
+            .saturating_sub(on_node)
+            .saturating_add(Duration::from_secs(1))
+            .min(poll),
+        _ => poll,
+    }
+}
+
 /// Delay before the attempt after `lost` attempts: 1 s, 2 s, 4 s … at most 30 s.
 pub fn retry_delay(lost: i32) -> Duration {
     let exponent = u32::try_from(lost.saturating_sub(1)).unwrap_or(0).min(5);
@@ -201,6 +224,27 @@ pub fn decide(o: &Observation<'_>) -> Step {
                                 ),
                             );
                         }
+                    }
+                }
+                if let RunState::Starting {
+                    node: Some(node),
+                    detail,
+                } = state
+                {
+                    if o.on_node_for.is_some_and(|t| t > o.start_deadline) {
+                        return lose(
+                            o,
+                            attempt,
+                            Loss::NeverStarted,
+                            format!(
+                                "the run container did not start within {}s on node {node}{}",
+                                o.start_deadline.as_secs(),
+                                detail
+                                    .as_deref()
+                                    .map(|d| format!(": {d}"))
+                                    .unwrap_or_default()
+                            ),
+                        );
                     }
                 }
                 return match state {
@@ -347,6 +391,8 @@ mod tests {
             pod,
             placement: Some(placement),
             pod_age: Some(Duration::from_secs(1)),
+            on_node_for: None,
+            start_deadline: Duration::from_secs(120),
             schedule_timeout: Duration::from_secs(60),
             pod_is_wasm: true,
             retries: 1,
@@ -497,6 +543,93 @@ mod tests {
             },
         ));
         assert!(matches!(decide(&o), Step::Track { .. }));
+    }
+
+    #[test]
+    fn a_pod_on_its_node_past_the_start_deadline_is_lost_and_retried_whatever_retries_says() {
+        let p = wasm();
+        let s = status(ExecutionPhase::Scheduled, 1, "Scheduled");
+        let stuck = RunState::Starting {
+            node: Some("b".into()),
+            detail: Some("ImagePullBackOff: not found".into()),
+        };
+        let mut o = observe(Some(&s), Some((1, stuck)), &p);
+        o.retries = 0;
+        o.pod_age = Some(Duration::from_secs(600));
+        o.on_node_for = Some(Duration::from_secs(100));
+        let poll = Duration::from_secs(60);
+        match decide(&o) {
+            Step::Track { state, .. } => assert_eq!(
+                track_poll(&state, o.on_node_for, o.start_deadline, poll),
+                Duration::from_secs(21),
+                "looked at again just after the deadline"
+            ),
+            other => panic!("{other:?}"),
+        }
+        o.on_node_for = Some(Duration::from_secs(120));
+        assert!(
+            matches!(decide(&o), Step::Track { .. }),
+            "at the deadline: still starting"
+        );
+        o.on_node_for = Some(Duration::from_secs(10));
+        assert_eq!(
+            track_poll(&running(), o.on_node_for, o.start_deadline, poll),
+            poll,
+            "a running pod: the usual poll"
+        );
+        o.on_node_for = Some(Duration::from_secs(121));
+        match decide(&o) {
+            Step::Retry {
+                attempt: 1,
+                loss: Loss::NeverStarted,
+                message,
+                ..
+            } => {
+                assert!(message.contains("within 120s on node b"), "{message}");
+                assert!(
+                    message.ends_with(": ImagePullBackOff: not found"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // No guest ran: retried past spec.retries, up to START_RETRIES more, then final.
+        let last = 1 + START_RETRIES;
+        let s = status(ExecutionPhase::Scheduled, last, "Scheduled");
+        o.status = Some(&s);
+        o.pod = Some((
+            last,
+            RunState::Starting {
+                node: Some("b".into()),
+                detail: None,
+            },
+        ));
+        match decide(&o) {
+            Step::Fail {
+                reason: "PodStartFailed",
+                attempts,
+                message,
+            } => {
+                assert_eq!(attempts, last);
+                assert!(
+                    message.ends_with("within 120s on node b); after 4 attempts"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // A pod no node has taken is governed by placement, not by the start deadline; a
+        // running one by its timeout.
+        for state in [
+            RunState::Starting {
+                node: None,
+                detail: None,
+            },
+            running(),
+        ] {
+            o.pod = Some((last, state));
+            assert!(matches!(decide(&o), Step::Track { .. }));
+        }
     }
 
     #[test]

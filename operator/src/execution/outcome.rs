@@ -8,7 +8,7 @@
 //! retried even past `retries`, a bounded number of times); an OOM kill, the pod's deadline
 //! after the guest started, or an unreadable result of a guest that ran are final.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use wasmfn_result::{Reason, ResultDocument, KIND};
 
@@ -35,6 +35,15 @@ pub enum Loss {
 }
 
 impl Loss {
+    /// The losses of a pod attempt (all but an agent's).
+    pub const POD_LOSSES: [Loss; 5] = [
+        Loss::PodEvicted,
+        Loss::PodDeleted,
+        Loss::NodeLost,
+        Loss::NotScheduled,
+        Loss::NeverStarted,
+    ];
+
     /// The condition reason.
     pub fn reason(self) -> &'static str {
         match self {
@@ -290,6 +299,52 @@ pub fn run_state(pod: &Pod) -> RunState {
     RunState::Starting { node, detail }
 }
 
+/// When the pod reached its node: its `PodScheduled` condition's transition, or its creation
+/// when a node is set without one (a pod bound by name).
+pub fn scheduled_at(pod: &Pod) -> Option<Time> {
+    pod.spec.as_ref()?.node_name.as_ref()?;
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "True")
+        })
+        .and_then(|c| c.last_transition_time.clone())
+        .or_else(|| pod.metadata.creation_timestamp.clone())
+}
+
+/// The longest cause taken from a pod's events into a lost attempt's message.
+const CAUSE_CHARS: usize = 400;
+
+/// What a lost pod's events say went wrong: its newest warning (`reason: message`), or `None`
+/// when it has none. Kubelet and runtime failures before a container starts (a RuntimeClass
+/// handler the node's containerd lacks, a sandbox or volume that cannot be set up) show only
+/// there, and the pod and its events go once the attempt is retried.
+pub fn pod_cause(events: &[Event]) -> Option<String> {
+    let when = |e: &Event| {
+        e.last_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| e.event_time.as_ref().map(|t| t.0))
+            .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    };
+    let newest = events
+        .iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .max_by_key(|e| when(e))?;
+    let text = format!(
+        "{}: {}",
+        newest.reason.as_deref().unwrap_or("Warning"),
+        newest.message.as_deref().unwrap_or("").trim()
+    );
+    Some(
+        cut(&text, CAUSE_CHARS)
+            .trim_end_matches([' ', ':'])
+            .to_owned(),
+    )
+}
+
 fn lost(loss: Loss, message: &str) -> RunState {
     RunState::Lost {
         loss,
@@ -508,6 +563,67 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    fn event(kind: &str, reason: &str, message: &str, second: i64) -> Event {
+        Event {
+            type_: Some(kind.into()),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_timestamp: Some(Time(
+                k8s_openapi::jiff::Timestamp::from_second(second).expect("valid"),
+            )),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_cause_of_a_lost_pod_is_its_newest_warning_event_cut_to_a_readable_length() {
+        assert_eq!(pod_cause(&[]), None);
+        assert_eq!(
+            pod_cause(&[event("Normal", "Scheduled", "assigned to b", 10)]),
+            None,
+            "normal events are no cause"
+        );
+        let events = [
+            event("Warning", "FailedMount", "old", 10),
+            event(
+                "Warning",
+                "FailedCreatePodSandBox",
+                "Failed to create pod sandbox: no runtime for \"wasmedge\" is configured",
+                30,
+            ),
+            event("Normal", "Pulled", "newer but normal", 40),
+            event("Warning", "BackOff", "older", 20),
+        ];
+        assert_eq!(
+            pod_cause(&events).as_deref(),
+            Some("FailedCreatePodSandBox: Failed to create pod sandbox: no runtime for \"wasmedge\" is configured")
+        );
+        let long = pod_cause(&[event("Warning", "Failed", &"x".repeat(5000), 1)]).expect("cause");
+        assert!(long.len() <= CAUSE_CHARS + 4, "{}", long.len());
+        assert!(long.starts_with("Failed: xxx"));
+    }
+
+    #[test]
+    fn a_pod_is_on_its_node_from_its_scheduled_condition_or_else_its_creation() {
+        let at = |s: i64| Time(k8s_openapi::jiff::Timestamp::from_second(s).expect("valid"));
+        let mut p = pod("Pending", ContainerState::default());
+        p.metadata.creation_timestamp = Some(at(100));
+        assert_eq!(
+            scheduled_at(&p),
+            Some(at(100)),
+            "bound by name: its creation"
+        );
+        p.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+            type_: "PodScheduled".into(),
+            status: "True".into(),
+            last_transition_time: Some(at(160)),
+            ..Default::default()
+        }]);
+        assert_eq!(scheduled_at(&p), Some(at(160)));
+        p.spec.as_mut().unwrap().node_name = None;
+        assert_eq!(scheduled_at(&p), None, "on no node yet");
     }
 
     #[test]

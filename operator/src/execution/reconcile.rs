@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -22,11 +22,12 @@ use wasmfn_api::{
 use wasmfn_result::trace::RunTrace;
 
 use super::decision::{
-    decide, note_running_in, FunctionState, Observation, Step, RUNNING_NOTE_AFTER,
+    decide, note_running_in, track_poll, FunctionState, Observation, Step, RUNNING_NOTE_AFTER,
 };
 use super::inputs::{resolve, Defaults, RunInputs};
 use super::outcome::{
-    agent_attempt_state, log_limit, result_fields, run_state, wants_log, RunState,
+    agent_attempt_state, log_limit, pod_cause, result_fields, run_state, scheduled_at, wants_log,
+    Loss, RunState,
 };
 use super::placement::{
     place, prefer_agent, NodeView, Placement, Policy, RuntimeClassView, Taint, Toleration,
@@ -161,6 +162,45 @@ fn attempt_of(pod: &Pod) -> Option<i32> {
     pod.labels().get(ATTEMPT_LABEL)?.parse().ok()
 }
 
+/// A pod attempt that ends lost gets its pod's newest warning event in its message: the cause
+/// a person needs (a handler the node's containerd lacks, an image that cannot be pulled) is
+/// often only there, and the pod goes with the retry. Read once, as the attempt ends; an
+/// unreadable event list leaves the message as it is.
+async fn with_pod_cause(ctx: &Context, mut step: Step, owned: &[Pod]) -> Step {
+    let (attempt, message) = match &mut step {
+        Step::Retry {
+            attempt,
+            loss,
+            message,
+            ..
+        } if *loss != Loss::AgentLost => (*attempt, message),
+        Step::Fail {
+            reason,
+            message,
+            attempts,
+        } if Loss::POD_LOSSES.iter().any(|l| l.reason() == *reason) => (*attempts, message),
+        _ => return step,
+    };
+    let Some(pod) = owned.iter().find(|p| attempt_of(p) == Some(attempt)) else {
+        return step;
+    };
+    let (Some(namespace), Some(uid)) = (pod.namespace(), pod.uid()) else {
+        return step;
+    };
+    let events = Api::<Event>::namespaced(ctx.client.clone(), &namespace)
+        .list(&ListParams::default().fields(&format!("involvedObject.uid={uid}")))
+        .await;
+    match events {
+        Ok(events) => {
+            if let Some(cause) = pod_cause(&events.items) {
+                message.push_str(&format!("; the pod's last warning: {cause}"));
+            }
+        }
+        Err(error) => warn!(%error, pod = %pod.name_any(), "cannot read the lost pod's events"),
+    }
+    step
+}
+
 /// Decides on the cached execution when [`LastWrites::trusts`] it (and `reread` is false), on
 /// a fresh read otherwise.
 ///
@@ -232,14 +272,20 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
         .iter()
         .filter_map(|p| attempt_of(p).map(|a| (a, p)))
         .max_by_key(|(a, _)| *a);
+    let age = |t: Time| Duration::try_from(now.duration_since(t.0)).ok();
     let pod_age = latest
-        .and_then(|(_, p)| p.metadata.creation_timestamp.as_ref())
-        .and_then(|t| Duration::try_from(now.duration_since(t.0)).ok());
+        .and_then(|(_, p)| p.metadata.creation_timestamp.clone())
+        .and_then(age);
+    let on_node_for = latest
+        .filter(|_| on_agent.is_none())
+        .and_then(|(_, p)| scheduled_at(p))
+        .and_then(age);
     let deadline = inputs
         .as_ref()
         .and_then(|i| i.as_ref().ok())
         .map(|i| i.timeout_ms.div_ceil(1000))
         .unwrap_or(config.wasmedge_timeout_ms.div_ceil(1000));
+    let start_deadline = Duration::from_secs(config.start_deadline_seconds);
     let mut observation = Observation {
         status: current,
         function: function_state(function.as_ref()),
@@ -253,6 +299,8 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
         },
         placement: None,
         pod_age,
+        on_node_for,
+        start_deadline,
         schedule_timeout: Duration::from_secs(deadline + config.run_deadline_grace_seconds),
         pod_is_wasm: on_agent.is_none() && latest.is_some_and(|(_, p)| runtime_of(p) == "WasmEdge"),
         retries: execution.spec.retries,
@@ -267,6 +315,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
     } else {
         None
     };
+    let step = with_pod_cause(ctx, step, &owned).await;
     info!(?step, "decided");
 
     match step {
@@ -438,6 +487,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
         }
         Step::Track { attempt, state } => {
             let (assignment, _) = attempt_runner(&owned, attempt, on_agent.as_ref(), current)?;
+            let poll = track_poll(&state, on_node_for, start_deadline, RUN_POLL);
             let status = match state {
                 // An agent run the status does not show yet is noted only once it has run
                 // for a while (most answer first, and their result is the one write).
@@ -460,7 +510,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                 other => return Err(Error::Invariant(format!("Track with {other:?}"))),
             };
             write_status(ctx, &executions, execution, &status).await?;
-            Ok(Action::requeue(RUN_POLL))
+            Ok(Action::requeue(poll))
         }
         Step::Record { attempt, state } => {
             let (assignment, pod) = attempt_runner(&owned, attempt, on_agent.as_ref(), current)?;
@@ -1119,7 +1169,12 @@ fn pod_settings(ctx: &Context) -> PodSettings {
         runner_image: ctx.config.runner_image.clone(),
         wasm_pod_image: ctx.config.wasm_pod_image.clone(),
         memory_overhead_bytes: ctx.config.run_memory_overhead,
-        deadline_grace_seconds: ctx.config.run_deadline_grace_seconds,
+        // A far backstop: the start deadline governs the time before the container starts, the
+        // runner the guest's timeout.
+        deadline_grace_seconds: ctx
+            .config
+            .run_deadline_grace_seconds
+            .saturating_add(ctx.config.start_deadline_seconds),
     }
 }
 
