@@ -8,7 +8,7 @@
 //! retried even past `retries`, a bounded number of times); an OOM kill, the pod's deadline
 //! after the guest started, or an unreadable result of a guest that ran are final.
 
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use wasmfn_result::{Reason, ResultDocument, KIND};
 
@@ -183,10 +183,7 @@ pub fn run_state(pod: &Pod) -> RunState {
             };
         }
         if deleting {
-            return lost(
-                Loss::PodDeleted,
-                "the run pod was deleted while the guest ran",
-            );
+            return deleted(pod, "the run pod was deleted while the guest ran");
         }
         if terminated.reason.as_deref() == Some("OOMKilled") {
             return RunState::Failed {
@@ -245,10 +242,7 @@ pub fn run_state(pod: &Pod) -> RunState {
         };
     }
     if deleting {
-        return lost(
-            Loss::PodDeleted,
-            "the run pod was deleted before it finished",
-        );
+        return deleted(pod, "the run pod was deleted before it finished");
     }
     if phase == "Failed" {
         if let Some(loss) = pod_loss(pod_reason) {
@@ -343,6 +337,74 @@ pub fn pod_cause(events: &[Event]) -> Option<String> {
             .trim_end_matches([' ', ':'])
             .to_owned(),
     )
+}
+
+/// A deleted pod's attempt on a node that is not Ready (stopped answering, or gone) was lost with
+/// its node: Kubernetes before 1.26 deletes such pods without saying why. Other states are
+/// returned as they are.
+pub fn with_node_health(state: RunState, node: Option<&Node>) -> RunState {
+    let RunState::Lost {
+        loss: Loss::PodDeleted,
+        message,
+    } = &state
+    else {
+        return state;
+    };
+    let ready = node
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.as_str());
+    match (node, ready) {
+        (_, Some("True")) => state,
+        (None, _) => lost(
+            Loss::NodeLost,
+            &format!("{message}; its node no longer exists"),
+        ),
+        (Some(node), ready) => lost(
+            Loss::NodeLost,
+            &format!(
+                "{message}; its node {} is not Ready ({})",
+                node.metadata.name.as_deref().unwrap_or("?"),
+                ready.unwrap_or("no Ready condition")
+            ),
+        ),
+    }
+}
+
+/// A pod being deleted: by the node controller from a node that stopped answering (`NodeLost`),
+/// by an eviction or preemption (`PodEvicted`), else by someone (`PodDeleted`). Kubernetes says
+/// which in the pod's `DisruptionTarget` condition.
+fn deleted(pod: &Pod, otherwise: &str) -> RunState {
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or("its node");
+    let disruption = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+        });
+    match disruption.and_then(|c| c.reason.as_deref()) {
+        Some("DeletionByTaintManager") => lost(
+            Loss::NodeLost,
+            &format!("node {node} stopped answering and the run pod was evicted from it"),
+        ),
+        Some(
+            reason @ ("EvictionByEvictionAPI" | "PreemptionByScheduler" | "TerminationByKubelet"),
+        ) => lost(
+            Loss::PodEvicted,
+            &format!(
+                "the run pod was evicted ({reason}: {})",
+                disruption.and_then(|c| c.message.as_deref()).unwrap_or("")
+            ),
+        ),
+        _ => lost(Loss::PodDeleted, otherwise),
+    }
 }
 
 fn lost(loss: Loss, message: &str) -> RunState {
@@ -624,6 +686,89 @@ mod tests {
         assert_eq!(scheduled_at(&p), Some(at(160)));
         p.spec.as_mut().unwrap().node_name = None;
         assert_eq!(scheduled_at(&p), None, "on no node yet");
+    }
+
+    #[test]
+    fn a_pod_deleted_by_the_node_controller_is_node_lost_and_an_evicted_one_evicted() {
+        let disrupted = |state: ContainerState, reason: &str| {
+            let mut p = pod("Running", state);
+            p.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+            p.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+                type_: "DisruptionTarget".into(),
+                status: "True".into(),
+                reason: Some(reason.into()),
+                message: Some("why".into()),
+                ..Default::default()
+            }]);
+            run_state(&p)
+        };
+        let running = ContainerState {
+            running: Some(Default::default()),
+            ..Default::default()
+        };
+        for state in [running.clone(), terminated(137, "Error", None)] {
+            assert_eq!(
+                disrupted(state.clone(), "DeletionByTaintManager"),
+                RunState::Lost {
+                    loss: Loss::NodeLost,
+                    message: "node a stopped answering and the run pod was evicted from it".into()
+                }
+            );
+            assert!(matches!(
+                disrupted(state.clone(), "EvictionByEvictionAPI"),
+                RunState::Lost { loss: Loss::PodEvicted, message } if message.contains("EvictionByEvictionAPI: why")
+            ));
+            assert!(matches!(
+                disrupted(state, "SomethingNew"),
+                RunState::Lost {
+                    loss: Loss::PodDeleted,
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_pod_deleted_from_a_node_that_is_not_ready_or_gone_was_lost_with_its_node() {
+        let node = |ready: &str| Node {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("b".into()),
+                ..Default::default()
+            },
+            status: Some(k8s_openapi::api::core::v1::NodeStatus {
+                conditions: Some(vec![k8s_openapi::api::core::v1::NodeCondition {
+                    type_: "Ready".into(),
+                    status: ready.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let deleted = || {
+            lost(
+                Loss::PodDeleted,
+                "the run pod was deleted before it finished",
+            )
+        };
+        assert_eq!(with_node_health(deleted(), Some(&node("True"))), deleted());
+        assert_eq!(
+            with_node_health(deleted(), Some(&node("Unknown"))),
+            lost(
+                Loss::NodeLost,
+                "the run pod was deleted before it finished; its node b is not Ready (Unknown)"
+            )
+        );
+        assert!(matches!(
+            with_node_health(deleted(), None),
+            RunState::Lost { loss: Loss::NodeLost, message } if message.ends_with("its node no longer exists")
+        ));
+        // Only deletions are reinterpreted.
+        let evicted = lost(Loss::PodEvicted, "evicted");
+        assert_eq!(
+            with_node_health(evicted.clone(), Some(&node("False"))),
+            evicted
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use super::decision::{
 use super::inputs::{resolve, Defaults, RunInputs};
 use super::outcome::{
     agent_attempt_state, log_limit, pod_cause, result_fields, run_state, scheduled_at, wants_log,
-    Loss, RunState,
+    with_node_health, Loss, RunState,
 };
 use super::placement::{
     place, prefer_agent, NodeView, Placement, Policy, RuntimeClassView, Taint, Toleration,
@@ -160,6 +160,23 @@ fn is_finished(status: Option<&WasmExecutionStatus>) -> bool {
 
 fn attempt_of(pod: &Pod) -> Option<i32> {
     pod.labels().get(ATTEMPT_LABEL)?.parse().ok()
+}
+
+/// The attempt's state from its pod, and from its node's health when the pod is being deleted.
+fn pod_state(ctx: &Context, pod: &Pod) -> RunState {
+    let state = run_state(pod);
+    if !matches!(state, RunState::Lost { .. }) {
+        return state;
+    }
+    let Some(name) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+        return state;
+    };
+    // Only a store that has listed can say a node is gone.
+    if listed(&ctx.watched.nodes).is_none() {
+        return state;
+    }
+    let node = ctx.watched.nodes.get(&ObjectRef::new(name));
+    with_node_health(state, node.as_deref())
 }
 
 /// A pod attempt that ends lost gets its pod's newest warning event in its message: the cause
@@ -295,7 +312,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                 run.attempt,
                 agent_attempt_state(run.known.clone(), run.attempt, &run.assignment.pod),
             )),
-            None => latest.map(|(a, p)| (a, run_state(p))),
+            None => latest.map(|(a, p)| (a, pod_state(ctx, p))),
         },
         placement: None,
         pod_age,

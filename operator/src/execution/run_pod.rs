@@ -54,6 +54,15 @@ pub const EXECUTION_LABEL: &str = "wasmfn.dev/execution";
 pub const ATTEMPT_LABEL: &str = "wasmfn.dev/attempt";
 /// Annotation with the runtime the pod was placed for (`WasmEdge` or `Container`).
 pub const RUNTIME_ANNOTATION: &str = "wasmfn.dev/runtime";
+/// The taints the node controller puts on a node that stopped answering.
+const NODE_LOSS_TAINTS: [&str; 2] = [
+    "node.kubernetes.io/unreachable",
+    "node.kubernetes.io/not-ready",
+];
+/// How long a run pod stays on a node that stopped answering before Kubernetes evicts it (its
+/// attempt is then lost as `NodeLost` and retried elsewhere). Kubernetes' default, five minutes,
+/// is far longer than a function runs.
+pub const NODE_LOSS_TOLERATION_SECONDS: i64 = 30;
 
 /// How the module reaches the pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -359,20 +368,23 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
         }),
         ..Default::default()
     });
-    let tolerations = wasm
-        .map(|(_, tolerations, _)| {
-            tolerations
-                .iter()
-                .map(|t| Toleration {
-                    key: (!t.key.is_empty()).then(|| t.key.clone()),
-                    operator: (!t.operator.is_empty()).then(|| t.operator.clone()),
-                    value: (!t.value.is_empty()).then(|| t.value.clone()),
-                    effect: (!t.effect.is_empty()).then(|| t.effect.clone()),
-                    toleration_seconds: None,
-                })
-                .collect::<Vec<_>>()
+    let placed = wasm.map(|(_, tolerations, _)| {
+        tolerations.iter().map(|t| Toleration {
+            key: (!t.key.is_empty()).then(|| t.key.clone()),
+            operator: (!t.operator.is_empty()).then(|| t.operator.clone()),
+            value: (!t.value.is_empty()).then(|| t.value.clone()),
+            effect: (!t.effect.is_empty()).then(|| t.effect.clone()),
+            toleration_seconds: None,
         })
-        .filter(|t| !t.is_empty());
+    });
+    let node_loss = NODE_LOSS_TAINTS.iter().map(|key| Toleration {
+        key: Some((*key).to_owned()),
+        operator: Some("Exists".into()),
+        effect: Some("NoExecute".into()),
+        toleration_seconds: Some(NODE_LOSS_TOLERATION_SECONDS),
+        value: None,
+    });
+    let tolerations = Some(placed.into_iter().flatten().chain(node_loss).collect());
     Pod {
         metadata: ObjectMeta {
             name: Some(pod_name(spec.execution, spec.attempt)),
@@ -562,7 +574,13 @@ mod tests {
             .node_selector_terms;
         let requirement = &terms[0].match_expressions.as_ref().expect("valid")[0];
         assert_eq!(requirement.values, Some(vec!["a".to_string()]));
-        assert_eq!(pod_spec.tolerations.as_ref().expect("valid").len(), 1);
+        let tolerations = pod_spec.tolerations.as_ref().expect("valid");
+        assert_eq!(
+            tolerations.len(),
+            3,
+            "the placement's and the node-loss ones"
+        );
+        assert_eq!(tolerations[0].key.as_deref(), Some("wasm"));
         let c = container(&pod);
         assert_eq!(c.image.as_deref(), Some("wasmfn.local/wasm-pod:dev"));
         assert_eq!(
@@ -663,6 +681,28 @@ mod tests {
         let pod_spec = pod.spec.as_ref().expect("valid");
         assert_eq!(pod_spec.runtime_class_name, None);
         assert!(pod_spec.affinity.is_none());
+        // Evicted from a lost node after NODE_LOSS_TOLERATION_SECONDS, not Kubernetes' 300 s.
+        let tolerations: Vec<(Option<&str>, Option<&str>, Option<i64>)> = pod_spec
+            .tolerations
+            .iter()
+            .flatten()
+            .map(|t| (t.key.as_deref(), t.effect.as_deref(), t.toleration_seconds))
+            .collect();
+        assert_eq!(
+            tolerations,
+            [
+                (
+                    Some("node.kubernetes.io/unreachable"),
+                    Some("NoExecute"),
+                    Some(30)
+                ),
+                (
+                    Some("node.kubernetes.io/not-ready"),
+                    Some("NoExecute"),
+                    Some(30)
+                ),
+            ]
+        );
         let c = container(&pod);
         assert_eq!(c.image.as_deref(), Some("wasmfn.local/runner:dev"));
         assert_eq!(
