@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{cluster, job_condition, namespace, pod_processes, probe_pod, terminated};
+use common::{
+    cluster, job_condition, namespace, pod_processes, probe_pod, still_alive, terminated,
+};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
@@ -224,17 +226,20 @@ fn deleting_a_running_pod_stops_its_container() {
                 .then(|| p["metadata"]["uid"].as_str().map(String::from))?
         })
         .expect("pod runs");
+    let processes = pod_processes(&node.pods_cgroup, &uid).unwrap_or_default();
     assert!(
-        pod_processes(&node.pods_cgroup, &uid).unwrap_or(0) > 0,
+        !processes.is_empty(),
         "the running container's processes are in the pod's cgroup"
     );
     ns.run(&["delete", "pod", "sleeper", "--wait=true", "--timeout=60s"])
         .expect("delete pod");
+    // The processes seen must die, not merely leave the cgroup (or the cgroup vanish).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while pod_processes(&node.pods_cgroup, &uid).unwrap_or(0) > 0 {
+    while !still_alive(&processes).is_empty() {
         assert!(
             Instant::now() < deadline,
-            "container processes survived pod deletion"
+            "container processes survived pod deletion: {:?}",
+            still_alive(&processes)
         );
         std::thread::sleep(Duration::from_millis(200));
     }

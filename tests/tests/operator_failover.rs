@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use wasmfn_e2e::observability::scrape;
 use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 use wasmfn_e2e::Kubectl;
 
@@ -61,15 +62,26 @@ fn two_replicas_never_both_act_and_the_standby_takes_over_within_15_seconds() {
         .expect("replica two stands by");
     assert_eq!(lease_holder(&ns).as_deref(), Some("replica-one"));
 
-    // Work done while both run is done by the leader alone.
+    // Work done while both run is done by the leader alone, as each replica's own metrics say.
     ns.create(&wat_function("while-both", "a")).expect("create");
     wait_ready(&ns, "while-both", Duration::from_secs(300));
-    assert!(
-        !second.log_text().contains("decided"),
-        "the standby reconciled:\n{}",
+    let reconciles = |replica: &OperatorProcess| {
+        let metrics = scrape(replica.health_port).expect("scrape a replica");
+        (
+            metrics.sum("wasmfn_leader", &[]),
+            metrics.sum("wasmfn_reconciles_total", &[]),
+            metrics.sum("wasmfn_compiles_total", &[]),
+        )
+    };
+    let (leading, reconciled, compiled) = reconciles(&first);
+    assert_eq!(leading, 1.0, "replica one says it leads");
+    assert!(reconciled >= 1.0 && compiled >= 1.0, "{reconciled} {compiled}");
+    assert_eq!(
+        reconciles(&second),
+        (0.0, 0.0, 0.0),
+        "the standby neither leads nor reconciles nor compiles:\n{}",
         second.log_text()
     );
-    assert!(first.log_text().contains("decided"));
 
     // The leader dies without releasing the Lease; the standby must wait for it to expire, and
     // no longer than 15 s in all.
@@ -91,6 +103,9 @@ fn two_replicas_never_both_act_and_the_standby_takes_over_within_15_seconds() {
     ns.create(&wat_function("after-failover", "b"))
         .expect("create");
     wait_ready(&ns, "after-failover", Duration::from_secs(300));
+    let (leading, reconciled, _) = reconciles(&second);
+    assert_eq!(leading, 1.0, "replica two says it leads");
+    assert!(reconciled >= 1.0, "the new leader reconciles");
 
     // A clean shutdown releases the Lease at once.
     assert!(

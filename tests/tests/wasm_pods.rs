@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{cluster, namespace, pod_processes, terminated};
+use common::{cluster, namespace, pod_processes, still_alive, terminated};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -602,17 +602,20 @@ fn deleting_a_running_wasm_pod_stops_the_guest() {
         })
         .expect("runs");
     let node = cluster().info().wasmedge_node().clone();
-    assert!(
-        pod_processes(&node.pods_cgroup, &uid).unwrap_or(0) > 0,
-        "the guest runs in the pod's cgroup"
-    );
+    let processes = pod_processes(&node.pods_cgroup, &uid).unwrap_or_default();
+    assert!(!processes.is_empty(), "the guest runs in the pod's cgroup");
     // What matters is the guest's death, not when the API object goes: on this busy machine the
     // kubelet can take most of a minute to confirm a deletion whose containers died at once.
     ns.run(&["delete", "pod", "wasm-spin", "--wait=false"])
         .expect("delete");
+    // The processes seen must die, not merely leave the cgroup (or the cgroup vanish).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while pod_processes(&node.pods_cgroup, &uid).unwrap_or(0) > 0 {
-        assert!(Instant::now() < deadline, "the guest survived its pod");
+    while !still_alive(&processes).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the guest survived its pod: {:?}",
+            still_alive(&processes)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = std::fs::remove_dir_all(dir);

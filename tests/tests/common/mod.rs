@@ -76,8 +76,9 @@ spec:
     )
 }
 
-/// Pids in the pod's cgroup on its node (pids hierarchy).
-pub fn pod_processes(pods_cgroup: &str, uid: &str) -> Option<usize> {
+/// The processes in the pod's cgroup on its node (pids hierarchy), each as its pid and start time
+/// (so a pid reused later is not taken for it); `None` when the pod has no cgroup there.
+pub fn pod_processes(pods_cgroup: &str, uid: &str) -> Option<Vec<(u32, u64)>> {
     let root =
         std::path::Path::new("/sys/fs/cgroup/pids").join(pods_cgroup.trim_start_matches('/'));
     let wanted = format!("pod{uid}");
@@ -89,12 +90,16 @@ pub fn pod_processes(pods_cgroup: &str, uid: &str) -> Option<usize> {
                 continue;
             }
             if entry.file_name().to_string_lossy() == wanted {
-                let mut count = 0;
+                let mut found = Vec::new();
                 let mut inner = vec![path];
                 while let Some(d) = inner.pop() {
-                    count += std::fs::read_to_string(d.join("cgroup.procs"))
-                        .map(|s| s.lines().count())
-                        .unwrap_or(0);
+                    let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                    found.extend(
+                        procs
+                            .lines()
+                            .filter_map(|l| l.trim().parse::<u32>().ok())
+                            .filter_map(|pid| Some((pid, start_time(pid)?))),
+                    );
                     inner.extend(
                         std::fs::read_dir(&d)
                             .ok()?
@@ -103,10 +108,26 @@ pub fn pod_processes(pods_cgroup: &str, uid: &str) -> Option<usize> {
                             .filter(|p| p.is_dir()),
                     );
                 }
-                return Some(count);
+                return Some(found);
             }
             stack.push(path);
         }
     }
     None
+}
+
+/// A process's start time (clock ticks after boot, field 22 of its stat), if it exists.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Which of `processes` (from [`pod_processes`]) still live, wherever their cgroup is now.
+pub fn still_alive(processes: &[(u32, u64)]) -> Vec<u32> {
+    processes
+        .iter()
+        .filter(|(pid, started)| start_time(*pid) == Some(*started))
+        .map(|(pid, _)| *pid)
+        .collect()
 }
