@@ -83,7 +83,7 @@ impl Context {
             network_policies: Ensured::default(),
             tracer,
             agents: None,
-            leadership: Arc::new(Leadership::new(Duration::MAX)),
+            leadership: Arc::new(Leadership::unelected()),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -92,6 +92,16 @@ impl Context {
     pub fn with_agents(mut self, agents: Option<Arc<Agents>>) -> Self {
         self.agents = agents;
         self
+    }
+
+    /// `Error::NotLeading` unless this replica's lease was renewed recently enough that no other
+    /// replica can have taken it: checked before every status write.
+    pub fn ensure_leading(&self) -> crate::error::Result<()> {
+        if self.leadership.holds() {
+            Ok(())
+        } else {
+            Err(crate::error::Error::NotLeading)
+        }
     }
 
     /// The same context checking `leadership` before results are written.

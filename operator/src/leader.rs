@@ -70,6 +70,14 @@ impl Leadership {
         }
     }
 
+    /// For a replica that runs without an election: it always holds.
+    pub fn unelected() -> Self {
+        Leadership {
+            renewed: std::sync::Mutex::new(Some(Instant::now())),
+            valid_for: Duration::MAX,
+        }
+    }
+
     /// The Lease was just acquired or renewed.
     pub fn renewed(&self) {
         *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
@@ -202,13 +210,17 @@ impl LeaderElector {
         let mut last_renewed = Instant::now();
         loop {
             tokio::time::sleep(renew_every).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => {
+            // A renewal that hangs (an API server that stopped answering, this process paused)
+            // is given up at the deadline, not awaited past it.
+            let left = give_up_after.saturating_sub(last_renewed.elapsed());
+            match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => {
                     last_renewed = Instant::now();
                     leadership.renewed();
                 }
-                Ok(false) => return Error::LostLeadership(last_renewed.elapsed()),
-                Err(error) => warn!(%error, "lease renewal failed"),
+                Ok(Ok(false)) => return Error::LostLeadership(last_renewed.elapsed()),
+                Ok(Err(error)) => warn!(%error, "lease renewal failed"),
+                Err(_) => warn!(?left, "lease renewal did not answer in time"),
             }
             if last_renewed.elapsed() >= give_up_after {
                 return Error::LostLeadership(last_renewed.elapsed());
@@ -247,6 +259,50 @@ impl LeaderElector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leadership_holds_only_while_the_last_renewal_is_recent() {
+        let leadership = Leadership::new(Duration::from_millis(20));
+        assert!(!leadership.holds(), "never renewed");
+        leadership.renewed();
+        assert!(leadership.holds());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!leadership.holds(), "a renewal vouches for valid_for only");
+        assert!(Leadership::unelected().holds());
+    }
+
+    #[tokio::test]
+    async fn a_renewal_that_hangs_is_given_up_at_the_deadline_not_awaited() {
+        // An "API server" that accepts connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = silent.local_addr().expect("address");
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((connection, _)) = silent.accept().await {
+                open.push(connection);
+            }
+        });
+        let mut config = kube::Config::new(format!("http://{address}").parse().expect("uri"));
+        config.read_timeout = None;
+        config.write_timeout = None;
+        let client = Client::try_from(config).expect("client");
+        let elector = LeaderElector::new(client, "default", "l", "me", Duration::from_millis(600));
+        let leadership = Leadership::new(Duration::from_millis(400));
+        leadership.renewed();
+        let started = std::time::Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(10), elector.hold(&leadership)).await;
+        assert!(matches!(ended, Ok(Error::LostLeadership(_))), "{ended:?}");
+        // Renew at 200 ms, give up at 400 ms after the last renewal.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!leadership.holds());
+        held.abort();
+    }
 
     fn lease(holder: Option<&str>, renewed: Option<i64>, seconds: i32) -> LeaseSpec {
         LeaseSpec {

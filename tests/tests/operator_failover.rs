@@ -75,7 +75,10 @@ fn two_replicas_never_both_act_and_the_standby_takes_over_within_15_seconds() {
     };
     let (leading, reconciled, compiled) = reconciles(&first);
     assert_eq!(leading, 1.0, "replica one says it leads");
-    assert!(reconciled >= 1.0 && compiled >= 1.0, "{reconciled} {compiled}");
+    assert!(
+        reconciled >= 1.0 && compiled >= 1.0,
+        "{reconciled} {compiled}"
+    );
     assert_eq!(
         reconciles(&second),
         (0.0, 0.0, 0.0),

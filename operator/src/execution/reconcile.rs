@@ -580,9 +580,6 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                 }
                 other => return Err(Error::Invariant(format!("Record with {other:?}"))),
             };
-            if !ctx.leadership.holds() {
-                return Err(Error::NotLeading);
-            }
             if write_status(ctx, &executions, execution, &status).await? {
                 let end = AttemptEnd {
                     attempt,
@@ -1294,6 +1291,7 @@ async fn write_status(
         );
         return Ok(false);
     }
+    ctx.ensure_leading()?;
     let mut updated = execution.clone();
     updated.status = Some(status.clone());
     let params = PostParams {

@@ -140,7 +140,7 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
         Ok(request) => request,
         Err(invalid) => {
             let status = update.invalid(None, invalid.reason, &invalid.message);
-            if write_status(&functions, function, status).await? {
+            if write_status(ctx, &functions, function, status).await? {
                 ctx.event(function, true, invalid.reason, "Validate", invalid.message)
                     .await;
             }
@@ -154,7 +154,7 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
                 let message =
                     format!("source ConfigMap {name} does not exist in namespace {namespace}");
                 let status = update.pending("SourceNotFound", &message);
-                if write_status(&functions, function, status).await? {
+                if write_status(ctx, &functions, function, status).await? {
                     ctx.event(function, true, "SourceNotFound", "Validate", message)
                         .await;
                 }
@@ -175,7 +175,7 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
                 Ok(request) => request,
                 Err(invalid) => {
                     let status = update.invalid(None, invalid.reason, &invalid.message);
-                    if write_status(&functions, function, status).await? {
+                    if write_status(ctx, &functions, function, status).await? {
                         ctx.event(function, true, invalid.reason, "Validate", invalid.message)
                             .await;
                     }
@@ -239,7 +239,7 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
                 record.digest, record.location
             );
             let status = update.ready(&key, record.to_status(), None);
-            if write_status(&functions, function, status).await? {
+            if write_status(ctx, &functions, function, status).await? {
                 trace_compile(
                     ctx,
                     function,
@@ -276,7 +276,7 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
                 record.location
             );
             let status = update.ready(&key, record.to_status(), Some(compile));
-            if write_status(&functions, function, status).await? {
+            if write_status(ctx, &functions, function, status).await? {
                 trace_compile(
                     ctx,
                     function,
@@ -297,7 +297,7 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             ctx.metrics.inc("wasmfn_cache_total", &[("result", "miss")]);
             let name = start_compile(ctx, function, &jobs, &namespace, &key, &files).await?;
             let status = update.compiling(&key, &name, None);
-            if write_status(&functions, function, status).await? {
+            if write_status(ctx, &functions, function, status).await? {
                 let note = format!(
                     "compile Job {name} started ({} with {})",
                     function.spec.language.as_str(),
@@ -314,7 +314,7 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             let name = job.name_any();
             let start = job.status.as_ref().and_then(|s| s.start_time.clone());
             let status = update.compiling(&key, &name, start);
-            if write_status(&functions, function, status).await? {
+            if write_status(ctx, &functions, function, status).await? {
                 let note =
                     format!("sharing compile Job {name} with another function of the same source");
                 ctx.event(function, false, "CompileShared", "Compile", note)
@@ -326,7 +326,7 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             let job = job.ok_or_else(|| Error::Invariant("WaitForCompile without a Job".into()))?;
             let start = job.status.as_ref().and_then(|s| s.start_time.clone());
             let status = update.compiling(&key, &job.name_any(), start);
-            write_status(&functions, function, status).await?;
+            write_status(ctx, &functions, function, status).await?;
             Ok(Action::requeue(COMPILE_POLL))
         }
         Step::CollectSuccess => {
@@ -365,7 +365,7 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
                 record.location
             );
             let status = update.ready(&key, record.to_status(), Some(compile));
-            if write_status(&functions, function, status).await? {
+            if write_status(ctx, &functions, function, status).await? {
                 let language = [("language", function.spec.language.as_str())];
                 ctx.metrics.observe(
                     "wasmfn_compile_duration_seconds",
@@ -442,7 +442,7 @@ async fn record_compile_failure(
     };
     let note = format!("{} (kubectl logs job/{})", failure.message, job.name_any());
     let status = update.compile_failed(key, compile, &failure);
-    if write_status(&functions, function, status).await? {
+    if write_status(ctx, &functions, function, status).await? {
         ctx.metrics.inc(
             "wasmfn_compiles_total",
             &[
@@ -611,8 +611,10 @@ async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<()> {
     delete_if_present(jobs, name, &params).await
 }
 
-/// Writes the status with server-side apply when it differs; returns whether it changed.
+/// Writes the status with server-side apply when it differs (and this replica still leads);
+/// returns whether it changed.
 async fn write_status(
+    ctx: &Context,
     api: &Api<WasmFunction>,
     function: &WasmFunction,
     status: WasmFunctionStatus,
@@ -620,6 +622,7 @@ async fn write_status(
     if function.status.as_ref() == Some(&status) {
         return Ok(false);
     }
+    ctx.ensure_leading()?;
     let patch = serde_json::json!({
         "apiVersion": API_VERSION,
         "kind": "WasmFunction",
