@@ -15,6 +15,11 @@ pub struct Kubectl {
 }
 
 impl Kubectl {
+    /// The namespace this kubectl is bound to, if any.
+    pub fn namespace_name(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
     pub fn new(binary: PathBuf, kubeconfig: PathBuf) -> Kubectl {
         Kubectl {
             binary,

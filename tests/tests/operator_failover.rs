@@ -7,10 +7,14 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::executions::{events_for, execution, is_final, prebuilt_function, Watch, SLEEPER};
 use serde_json::{json, Value};
 use wasmfn_e2e::observability::scrape;
 use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 use wasmfn_e2e::Kubectl;
+
+/// How long a run may take to start and finish (a first pull of the image included).
+const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// One test's replicas at a time: replicas of two tests would share the Lease.
 static REPLICAS: Mutex<()> = Mutex::new(());
@@ -117,6 +121,82 @@ fn two_replicas_never_both_act_and_the_standby_takes_over_within_15_seconds() {
         second.log_text()
     );
     assert_eq!(lease_holder(&ns), None);
+}
+
+#[test]
+fn a_leader_paused_past_its_lease_writes_nothing_when_it_resumes_and_the_result_stands() {
+    let _one_at_a_time = REPLICAS.lock().unwrap_or_else(|p| p.into_inner());
+    let (ns, info) = setup("paused");
+    let namespace = ns.namespace_name().expect("bound").to_owned();
+    let mut first = OperatorProcess::start(&info, "paused-one", &[]).expect("start replica one");
+    first
+        .wait_for_log("became the leader", Duration::from_secs(60))
+        .expect("replica one leads");
+    let mut second = OperatorProcess::start(&info, "paused-two", &[]).expect("start replica two");
+    second
+        .wait_for_log("standing by", Duration::from_secs(60))
+        .expect("replica two stands by");
+    ns.create(&prebuilt_function("sleeper", SLEEPER, json!({})))
+        .expect("function");
+    wait_ready(&ns, "sleeper", Duration::from_secs(60));
+    let watch = Watch::start(&ns, &namespace, "wasmexecutions");
+    ns.create(&execution("through-pause", "sleeper", json!({"args": ["8000"]})).to_string())
+        .expect("execution");
+    ns.wait_for(&["wasmexecution", "through-pause"], RUN_TIMEOUT, |e| {
+        (e["status"]["phase"] == "Running").then_some(())
+    })
+    .expect("the run starts under replica one");
+
+    // Paused for twice the lease (10 s): replica two takes over and records the result.
+    first.signal(libc::SIGSTOP);
+    second
+        .wait_for_log("became the leader", Duration::from_secs(30))
+        .expect("replica two takes over");
+    let done = ns
+        .wait_for(&["wasmexecution", "through-pause"], RUN_TIMEOUT, |e| {
+            is_final(e).then(|| e.clone())
+        })
+        .expect("the execution finishes");
+    // Twice the lease in all since the pause, at least.
+    std::thread::sleep(Duration::from_secs(10));
+    first.signal(libc::SIGCONT);
+    // Resumed, replica one finds the Lease taken and exits; until then it writes nothing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while first.exit_status().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the resumed replica kept running:\n{}",
+            first.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(done["status"]["phase"], "Succeeded", "{:#}", done["status"]);
+
+    // In the watch's history the execution changes no more once it is final.
+    let history: Vec<Value> = watch
+        .events()
+        .into_iter()
+        .filter(|e| e.name() == "through-pause")
+        .map(|e| e.object)
+        .collect();
+    let first_final = history
+        .iter()
+        .position(is_final)
+        .expect("the watch saw the final status");
+    for later in &history[first_final..] {
+        assert_eq!(
+            later["status"], history[first_final]["status"],
+            "the status changed after it was final"
+        );
+    }
+    let finishing: u64 = events_for(&ns, "through-pause")
+        .iter()
+        .filter(|(_, reason, _, _)| reason == "Succeeded")
+        .map(|(_, _, _, count)| count)
+        .sum();
+    assert_eq!(finishing, 1, "exactly one finishing event");
+    second.terminate(Duration::from_secs(20));
 }
 
 #[test]
