@@ -45,7 +45,7 @@ pub struct Context {
     pub last_writes: LastWrites,
     watch_writers: Mutex<Option<Writers>>,
     recorder: Recorder,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Failures,
 }
 
 impl std::fmt::Debug for Context {
@@ -84,7 +84,7 @@ impl Context {
             tracer,
             agents: None,
             leadership: Arc::new(Leadership::unelected()),
-            failures: Mutex::new(HashMap::new()),
+            failures: Failures::default(),
         }
     }
 
@@ -145,18 +145,53 @@ impl Context {
 
     /// The next retry delay for `key` after a failure: 2 s doubling up to 5 minutes.
     pub fn backoff(&self, key: &str) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let count = failures.entry(key.to_owned()).or_insert(0);
-        *count = count.saturating_add(1);
-        backoff_delay(*count)
+        backoff_delay(self.failed_again(key))
+    }
+
+    /// Counts one more consecutive failure of `key`; returns how many there have been.
+    pub fn failed_again(&self, key: &str) -> u32 {
+        self.failures.failed_again(key)
+    }
+
+    /// How long `key` should still wait after its last failure (its backoff delay), if at all:
+    /// a reconcile woken early (by its own status write) does not try again before then.
+    pub fn backoff_left(&self, key: &str) -> Option<Duration> {
+        self.failures.backoff_left(key)
     }
 
     /// Forgets `key`'s failures after a successful reconcile.
     pub fn succeeded(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        self.failures.forget(key);
+    }
+}
+
+/// Consecutive failures by key and when the last one happened, for retries with backoff.
+#[derive(Debug, Default)]
+pub struct Failures(Mutex<HashMap<String, (u32, std::time::Instant)>>);
+
+impl Failures {
+    /// Counts one more consecutive failure of `key`; returns how many there have been.
+    pub fn failed_again(&self, key: &str) -> u32 {
+        let mut failures = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let (count, at) = failures.entry(key.to_owned()).or_insert((0, now));
+        *count = count.saturating_add(1);
+        *at = now;
+        *count
+    }
+
+    /// What is left of `key`'s backoff delay since its last failure, if anything.
+    pub fn backoff_left(&self, key: &str) -> Option<Duration> {
+        let failures = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, at) = failures.get(key)?;
+        backoff_delay(*count)
+            .checked_sub(at.elapsed())
+            .filter(|left| !left.is_zero())
+    }
+
+    /// Forgets `key`'s failures.
+    pub fn forget(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 }
 
@@ -169,6 +204,27 @@ pub fn backoff_delay(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_count_up_hold_their_backoff_and_start_over_once_forgotten() {
+        let failures = Failures::default();
+        assert_eq!(failures.backoff_left("a"), None, "no failure, no wait");
+        assert_eq!(failures.failed_again("a"), 1);
+        assert_eq!(failures.failed_again("a"), 2);
+        assert_eq!(failures.failed_again("b"), 1, "keys are apart");
+        let left = failures.backoff_left("a").expect("waiting");
+        assert!(
+            left <= Duration::from_secs(4) && left > Duration::from_secs(3),
+            "{left:?}"
+        );
+        failures.forget("a");
+        assert_eq!(failures.backoff_left("a"), None);
+        assert_eq!(
+            failures.failed_again("a"),
+            1,
+            "counted from the start again"
+        );
+    }
 
     #[test]
     fn backoff_doubles_from_two_seconds_to_five_minutes() {

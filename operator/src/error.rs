@@ -90,6 +90,32 @@ impl Error {
         }
     }
 
+    /// Whether trying again later may succeed: the registry or the API server did not answer,
+    /// was overloaded or failed on its side. A refusal that will be the same next time (a bad
+    /// artifact, a missing object, a forbidden call, the configuration) is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(status)) => {
+                status.code == 429 || status.code == 409 || status.code >= 500
+            }
+            Error::Kube(_) | Error::Io { .. } | Error::NetworkPolicy { .. } => true,
+            // Registry errors carry the client's words only; a digest that does not match or a
+            // layer count that is wrong is said by the store itself.
+            Error::Registry { message, .. } => {
+                !(message.contains(", expected ") || message.starts_with("bad reference"))
+            }
+            Error::Artifact(_)
+            | Error::CompileOutput { .. }
+            | Error::Invariant(_)
+            | Error::MissingCrd(_)
+            | Error::Config(_)
+            | Error::Serde(_)
+            | Error::LostLeadership(_)
+            | Error::NotLeading
+            | Error::StaleRead => false,
+        }
+    }
+
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
@@ -100,6 +126,52 @@ impl Error {
 impl From<serde_json::Error> for Error {
     fn from(error: serde_json::Error) -> Self {
         Error::Serde(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> Error {
+        Error::Kube(kube::Error::Api(
+            kube::core::Status::failure("m", "r")
+                .with_code(code)
+                .boxed(),
+        ))
+    }
+
+    fn registry(message: &str) -> Error {
+        Error::Registry {
+            registry: "r:5000".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn an_unanswered_overloaded_or_failing_server_is_transient_and_a_refusal_is_not() {
+        for transient in [
+            api(500),
+            api(503),
+            api(429),
+            api(409),
+            registry("pull r:5000/m@sha256:ab: error sending request: connection refused"),
+            Error::io("reading")(std::io::Error::other("reset")),
+        ] {
+            assert!(transient.is_transient(), "{transient}");
+        }
+        for lasting in [
+            api(403),
+            api(404),
+            api(422),
+            registry("r:5000/m@sha256:ab holds sha256:cd, expected sha256:ab"),
+            registry("r:5000/m has 2 Wasm layers, expected one"),
+            registry("bad reference: invalid"),
+            Error::Config("the OCI store is not configured".into()),
+            Error::Invariant("x".into()),
+        ] {
+            assert!(!lasting.is_transient(), "{lasting}");
+        }
     }
 }
 

@@ -398,9 +398,35 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                 return start_on_agent(ctx, &executions, update, start).await;
             }
             let owner = owner_reference(execution, &uid);
+            let artifact_key = format!("artifact/{uid}");
+            if let Some(left) = ctx.backoff_left(&artifact_key) {
+                return Ok(Action::requeue(left));
+            }
             let module = match module_mount(ctx, &namespace, &function, &placement).await {
-                Ok(module) => module,
-                Err(ModuleProblem(message)) => {
+                Ok(module) => {
+                    ctx.succeeded(&artifact_key);
+                    module
+                }
+                Err(ModuleProblem(message, transient)) => {
+                    let tries = match transient {
+                        true => ctx.failed_again(&artifact_key),
+                        false => ARTIFACT_TRIES,
+                    };
+                    if tries < ARTIFACT_TRIES {
+                        // Visible while it lasts, and bounded.
+                        let delay = crate::context::backoff_delay(tries);
+                        let note = format!(
+                            "{message}; trying again in {}s ({tries} of {ARTIFACT_TRIES} tries)",
+                            delay.as_secs()
+                        );
+                        let status = update.pending("ArtifactUnavailable", &note);
+                        if write_status(ctx, &executions, execution, &status).await? {
+                            ctx.event(execution, true, "ArtifactUnavailable", "Run", note)
+                                .await;
+                        }
+                        return Ok(Action::requeue(delay));
+                    }
+                    ctx.succeeded(&artifact_key);
                     let status = update.failed("ArtifactUnavailable", &message, attempt - 1);
                     if write_status(ctx, &executions, execution, &status).await? {
                         report_outcome(ctx, execution, &status, now);
@@ -950,7 +976,7 @@ async fn start_on_agent(
     };
     let artifact = match stored_artifact(start.function) {
         Ok(artifact) => artifact.clone(),
-        Err(ModuleProblem(message)) => {
+        Err(ModuleProblem(message, _)) => {
             let status = update.failed("ArtifactUnavailable", &message, start.attempt - 1);
             if write_status(ctx, executions, start.execution, &status).await? {
                 report_outcome(ctx, start.execution, &status, start.now);
@@ -1068,7 +1094,13 @@ async fn read_log(pods: &Api<Pod>, pod: &str, limit: u64) -> Option<String> {
     }
 }
 
-struct ModuleProblem(String);
+/// Why a run cannot get its module, and whether trying again later may help.
+struct ModuleProblem(String, bool);
+
+/// How often a transient failure to get an attempt's module (the registry or the API server
+/// not answering while the OCI module is copied) is tried before the execution fails: with the
+/// usual backoff, 2 s doubling, about a minute in all.
+const ARTIFACT_TRIES: u32 = 6;
 
 /// How the pod gets the function's module.
 async fn module_mount(
@@ -1099,11 +1131,17 @@ async fn module_mount(
                 .stores
                 .config_map_copy(namespace, &key, &artifact.digest, &artifact.media_type)
                 .await
-                .map_err(|e| ModuleProblem(format!("copying the artifact into ConfigMaps: {e}")))?;
+                .map_err(|e| {
+                    ModuleProblem(
+                        format!("copying the artifact into ConfigMaps: {e}"),
+                        e.is_transient(),
+                    )
+                })?;
             Ok(mount(copy.config_maps))
         }
         _ if artifact.config_maps.is_empty() => Err(ModuleProblem(
             "the function's artifact lists no ConfigMaps".into(),
+            false,
         )),
         _ => Ok(mount(artifact.config_maps.clone())),
     }
@@ -1116,15 +1154,19 @@ fn stored_artifact(function: &WasmFunction) -> Result<&ArtifactStatus, ModulePro
     let Some(artifact) = status.and_then(|s| s.artifact.as_ref()) else {
         return Err(ModuleProblem(
             "the function is Ready but has no artifact".into(),
+            false,
         ));
     };
     if artifact.media_type != wasmfn_artifact::WASM_MEDIA_TYPE
         && script_media_type(artifact).is_none()
     {
-        return Err(ModuleProblem(format!(
-            "the function's artifact has media type {:?}, which no runner executes",
-            artifact.media_type
-        )));
+        return Err(ModuleProblem(
+            format!(
+                "the function's artifact has media type {:?}, which no runner executes",
+                artifact.media_type
+            ),
+            false,
+        ));
     }
     Ok(artifact)
 }
