@@ -129,6 +129,9 @@ impl From<serde_json::Error> for Error {
     }
 }
 
+/// The operator's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +177,3 @@ mod tests {
         }
     }
 }
-
-/// The operator's result type.
-pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -677,14 +677,14 @@ mod tests {
             Some(at(100)),
             "bound by name: its creation"
         );
-        p.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+        p.status.as_mut().expect("set").conditions = Some(vec![PodCondition {
             type_: "PodScheduled".into(),
             status: "True".into(),
             last_transition_time: Some(at(160)),
             ..Default::default()
         }]);
         assert_eq!(scheduled_at(&p), Some(at(160)));
-        p.spec.as_mut().unwrap().node_name = None;
+        p.spec.as_mut().expect("set").node_name = None;
         assert_eq!(scheduled_at(&p), None, "on no node yet");
     }
 
@@ -693,7 +693,7 @@ mod tests {
         let disrupted = |state: ContainerState, reason: &str| {
             let mut p = pod("Running", state);
             p.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
-            p.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+            p.status.as_mut().expect("set").conditions = Some(vec![PodCondition {
                 type_: "DisruptionTarget".into(),
                 status: "True".into(),
                 reason: Some(reason.into()),
