@@ -316,57 +316,61 @@ fn assert_container_pod(pod: &Value) {
     );
 }
 
-/// Node A made unusable for Wasm pods for the guard's lifetime; restored on drop (also when the
-/// test panics).
-struct NodeAUnavailable {
+/// A change to a node for the guard's lifetime: `kubectl <apply>` now, `kubectl <undo>` on drop
+/// (also when the test panics).
+struct NodeChange {
     kubectl: Kubectl,
-    node: String,
-    cordoned: bool,
+    undo: Vec<String>,
 }
 
-impl NodeAUnavailable {
-    fn cordon() -> NodeAUnavailable {
-        // Two statements: the cluster's guard must be gone before node_a() locks it again.
+impl NodeChange {
+    fn make(apply: &[&str], undo: &[&str]) -> NodeChange {
         let kubectl = common::cluster().kubectl();
-        let guard = NodeAUnavailable {
-            kubectl,
-            node: node_a(),
-            cordoned: true,
-        };
-        guard.kubectl.run(&["cordon", &guard.node]).expect("cordon");
+        kubectl
+            .run(apply)
+            .unwrap_or_else(|e| panic!("kubectl {apply:?}: {e}"));
         // The operator learns about nodes through its watch; give it a moment.
         std::thread::sleep(Duration::from_secs(1));
-        guard
+        NodeChange {
+            kubectl,
+            undo: undo.iter().map(|a| (*a).to_owned()).collect(),
+        }
     }
 
-    fn unlabel() -> NodeAUnavailable {
-        let kubectl = common::cluster().kubectl();
-        let guard = NodeAUnavailable {
-            kubectl,
-            node: node_a(),
-            cordoned: false,
-        };
+    /// Node A cordoned: no new pod goes there.
+    fn cordon_a() -> NodeChange {
+        let a = node_a();
+        NodeChange::make(&["cordon", &a], &["uncordon", &a])
+    }
+
+    /// Node A without the WasmEdge label.
+    fn unlabel_a() -> NodeChange {
+        let a = node_a();
         let remove = format!("{WASMEDGE_NODE_LABEL}-");
-        guard
-            .kubectl
-            .run(&["label", "node", &guard.node, &remove])
-            .expect("remove the label");
-        std::thread::sleep(Duration::from_secs(1));
-        guard
+        let add = format!("{WASMEDGE_NODE_LABEL}=true");
+        NodeChange::make(
+            &["label", "node", &a, &remove],
+            &["label", "node", &a, &add, "--overwrite"],
+        )
+    }
+
+    /// Node B labelled a WasmEdge node, although its containerd has no such handler.
+    fn label_b() -> NodeChange {
+        let b = node_b();
+        let remove = format!("{WASMEDGE_NODE_LABEL}-");
+        let add = format!("{WASMEDGE_NODE_LABEL}=true");
+        NodeChange::make(
+            &["label", "node", &b, &add, "--overwrite"],
+            &["label", "node", &b, &remove],
+        )
     }
 }
 
-impl Drop for NodeAUnavailable {
+impl Drop for NodeChange {
     fn drop(&mut self) {
-        let result = if self.cordoned {
-            self.kubectl.run(&["uncordon", &self.node])
-        } else {
-            let label = format!("{WASMEDGE_NODE_LABEL}=true");
-            self.kubectl
-                .run(&["label", "node", &self.node, &label, "--overwrite"])
-        };
-        if let Err(e) = result {
-            eprintln!("could not restore node {}: {e}", self.node);
+        let undo: Vec<&str> = self.undo.iter().map(String::as_str).collect();
+        if let Err(e) = self.kubectl.run(&undo) {
+            eprintln!("could not undo a node change ({undo:?}): {e}");
         }
     }
 }
@@ -433,7 +437,7 @@ fn node_a_cordoned_or_unlabelled_auto_falls_back_to_a_container_and_wasmedge_wai
     let _disruption = exclusive();
     let pods = Watch::start(&ns, &name, "pods");
 
-    let cordoned = NodeAUnavailable::cordon();
+    let cordoned = NodeChange::cordon_a();
     create(
         &ns,
         &list(vec![
@@ -491,7 +495,7 @@ fn node_a_cordoned_or_unlabelled_auto_falls_back_to_a_container_and_wasmedge_wai
     assert_wasm_pod(&pods_of(&pods, "wasmedge-only")[0], &node_a());
 
     // The same fallback when node A loses its WasmEdge label.
-    let unlabelled = NodeAUnavailable::unlabel();
+    let unlabelled = NodeChange::unlabel_a();
     create(
         &ns,
         &execution("auto-unlabelled", "hello", json!({})).to_string(),
@@ -1292,42 +1296,6 @@ fn an_operator_killed_mid_run_records_the_result_exactly_once_after_restart() {
     assert_eq!(finishing, 1, "exactly one finishing event: {events:#?}");
 }
 
-/// Node B claims to be a WasmEdge node (its containerd has no such handler) while node A is
-/// cordoned, for the guard's lifetime.
-struct FalseWasmEdgeNode {
-    kubectl: Kubectl,
-    node: String,
-    _a: NodeAUnavailable,
-}
-
-impl FalseWasmEdgeNode {
-    fn label_b() -> FalseWasmEdgeNode {
-        let a = NodeAUnavailable::cordon();
-        let kubectl = common::cluster().kubectl();
-        let guard = FalseWasmEdgeNode {
-            kubectl,
-            node: node_b(),
-            _a: a,
-        };
-        let label = format!("{WASMEDGE_NODE_LABEL}=true");
-        guard
-            .kubectl
-            .run(&["label", "node", &guard.node, &label, "--overwrite"])
-            .expect("label node B");
-        std::thread::sleep(Duration::from_secs(1));
-        guard
-    }
-}
-
-impl Drop for FalseWasmEdgeNode {
-    fn drop(&mut self) {
-        let remove = format!("{WASMEDGE_NODE_LABEL}-");
-        if let Err(e) = self.kubectl.run(&["label", "node", &self.node, &remove]) {
-            eprintln!("could not restore node {}: {e}", self.node);
-        }
-    }
-}
-
 #[test]
 fn a_wasm_pod_that_cannot_start_is_lost_at_the_start_deadline_with_its_event_and_retried() {
     let (ns, _) = namespace("wex-nostart");
@@ -1341,7 +1309,8 @@ fn a_wasm_pod_that_cannot_start_is_lost_at_the_start_deadline_with_its_event_and
     );
     let node = node_b();
     let result = std::panic::catch_unwind(|| {
-        let _false_node = FalseWasmEdgeNode::label_b();
+        let _a = NodeChange::cordon_a();
+        let _b = NodeChange::label_b();
         create(
             &ns,
             &execution(
