@@ -301,3 +301,24 @@ pub fn resolve_stored_script(
         staged: Some(staged),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_language_round_trips_through_the_artifact_crates_media_types() {
+        for language in [ScriptLanguage::Python, ScriptLanguage::JavaScript] {
+            let media_type = language.media_type();
+            assert!(
+                wasmfn_artifact::is_script_media_type(media_type),
+                "the operator routes {media_type} to the interpreters too"
+            );
+            assert_eq!(ScriptLanguage::from_media_type(media_type), Some(language));
+        }
+        for other in [wasmfn_artifact::WASM_MEDIA_TYPE, "text/plain", ""] {
+            assert_eq!(ScriptLanguage::from_media_type(other), None, "{other:?}");
+            assert!(!wasmfn_artifact::is_script_media_type(other), "{other:?}");
+        }
+    }
+}
