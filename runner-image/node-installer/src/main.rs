@@ -175,6 +175,7 @@ async fn install(args: NodeArgs) -> Result<()> {
     let mut changes = 0;
 
     let target = host.path(&args.install_dir);
+    let pending = target.join(RESTART_PENDING);
     let installed = payload::install(&args.payload, &target)?;
     println!(
         "files: {} written, {} unchanged, {} removed under {}",
@@ -214,7 +215,22 @@ async fn install(args: NodeArgs) -> Result<()> {
                 .unwrap_or_default()
         );
         changes += 1;
+        // Marked first: should the restart fail, the next run (same config, so no edit) still
+        // knows containerd has not loaded the handler, restarts it, and labels only after that.
+        std::fs::write(&pending, args.containerd_config.display().to_string())
+            .with_context(|| format!("write {}", pending.display()))?;
         restart_containerd(&args)?;
+        remove_pending(&pending)?;
+    } else if pending.exists() {
+        println!(
+            "containerd config {}: handler {} registered, but containerd was not restarted since \
+             (an earlier restart failed); restarting it now",
+            args.containerd_config.display(),
+            args.handler
+        );
+        changes += 1;
+        restart_containerd(&args)?;
+        remove_pending(&pending)?;
     } else {
         println!(
             "containerd config {}: handler {} already registered, unchanged; no restart",
@@ -343,13 +359,40 @@ fn verify_shim(args: &NodeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Present in the install directory from a config change until containerd has been restarted
+/// with it.
+const RESTART_PENDING: &str = ".containerd-restart-pending";
+
+/// Restart tries within one run; past them the run fails (the DaemonSet runs it again, and the
+/// pending marker makes that run restart too).
+const RESTART_TRIES: u32 = 3;
+
+fn remove_pending(pending: &Path) -> Result<()> {
+    std::fs::remove_file(pending).with_context(|| format!("remove {}", pending.display()))
+}
+
 fn restart_containerd(args: &NodeArgs) -> Result<()> {
     if args.restart_command.trim().is_empty() {
         println!("containerd not restarted (no --restart-command): the handler is used after its next start");
         return Ok(());
     }
-    println!("restarting containerd: {}", args.restart_command);
-    host::run_shell(&args.restart_command)
+    for attempt in 1.. {
+        println!("restarting containerd: {}", args.restart_command);
+        match host::run_shell(&args.restart_command) {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < RESTART_TRIES => {
+                println!("the restart failed ({error:#}); trying again in 5 s");
+                std::thread::sleep(std::time::Duration::from_secs(5));
+            }
+            Err(error) => {
+                return Err(error.context(format!(
+                    "containerd was not restarted after {RESTART_TRIES} tries; the node is not \
+                     labelled, and the next run restarts it again"
+                )))
+            }
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 /// Adds (`install`) or removes the installer's labels on `node`; `Ok(false)` when there was

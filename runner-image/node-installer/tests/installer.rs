@@ -188,9 +188,13 @@ state = "{d}/containerd/state"
     }
 
     fn installer(&self, command: &str, extra: &[&str]) -> Output {
+        let restart = format!("touch {}", self.restarted().display());
+        self.installer_restarting_with(command, &restart, extra)
+    }
+
+    fn installer_restarting_with(&self, command: &str, restart: &str, extra: &[&str]) -> Output {
         let host = self.host();
         let payload = self.payload();
-        let restart = format!("touch {}", self.restarted().display());
         let mut args = vec![
             command,
             "--host-root",
@@ -202,7 +206,7 @@ state = "{d}/containerd/state"
             "--containerd-config",
             CONFIG,
             "--restart-command",
-            &restart,
+            restart,
             "--verify",
             "direct",
             "--no-label",
@@ -425,6 +429,46 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
         scratch.original_config
     );
     assert!(!scratch.host().join("opt/wasmfn").exists(), "files removed");
+}
+
+#[test]
+fn a_failed_restart_fails_the_run_and_the_next_run_restarts_before_the_node_counts_as_set_up() {
+    let mut scratch = Scratch::new();
+    scratch.stage();
+    let pending = scratch
+        .host()
+        .join(INSTALL_DIR.trim_start_matches('/'))
+        .join(".containerd-restart-pending");
+    let failed = scratch.installer_restarting_with("install", "false", &[]);
+    assert!(!failed.status.success(), "{}", text(&failed.stdout));
+    assert!(
+        text(&failed.stderr).contains("containerd was not restarted after 3 tries"),
+        "{}",
+        text(&failed.stderr)
+    );
+    assert_eq!(
+        text(&failed.stdout)
+            .matches("restarting containerd: false")
+            .count(),
+        3,
+        "{}",
+        text(&failed.stdout)
+    );
+    assert!(pending.exists(), "the pending restart is remembered");
+
+    // The config is already edited, yet the next run restarts containerd.
+    let again = success(scratch.installer("install", &[]), "install again");
+    assert!(again.contains("an earlier restart failed"), "{again}");
+    assert!(scratch.restarted().exists(), "{again}");
+    assert!(!pending.exists());
+
+    std::fs::remove_file(scratch.restarted()).expect("reset marker");
+    let third = success(scratch.installer("install", &[]), "install a third time");
+    assert!(
+        third.contains("already registered, unchanged; no restart"),
+        "{third}"
+    );
+    assert!(!scratch.restarted().exists());
 }
 
 #[test]
