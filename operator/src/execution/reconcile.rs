@@ -190,7 +190,7 @@ async fn with_pod_cause(ctx: &Context, mut step: Step, owned: &[Pod]) -> Step {
             loss,
             message,
             ..
-        } if *loss != Loss::AgentLost => (*attempt, message),
+        } if Loss::POD_LOSSES.contains(loss) => (*attempt, message),
         Step::Fail {
             reason,
             message,
