@@ -125,6 +125,15 @@ pub struct Config {
     /// warning event as the cause), its pod deleted and the run retried: no guest ran.
     #[arg(long, env = "WASMFN_START_DEADLINE", default_value_t = 120)]
     pub start_deadline_seconds: u64,
+    /// Run pods in flight on one node at most (0: no cap). Executions beyond it are queued in
+    /// the order they were created (condition reason `Queued`, no pod, no deadline running) and
+    /// admitted as run pods finish; admitted pods are pinned to the node that had room.
+    #[arg(long, env = "WASMFN_MAX_RUN_PODS_PER_NODE", default_value_t = 10)]
+    pub max_run_pods_per_node: u32,
+    /// CPU a run pod may use, as a Kubernetes quantity (empty: no limit), so a looping guest
+    /// cannot starve its neighbours.
+    #[arg(long, env = "WASMFN_RUN_CPU_LIMIT", default_value = "1", value_parser = parse_cpu)]
+    pub run_cpu_limit: String,
     /// Seconds between artifact garbage-collection sweeps (default: a quarter of the TTL, at
     /// most 60).
     #[arg(long, env = "WASMFN_GC_INTERVAL")]
@@ -202,6 +211,22 @@ impl Config {
     }
 }
 
+/// Accepts a CPU quantity the API server takes for a limit: `2`, `0.5`, `500m`, or empty (none).
+pub fn parse_cpu(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let number = text.strip_suffix('m').unwrap_or(text);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    let valid = digits(whole) && digits(fraction) && !(text.ends_with('m') && number.contains('.'));
+    match (text.is_empty(), valid) {
+        (true, _) => Ok(String::new()),
+        (false, true) if number.bytes().any(|b| (b'1'..=b'9').contains(&b)) => Ok(text.to_owned()),
+        _ => Err(format!(
+            "{text:?} is not a CPU limit (use cores like 1 or 0.5, millicores like 500m, or empty for none)"
+        )),
+    }
+}
+
 /// Parses `134217728`, `128Mi`, `1Gi`, `500k`, `2M` into bytes.
 pub fn parse_quantity(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -252,6 +277,17 @@ mod tests {
     struct Command {
         #[command(flatten)]
         config: Config,
+    }
+
+    #[test]
+    fn cpu_limits_take_cores_millicores_or_nothing_and_refuse_the_rest() {
+        for (text, parsed) in [("1", "1"), (" 0.5 ", "0.5"), ("500m", "500m"), ("", "")] {
+            assert_eq!(parse_cpu(text).as_deref(), Ok(parsed), "{text:?}");
+        }
+        for bad in ["0", "0m", "one", "1.5m", "-1", "1Gi", ".5", "1."] {
+            let error = parse_cpu(bad).expect_err(bad);
+            assert!(error.contains("not a CPU limit"), "{error}");
+        }
     }
 
     #[test]

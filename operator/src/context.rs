@@ -10,6 +10,7 @@ use kube::{Client, Resource};
 
 use crate::agent::Agents;
 use crate::config::Config;
+use crate::execution::admission::Admission;
 use crate::execution::watched::{LastWrites, Watched, Writers};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
@@ -43,6 +44,8 @@ pub struct Context {
     pub watched: Watched,
     /// The resourceVersion of this replica's last status write per execution.
     pub last_writes: LastWrites,
+    /// Run pods in flight per node and the executions queued for room.
+    pub admission: Admission,
     watch_writers: Mutex<Option<Writers>>,
     recorder: Recorder,
     failures: Failures,
@@ -74,6 +77,7 @@ impl Context {
         Context {
             watched,
             last_writes: LastWrites::default(),
+            admission: Admission::new(config.max_run_pods_per_node),
             watch_writers: Mutex::new(Some(watch_writers)),
             recorder: Recorder::new(client.clone(), reporter),
             client,

@@ -59,6 +59,11 @@ const CATALOGUE: &[(&str, Kind, &str)] = &[
         "Executions the operator sees, by phase (Pending is the queue, Scheduled and Running are in flight).",
     ),
     (
+        "wasmfn_executions_queued",
+        Kind::Gauge,
+        "Executions waiting for room for a run pod (at most the configured run pods per node are in flight).",
+    ),
+    (
         "wasmfn_run_pods_created_total",
         Kind::Counter,
         "Run pods created, by runtime.",

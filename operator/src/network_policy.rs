@@ -198,6 +198,7 @@ mod tests {
             wasm_pod_image: "wasm-pod".into(),
             memory_overhead_bytes: 1 << 20,
             deadline_grace_seconds: 1,
+            cpu_limit: None,
         };
         let placement = Placement::Container {
             reason: String::new(),
@@ -208,6 +209,7 @@ mod tests {
             owner: owner.clone(),
             attempt: 1,
             placement: &placement,
+            node: Some("a"),
             module: run_pod::ModuleMount::ConfigMaps(vec!["art".into()]),
             contract: run_pod::RunContract {
                 entrypoint: None,

@@ -81,6 +81,10 @@ pub struct Observation<'a> {
     /// The newest run pod is a Wasm pod (a container pod can run on any node, so waiting for
     /// one is always a queue).
     pub pod_is_wasm: bool,
+    /// The newest run pod was admitted to one node and pinned there: the node had room, so a
+    /// pod it has not taken within `schedule_timeout` is lost (the node cannot take it) and the
+    /// next attempt is admitted again.
+    pub pod_pinned: bool,
     /// `spec.retries`.
     pub retries: i32,
     /// Now.
@@ -178,11 +182,11 @@ fn finished(status: Option<&WasmExecutionStatus>) -> bool {
     )
 }
 
+/// Between attempts: a Pending status after attempts were made says the last one was lost and
+/// the next has not started, whatever it waits for now (its backoff, room in the admission
+/// queue, the artifact, the function). A live attempt is Scheduled or Running.
 fn retrying(status: Option<&WasmExecutionStatus>) -> bool {
-    status.is_some_and(|s| {
-        s.phase == Some(ExecutionPhase::Pending)
-            && s.conditions.iter().any(|c| c.reason == RETRYING)
-    })
+    status.is_some_and(|s| s.phase == Some(ExecutionPhase::Pending))
 }
 
 /// Decides the next step.
@@ -199,10 +203,27 @@ pub fn decide(o: &Observation<'_>) -> Step {
         // The current attempt's pod, if it exists, says how it is going.
         if let Some((pod_attempt, state)) = &o.pod {
             if *pod_attempt == attempt {
-                let waited = matches!(state, RunState::Starting { node: None, .. })
-                    && o.pod_is_wasm
+                let unscheduled = matches!(state, RunState::Starting { node: None, .. })
                     && o.pod_age.is_some_and(|age| age > o.schedule_timeout);
-                if waited {
+                if unscheduled && o.pod_pinned {
+                    return lose(
+                        o,
+                        attempt,
+                        Loss::NotScheduled,
+                        format!(
+                            "the node the run pod was admitted to did not take it within {}s{}",
+                            o.schedule_timeout.as_secs(),
+                            match state {
+                                RunState::Starting {
+                                    detail: Some(detail),
+                                    ..
+                                } => format!(": {detail}"),
+                                _ => String::new(),
+                            }
+                        ),
+                    );
+                }
+                if unscheduled && o.pod_is_wasm {
                     match o.placement {
                         None => return Step::Place,
                         // Still a WasmEdge node to go to: the pod is queued for room.
@@ -395,6 +416,7 @@ mod tests {
             start_deadline: Duration::from_secs(120),
             schedule_timeout: Duration::from_secs(60),
             pod_is_wasm: true,
+            pod_pinned: false,
             retries: 1,
             now: now(),
         }
@@ -543,6 +565,35 @@ mod tests {
             },
         ));
         assert!(matches!(decide(&o), Step::Track { .. }));
+    }
+
+    #[test]
+    fn an_admitted_pod_its_node_does_not_take_in_time_is_lost_whatever_its_kind() {
+        let p = wasm();
+        let s = status(ExecutionPhase::Scheduled, 1, "Scheduled");
+        let unscheduled = RunState::Starting {
+            node: None,
+            detail: Some("Unschedulable: Insufficient memory".into()),
+        };
+        for is_wasm in [true, false] {
+            let mut o = observe(Some(&s), Some((1, unscheduled.clone())), &p);
+            o.pod_pinned = true;
+            o.pod_is_wasm = is_wasm;
+            o.retries = 0;
+            assert!(matches!(decide(&o), Step::Track { .. }), "young: wait");
+            o.pod_age = Some(Duration::from_secs(61));
+            match decide(&o) {
+                Step::Retry {
+                    loss: Loss::NotScheduled,
+                    message,
+                    ..
+                } => assert!(
+                    message.contains("within 60s: Unschedulable: Insufficient memory"),
+                    "{message}"
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -812,6 +863,21 @@ mod tests {
             decide(&observe(Some(&s), Some((2, running())), &p)),
             Step::Track { attempt: 2, .. }
         ));
+    }
+
+    #[test]
+    fn a_retry_that_waits_for_room_or_its_artifact_starts_the_next_attempt_and_loses_nothing_more() {
+        let p = wasm();
+        for waiting in ["Queued", "ArtifactUnavailable", "FunctionNotReady"] {
+            // Attempt 1 was lost and its pod deleted; the next start was queued.
+            let mut s = status(ExecutionPhase::Pending, 1, waiting);
+            s.next_attempt_time = Some(Time(now()));
+            assert_eq!(
+                decide(&observe(Some(&s), None, &p)),
+                Step::Start { attempt: 2 },
+                "{waiting}"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`reconcile`] fetches, calls them and applies the result; [`watched`] holds what it reads
 //! from watches instead of the API server.
 
+pub mod admission;
 pub mod decision;
 pub mod inputs;
 pub mod outcome;
@@ -28,6 +29,10 @@ use kube::{Api, ResourceExt};
 use wasmfn_api::{labels, ExecutionPhase, WasmExecution, WasmFunction};
 
 use crate::context::Context;
+
+/// Queued executions woken when a run pod finishes or goes away: a few, in case an earlier one
+/// runs elsewhere now (each pod is seen finishing, then deleted, so room is offered twice).
+const WOKEN_PER_FREED_POD: usize = 2;
 
 /// Executions that have not started a run yet (they wait for a function or a node).
 fn waiting(store: &Store<WasmExecution>) -> Vec<ObjectRef<WasmExecution>> {
@@ -65,6 +70,23 @@ async fn count_phases(store: Store<WasmExecution>, ctx: Arc<Context>) {
             let live: std::collections::HashSet<String> =
                 state.iter().filter_map(|e| e.uid()).collect();
             ctx.last_writes.retain(|uid| live.contains(uid));
+            // Only executions still waiting to start stay queued.
+            let waiting: std::collections::HashSet<String> = state
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.status.as_ref().and_then(|s| s.phase),
+                        None | Some(ExecutionPhase::Pending)
+                    )
+                })
+                .filter_map(|e| e.uid())
+                .collect();
+            ctx.admission.retain(|uid| waiting.contains(uid));
+            ctx.metrics.set(
+                "wasmfn_executions_queued",
+                &[],
+                ctx.admission.queued() as f64,
+            );
             if let Some(agents) = &ctx.agents {
                 let settled = std::time::Duration::from_secs(60);
                 agents
@@ -111,6 +133,14 @@ pub async fn run(
         }
         None => controller,
     };
+    // A run pod finishing wakes the head of the admission queue.
+    let controller = match ctx.admission.take_woken() {
+        Some(mut woken) => {
+            controller.reconcile_on(futures::stream::poll_fn(move |cx| woken.poll_recv(cx)))
+        }
+        None => controller,
+    };
+    let on_pod = ctx.clone();
     tokio::spawn(count_phases(executions.clone(), ctx.clone()));
     let for_function = executions.clone();
     let for_nodes = executions.clone();
@@ -124,7 +154,12 @@ pub async fn run(
             )
             .default_backoff()
             .reflect(writers.pods)
-            .touched_objects(),
+            .touched_objects()
+            .inspect(move |pod| {
+                if pod.as_ref().is_ok_and(admission::frees_room) {
+                    on_pod.admission.wake(WOKEN_PER_FREED_POD);
+                }
+            }),
         )
         // A function becoming Ready (or Failed) moves the executions waiting for it.
         .watches_stream(

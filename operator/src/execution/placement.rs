@@ -216,6 +216,30 @@ pub fn place(
     }
 }
 
+/// The nodes a run pod of `placement` may be admitted to: a Wasm placement's eligible nodes;
+/// for a container pod every Ready, schedulable node without a `NoSchedule`/`NoExecute` taint
+/// (run pods tolerate none for long); none for the agent or a wait.
+pub fn pod_nodes(placement: &Placement, nodes: &[NodeView]) -> Vec<String> {
+    match placement {
+        Placement::Wasm { nodes, .. } => nodes.clone(),
+        Placement::Container { .. } => {
+            let mut open: Vec<String> = nodes
+                .iter()
+                .filter(|n| n.ready && !n.unschedulable)
+                .filter(|n| {
+                    !n.taints
+                        .iter()
+                        .any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+                })
+                .map(|n| n.name.clone())
+                .collect();
+            open.sort();
+            open
+        }
+        Placement::Agent { .. } | Placement::Wait { .. } => Vec::new(),
+    }
+}
+
 /// Prefers a warm agent to a Wasm pod. `choose` is asked for an agent on the Wasm placement's
 /// nodes (see [`crate::agent::pool::choose`]); without one the Wasm pod stays, its reason
 /// saying why no agent took the run. Other placements are kept as they are.
@@ -400,6 +424,39 @@ mod tests {
         assert_eq!(r.to_string(), "exists");
         assert!(LabelRequirement::parse("=x").is_err());
         assert!(LabelRequirement::parse("a b=c").is_err());
+    }
+
+    #[test]
+    fn container_pods_may_go_to_ready_schedulable_untainted_nodes_and_wasm_pods_to_eligible_ones() {
+        let mut nodes = vec![
+            node("d", &[]),
+            node("a", &[]),
+            node("b", &[]),
+            node("c", &[]),
+            node("e", &[]),
+        ];
+        nodes[2].ready = false;
+        nodes[3].unschedulable = true;
+        nodes[4].taints.push(Taint {
+            key: "dedicated".into(),
+            value: "gpu".into(),
+            effect: "NoSchedule".into(),
+        });
+        let container = Placement::Container {
+            reason: "asked".into(),
+        };
+        assert_eq!(pod_nodes(&container, &nodes), ["a", "d"]);
+        let wasm = Placement::Wasm {
+            runtime_class: "wasmedge".into(),
+            tolerations: vec![],
+            nodes: vec!["b".into()],
+            reason: "b".into(),
+        };
+        assert_eq!(pod_nodes(&wasm, &nodes), ["b"]);
+        let wait = Placement::Wait {
+            reason: "none".into(),
+        };
+        assert!(pod_nodes(&wait, &nodes).is_empty());
     }
 
     #[test]

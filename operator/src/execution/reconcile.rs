@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
@@ -16,11 +17,12 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 use wasmfn_agent_protocol::{RunAssignment, RunSettings};
 use wasmfn_api::{
-    ArtifactStatus, ExecutionPath, ExecutionPhase, FunctionPhase, WasmExecution,
+    labels, ArtifactStatus, ExecutionPath, ExecutionPhase, FunctionPhase, WasmExecution,
     WasmExecutionStatus, WasmFunction, API_VERSION,
 };
 use wasmfn_result::trace::RunTrace;
 
+use super::admission::{Admitted, QueueKey, NODE_LABEL};
 use super::decision::{
     decide, note_running_in, track_poll, FunctionState, Observation, Step, RUNNING_NOTE_AFTER,
 };
@@ -30,10 +32,10 @@ use super::outcome::{
     with_node_health, Loss, RunState,
 };
 use super::placement::{
-    place, prefer_agent, NodeView, Placement, Policy, RuntimeClassView, Taint, Toleration,
+    place, pod_nodes, prefer_agent, NodeView, Placement, Policy, RuntimeClassView, Taint, Toleration,
 };
 use super::run_pod::{
-    input_config_map, run_pod, ModuleMount, PodSettings, RunContract, RunSpec, ATTEMPT_LABEL,
+    input_config_map, pod_name, run_pod, ModuleMount, PodSettings, RunContract, RunSpec, ATTEMPT_LABEL,
     CONTAINER, EXECUTION_UID_LABEL, RUNTIME_ANNOTATION,
 };
 use super::status::{leaves_a_final_phase, Assignment, StatusUpdate};
@@ -51,6 +53,11 @@ use crate::telemetry::object_spans::{nanos, AttemptEnd, ExecutionTrace, Reconcil
 const WAIT_POLL: Duration = Duration::from_secs(30);
 /// How often a running attempt is looked at without a pod event.
 const RUN_POLL: Duration = Duration::from_secs(60);
+/// The condition reason of an execution waiting for room for its run pod.
+pub const QUEUED: &str = "Queued";
+/// How often a queued execution looks for room without being woken (a run pod finishing
+/// wakes the head of the queue).
+const QUEUED_POLL: Duration = Duration::from_secs(15);
 /// How soon an attempt starts again after an earlier same-named execution's leftover object
 /// held the name it needs (the leftover is being deleted).
 const LEFTOVER_POLL: Duration = Duration::from_secs(1);
@@ -320,17 +327,19 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
         start_deadline,
         schedule_timeout: Duration::from_secs(deadline + config.run_deadline_grace_seconds),
         pod_is_wasm: on_agent.is_none() && latest.is_some_and(|(_, p)| runtime_of(p) == "WasmEdge"),
+        pod_pinned: on_agent.is_none()
+            && latest.is_some_and(|(_, p)| p.labels().contains_key(NODE_LABEL)),
         retries: execution.spec.retries,
         now,
     };
     let mut step = decide(&observation);
-    let placement = if step == Step::Place {
-        let placement = place_now(ctx, execution).await?;
+    let (placement, candidates) = if step == Step::Place {
+        let (placement, candidates) = place_now(ctx, execution).await?;
         observation.placement = Some(&placement);
         step = decide(&observation);
-        Some(placement)
+        (Some(placement), candidates)
     } else {
-        None
+        (None, Vec::new())
     };
     let step = with_pod_cause(ctx, step, &owned).await;
     info!(?step, "decided");
@@ -384,6 +393,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                 traceparent: traceparent.as_deref(),
             };
             if let Placement::Agent { .. } = &placement {
+                ctx.admission.leave(&queue_key(execution, &uid));
                 let start = AgentStart {
                     execution,
                     uid: &uid,
@@ -471,6 +481,18 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                 None => None,
             };
             crate::network_policy::ensure(ctx, &namespace, execution).await?;
+            let pod_name = pod_name(&name, attempt);
+            let held = format!("{namespace}/{pod_name}");
+            let node = match admit(ctx, execution, &uid, &held, &candidates).await? {
+                Ok(node) => node,
+                Err(message) => {
+                    let status = update.pending(QUEUED, &message);
+                    if write_status(ctx, &executions, execution, &status).await? {
+                        ctx.event(execution, false, QUEUED, "Admit", message).await;
+                    }
+                    return Ok(Action::requeue(QUEUED_POLL));
+                }
+            };
             let settings = pod_settings(ctx);
             let pod = run_pod(&RunSpec {
                 execution: &name,
@@ -478,13 +500,18 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                 owner,
                 attempt,
                 placement: &placement,
+                node: node.as_deref(),
                 module,
                 contract,
                 stdin_config_map: stdin_map.as_deref(),
                 settings: &settings,
             });
-            let pod_name = pod.name_any();
-            let created = create_owned(&pods, &pod, &owner_reference(execution, &uid)).await?;
+            let created = create_owned(&pods, &pod, &owner_reference(execution, &uid))
+                .await
+                .inspect_err(|_| ctx.admission.release(&held))?;
+            if created != Owned::Ours {
+                ctx.admission.release(&held);
+            }
             if created == Owned::Leftover {
                 return wait_for_leftover(ctx, execution, &executions, update, "Pod", &pod_name)
                     .await;
@@ -1035,17 +1062,19 @@ async fn start_on_agent(
 
 /// Places with the nodes and RuntimeClasses as the watches see them (read from the API server
 /// until the watches have listed them).
-async fn place_now(ctx: &Context, execution: &WasmExecution) -> Result<Placement> {
+/// Also returns the nodes a run pod of the placement may be admitted to.
+async fn place_now(ctx: &Context, execution: &WasmExecution) -> Result<(Placement, Vec<String>)> {
     let nodes = watched_or_read(ctx, &ctx.watched.nodes).await?;
     let nodes = node_views(nodes.iter().map(AsRef::as_ref));
     let classes = watched_or_read(ctx, &ctx.watched.classes).await?;
     let classes = class_views(classes.iter().map(AsRef::as_ref));
     let placement = place(execution.spec.runtime, &policy(ctx), &nodes, &classes);
+    let candidates = pod_nodes(&placement, &nodes);
     let Some(agents) = &ctx.agents else {
-        return Ok(placement);
+        return Ok((placement, candidates));
     };
     let views = agents.views();
-    Ok(prefer_agent(placement, |nodes| {
+    let placement = prefer_agent(placement, |nodes| {
         choose(
             &views,
             nodes,
@@ -1053,7 +1082,62 @@ async fn place_now(ctx: &Context, execution: &WasmExecution) -> Result<Placement
             agents.max_pending,
         )
         .map(|(agent, pending)| (agent.clone(), pending))
-    }))
+    });
+    Ok((placement, candidates))
+}
+
+/// Admission of the run pod `namespace/pod` to one of `candidates`: `Ok(Some(node))` to pin it
+/// there, `Ok(None)` without a cap (the scheduler chooses), `Err(why)` while it is queued.
+async fn admit(
+    ctx: &Context,
+    execution: &WasmExecution,
+    uid: &str,
+    pod: &str,
+    candidates: &[String],
+) -> Result<std::result::Result<Option<String>, String>> {
+    if ctx.admission.cap() == 0 {
+        return Ok(Ok(None));
+    }
+    let watched = match listed(&ctx.watched.pods) {
+        Some(pods) => pods,
+        None => {
+            let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
+            Api::<Pod>::all(ctx.client.clone())
+                .list(&ListParams::default().labels(&managed))
+                .await?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect()
+        }
+    };
+    let decided = ctx.admission.admit(
+        queue_key(execution, uid),
+        ObjectRef::from_obj(execution),
+        pod,
+        candidates,
+        &watched,
+    );
+    ctx.metrics.set(
+        "wasmfn_executions_queued",
+        &[],
+        ctx.admission.queued() as f64,
+    );
+    Ok(match decided {
+        Admitted::Node(node) => Ok(Some(node)),
+        Admitted::Queued { message } => Err(message),
+    })
+}
+
+/// An execution's place in the admission queue: its creation, then its uid.
+pub fn queue_key(execution: &WasmExecution, uid: &str) -> QueueKey {
+    let created = execution
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    (created, uid.to_owned())
 }
 
 /// Every object of a cluster-scoped kind: from its watch once that has listed them all, else
@@ -1231,6 +1315,8 @@ fn pod_settings(ctx: &Context) -> PodSettings {
             .config
             .run_deadline_grace_seconds
             .saturating_add(ctx.config.start_deadline_seconds),
+        cpu_limit: (!ctx.config.run_cpu_limit.is_empty())
+            .then(|| Quantity(ctx.config.run_cpu_limit.clone())),
     }
 }
 

@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use wasmfn_api::labels;
 use wasmfn_result::run_settings::{Invoke, RunSettings};
 
+use super::admission::NODE_LABEL;
 use super::placement;
 use crate::pod_security::{self, Compute};
 
@@ -98,6 +99,8 @@ pub struct PodSettings {
     pub memory_overhead_bytes: u64,
     /// Seconds added to the timeout for `activeDeadlineSeconds` (pod start, result writing).
     pub deadline_grace_seconds: u64,
+    /// CPU a run pod may use (a looping guest takes at most this from its neighbours).
+    pub cpu_limit: Option<Quantity>,
 }
 
 /// Everything one attempt's pod is built from.
@@ -113,6 +116,8 @@ pub struct RunSpec<'a> {
     pub attempt: i32,
     /// Where to run.
     pub placement: &'a placement::Placement,
+    /// The node admission chose: the pod is pinned there and labelled with it.
+    pub node: Option<&'a str>,
     /// The module.
     pub module: ModuleMount,
     /// What the run takes, on every path.
@@ -352,17 +357,31 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
     } else {
         "Container"
     };
-    let affinity = wasm.map(|(_, _, nodes)| Affinity {
+    // Pinned to the admitted node by its name, else (a Wasm pod without admission) to the
+    // eligible nodes.
+    let pinned = match (spec.node, wasm) {
+        (Some(node), _) => Some(NodeSelectorTerm {
+            match_fields: Some(vec![NodeSelectorRequirement {
+                key: "metadata.name".to_owned(),
+                operator: "In".to_owned(),
+                values: Some(vec![node.to_owned()]),
+            }]),
+            ..Default::default()
+        }),
+        (None, Some((_, _, nodes))) => Some(NodeSelectorTerm {
+            match_expressions: Some(vec![NodeSelectorRequirement {
+                key: "kubernetes.io/hostname".to_owned(),
+                operator: "In".to_owned(),
+                values: Some(nodes.clone()),
+            }]),
+            ..Default::default()
+        }),
+        (None, None) => None,
+    };
+    let affinity = pinned.map(|term| Affinity {
         node_affinity: Some(NodeAffinity {
             required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                node_selector_terms: vec![NodeSelectorTerm {
-                    match_expressions: Some(vec![NodeSelectorRequirement {
-                        key: "kubernetes.io/hostname".to_owned(),
-                        operator: "In".to_owned(),
-                        values: Some(nodes.clone()),
-                    }]),
-                    ..Default::default()
-                }],
+                node_selector_terms: vec![term],
             }),
             ..Default::default()
         }),
@@ -396,7 +415,10 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
                 (EXECUTION_LABEL.to_owned(), execution_label(spec.execution)),
                 (EXECUTION_UID_LABEL.to_owned(), spec.uid.to_owned()),
                 (ATTEMPT_LABEL.to_owned(), spec.attempt.to_string()),
-            ])),
+            ])
+            .into_iter()
+            .chain(spec.node.map(|node| (NODE_LABEL.to_owned(), node.to_owned())))
+            .collect()),
             annotations: Some(BTreeMap::from([(
                 RUNTIME_ANNOTATION.to_owned(),
                 runtime.to_owned(),
@@ -422,7 +444,7 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
                 resources: Some(pod_security::resource_requirements(Compute {
                     // Small, so a burst queues on the kubelet rather than the scheduler.
                     cpu_request: Quantity("10m".to_owned()),
-                    cpu_limit: None,
+                    cpu_limit: settings.cpu_limit.clone(),
                     memory_request: request,
                     memory_limit: limit,
                 })),
@@ -442,6 +464,7 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
 mod tests {
     use super::*;
     use crate::execution::placement::{Placement, Toleration as PlacementToleration};
+    use kube::ResourceExt as _;
 
     fn settings() -> PodSettings {
         PodSettings {
@@ -449,6 +472,7 @@ mod tests {
             wasm_pod_image: "wasmfn.local/wasm-pod:dev".into(),
             memory_overhead_bytes: 64 << 20,
             deadline_grace_seconds: 30,
+            cpu_limit: Some(Quantity("1".into())),
         }
     }
 
@@ -505,6 +529,7 @@ mod tests {
             owner: owner(),
             attempt: 2,
             placement,
+            node: None,
             module,
             contract: RunContract {
                 entrypoint: None,
@@ -669,6 +694,45 @@ mod tests {
         let pod = run_pod(&spec(&f, &container_placement(), maps()));
         let volumes = pod.spec.as_ref().expect("valid").volumes.clone();
         assert!(volumes.iter().flatten().all(|v| v.name != "scratch"));
+    }
+
+    fn pinned_node(pod: &Pod) -> Option<Vec<String>> {
+        let terms = &pod
+            .spec
+            .as_ref()?
+            .affinity
+            .as_ref()?
+            .node_affinity
+            .as_ref()?
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()?
+            .node_selector_terms;
+        let field = &terms.first()?.match_fields.as_ref()?[0];
+        assert_eq!((field.key.as_str(), field.operator.as_str()), ("metadata.name", "In"));
+        field.values.clone()
+    }
+
+    #[test]
+    fn an_admitted_pod_of_either_kind_is_pinned_to_its_node_by_name_labelled_and_cpu_limited() {
+        let f = fixture();
+        for placement in [wasm_placement(), container_placement()] {
+            let mut s = spec(&f, &placement, maps());
+            s.node = Some("node-b");
+            let pod = run_pod(&s);
+            assert_eq!(pinned_node(&pod), Some(vec!["node-b".to_string()]));
+            assert_eq!(pod.labels().get(NODE_LABEL).map(String::as_str), Some("node-b"));
+            let limits = container(&pod)
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.clone())
+                .expect("limits");
+            assert_eq!(limits.get("cpu"), Some(&Quantity("1".into())));
+        }
+        // Without admission a container pod goes where the scheduler puts it.
+        let placement = container_placement();
+        let pod = run_pod(&spec(&f, &placement, maps()));
+        assert_eq!(pinned_node(&pod), None);
+        assert!(!pod.labels().contains_key(NODE_LABEL));
     }
 
     #[test]
