@@ -125,6 +125,12 @@ bench-agent: images ## Agent vs Wasm pod vs container pod create->final (p50/p99
 	$(CARGO) build --workspace --bins
 	WASMFN_OPERATOR_BINARY=$(CURDIR)/target/release/wasmfn-operator $(CARGO) bench -p wasmfn-e2e --bench agent_latency
 
+.PHONY: bench-burst
+bench-burst: images ## 1,000 hello executions at once on a fresh cluster (half Auto, half Container, retries 0, no pre-pull): executions/s, reasons, run pods in flight per node, per-stage latencies
+	$(CARGO) build --release -p wasmfn-operator
+	$(CARGO) build --workspace --bins
+	WASMFN_OPERATOR_BINARY=$(CURDIR)/target/release/wasmfn-operator $(CARGO) bench -p wasmfn-e2e --bench burst
+
 .PHONY: bench-operator-memory
 bench-operator-memory: ## The release operator's RSS idle and with 1,000 finished executions (fresh cluster)
 	$(CARGO) build --release -p wasmfn-operator

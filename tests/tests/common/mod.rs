@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod burst;
 pub mod executions;
 pub mod native_code;
 
