@@ -3,6 +3,8 @@
 //! half `Container`, `retries: 0`, created by 8 clients; prints executions/s, the reasons,
 //! phases, paths and attempts histograms, the most run pods in flight per node, and per-stage
 //! latencies (create→pod, pod→started, started→finished, finished→recorded).
+//! `WASMFN_BENCH_CAP` sets the operator's run pods per node (default the chart's 10; 0 measures
+//! the operator without its admission queue, one pod per execution at once).
 
 #[path = "../tests/common/burst.rs"]
 mod burst;
@@ -20,6 +22,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    let cap = std::env::var("WASMFN_BENCH_CAP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(burst::CAP);
     let cluster = wasmfn_e2e::Cluster::start(std::path::Path::new(env!(
         "CARGO_BIN_EXE_wasmfn-cluster"
     )))
@@ -29,9 +35,10 @@ fn main() {
         "bench-burst",
         "bench-burst",
         count,
+        cap,
         Duration::from_secs(3600),
     );
-    println!("== burst of {count} (cap {} run pods per node) ==", burst::CAP);
+    println!("== burst of {count} (cap {cap} run pods per node; 0: none) ==");
     print!("{}", report.summary());
     println!("queue gauge after the burst: {queued}");
 }

@@ -22,6 +22,7 @@ fn a_cold_burst_without_retries_succeeds_at_the_first_attempt_within_the_per_nod
         "burst-suite",
         "burst",
         count,
+        CAP,
         Duration::from_secs(900),
     );
     let summary = report.summary();

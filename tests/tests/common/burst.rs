@@ -352,7 +352,7 @@ pub fn tail(events: &[WatchEvent], n: usize) -> String {
 pub const CAP: usize = 10;
 
 /// On `cluster` (CRDs applied here): starts the operator as `identity` with agents off and
-/// [`CAP`], creates the function `hello` and a burst of `count` executions in namespace
+/// `cap` run pods per node (0: no admission queue), creates the function `hello` and a burst of `count` executions in namespace
 /// `namespace`, waits until all are final (at most `timeout`); the report and the queue gauge
 /// read after the burst.
 pub fn run(
@@ -360,6 +360,7 @@ pub fn run(
     identity: &str,
     namespace: &str,
     count: usize,
+    cap: usize,
     timeout: Duration,
 ) -> (Report, f64) {
     cluster
@@ -370,7 +371,7 @@ pub fn run(
             wasmfn_e2e::operator::crds_dir().to_str().expect("utf-8"),
         ])
         .expect("apply the CRDs");
-    let cap = CAP.to_string();
+    let cap = cap.to_string();
     let mut operator = wasmfn_e2e::operator::OperatorProcess::start_with_env(
         cluster.info(),
         identity,
