@@ -125,6 +125,16 @@ pub struct Config {
     /// warning event as the cause), its pod deleted and the run retried: no guest ran.
     #[arg(long, env = "WASMFN_START_DEADLINE", default_value_t = 120)]
     pub start_deadline_seconds: u64,
+    /// Take a compile Job's network down before the build runs: an init container (root,
+    /// `NET_ADMIN` only, the builder image's `wasmfn isolate-network`) leaves only loopback, so
+    /// build scripts reach nothing even where no plugin enforces NetworkPolicy. Turn off where
+    /// namespaces refuse root containers (then only the NetworkPolicy applies).
+    #[arg(long, env = "WASMFN_COMPILE_ISOLATE_NETWORK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub compile_isolate_network: bool,
+    /// Seconds a finished execution is kept when its spec sets no `ttlSecondsAfterFinished`
+    /// (0: kept until deleted). Bounds what piles up in the API server and the operator's cache.
+    #[arg(long, env = "WASMFN_FINISHED_TTL", default_value_t = 604_800)]
+    pub finished_ttl_seconds: u64,
     /// Run pods in flight on one node at most (0: no cap). Executions beyond it are queued in
     /// the order they were created (condition reason `Queued`, no pod, no deadline running) and
     /// admitted as run pods finish; admitted pods are pinned to the node that had room.

@@ -236,6 +236,7 @@ mod tests {
             deadline_seconds: 60,
             memory_bytes: 1 << 30,
             owner,
+            isolate_network: true,
         });
         let template_labels = job
             .spec

@@ -70,7 +70,8 @@ pub struct WasmExecutionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 65536))]
     pub max_output_bytes: Option<i64>,
-    /// Delete the execution this many seconds after it finishes (default: kept).
+    /// Delete the execution this many seconds after it finishes (default: the operator's
+    /// `--finished-ttl-seconds`, 7 days in the chart; 0 there keeps it until deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i64>,

@@ -289,7 +289,10 @@ mod tests {
     }
 
     fn key(second: i64, uid: &str) -> QueueKey {
-        (Timestamp::from_second(second).expect("valid"), uid.to_owned())
+        (
+            Timestamp::from_second(second).expect("valid"),
+            uid.to_owned(),
+        )
     }
 
     fn reference(name: &str) -> ObjectRef<WasmExecution> {
@@ -323,7 +326,10 @@ mod tests {
         let candidates = nodes(&["a", "b"]);
         let counts = load(&[("a", 2), ("b", 1)]);
         // One slot is free (b): the first in the queue gets it, the second waits.
-        assert_eq!(admit(2, &candidates, &counts, 0), Admitted::Node("b".into()));
+        assert_eq!(
+            admit(2, &candidates, &counts, 0),
+            Admitted::Node("b".into())
+        );
         assert!(matches!(
             admit(2, &candidates, &counts, 1),
             Admitted::Queued { message } if message.contains("behind earlier")

@@ -866,7 +866,8 @@ mod tests {
     }
 
     #[test]
-    fn a_retry_that_waits_for_room_or_its_artifact_starts_the_next_attempt_and_loses_nothing_more() {
+    fn a_retry_that_waits_for_room_or_its_artifact_starts_the_next_attempt_and_loses_nothing_more()
+    {
         let p = wasm();
         for waiting in ["Queued", "ArtifactUnavailable", "FunctionNotReady"] {
             // Attempt 1 was lost and its pod deleted; the next start was queued.

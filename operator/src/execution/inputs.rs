@@ -9,6 +9,46 @@ use crate::config::parse_quantity;
 /// Most bytes of each stream an execution may keep in its status.
 pub const MAX_OUTPUT_CAP: u64 = 65536;
 
+/// Most bytes of one argument: the kernel refuses to `execve` a longer string (`MAX_ARG_STRLEN`,
+/// 128 KiB with its NUL), and a container pod passes args on the runner's command line.
+pub const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
+
+/// Most bytes of all arguments together (well inside `ARG_MAX`, which also holds the pod's
+/// environment).
+pub const MAX_ARGS_BYTES: usize = 1 << 20;
+
+/// Most bytes of the guest environment as a Wasm pod carries it: one variable holding the JSON
+/// list of `NAME=value` entries, itself one `execve` string.
+pub const MAX_ENV_JSON_BYTES: usize = 128 * 1024 - 64;
+
+/// Whether args and the guest environment fit what every runner can be handed.
+fn check_arguments(args: &[String], env: &[(String, String)]) -> Result<(), String> {
+    if let Some((index, arg)) = args
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.len() > MAX_ARG_BYTES)
+    {
+        return Err(format!(
+            "args[{index}] is {} bytes; one argument may have at most {MAX_ARG_BYTES} (the kernel's limit for a command-line string) — pass large values on stdin",
+            arg.len()
+        ));
+    }
+    let total: usize = args.iter().map(|a| a.len() + 1).sum();
+    if total > MAX_ARGS_BYTES {
+        return Err(format!(
+            "args total {total} bytes; at most {MAX_ARGS_BYTES} (1 MiB) — pass large values on stdin"
+        ));
+    }
+    let entries: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let encoded = serde_json::to_string(&entries).map_or(usize::MAX, |e| e.len());
+    if encoded > MAX_ENV_JSON_BYTES {
+        return Err(format!(
+            "the guest environment is {encoded} bytes encoded; at most {MAX_ENV_JSON_BYTES} (it travels as one variable) — pass large values on stdin"
+        ));
+    }
+    Ok(())
+}
+
 /// What the run pod gets.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunInputs {
@@ -72,6 +112,7 @@ pub fn resolve(
             None => env.push((var.name.clone(), value)),
         }
     }
+    check_arguments(&execution.args, &env).map_err(|message| ("InputTooLarge", message))?;
     let timeout_ms = execution
         .timeout_millis
         .or(function.defaults.timeout_millis)
@@ -129,6 +170,35 @@ mod tests {
         memory_bytes: 128 << 20,
         max_output_bytes: 4096,
     };
+
+    fn refusal(spec: &WasmExecutionSpec) -> String {
+        match resolve(spec, &function(), DEFAULTS) {
+            Err(("InputTooLarge", message)) => message,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn args_and_env_beyond_what_a_runner_can_be_handed_are_refused_with_what_to_do() {
+        let mut spec = execution();
+        spec.args = vec!["a".repeat(MAX_ARG_BYTES)];
+        assert!(
+            resolve(&spec, &function(), DEFAULTS).is_ok(),
+            "at the limit"
+        );
+        spec.args = vec!["ok".into(), "a".repeat(MAX_ARG_BYTES + 1)];
+        let message = refusal(&spec);
+        assert!(message.starts_with("args[1] is 131072 bytes"), "{message}");
+        assert!(message.contains("pass large values on stdin"), "{message}");
+        spec.args = vec!["a".repeat(100_000); 11];
+        assert!(refusal(&spec).starts_with("args total 1100011 bytes"));
+        let mut spec = execution();
+        spec.env = vec![EnvVar {
+            name: "BIG".into(),
+            value: Some("v".repeat(MAX_ENV_JSON_BYTES)),
+        }];
+        assert!(refusal(&spec).contains("the guest environment is"));
+    }
 
     fn var(name: &str, value: Option<&str>) -> EnvVar {
         EnvVar {

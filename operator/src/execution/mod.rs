@@ -15,6 +15,7 @@ pub mod placement;
 pub mod reconcile;
 pub mod run_pod;
 pub mod status;
+pub mod trim;
 pub mod watched;
 
 use std::sync::Arc;
@@ -121,11 +122,19 @@ pub async fn run(
     };
     let concurrency = ctx.config.concurrency;
     let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
-    let controller = Controller::new(
-        Api::<WasmExecution>::all(client.clone()),
-        watcher::Config::default(),
+    // The controller's cache holds trimmed copies (see [`trim`]).
+    let (executions, execution_writer) = kube::runtime::reflector::store();
+    let controller = Controller::for_stream(
+        watcher(
+            Api::<WasmExecution>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(trim::execution)
+        .reflect(execution_writer)
+        .applied_objects(),
+        executions.clone(),
     );
-    let executions = controller.store();
     // An agent's answer wakes its execution at once (the poll is the fallback).
     let controller = match ctx.agents.as_ref().and_then(|agents| agents.take_wake()) {
         Some(mut woken) => {
@@ -168,6 +177,7 @@ pub async fn run(
                 watcher::Config::default(),
             )
             .default_backoff()
+            .modify(trim::function)
             .reflect(writers.functions)
             .touched_objects(),
             move |function| {

@@ -32,13 +32,15 @@ use super::outcome::{
     with_node_health, Loss, RunState,
 };
 use super::placement::{
-    place, pod_nodes, prefer_agent, NodeView, Placement, Policy, RuntimeClassView, Taint, Toleration,
+    place, pod_nodes, prefer_agent, NodeView, Placement, Policy, RuntimeClassView, Taint,
+    Toleration,
 };
 use super::run_pod::{
-    input_config_map, pod_name, run_pod, ModuleMount, PodSettings, RunContract, RunSpec, ATTEMPT_LABEL,
-    CONTAINER, EXECUTION_UID_LABEL, RUNTIME_ANNOTATION,
+    input_config_map, pod_name, run_pod, ModuleMount, PodSettings, RunContract, RunSpec,
+    ATTEMPT_LABEL, CONTAINER, EXECUTION_UID_LABEL, RUNTIME_ANNOTATION,
 };
 use super::status::{leaves_a_final_phase, Assignment, StatusUpdate};
+use super::trim;
 use super::watched::{listed, watched_pods};
 use crate::agent::dispatch::{AgentAttempt, FetchModule, Handoff};
 use crate::agent::pool::{choose, AgentView};
@@ -238,7 +240,10 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
     // The watch cache may not have seen this operator's last status write yet; acting on it
     // could record a result twice or take a pod deleted after recording for a lost attempt.
     let fresh;
-    let execution = if !reread && ctx.last_writes.trusts(cached) {
+    // A trimmed cached copy lacks payloads: fine for cleaning up after a result (which
+    // writes no status), read whole before anything else.
+    let whole = !trim::is_trimmed(cached) || is_finished(cached.status.as_ref());
+    let execution = if !reread && whole && ctx.last_writes.trusts(cached) {
         cached
     } else {
         let Some(read) = executions.get_opt(&name).await? else {
@@ -809,7 +814,12 @@ async fn finish_up(
     if let (Some(agents), Some(uid)) = (&ctx.agents, execution.uid()) {
         agents.dispatcher.forget(&uid, i32::MAX);
     }
-    let Some(ttl) = execution.spec.ttl_seconds_after_finished else {
+    let retention = i64::try_from(ctx.config.finished_ttl_seconds).unwrap_or(i64::MAX);
+    let Some(ttl) = execution
+        .spec
+        .ttl_seconds_after_finished
+        .or((retention > 0).then_some(retention))
+    else {
         return Ok(Action::await_change());
     };
     let finished = execution

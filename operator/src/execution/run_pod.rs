@@ -407,18 +407,23 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
     Pod {
         metadata: ObjectMeta {
             name: Some(pod_name(spec.execution, spec.attempt)),
-            labels: Some(BTreeMap::from([
-                (
-                    labels::MANAGED_BY.to_owned(),
-                    labels::MANAGED_BY_VALUE.to_owned(),
-                ),
-                (EXECUTION_LABEL.to_owned(), execution_label(spec.execution)),
-                (EXECUTION_UID_LABEL.to_owned(), spec.uid.to_owned()),
-                (ATTEMPT_LABEL.to_owned(), spec.attempt.to_string()),
-            ])
-            .into_iter()
-            .chain(spec.node.map(|node| (NODE_LABEL.to_owned(), node.to_owned())))
-            .collect()),
+            labels: Some(
+                BTreeMap::from([
+                    (
+                        labels::MANAGED_BY.to_owned(),
+                        labels::MANAGED_BY_VALUE.to_owned(),
+                    ),
+                    (EXECUTION_LABEL.to_owned(), execution_label(spec.execution)),
+                    (EXECUTION_UID_LABEL.to_owned(), spec.uid.to_owned()),
+                    (ATTEMPT_LABEL.to_owned(), spec.attempt.to_string()),
+                ])
+                .into_iter()
+                .chain(
+                    spec.node
+                        .map(|node| (NODE_LABEL.to_owned(), node.to_owned())),
+                )
+                .collect(),
+            ),
             annotations: Some(BTreeMap::from([(
                 RUNTIME_ANNOTATION.to_owned(),
                 runtime.to_owned(),
@@ -708,7 +713,10 @@ mod tests {
             .as_ref()?
             .node_selector_terms;
         let field = &terms.first()?.match_fields.as_ref()?[0];
-        assert_eq!((field.key.as_str(), field.operator.as_str()), ("metadata.name", "In"));
+        assert_eq!(
+            (field.key.as_str(), field.operator.as_str()),
+            ("metadata.name", "In")
+        );
         field.values.clone()
     }
 
@@ -720,7 +728,10 @@ mod tests {
             s.node = Some("node-b");
             let pod = run_pod(&s);
             assert_eq!(pinned_node(&pod), Some(vec!["node-b".to_string()]));
-            assert_eq!(pod.labels().get(NODE_LABEL).map(String::as_str), Some("node-b"));
+            assert_eq!(
+                pod.labels().get(NODE_LABEL).map(String::as_str),
+                Some("node-b")
+            );
             let limits = container(&pod)
                 .resources
                 .as_ref()

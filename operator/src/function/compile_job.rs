@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, KeyToPath,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, KeyToPath,
     PodSecurityContext, PodSpec, PodTemplateSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -28,6 +28,8 @@ const SOURCE_DIR: &str = "/src";
 const OUT_DIR: &str = "/tmp/out";
 /// Container name (the operator reads this container's log and termination message).
 pub const CONTAINER: &str = "compile";
+/// The init container that isolates the pod's network.
+pub const ISOLATION_CONTAINER: &str = "isolate-network";
 
 /// What a compile Job is built from.
 #[derive(Debug, Clone)]
@@ -48,6 +50,36 @@ pub struct CompileJobInputs<'a> {
     pub memory_bytes: u64,
     /// The function starting it (the Job's controller).
     pub owner: OwnerReference,
+    /// Take the pod's network down before the build (an init container with `NET_ADMIN`).
+    pub isolate_network: bool,
+}
+
+/// The init container that takes every interface but loopback down in the pod's network
+/// namespace before the build runs: root with `NET_ADMIN` and nothing else, our own binary,
+/// finished before any user code starts. The builder container shares the namespace without
+/// the capability to undo it.
+fn network_isolation(image: &str) -> Container {
+    let mut security = pod_security::restricted_container();
+    security.run_as_user = Some(0);
+    security.run_as_non_root = Some(false);
+    security.capabilities = Some(Capabilities {
+        drop: Some(vec!["ALL".to_owned()]),
+        add: Some(vec!["NET_ADMIN".to_owned()]),
+    });
+    Container {
+        name: ISOLATION_CONTAINER.to_owned(),
+        image: Some(image.to_owned()),
+        args: Some(vec!["isolate-network".to_owned()]),
+        resources: Some(pod_security::resource_requirements(Compute {
+            cpu_request: Quantity("10m".to_owned()),
+            cpu_limit: Some(Quantity("100m".to_owned())),
+            memory_request: Quantity("16Mi".to_owned()),
+            memory_limit: Quantity("64Mi".to_owned()),
+        })),
+        security_context: Some(security),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Default::default()
+    }
 }
 
 /// `wasmfn-compile-<first 20 hex digits of the key>`.
@@ -141,6 +173,9 @@ pub fn compile_job(inputs: &CompileJobInputs<'_>) -> Job {
                         fs_group: Some(pod_security::NON_ROOT_ID),
                         ..pod_security::non_root_pod()
                     }),
+                    init_containers: inputs
+                        .isolate_network
+                        .then(|| vec![network_isolation(inputs.builder_image)]),
                     containers: vec![Container {
                         name: CONTAINER.to_owned(),
                         image: Some(inputs.builder_image.to_owned()),
@@ -257,6 +292,7 @@ mod tests {
             deadline_seconds: 600,
             memory_bytes: 2 << 30,
             owner: owner(),
+            isolate_network: true,
         })
     }
 
@@ -307,6 +343,52 @@ mod tests {
             "toolchain deadline below the Job's: {args:?}"
         );
         assert!(!args.contains(&"--library".to_owned()));
+    }
+
+    #[test]
+    fn the_network_is_taken_down_first_by_a_root_init_container_with_net_admin_alone() {
+        let files = SourceFiles::from([("main.rs".into(), b"fn main(){}".to_vec())]);
+        let build = BuildOptions::default();
+        let job = job_for(&files, &build);
+        let init = pod(&job)
+            .init_containers
+            .as_ref()
+            .expect("an init container");
+        assert_eq!(init.len(), 1);
+        let isolate = &init[0];
+        assert_eq!(isolate.name, ISOLATION_CONTAINER);
+        assert_eq!(isolate.image.as_deref(), Some("wasmfn.local/builder:dev"));
+        assert_eq!(isolate.args, Some(vec!["isolate-network".to_owned()]));
+        let security = isolate.security_context.as_ref().expect("security");
+        assert_eq!(security.run_as_user, Some(0));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        let capabilities = security.capabilities.as_ref().expect("capabilities");
+        assert_eq!(capabilities.drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(capabilities.add, Some(vec!["NET_ADMIN".to_owned()]));
+        // The build container keeps none.
+        let build_security = pod(&job).containers[0].security_context.clone();
+        assert_eq!(
+            build_security
+                .and_then(|s| s.capabilities)
+                .and_then(|c| c.add),
+            None
+        );
+        // Turned off (a namespace that refuses root containers): no init container.
+        let mut inputs = CompileJobInputs {
+            key: KEY,
+            language: Language::Rust,
+            build: &build,
+            files: &files,
+            builder_image: "b",
+            deadline_seconds: 60,
+            memory_bytes: 1 << 30,
+            owner: owner(),
+            isolate_network: true,
+        };
+        assert!(pod(&compile_job(&inputs)).init_containers.is_some());
+        inputs.isolate_network = false;
+        assert!(pod(&compile_job(&inputs)).init_containers.is_none());
     }
 
     #[test]

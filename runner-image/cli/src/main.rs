@@ -7,6 +7,7 @@ mod agent;
 mod artifact;
 mod compile;
 mod exec;
+mod isolate;
 mod manifest;
 mod options;
 mod run;
@@ -40,6 +41,9 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Ask a running agent for its capacity, load and cache (mutual TLS, like the operator).
     AgentStatus(agent::AgentStatusArgs),
+    /// Take every network interface but loopback down (a compile Job's init container, with
+    /// NET_ADMIN, so the build that follows reaches nothing).
+    IsolateNetwork,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Artifact(command) => artifact::artifact(command),
         Command::Agent(args) => agent::agent(args),
         Command::AgentStatus(args) => agent::agent_status(args),
+        Command::IsolateNetwork => isolate::isolate_network(),
     };
     match result {
         // Exit codes are 0..=255; a guest's larger or negative code is reported modulo 256 like

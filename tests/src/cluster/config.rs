@@ -146,7 +146,9 @@ pub fn cni_conflist(node: &NodeInfo) -> String {
 /// KubeletConfiguration: own address and port, cgroupfs under the node's own cgroup root,
 /// client-certificate authentication for the apiserver and webhook authorization, no disk-pressure
 /// eviction (the kubelet ignores a `0%` threshold: a shared CI disk with little free space must
-/// not evict test pods), and no changes to the host's iptables.
+/// not evict test pods), no changes to the host's iptables, and at most 1,024 processes per pod
+/// (the pids cgroup: a fork bomb in one pod — a hostile build script — stops there instead of
+/// taking the machine's pid space).
 pub fn kubelet_config(node: &NodeInfo, ca_file: &Path) -> String {
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
@@ -170,6 +172,7 @@ runtimeRequestTimeout: 2m
 containerLogMaxSize: 10Mi
 containerLogMaxFiles: 3
 maxPods: 110
+podPidsLimit: 1024
 authentication:
   anonymous:
     enabled: false

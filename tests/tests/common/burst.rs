@@ -26,15 +26,15 @@ pub const NODE_LABEL: &str = "wasmfn.dev/node";
 const EXECUTION_LABEL: &str = "wasmfn.dev/execution";
 
 /// The burst's executions: `burst-<i>`, of function `function`, the even ones `runtime: Auto`,
-/// the odd ones `runtime: Container`, all with `retries: 0`.
-pub fn manifests(count: usize, function: &str) -> Vec<Value> {
+/// the odd ones `runtime: Container`, all with `retries`.
+pub fn manifests(count: usize, function: &str, retries: i32) -> Vec<Value> {
     (0..count)
         .map(|i| {
             let runtime = if i % 2 == 0 { "Auto" } else { "Container" };
             execution(
                 &format!("burst-{i}"),
                 function,
-                json!({"runtime": runtime, "retries": 0}),
+                json!({"runtime": runtime, "retries": retries}),
             )
         })
         .collect()
@@ -116,7 +116,7 @@ pub struct Report {
     pub attempts: BTreeMap<i64, usize>,
     /// Executions whose condition said `Queued` at some point.
     pub queued: usize,
-    /// Executions whose phase changed after it was final (must be none).
+    /// Executions whose status changed after it was final (must be none).
     pub went_back: Vec<String>,
     /// Run pods Kubernetes stopped at `activeDeadlineSeconds`.
     pub deadline_exceeded: Vec<String>,
@@ -156,6 +156,7 @@ impl Report {
         let mut stages: HashMap<String, Stages> = HashMap::new();
         let mut last: BTreeMap<String, Value> = BTreeMap::new();
         let mut final_phase: HashMap<String, String> = HashMap::new();
+        let mut final_status: HashMap<String, Value> = HashMap::new();
         let mut queued = HashSet::new();
         let (mut first, mut end) = (None::<Instant>, None::<Instant>);
         for event in executions.events() {
@@ -175,12 +176,17 @@ impl Report {
                 queued.insert(name.clone());
             }
             match final_phase.get(&name) {
-                Some(was) if *was != phase && !report.went_back.contains(&name) => {
-                    report.went_back.push(format!("{name}: {was} then {phase}"));
+                Some(was) if final_status.get(&name) != Some(status) => {
+                    if !report.went_back.iter().any(|w| w.starts_with(&format!("{name}:"))) {
+                        report
+                            .went_back
+                            .push(format!("{name}: final {was}, then {status}"));
+                    }
                 }
                 Some(_) => {}
                 None if FINAL_PHASES.contains(&phase.as_str()) => {
                     final_phase.insert(name.clone(), phase.clone());
+                    final_status.insert(name.clone(), status.clone());
                     entry.recorded = Some(event.at);
                     end = Some(end.map_or(event.at, |e| e.max(event.at)));
                 }
@@ -293,7 +299,7 @@ impl Report {
             "{} executions, last final after {:.1} s: {:.1} executions/s\n\
              phases {:?}\nreasons {:?}\npaths {:?}\nattempts {:?}\n\
              queued at some point: {}; run pods: {}; most in flight per node {:?}\n\
-             pods stopped at their deadline: {}; phases gone back from final: {}\n",
+             pods stopped at their deadline: {}; statuses changed after final: {}\n",
             self.executions,
             self.wall.as_secs_f64(),
             self.rate(),
@@ -395,7 +401,7 @@ pub fn run(
     .expect("the function is Ready");
     let executions = Watch::start(&ns, namespace, "wasmexecutions");
     let pods = Watch::start(&ns, namespace, "pods");
-    let created = create_all(&ns, namespace, manifests(count, "hello"));
+    let created = create_all(&ns, namespace, manifests(count, "hello", 0));
     println!(
         "{count} executions created in {:.1} s by {SUBMITTERS} clients",
         created.as_secs_f64()
