@@ -274,7 +274,8 @@ pub struct WasmFunctionStatus {
 /// A function's lifecycle phase.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum FunctionPhase {
-    /// Seen, not yet acted on (or waiting for its source).
+    /// Seen, not yet acted on, waiting for its source, or waiting to try a compile again after
+    /// the platform lost the last try (`compile.nextAttemptTime` says when).
     Pending,
     /// A compile Job is running.
     Compiling,
@@ -334,4 +335,18 @@ pub struct CompileStatus {
     /// The tools and versions that built the module.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub toolchain: Vec<String>,
+    /// Which try this is (or was), from 1. A compile the platform lost (the builder could not
+    /// run or crashed, its pod was lost, the Job's deadline passed before the builder reported,
+    /// its output could not be read) is tried again, 3 tries in all; a failure of the source is
+    /// not. A change of the spec starts again from 1. 0 when no compile ran (cache hit,
+    /// prebuilt module).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: i32,
+    /// While waiting to try again after a lost try: when the next try starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
+}
+
+fn is_zero(value: &i32) -> bool {
+    *value == 0
 }

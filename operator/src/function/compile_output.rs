@@ -27,11 +27,12 @@ pub struct CompiledModule {
 }
 
 /// A failed compile, as status shows it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompileFailure {
     /// Fixed reason (`CompileError`, `TimedOut`, `OutOfMemory`, …).
     pub reason: String,
-    /// True when the function's source is at fault.
+    /// True when the function's source is at fault (final at once); false when the platform
+    /// is (the builder could not run or crashed: the compile is tried again).
     pub user_error: bool,
     /// One line.
     pub message: String,
@@ -153,9 +154,14 @@ pub fn refuse_native_code(module: &CompiledModule) -> Option<CompileFailure> {
     })
 }
 
-/// Reads a failed compile from the container's termination message and terminated reason
-/// (`OOMKilled`, `Error`, …), or the Job's failure reason (`DeadlineExceeded`) when the
-/// container never wrote one.
+/// Reads a failed compile from the container's termination message, else from the
+/// container's state (`OOMKilled`, `Error`, or why it never started: `ImagePullBackOff`, …) and
+/// the Job's failure reason (`DeadlineExceeded`, `BackoffLimitExceeded`).
+///
+/// Without a document from the builder only an out-of-memory kill blames the source. A Job
+/// that passed its deadline without one is the platform's failure: the builder stops the
+/// toolchain 15 s before the deadline and reports `TimedOut` itself, so a silent deadline means
+/// the pod did not start in time (image pull, scheduling) or the builder hung.
 pub fn parse_failure(
     termination_message: Option<&str>,
     container_reason: Option<&str>,
@@ -183,10 +189,14 @@ pub fn parse_failure(
             true,
             "the compiler ran out of memory (the compile Job's memory limit)".to_owned(),
         ),
-        (_, Some("DeadlineExceeded")) => (
-            "TimedOut",
-            true,
-            "the compile Job ran past its deadline (spec.build.timeoutSeconds)".to_owned(),
+        (container, Some("DeadlineExceeded")) => (
+            "DeadlineExceeded",
+            false,
+            format!(
+                "the compile Job passed its deadline before the builder reported a result \
+                 (container: {}); did its pod start? (image pull, scheduling)",
+                container.unwrap_or("no state")
+            ),
         ),
         (container, job) => (
             "BuilderFailed",
@@ -317,14 +327,31 @@ mod tests {
     }
 
     #[test]
+    fn a_timed_out_document_blames_the_source_even_when_the_job_deadline_passed_too() {
+        let message = "{\"kind\":\"CompileFailure\",\"reason\":\"TimedOut\",\"userError\":true,\
+                       \"message\":\"the toolchain ran past 585s\"}";
+        let failure = parse_failure(Some(message), Some("Error"), Some("DeadlineExceeded"));
+        assert_eq!(failure.reason, "TimedOut");
+        assert!(failure.user_error);
+    }
+
+    #[test]
     fn without_a_document_the_pod_and_job_reasons_decide() {
         assert_eq!(
             parse_failure(None, Some("OOMKilled"), None).reason,
             "OutOfMemory"
         );
-        assert_eq!(
-            parse_failure(Some("garbage"), None, Some("DeadlineExceeded")).reason,
-            "TimedOut"
+        let deadline = parse_failure(
+            Some("garbage"),
+            Some("ImagePullBackOff"),
+            Some("DeadlineExceeded"),
+        );
+        assert_eq!(deadline.reason, "DeadlineExceeded");
+        assert!(!deadline.user_error, "a silent deadline is the platform's");
+        assert!(
+            deadline.message.contains("ImagePullBackOff"),
+            "{}",
+            deadline.message
         );
         let other = parse_failure(None, Some("Error"), Some("BackoffLimitExceeded"));
         assert_eq!(other.reason, "BuilderFailed");

@@ -6,9 +6,10 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{
-    DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, PropagationPolicy,
+    DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, Preconditions,
+    PropagationPolicy,
 };
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -17,13 +18,15 @@ use wasmfn_api::{CompileStatus, FunctionPhase, WasmFunction, WasmFunctionStatus,
 use wasmfn_artifact::sha256_digest;
 
 use super::cache_key::{cache_key, private_key, KeyInputs};
-use super::compile_job::{compile_job, job_name, source_config_map, CompileJobInputs, CONTAINER};
+use super::compile_job::{
+    compile_job, job_name, source_config_map, source_config_map_name, CompileJobInputs, CONTAINER,
+};
 use super::compile_output::{
     parse_failure, parse_success, refuse_native_code, CompileFailure, CompiledModule,
 };
-use super::decision::{decide, JobState, Observation, Step};
+use super::decision::{decide, JobState, Observation, Outcome, Step, COMPILE_TRIES};
 use super::source::{files_from_config_map, validate, SourceFiles, SourceRequest};
-use super::status::StatusUpdate;
+use super::status::{retry_message, StatusUpdate};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::idempotent::{create_if_absent, delete_if_present};
@@ -35,6 +38,10 @@ use crate::telemetry::object_spans::{nanos, CompileEnd, FunctionTrace, Reconcile
 const COMPILE_POLL: Duration = Duration::from_secs(15);
 /// How often a function waiting for its source ConfigMap looks again.
 const SOURCE_POLL: Duration = Duration::from_secs(10);
+/// How often a finished compile's log that could not be fetched is asked for again.
+const LOG_POLL: Duration = Duration::from_secs(5);
+/// How soon a new try looks again when the finished Job of the last one still holds the name.
+const NAME_HELD_POLL: Duration = Duration::from_secs(2);
 
 /// Reconciles one function.
 #[instrument(skip(function, ctx), fields(namespace = function.namespace(), name = function.name_any()))]
@@ -218,14 +225,29 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
         None
     };
     let uid = function.uid().unwrap_or_default();
-    let step = decide(Observation {
+    let observation = Observation {
         generation,
         status: current,
         key: &key,
         stored_digest: stored.as_ref().map(|r| r.digest.as_str()),
         prebuilt: prebuilt.is_some(),
         job: job.as_ref().map(|j| job_state(j, &uid)),
-    });
+        outcome: None,
+        now,
+    };
+    let mut step = decide(observation);
+    // A finished Job's output is read only when the decision needs it, then decided on.
+    let outcome = match (&step, &job) {
+        (Step::Collect, Some(finished)) => Some(read_outcome(ctx, &namespace, finished).await?),
+        (Step::Collect, None) => return Err(Error::Invariant("Collect without a Job".into())),
+        _ => None,
+    };
+    if let Some(outcome) = &outcome {
+        step = decide(Observation {
+            outcome: Some(outcome),
+            ..observation
+        });
+    }
     info!(?step, key = %key, "decided");
 
     match step {
@@ -293,13 +315,30 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             }
             Ok(Action::await_change())
         }
-        Step::StartCompile => {
-            ctx.metrics.inc("wasmfn_cache_total", &[("result", "miss")]);
-            let name = start_compile(ctx, function, &jobs, &namespace, &key, &files).await?;
-            let status = update.compiling(&key, &name, None);
+        Step::StartCompile {
+            try_number,
+            replace,
+        } => {
+            if try_number == 1 {
+                ctx.metrics.inc("wasmfn_cache_total", &[("result", "miss")]);
+            }
+            if let (true, Some(finished)) = (replace, &job) {
+                replace_finished_job(&jobs, finished).await?;
+            }
+            let Some(name) = start_compile(ctx, function, &jobs, &namespace, &key, &files).await?
+            else {
+                // The finished Job of an earlier try still holds the name: being deleted.
+                return Ok(Action::requeue(NAME_HELD_POLL));
+            };
+            let status = update.compiling(&key, &name, None, try_number, None);
             if write_status(ctx, &functions, function, status).await? {
+                let again = if try_number > 1 {
+                    format!("; try {try_number} of {COMPILE_TRIES}")
+                } else {
+                    String::new()
+                };
                 let note = format!(
-                    "compile Job {name} started ({} with {})",
+                    "compile Job {name} started ({} with {}{again})",
                     function.spec.language.as_str(),
                     ctx.config.builder_image
                 );
@@ -308,12 +347,12 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             }
             Ok(Action::requeue(COMPILE_POLL))
         }
-        Step::JoinCompile => {
+        Step::JoinCompile { try_number } => {
             let job = job.ok_or_else(|| Error::Invariant("JoinCompile without a Job".into()))?;
             join_compile(&jobs, &job, owner_reference(function, false)?).await?;
             let name = job.name_any();
             let start = job.status.as_ref().and_then(|s| s.start_time.clone());
-            let status = update.compiling(&key, &name, start);
+            let status = update.compiling(&key, &name, start, try_number, job_deadline(&job));
             if write_status(ctx, &functions, function, status).await? {
                 let note =
                     format!("sharing compile Job {name} with another function of the same source");
@@ -322,26 +361,22 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             }
             Ok(Action::requeue(COMPILE_POLL))
         }
-        Step::WaitForCompile => {
+        Step::WaitForCompile { try_number } => {
             let job = job.ok_or_else(|| Error::Invariant("WaitForCompile without a Job".into()))?;
             let start = job.status.as_ref().and_then(|s| s.start_time.clone());
-            let status = update.compiling(&key, &job.name_any(), start);
+            let status =
+                update.compiling(&key, &job.name_any(), start, try_number, job_deadline(&job));
             write_status(ctx, &functions, function, status).await?;
             Ok(Action::requeue(COMPILE_POLL))
         }
-        Step::CollectSuccess => {
-            let job = job.ok_or_else(|| Error::Invariant("CollectSuccess without a Job".into()))?;
-            let (pod, log) = compile_pod_log(ctx, &namespace, &job).await?;
-            let module = parse_success(&log).map_err(|message| Error::CompileOutput {
-                job: job.name_any(),
-                message,
-            })?;
-            if let Some(failure) = refuse_native_code(&module) {
-                // The builder ran the author's code; what it produced is checked like a
-                // prebuilt module. The Job stays, like a failed one, for other owners to see.
-                record_compile_failure(ctx, function, update, &key, &job, failure).await?;
-                return Ok(Action::await_change());
-            }
+        Step::Collect => Err(Error::Invariant(
+            "Collect decided again with the outcome in hand".into(),
+        )),
+        Step::StoreModule { try_number } => {
+            let job = job.ok_or_else(|| Error::Invariant("StoreModule without a Job".into()))?;
+            let Some(Outcome::Module(module)) = outcome else {
+                return Err(Error::Invariant("StoreModule without a module".into()));
+            };
             let record = ctx
                 .stores
                 .put(&namespace, store, &key, to_store(&module))
@@ -355,10 +390,13 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
                 reason: None,
                 diagnostics: Vec::new(),
                 toolchain: module.toolchain.clone(),
+                attempts: i32::try_from(try_number).unwrap_or(i32::MAX),
+                next_attempt_time: None,
             };
             let note = format!(
-                "compiled in {:.0} ms by {pod}: module {} ({} bytes) stored in {} {}",
+                "compiled in {:.0} ms by Job {}: module {} ({} bytes) stored in {} {}",
                 module.compile_ms,
+                job.name_any(),
                 record.digest,
                 record.size,
                 record.store.as_str(),
@@ -395,52 +433,201 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             delete_job(&jobs, &job.name_any()).await?;
             Ok(Action::await_change())
         }
-        Step::CollectFailure => {
-            let job = job.ok_or_else(|| Error::Invariant("CollectFailure without a Job".into()))?;
-            let pod = latest_pod(ctx, &namespace, &job).await?;
-            let terminated = pod
-                .as_ref()
-                .and_then(|p| p.status.as_ref())
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.iter().find(|c| c.name == CONTAINER))
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.terminated.clone());
-            let job_reason = job
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == "Failed" && c.status == "True"))
-                .and_then(|c| c.reason.clone());
-            let failure = parse_failure(
-                terminated.as_ref().and_then(|t| t.message.as_deref()),
-                terminated.as_ref().and_then(|t| t.reason.as_deref()),
-                job_reason.as_deref(),
-            );
-            record_compile_failure(ctx, function, update, &key, &job, failure).await?;
+        Step::Fail {
+            failure,
+            try_number,
+        } => {
             // The failed Job stays (owned by its functions) so `kubectl logs` shows the compiler.
+            let tried = TriedJob::of(job.as_ref(), current);
+            record_compile_failure(ctx, function, update, &key, &tried, failure, try_number)
+                .await?;
             Ok(Action::await_change())
+        }
+        Step::Retry {
+            failure,
+            try_number,
+            delay,
+        } => {
+            // The lost try's Job stays until the next try replaces it, for `kubectl logs`.
+            let tried = TriedJob::of(job.as_ref(), current);
+            let next = now
+                .checked_add(SignedDuration::try_from(delay).unwrap_or_default())
+                .unwrap_or(now);
+            let compile = CompileStatus {
+                job_name: tried.name.clone(),
+                start_time: tried.start_time.clone(),
+                ..Default::default()
+            };
+            let status = update.retrying(&key, compile, &failure, try_number, Time(next), delay);
+            if write_status(ctx, &functions, function, status).await? {
+                ctx.metrics.inc(
+                    "wasmfn_compiles_total",
+                    &[
+                        ("language", function.spec.language.as_str()),
+                        ("outcome", "Retried"),
+                    ],
+                );
+                let note = format!(
+                    "{}{}",
+                    retry_message(&failure, try_number, delay),
+                    tried.logs_hint()
+                );
+                ctx.event(function, true, &failure.reason, "Compile", note)
+                    .await;
+            }
+            Ok(Action::requeue(delay))
+        }
+        Step::BackOff { remaining } => Ok(Action::requeue(remaining)),
+        Step::ReadAgain {
+            message,
+            give_up_at,
+        } => {
+            let name = job.as_ref().map(ResourceExt::name_any).unwrap_or_default();
+            let status = update.reading_output(&key, &name, &message, &Time(give_up_at));
+            if write_status(ctx, &functions, function, status).await? {
+                let note = format!("compile Job {name} finished; reading its log: {message}");
+                ctx.event(function, true, "ReadingOutput", "Compile", note)
+                    .await;
+            }
+            Ok(Action::requeue(LOG_POLL))
         }
     }
 }
 
-/// Records a failed compile of `job`: Failed status, metrics, the compile span and a Warning
-/// event.
+/// The Job a try ran in, as a failure record names it: the Job seen now, else the one the
+/// status last named (a Job that vanished).
+struct TriedJob {
+    name: Option<String>,
+    start_time: Option<Time>,
+}
+
+impl TriedJob {
+    fn of(job: Option<&Job>, status: Option<&WasmFunctionStatus>) -> TriedJob {
+        match job {
+            Some(job) => TriedJob {
+                name: Some(job.name_any()),
+                start_time: job.status.as_ref().and_then(|s| s.start_time.clone()),
+            },
+            None => {
+                let compile = status.and_then(|s| s.compile.as_ref());
+                TriedJob {
+                    name: compile.and_then(|c| c.job_name.clone()),
+                    start_time: compile.and_then(|c| c.start_time.clone()),
+                }
+            }
+        }
+    }
+
+    /// Where to read more, for an event.
+    fn logs_hint(&self) -> String {
+        self.name
+            .as_deref()
+            .map(|name| format!(" (kubectl logs job/{name})"))
+            .unwrap_or_default()
+    }
+}
+
+/// When the cluster stops `job` (its `activeDeadlineSeconds` after it started), once started.
+fn job_deadline(job: &Job) -> Option<Time> {
+    let started = job.status.as_ref()?.start_time.as_ref()?.0;
+    let seconds = job.spec.as_ref()?.active_deadline_seconds?;
+    started
+        .checked_add(SignedDuration::from_secs(seconds))
+        .ok()
+        .map(Time)
+}
+
+/// Reads what the finished `job` left: the module in its pod's log, or why it failed.
+async fn read_outcome(ctx: &Context, namespace: &str, job: &Job) -> Result<Outcome> {
+    let pod = latest_pod(ctx, namespace, job).await?;
+    if job_state(job, "") == JobState::Succeeded {
+        let Some(pod) = pod else {
+            return Ok(Outcome::Unreadable(
+                "the Job succeeded but its pod is gone".into(),
+            ));
+        };
+        let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
+        let params = LogParams {
+            container: Some(CONTAINER.to_owned()),
+            ..Default::default()
+        };
+        let log = match pods.logs(&pod.name_any(), &params).await {
+            Ok(log) => log,
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                return Ok(Outcome::Unreadable(format!(
+                    "the log of pod {} is gone",
+                    pod.name_any()
+                )))
+            }
+            Err(error) => {
+                return Ok(Outcome::LogUnavailable {
+                    message: format!("fetching the log of pod {}: {error}", pod.name_any()),
+                    finished: job
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.completion_time.as_ref())
+                        .map(|t| t.0),
+                })
+            }
+        };
+        return Ok(match parse_success(&log) {
+            Err(message) => Outcome::Unreadable(message),
+            // The builder ran the author's code; what it produced is checked like a prebuilt
+            // module.
+            Ok(module) => match refuse_native_code(&module) {
+                Some(failure) => Outcome::Failure(failure),
+                None => Outcome::Module(module),
+            },
+        });
+    }
+    let pod_status = pod.as_ref().and_then(|p| p.status.as_ref());
+    let state = pod_status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == CONTAINER))
+        .and_then(|c| c.state.as_ref());
+    let terminated = state.and_then(|s| s.terminated.as_ref());
+    // Why the container ended, else why it never started (ImagePullBackOff …), else why the
+    // pod went (Evicted …).
+    let container_reason = terminated
+        .and_then(|t| t.reason.as_deref())
+        .or_else(|| {
+            state
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref())
+        })
+        .or_else(|| pod_status.and_then(|s| s.reason.as_deref()));
+    let job_reason = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Failed" && c.status == "True"))
+        .and_then(|c| c.reason.as_deref());
+    Ok(Outcome::Failure(parse_failure(
+        terminated.and_then(|t| t.message.as_deref()),
+        container_reason,
+        job_reason,
+    )))
+}
+
+/// Records a failed compile: Failed status, metrics, the compile span and a Warning event.
 async fn record_compile_failure(
     ctx: &Context,
     function: &WasmFunction,
     update: StatusUpdate,
     key: &str,
-    job: &Job,
+    tried: &TriedJob,
     failure: CompileFailure,
+    try_number: u32,
 ) -> Result<()> {
     let namespace = function.namespace().unwrap_or_default();
     let functions = Api::<WasmFunction>::namespaced(ctx.client.clone(), &namespace);
     let compile = CompileStatus {
-        job_name: Some(job.name_any()),
-        start_time: job.status.as_ref().and_then(|s| s.start_time.clone()),
+        job_name: tried.name.clone(),
+        start_time: tried.start_time.clone(),
+        attempts: i32::try_from(try_number).unwrap_or(i32::MAX),
         ..Default::default()
     };
-    let note = format!("{} (kubectl logs job/{})", failure.message, job.name_any());
+    let note = format!("{}{}", failure.message, tried.logs_hint());
     let status = update.compile_failed(key, compile, &failure);
     if write_status(ctx, &functions, function, status).await? {
         ctx.metrics.inc(
@@ -450,14 +637,18 @@ async fn record_compile_failure(
                 ("outcome", &failure.reason),
             ],
         );
+        let started = tried
+            .start_time
+            .as_ref()
+            .map_or_else(|| nanos(Timestamp::now()), |t| nanos(t.0));
         trace_compile(
             ctx,
             function,
             &CompileEnd {
                 source: "compiled",
                 outcome: &failure.reason,
-                job: Some(&job.name_any()),
-                started: job_started(job, Timestamp::now()),
+                job: tried.name.as_deref(),
+                started,
                 ended: nanos(Timestamp::now()),
                 error: Some(failure.message.clone()),
             },
@@ -508,7 +699,8 @@ fn owner_reference(function: &WasmFunction, controller: bool) -> Result<OwnerRef
 
 /// Creates the Job and then its source ConfigMap (owned by the Job, so it goes with it; the
 /// kubelet waits for the volume until it exists). Another function or replica winning the race
-/// for the Job's name is fine: the Job is the same.
+/// for the Job's name is fine: the Job is the same. Returns the Job's name, or `None` while the
+/// name is still held by the finished Job of an earlier try (being deleted).
 async fn start_compile(
     ctx: &Context,
     function: &WasmFunction,
@@ -516,7 +708,7 @@ async fn start_compile(
     namespace: &str,
     key: &str,
     files: &SourceFiles,
-) -> Result<String> {
+) -> Result<Option<String>> {
     let deadline = function
         .spec
         .build
@@ -531,28 +723,49 @@ async fn start_compile(
         deadline_seconds: deadline,
         memory_bytes: ctx.config.compile_memory,
         owner: owner_reference(function, true)?,
+        isolate_network: ctx.config.compile_isolate_network,
     });
     let name = job_name(key);
     crate::network_policy::ensure(ctx, namespace, function).await?;
     let created = match jobs.create(&PostParams::default(), &job).await {
         Ok(created) => created,
-        Err(kube::Error::Api(status)) if status.code == 409 => jobs.get(&name).await?,
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let existing = jobs.get(&name).await?;
+            let finished = !matches!(job_state(&existing, ""), JobState::Running { .. });
+            if finished || existing.metadata.deletion_timestamp.is_some() {
+                return Ok(None);
+            }
+            existing
+        }
         Err(error) => return Err(error.into()),
     };
+    let job_uid = created
+        .uid()
+        .ok_or_else(|| Error::Invariant("a Job without a uid".into()))?;
     let job_owner = OwnerReference {
         api_version: "batch/v1".into(),
         kind: "Job".into(),
         name: name.clone(),
-        uid: created
-            .uid()
-            .ok_or_else(|| Error::Invariant("a Job without a uid".into()))?,
+        uid: job_uid.clone(),
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
     let source = source_config_map(key, files, job_owner);
     let maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace);
-    create_if_absent(&maps, &source).await?;
-    Ok(name)
+    if !create_if_absent(&maps, &source).await? {
+        // A source ConfigMap of an earlier try's Job would go with that Job (the garbage
+        // collector deletes it by uid) and leave this Job's pod without its source: replace it.
+        let map_name = source_config_map_name(key);
+        let stale = maps
+            .get_opt(&map_name)
+            .await?
+            .is_some_and(|map| !map.owner_references().iter().any(|o| o.uid == job_uid));
+        if stale {
+            delete_if_present(&maps, &map_name, &DeleteParams::default()).await?;
+            create_if_absent(&maps, &source).await?;
+        }
+    }
+    Ok(Some(name))
 }
 
 /// Adds `owner` to a running Job's owners (optimistic: a concurrent change makes this fail and
@@ -580,27 +793,36 @@ async fn latest_pod(ctx: &Context, namespace: &str, job: &Job) -> Result<Option<
     let listed = pods
         .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
         .await?;
+    // Only this Job's: a pod of an earlier try's Job of the same name may linger.
+    let uid = job.uid();
     Ok(listed
         .items
         .into_iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
         .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0)))
 }
 
-/// The compile pod's name and its container log.
-async fn compile_pod_log(ctx: &Context, namespace: &str, job: &Job) -> Result<(String, String)> {
-    let pod = latest_pod(ctx, namespace, job)
-        .await?
-        .ok_or_else(|| Error::CompileOutput {
-            job: job.name_any(),
-            message: "the Job succeeded but its pod is gone".into(),
-        })?;
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
-    let params = LogParams {
-        container: Some(CONTAINER.to_owned()),
+/// Deletes the finished Job of an earlier try, which holds the key's Job name (its source
+/// ConfigMap goes with it). Only that Job: one another function started since under the same
+/// name is left alone (the uid precondition fails), and [`start_compile`] then finds it.
+async fn replace_finished_job(jobs: &Api<Job>, finished: &Job) -> Result<()> {
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: Some(Preconditions {
+            uid: finished.uid(),
+            resource_version: None,
+        }),
         ..Default::default()
     };
-    let log = pods.logs(&pod.name_any(), &params).await?;
-    Ok((pod.name_any(), log))
+    match jobs.delete(&finished.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<()> {

@@ -1,5 +1,7 @@
 //! The function status each outcome produces. Pure: the reconciler applies the result.
 
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use wasmfn_api::{
     set_condition, ArtifactStatus, CompileStatus, ConditionStatus, FunctionPhase,
@@ -7,6 +9,7 @@ use wasmfn_api::{
 };
 
 use super::compile_output::CompileFailure;
+use super::decision::{COMPILE_TRIES, RETRYING};
 
 /// Condition: the module is stored and executions can run.
 pub const READY: &str = "Ready";
@@ -62,27 +65,95 @@ impl StatusUpdate {
         self.status
     }
 
-    /// A compile Job is running.
+    /// Try `try_number` of the compile runs in Job `job_name`, which the cluster stops at
+    /// `deadline` (known once the Job has started).
     pub fn compiling(
         mut self,
         key: &str,
         job_name: &str,
         start_time: Option<Time>,
+        try_number: u32,
+        deadline: Option<Time>,
     ) -> WasmFunctionStatus {
         self.status.phase = Some(FunctionPhase::Compiling);
         self.status.cache_key = Some(key.to_owned());
         self.status.compile = Some(CompileStatus {
             job_name: Some(job_name.to_owned()),
             start_time,
+            attempts: attempts(try_number),
             ..Default::default()
         });
+        let ends = deadline
+            .map(|d| format!(", deadline {}", d.0))
+            .unwrap_or_default();
         self.condition(
             READY,
             ConditionStatus::False,
             "Compiling",
-            &format!("compile Job {job_name} is running"),
+            &format!(
+                "compile Job {job_name} is running (try {try_number} of {COMPILE_TRIES}{ends})"
+            ),
         );
         self.condition(COMPILED, ConditionStatus::Unknown, "Compiling", "");
+        self.status
+    }
+
+    /// The compile Job finished but its log could not be fetched: asked for again until
+    /// `give_up_at`.
+    pub fn reading_output(
+        mut self,
+        key: &str,
+        job_name: &str,
+        message: &str,
+        give_up_at: &Time,
+    ) -> WasmFunctionStatus {
+        self.status.phase = Some(FunctionPhase::Compiling);
+        self.status.cache_key = Some(key.to_owned());
+        self.condition(
+            READY,
+            ConditionStatus::False,
+            "ReadingOutput",
+            &format!(
+                "compile Job {job_name} finished but its log could not be read ({message}); \
+                 asking again until {}, then the try counts as lost",
+                give_up_at.0
+            ),
+        );
+        self.status
+    }
+
+    /// The platform lost try `try_number` (`failure` says how): the next starts at
+    /// `next_attempt`, `delay` from now.
+    pub fn retrying(
+        mut self,
+        key: &str,
+        mut compile: CompileStatus,
+        failure: &CompileFailure,
+        try_number: u32,
+        next_attempt: Time,
+        delay: Duration,
+    ) -> WasmFunctionStatus {
+        self.status.phase = Some(FunctionPhase::Pending);
+        self.status.cache_key = Some(key.to_owned());
+        self.status.artifact = None;
+        compile.reason = Some(failure.reason.clone());
+        compile.diagnostics = failure.diagnostics.clone();
+        compile.completion_time = Some(self.now.clone());
+        compile.attempts = attempts(try_number);
+        compile.next_attempt_time = Some(next_attempt);
+        self.status.compile = Some(compile);
+        self.condition(
+            READY,
+            ConditionStatus::False,
+            RETRYING,
+            &retry_message(failure, try_number, delay),
+        );
+        self.condition(
+            COMPILED,
+            ConditionStatus::False,
+            &failure.reason,
+            &failure.message,
+        );
         self.status
     }
 
@@ -143,6 +214,22 @@ impl StatusUpdate {
     }
 }
 
+/// What the Ready condition and the event say while waiting to try again after try
+/// `try_number` was lost: the cause, the delay and the try to come.
+pub fn retry_message(failure: &CompileFailure, try_number: u32, delay: Duration) -> String {
+    format!(
+        "{} ({}); retrying in {}s (try {} of {COMPILE_TRIES})",
+        failure.message,
+        failure.reason,
+        delay.as_secs(),
+        try_number + 1
+    )
+}
+
+fn attempts(try_number: u32) -> i32 {
+    i32::try_from(try_number).unwrap_or(i32::MAX)
+}
+
 /// The artifact status for a stored record.
 pub fn short_digest(digest: &str) -> String {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
@@ -187,8 +274,15 @@ mod tests {
             "sha256:k",
             "wasmfn-compile-k",
             Some(at(9)),
+            1,
+            Some(at(609)),
         );
         assert_eq!(compiling.phase, Some(FunctionPhase::Compiling));
+        assert_eq!(
+            condition(&compiling, READY).message,
+            "compile Job wasmfn-compile-k is running (try 1 of 3, deadline 1970-01-01T00:10:09Z)"
+        );
+        assert_eq!(compiling.compile.as_ref().expect("compile").attempts, 1);
         assert_eq!(compiling.observed_generation, Some(3));
         assert_eq!(condition(&compiling, READY).status, "False");
         assert_eq!(condition(&compiling, COMPILED).status, "Unknown");
@@ -242,6 +336,82 @@ mod tests {
         assert_eq!(
             failed.compile.as_ref().expect("compile").diagnostics,
             failure.diagnostics
+        );
+    }
+
+    #[test]
+    fn a_lost_try_waits_pending_with_the_next_try_in_the_condition_then_compiles_again() {
+        let first = StatusUpdate::new(None, Some(1), at(10)).compiling(
+            "sha256:k",
+            "wasmfn-compile-k",
+            Some(at(9)),
+            1,
+            None,
+        );
+        let lost = CompileFailure {
+            reason: "BuilderFailed".into(),
+            user_error: false,
+            message:
+                "the builder ended without a result (container: Error, job: BackoffLimitExceeded)"
+                    .into(),
+            diagnostics: Vec::new(),
+        };
+        let compile = first.compile.clone().expect("compile");
+        let waiting = StatusUpdate::new(Some(&first), Some(1), at(20)).retrying(
+            "sha256:k",
+            compile,
+            &lost,
+            1,
+            at(30),
+            Duration::from_secs(10),
+        );
+        assert_eq!(waiting.phase, Some(FunctionPhase::Pending));
+        let ready = condition(&waiting, READY);
+        assert_eq!(ready.reason, "Retrying");
+        assert_eq!(
+            ready.message,
+            "the builder ended without a result (container: Error, job: BackoffLimitExceeded) \
+             (BuilderFailed); retrying in 10s (try 2 of 3)"
+        );
+        assert_eq!(condition(&waiting, COMPILED).reason, "BuilderFailed");
+        let record = waiting.compile.as_ref().expect("compile");
+        assert_eq!(record.attempts, 1);
+        assert_eq!(record.next_attempt_time, Some(at(30)));
+        assert_eq!(record.job_name.as_deref(), Some("wasmfn-compile-k"));
+
+        let second = StatusUpdate::new(Some(&waiting), Some(1), at(31)).compiling(
+            "sha256:k",
+            "wasmfn-compile-k",
+            None,
+            2,
+            None,
+        );
+        let record = second.compile.as_ref().expect("compile");
+        assert_eq!(
+            (record.attempts, record.next_attempt_time.clone()),
+            (2, None)
+        );
+        assert_eq!(
+            condition(&second, READY).message,
+            "compile Job wasmfn-compile-k is running (try 2 of 3)"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_log_says_until_when_it_is_asked_for() {
+        let reading = StatusUpdate::new(None, Some(1), at(10)).reading_output(
+            "sha256:k",
+            "wasmfn-compile-k",
+            "connection refused",
+            &at(70),
+        );
+        assert_eq!(reading.phase, Some(FunctionPhase::Compiling));
+        let ready = condition(&reading, READY);
+        assert_eq!(ready.reason, "ReadingOutput");
+        assert!(
+            ready.message.contains("until 1970-01-01T00:01:10Z"),
+            "{}",
+            ready.message
         );
     }
 
