@@ -50,6 +50,12 @@ impl IdentityMemo {
                 .stdin(Stdio::null())
                 .env_clear()
                 .env("PATH", "/usr/bin:/bin")
+                // cargo refuses to start without a home directory, and the builder's user has
+                // no passwd entry to find one in.
+                .env(
+                    "HOME",
+                    std::env::var_os("HOME").unwrap_or_else(|| std::env::temp_dir().into()),
+                )
                 .output()
                 .map_err(|source| Error::ToolchainMissing {
                     program: program.display().to_string(),
