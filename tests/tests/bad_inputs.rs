@@ -192,7 +192,10 @@ fn executions_with_bad_inputs_fail_or_wait_with_their_reason_and_an_event() {
         (
             "huge-env",
             "hello",
-            json!({"env": [{"name": "BIG", "value": "v".repeat(200 * 1024)}]}),
+            // Each value is within the schema's 32 KiB; together they are not.
+            json!({"env": (0..5)
+                .map(|i| json!({"name": format!("BIG{i}"), "value": "v".repeat(30_000)}))
+                .collect::<Vec<_>>()}),
         ),
         ("unknown-import", "imports", json!({})),
     ];
@@ -229,7 +232,8 @@ fn executions_with_bad_inputs_fail_or_wait_with_their_reason_and_an_event() {
     assert_eq!(unknown["status"]["phase"], "Failed", "{}", unknown["status"]);
     assert_eq!(unknown["status"]["attempts"], 1, "a guest's own failure is never retried");
     let reason = unknown["status"]["reason"].as_str().unwrap_or_default().to_owned();
-    assert_reported(&ns, &unknown, "Succeeded", &reason, "nope");
+    assert_eq!(reason, "InvalidModule");
+    assert_reported(&ns, &unknown, "Succeeded", &reason, "the module imports env.nope");
     // The missing function arrives: the waiting execution runs.
     ns.create(&prebuilt_function("missing", HELLO, json!({})))
         .expect("create the missing function");

@@ -379,6 +379,26 @@ fn outcome_detail(outcome: &GuestOutcome) -> String {
     }
 }
 
+/// The imports no runner provides (anything outside WASI preview 1), named for the message of
+/// a failed instantiation: `; the module imports env.nope, which runners do not provide (only
+/// wasi_snapshot_preview1)`, or nothing when every import is WASI.
+fn foreign_imports(imports: impl Iterator<Item = (String, String)>) -> String {
+    const SHOWN: usize = 5;
+    let foreign: Vec<String> = imports
+        .filter(|(module, _)| module != "wasi_snapshot_preview1")
+        .map(|(module, name)| format!("{module}.{name}"))
+        .collect();
+    if foreign.is_empty() {
+        return String::new();
+    }
+    let more = foreign.len().saturating_sub(SHOWN);
+    format!(
+        "; the module imports {}{}, which runners do not provide (only wasi_snapshot_preview1)",
+        foreign[..foreign.len().min(SHOWN)].join(", "),
+        if more > 0 { format!(" and {more} more") } else { String::new() }
+    )
+}
+
 fn compact_log(log: &str) -> String {
     // Lines look like `[2026-01-01 00:00:00.000] [error] text`; keep the text.
     log.lines()
@@ -414,8 +434,17 @@ fn run_guest_inner(
     if let Err(e) = vm.register_module(None, prepared.module.clone()) {
         // Unknown or mistyped imports, data segments out of range, initial memory over the
         // limit: the module cannot run here.
-        let mut outcome =
-            GuestOutcome::failed(Reason::InvalidModule, format!("instantiation failed: {e}"));
+        let foreign = foreign_imports(
+            prepared
+                .module
+                .imports()
+                .iter()
+                .map(|i| (i.module_name().into_owned(), i.name().into_owned())),
+        );
+        let mut outcome = GuestOutcome::failed(
+            Reason::InvalidModule,
+            format!("instantiation failed: {e}{foreign}"),
+        );
         outcome.instantiate_ms = elapsed_ms(instantiate_started);
         return outcome;
     }
@@ -492,4 +521,37 @@ fn as_refs(strings: &[String]) -> Vec<&str> {
 
 fn elapsed_ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::foreign_imports;
+
+    fn imports(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(m, n)| (m.to_string(), n.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn a_failed_instantiation_names_the_imports_no_runner_provides() {
+        assert_eq!(
+            foreign_imports(imports(&[("wasi_snapshot_preview1", "fd_write"), ("env", "nope")])),
+            "; the module imports env.nope, which runners do not provide (only wasi_snapshot_preview1)"
+        );
+        assert_eq!(
+            foreign_imports(imports(&[("wasi_snapshot_preview1", "fd_write")])),
+            "",
+            "only WASI: nothing to name"
+        );
+        let many: Vec<(String, String)> =
+            (0..7).map(|i| ("env".to_string(), format!("f{i}"))).collect();
+        let message = foreign_imports(many.into_iter());
+        assert!(
+            message.contains("env.f0, env.f1, env.f2, env.f3, env.f4 and 2 more"),
+            "{message}"
+        );
+    }
 }
