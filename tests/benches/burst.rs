@@ -9,7 +9,6 @@
 #[path = "../tests/common/burst.rs"]
 mod burst;
 #[path = "../tests/common/executions.rs"]
-#[allow(dead_code)]
 mod executions;
 
 use std::time::Duration;
@@ -26,10 +25,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(burst::CAP);
-    let cluster = wasmfn_e2e::Cluster::start(std::path::Path::new(env!(
-        "CARGO_BIN_EXE_wasmfn-cluster"
-    )))
-    .expect("start the cluster");
+    let cluster =
+        wasmfn_e2e::Cluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_wasmfn-cluster")))
+            .expect("start the cluster");
     let (report, queued) = burst::run(
         &cluster,
         "bench-burst",

@@ -144,13 +144,21 @@ fn functions_that_cannot_be_built_fail_with_their_reason_and_an_event() {
         ),
         (
             "garbage",
-            function("garbage", "wasm", json!({"base64": base64(b"not a module at all")})),
+            function(
+                "garbage",
+                "wasm",
+                json!({"base64": base64(b"not a module at all")}),
+            ),
             "InvalidModule",
             "",
         ),
         (
             "bad-base64",
-            function("bad-base64", "wasm", json!({"base64": "@@@ not base64 @@@"})),
+            function(
+                "bad-base64",
+                "wasm",
+                json!({"base64": "@@@ not base64 @@@"}),
+            ),
             "InvalidSpec",
             "base64",
         ),
@@ -211,15 +219,37 @@ fn executions_with_bad_inputs_fail_or_wait_with_their_reason_and_an_event() {
         })
         .expect("the execution waits for its function");
     assert_eq!(missing["status"]["phase"], "Pending");
-    assert_reported(&ns, &missing, "Succeeded", "FunctionNotFound", "does not exist");
+    assert_reported(
+        &ns,
+        &missing,
+        "Succeeded",
+        "FunctionNotFound",
+        "does not exist",
+    );
     for (name, reason, says) in [
-        ("stdin-and-input", "InvalidSpec", "at most one of spec.stdin and spec.input"),
+        (
+            "stdin-and-input",
+            "InvalidSpec",
+            "at most one of spec.stdin and spec.input",
+        ),
         ("huge-arg", "InputTooLarge", "args[0] is 204800 bytes"),
         ("huge-env", "InputTooLarge", "the guest environment is"),
     ] {
-        let failed = wait_phase(&ns, "wasmexecution", name, &["Failed", "Succeeded", "TimedOut"]);
-        assert_eq!(failed["status"]["phase"], "Failed", "{name}: {}", failed["status"]);
-        assert!(failed["status"]["podName"].is_null(), "{name}: no pod was made");
+        let failed = wait_phase(
+            &ns,
+            "wasmexecution",
+            name,
+            &["Failed", "Succeeded", "TimedOut"],
+        );
+        assert_eq!(
+            failed["status"]["phase"], "Failed",
+            "{name}: {}",
+            failed["status"]
+        );
+        assert!(
+            failed["status"]["podName"].is_null(),
+            "{name}: no pod was made"
+        );
         assert_reported(&ns, &failed, "Succeeded", reason, says);
     }
     let unknown = wait_phase(
@@ -229,15 +259,36 @@ fn executions_with_bad_inputs_fail_or_wait_with_their_reason_and_an_event() {
         &["Failed", "Succeeded", "TimedOut"],
     );
     println!("unknown-import: {}", unknown["status"]);
-    assert_eq!(unknown["status"]["phase"], "Failed", "{}", unknown["status"]);
-    assert_eq!(unknown["status"]["attempts"], 1, "a guest's own failure is never retried");
-    let reason = unknown["status"]["reason"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        unknown["status"]["phase"], "Failed",
+        "{}",
+        unknown["status"]
+    );
+    assert_eq!(
+        unknown["status"]["attempts"], 1,
+        "a guest's own failure is never retried"
+    );
+    let reason = unknown["status"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(reason, "InvalidModule");
-    assert_reported(&ns, &unknown, "Succeeded", &reason, "the module imports env.nope");
+    assert_reported(
+        &ns,
+        &unknown,
+        "Succeeded",
+        &reason,
+        "the module imports env.nope",
+    );
     // The missing function arrives: the waiting execution runs.
     ns.create(&prebuilt_function("missing", HELLO, json!({})))
         .expect("create the missing function");
-    let ran = wait_phase(&ns, "wasmexecution", "no-function", &["Succeeded", "Failed"]);
+    let ran = wait_phase(
+        &ns,
+        "wasmexecution",
+        "no-function",
+        &["Succeeded", "Failed"],
+    );
     assert_eq!(ran["status"]["phase"], "Succeeded", "{}", ran["status"]);
 }
 
@@ -253,7 +304,9 @@ fn a_function_deleted_while_its_execution_runs_leaves_the_run_to_finish_and_be_r
     ns.run(&["delete", "wasmfunction", "sleeper", "--wait=false"])
         .expect("delete the function");
     let done = ns
-        .wait_for(&["wasmexecution", "nap"], WAIT, |e| is_final(e).then(|| e.clone()))
+        .wait_for(&["wasmexecution", "nap"], WAIT, |e| {
+            is_final(e).then(|| e.clone())
+        })
         .expect("the execution ends");
     println!("nap: {}", done["status"]);
     assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
@@ -269,7 +322,12 @@ fn after_the_corpus_the_operator_still_runs_and_a_good_execution_succeeds() {
         .expect("create hello");
     ns.create(&execution("good", "hello", json!({})).to_string())
         .expect("create the execution");
-    let done = wait_phase(&ns, "wasmexecution", "good", &["Succeeded", "Failed", "TimedOut"]);
+    let done = wait_phase(
+        &ns,
+        "wasmexecution",
+        "good",
+        &["Succeeded", "Failed", "TimedOut"],
+    );
     assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
     assert!(
         operator().exit_status().is_none(),

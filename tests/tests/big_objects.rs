@@ -66,7 +66,8 @@ fn a_thousand_finished_executions_with_big_payloads_stay_under_the_limit_and_new
     let broken = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
         "metadata": {"name": "broken"},
         "spec": {"language": "wat", "source": {"code": "(module (func $oops (result i32)))"}}});
-    ns.create(&broken.to_string()).expect("create the broken function");
+    ns.create(&broken.to_string())
+        .expect("create the broken function");
     ns.wait_for(&["wasmfunction", "broken"], Duration::from_secs(300), |f| {
         (f["status"]["phase"] == "Failed").then_some(())
     })
@@ -92,7 +93,8 @@ fn a_thousand_finished_executions_with_big_payloads_stay_under_the_limit_and_new
             kube::Client::try_from(config).expect("client"),
             NAMESPACE,
         );
-        let patch = Patch::Merge(json!({"status": {"stdout": stdout, "stdoutBytes": STDOUT_BYTES}}));
+        let patch =
+            Patch::Merge(json!({"status": {"stdout": stdout, "stdoutBytes": STDOUT_BYTES}}));
         let mut tasks = Vec::new();
         for chunk in (0..EXECUTIONS).collect::<Vec<_>>().chunks(EXECUTIONS / 8) {
             let (api, patch, chunk) = (api.clone(), patch.clone(), chunk.to_vec());
@@ -135,5 +137,8 @@ fn a_thousand_finished_executions_with_big_payloads_stay_under_the_limit_and_new
     })
     .expect("the new execution is recorded within 10 s");
     println!("new execution recorded after {:?}", asked.elapsed());
-    assert!(operator.exit_status().is_none(), "the operator is still running");
+    assert!(
+        operator.exit_status().is_none(),
+        "the operator is still running"
+    );
 }

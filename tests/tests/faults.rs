@@ -40,7 +40,10 @@ fn start_operator(identity: &str) -> OperatorProcess {
 /// A namespace with the Ready function `hello`, and watches of its executions and pods.
 fn setup(prefix: &str) -> (Kubectl, String, Watch, Watch) {
     let ns = common::namespace(prefix);
-    let name = ns.namespace_name().expect("a namespaced kubectl").to_owned();
+    let name = ns
+        .namespace_name()
+        .expect("a namespaced kubectl")
+        .to_owned();
     ns.create(&prebuilt_function("hello", HELLO, json!({})))
         .expect("create hello");
     ns.wait_for(&["wasmfunction", "hello"], Duration::from_secs(120), |f| {
@@ -85,7 +88,11 @@ fn settled(
     let summary = report.summary();
     println!("{summary}");
     assert_eq!(report.executions, COUNT, "{summary}");
-    assert_eq!(report.phases.get("never final"), None, "every execution final\n{summary}");
+    assert_eq!(
+        report.phases.get("never final"),
+        None,
+        "every execution final\n{summary}"
+    );
     assert!(report.went_back.is_empty(), "{:?}", report.went_back);
     let most = i64::from(RETRIES) + 1 + START_RETRIES;
     assert!(
@@ -102,9 +109,12 @@ fn settled(
     let succeeded: Vec<String> = (0..COUNT)
         .map(|i| format!("burst-{i}"))
         .filter(|name| {
-            executions.events().iter().rev().find(|e| e.name() == name).is_some_and(|e| {
-                e.object["status"]["phase"] == "Succeeded"
-            })
+            executions
+                .events()
+                .iter()
+                .rev()
+                .find(|e| e.name() == name)
+                .is_some_and(|e| e.object["status"]["phase"] == "Succeeded")
         })
         .collect();
     let mut finishing: BTreeMap<String, u64> = BTreeMap::new();
@@ -138,7 +148,13 @@ fn containerd_restarting_on_node_a_mid_burst_loses_nothing() {
     common::cluster()
         .restart_containerd(&node_a)
         .expect("restart node A's containerd");
-    settled(&ns, &executions, &pods, at, &["PodStartFailed", "PodDeleted", "ResultUnreadable"]);
+    settled(
+        &ns,
+        &executions,
+        &pods,
+        at,
+        &["PodStartFailed", "PodDeleted", "ResultUnreadable"],
+    );
     operator.terminate(Duration::from_secs(20));
 }
 
@@ -160,7 +176,13 @@ fn kubelet_restarting_on_node_b_mid_burst_loses_nothing() {
     common::cluster()
         .start_kubelet(&node_b)
         .expect("start node B's kubelet");
-    settled(&ns, &executions, &pods, at, &["PodStartFailed", "PodDeleted", "NodeLost"]);
+    settled(
+        &ns,
+        &executions,
+        &pods,
+        at,
+        &["PodStartFailed", "PodDeleted", "NodeLost"],
+    );
     operator.terminate(Duration::from_secs(20));
 }
 

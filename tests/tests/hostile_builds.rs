@@ -125,7 +125,10 @@ fn nodes_ready(ns: &Kubectl) -> Vec<(String, String)> {
                 .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
                 .map(|c| c["status"].as_str().unwrap_or("?").to_owned())
                 .unwrap_or_default();
-            (n["metadata"]["name"].as_str().unwrap_or("?").to_owned(), ready)
+            (
+                n["metadata"]["name"].as_str().unwrap_or("?").to_owned(),
+                ready,
+            )
         })
         .collect()
 }
@@ -137,12 +140,17 @@ fn a_build_script_that_dials_out_forks_and_fills_the_disk_fails_contained_while_
         .kubectl()
         .run(&["apply", "-f", crds_dir().to_str().expect("utf-8")])
         .expect("apply the CRDs");
-    let mut operator = OperatorProcess::start(cluster.info(), "hostile-suite", &[])
-        .expect("start the operator");
+    let mut operator =
+        OperatorProcess::start(cluster.info(), "hostile-suite", &[]).expect("start the operator");
     operator
         .wait_for_log("became the leader", Duration::from_secs(60))
         .expect("the operator leads");
-    let nodes: Vec<String> = cluster.info().nodes.iter().map(|n| n.name.clone()).collect();
+    let nodes: Vec<String> = cluster
+        .info()
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
     drop(cluster);
     let ns = common::namespace("hostile");
 
@@ -150,12 +158,20 @@ fn a_build_script_that_dials_out_forks_and_fills_the_disk_fails_contained_while_
     let mut targets = Vec::new();
     for (index, node) in nodes.iter().enumerate() {
         let listener = format!("listener-{index}");
-        ns.create(&pinned_probe(&listener, node, &["listen", &PORT.to_string()]))
-            .expect("create a listener");
+        ns.create(&pinned_probe(
+            &listener,
+            node,
+            &["listen", &PORT.to_string()],
+        ))
+        .expect("create a listener");
         let ip = pod_ip(&ns, &listener);
         let control = format!("control-{index}");
-        ns.create(&pinned_probe(&control, node, &["connect", &ip, &PORT.to_string()]))
-            .expect("create a control pod");
+        ns.create(&pinned_probe(
+            &control,
+            node,
+            &["connect", &ip, &PORT.to_string()],
+        ))
+        .expect("create a control pod");
         let pod = finished_pod(&ns, &control);
         let log = ns.run(&["logs", &control]).unwrap_or_default();
         assert_eq!(
@@ -174,28 +190,39 @@ fn a_build_script_that_dials_out_forks_and_fills_the_disk_fails_contained_while_
         "spec": {"language": "rust", "source": {"configMapRef": {"name": "hostile-src"}},
                  "build": {"timeoutSeconds": BUILD_TIMEOUT.as_secs()}}});
     let started = Instant::now();
-    ns.create(&function.to_string()).expect("create the hostile function");
+    ns.create(&function.to_string())
+        .expect("create the hostile function");
 
     // Another tenant's execution runs meanwhile.
     ns.create(&prebuilt_function("bystander", HELLO, json!({})))
         .expect("create the bystander function");
-    ns.wait_for(&["wasmfunction", "hostile"], Duration::from_secs(240), |f| {
-        (f["status"]["phase"] == "Compiling").then_some(())
-    })
+    ns.wait_for(
+        &["wasmfunction", "hostile"],
+        Duration::from_secs(240),
+        |f| (f["status"]["phase"] == "Compiling").then_some(()),
+    )
     .expect("the hostile compile runs");
     ns.create(&execution("bystander-run", "bystander", json!({})).to_string())
         .expect("create the bystander execution");
 
     let failed = ns
-        .wait_for(&["wasmfunction", "hostile"], BUILD_TIMEOUT + Duration::from_secs(120), |f| {
-            matches!(f["status"]["phase"].as_str(), Some("Failed" | "Ready")).then(|| f.clone())
-        })
+        .wait_for(
+            &["wasmfunction", "hostile"],
+            BUILD_TIMEOUT + Duration::from_secs(120),
+            |f| {
+                matches!(f["status"]["phase"].as_str(), Some("Failed" | "Ready")).then(|| f.clone())
+            },
+        )
         .expect("the hostile function ends");
     let took = started.elapsed();
     let status = &failed["status"];
     let diagnostics: Vec<String> = status["compile"]["diagnostics"]
         .as_array()
-        .map(|d| d.iter().filter_map(|l| l.as_str().map(str::to_owned)).collect())
+        .map(|d| {
+            d.iter()
+                .filter_map(|l| l.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     let text = diagnostics.join("\n");
     println!("hostile function after {took:?}: {}\n{text}", status);
@@ -229,9 +256,11 @@ fn a_build_script_that_dials_out_forks_and_fills_the_disk_fails_contained_while_
     );
 
     let bystander = ns
-        .wait_for(&["wasmexecution", "bystander-run"], Duration::from_secs(240), |e| {
-            common::executions::is_final(e).then(|| e.clone())
-        })
+        .wait_for(
+            &["wasmexecution", "bystander-run"],
+            Duration::from_secs(240),
+            |e| common::executions::is_final(e).then(|| e.clone()),
+        )
         .expect("the bystander ends");
     assert_eq!(
         bystander["status"]["phase"], "Succeeded",

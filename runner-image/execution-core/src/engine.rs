@@ -395,7 +395,11 @@ fn foreign_imports(imports: impl Iterator<Item = (String, String)>) -> String {
     format!(
         "; the module imports {}{}, which runners do not provide (only wasi_snapshot_preview1)",
         foreign[..foreign.len().min(SHOWN)].join(", "),
-        if more > 0 { format!(" and {more} more") } else { String::new() }
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
     )
 }
 
@@ -546,8 +550,9 @@ mod tests {
             "",
             "only WASI: nothing to name"
         );
-        let many: Vec<(String, String)> =
-            (0..7).map(|i| ("env".to_string(), format!("f{i}"))).collect();
+        let many: Vec<(String, String)> = (0..7)
+            .map(|i| ("env".to_string(), format!("f{i}")))
+            .collect();
         let message = foreign_imports(many.into_iter());
         assert!(
             message.contains("env.f0, env.f1, env.f2, env.f3, env.f4 and 2 more"),

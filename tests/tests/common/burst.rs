@@ -139,7 +139,10 @@ fn container_state(pod: &Value) -> &Value {
 }
 
 fn pod_finished(pod: &Value) -> bool {
-    matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+    matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 fn pod_node(pod: &Value) -> Option<String> {
@@ -157,6 +160,7 @@ impl Report {
         let mut last: BTreeMap<String, Value> = BTreeMap::new();
         let mut final_phase: HashMap<String, String> = HashMap::new();
         let mut final_status: HashMap<String, Value> = HashMap::new();
+        let mut changed = HashSet::new();
         let mut queued = HashSet::new();
         let (mut first, mut end) = (None::<Instant>, None::<Instant>);
         for event in executions.events() {
@@ -176,12 +180,12 @@ impl Report {
                 queued.insert(name.clone());
             }
             match final_phase.get(&name) {
-                Some(was) if final_status.get(&name) != Some(status) => {
-                    if !report.went_back.iter().any(|w| w.starts_with(&format!("{name}:"))) {
-                        report
-                            .went_back
-                            .push(format!("{name}: final {was}, then {status}"));
-                    }
+                Some(was)
+                    if final_status.get(&name) != Some(status) && changed.insert(name.clone()) =>
+                {
+                    report
+                        .went_back
+                        .push(format!("{name}: final {was}, then {status}"));
                 }
                 Some(_) => {}
                 None if FINAL_PHASES.contains(&phase.as_str()) => {
