@@ -665,6 +665,8 @@ fn run_pods_are_non_root_read_only_without_capabilities_token_or_network_identit
 
 #[test]
 fn guest_failures_are_reported_with_their_reason_on_both_paths_and_never_retried() {
+    // "Never retried" needs every attempt to reach a guest: no node change meanwhile.
+    let _node_a_usable = shared();
     let (ns, _) = namespace("wex-failures");
     for (function, wat) in [("exit3", EXIT3), ("loop", LOOP), ("bomb", MEMORY_BOMB)] {
         create(&ns, &prebuilt_function(function, wat, json!({})));
@@ -786,6 +788,8 @@ fn python_and_javascript_functions_run_on_a_wasm_pod_and_a_container_pod_with_js
 
 #[test]
 fn script_failures_end_with_their_reason_exception_timeout_memory_and_a_syntax_error_at_compile() {
+    // "Never retried" needs every attempt to reach a guest: no node change meanwhile.
+    let _node_a_usable = shared();
     let (ns, _) = namespace("wex-script-failures");
     let functions = [
         (
