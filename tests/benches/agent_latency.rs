@@ -253,12 +253,7 @@ fn burst(ns: &Kubectl, watch: &Watch, count: usize) -> String {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let submitted = Instant::now();
     runtime.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(ns.kubeconfig()).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .expect("client config");
-        let client = kube::Client::try_from(config).expect("client");
-        let api = kube::Api::<WasmExecution>::namespaced(client, NAMESPACE);
+        let api = kube::Api::<WasmExecution>::namespaced(executions::client(ns).await, NAMESPACE);
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut submitters = Vec::new();
         for _ in 0..SUBMITTERS {

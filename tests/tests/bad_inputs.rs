@@ -13,7 +13,7 @@ use common::executions::{
     condition, events_for, execution, is_final, prebuilt_function, HELLO, SLEEPER,
 };
 use serde_json::{json, Value};
-use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
+use wasmfn_e2e::operator::OperatorProcess;
 use wasmfn_e2e::Kubectl;
 
 const WAIT: Duration = Duration::from_secs(240);
@@ -26,19 +26,7 @@ static OPERATOR: OnceLock<Mutex<OperatorProcess>> = OnceLock::new();
 
 fn operator() -> MutexGuard<'static, OperatorProcess> {
     OPERATOR
-        .get_or_init(|| {
-            let cluster = common::cluster();
-            cluster
-                .kubectl()
-                .run(&["apply", "-f", crds_dir().to_str().expect("utf-8")])
-                .expect("apply the CRDs");
-            let mut operator = OperatorProcess::start(cluster.info(), "bad-inputs", &[])
-                .expect("start the operator");
-            operator
-                .wait_for_log("became the leader", Duration::from_secs(60))
-                .expect("the operator leads");
-            Mutex::new(operator)
-        })
+        .get_or_init(|| Mutex::new(common::leading_operator("bad-inputs", &[])))
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -12,12 +12,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::burst::create_all;
-use common::executions::{execution, prebuilt_function, HELLO};
+use common::executions::{client, execution, prebuilt_function, HELLO};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use wasmfn_api::WasmExecution;
 use wasmfn_e2e::observability::scrape;
-use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
+use wasmfn_e2e::operator::OperatorProcess;
 
 const EXECUTIONS: usize = 1000;
 const STDIN_BYTES: usize = 256 << 10;
@@ -51,18 +51,8 @@ fn wait_phase(operator: &OperatorProcess, phase: &str, count: usize, timeout: Du
 #[test]
 fn a_thousand_finished_executions_with_big_payloads_stay_under_the_limit_and_new_work_is_recorded()
 {
-    let cluster = common::cluster();
-    cluster
-        .kubectl()
-        .run(&["apply", "-f", crds_dir().to_str().expect("utf-8")])
-        .expect("apply the CRDs");
-    let mut operator =
-        OperatorProcess::start(cluster.info(), "big-objects", &[]).expect("start the operator");
-    operator
-        .wait_for_log("became the leader", Duration::from_secs(60))
-        .expect("the operator leads");
-    let ns = cluster.namespace(NAMESPACE).expect("namespace");
-    drop(cluster);
+    let mut operator = common::leading_operator("big-objects", &[]);
+    let ns = common::cluster().namespace(NAMESPACE).expect("namespace");
     let broken = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
         "metadata": {"name": "broken"},
         "spec": {"language": "wat", "source": {"code": "(module (func $oops (result i32)))"}}});
@@ -85,14 +75,7 @@ fn a_thousand_finished_executions_with_big_payloads_stay_under_the_limit_and_new
     let stdout = "o".repeat(STDOUT_BYTES);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(ns.kubeconfig()).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .expect("client config");
-        let api = kube::Api::<WasmExecution>::namespaced(
-            kube::Client::try_from(config).expect("client"),
-            NAMESPACE,
-        );
+        let api = kube::Api::<WasmExecution>::namespaced(client(&ns).await, NAMESPACE);
         let patch =
             Patch::Merge(json!({"status": {"stdout": stdout, "stdoutBytes": STDOUT_BYTES}}));
         let mut tasks = Vec::new();

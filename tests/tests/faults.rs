@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use common::burst::{create_all, manifests, wait_all_final, Report};
 use common::executions::{events_for, prebuilt_function, Watch, HELLO};
 use serde_json::json;
-use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 use wasmfn_e2e::Kubectl;
 
 const COUNT: usize = 30;
@@ -27,15 +26,6 @@ const START_RETRIES: i64 = 3;
 
 /// One fault at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn start_operator(identity: &str) -> OperatorProcess {
-    let cluster = common::cluster();
-    cluster
-        .kubectl()
-        .run(&["apply", "-f", crds_dir().to_str().expect("utf-8")])
-        .expect("apply the CRDs");
-    OperatorProcess::start(cluster.info(), identity, &[]).expect("start an operator")
-}
 
 /// A namespace with the Ready function `hello`, and watches of its executions and pods.
 fn setup(prefix: &str) -> (Kubectl, String, Watch, Watch) {
@@ -134,95 +124,87 @@ fn settled(
     (report, after)
 }
 
+/// One operator, one burst, `fault` injected once 6 run pods exist (given the namespace's
+/// kubectl and its pod watch); what [`settled`] checks, failures only with `fault_reasons`.
+fn under_fault(
+    prefix: &str,
+    fault: impl FnOnce(&Kubectl, &Watch),
+    fault_reasons: &[&str],
+) -> Report {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut operator = common::leading_operator(&format!("faults-{prefix}"), &[]);
+    let (ns, name, executions, pods) = setup(prefix);
+    burst(&ns, &name, &pods, 6);
+    let at = Instant::now();
+    fault(&ns, &pods);
+    let (report, _) = settled(&ns, &executions, &pods, at, fault_reasons);
+    operator.terminate(Duration::from_secs(20));
+    report
+}
+
 #[test]
 fn containerd_restarting_on_node_a_mid_burst_loses_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut operator = start_operator("faults-containerd");
-    operator
-        .wait_for_log("became the leader", Duration::from_secs(60))
-        .expect("leads");
-    let (ns, name, executions, pods) = setup("containerd");
-    burst(&ns, &name, &pods, 6);
-    let node_a = common::cluster().info().wasmedge_node().name.clone();
-    let at = Instant::now();
-    common::cluster()
-        .restart_containerd(&node_a)
-        .expect("restart node A's containerd");
-    settled(
-        &ns,
-        &executions,
-        &pods,
-        at,
+    under_fault(
+        "containerd",
+        |_, _| {
+            let node_a = common::cluster().info().wasmedge_node().name.clone();
+            common::cluster()
+                .restart_containerd(&node_a)
+                .expect("restart node A's containerd");
+        },
         &["PodStartFailed", "PodDeleted", "ResultUnreadable"],
     );
-    operator.terminate(Duration::from_secs(20));
 }
 
 #[test]
 fn kubelet_restarting_on_node_b_mid_burst_loses_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut operator = start_operator("faults-kubelet");
-    operator
-        .wait_for_log("became the leader", Duration::from_secs(60))
-        .expect("leads");
-    let (ns, name, executions, pods) = setup("kubelet");
-    burst(&ns, &name, &pods, 6);
-    let node_b = common::cluster().info().plain_node().name.clone();
-    let at = Instant::now();
-    common::cluster()
-        .stop_kubelet(&node_b)
-        .expect("stop node B's kubelet");
-    std::thread::sleep(Duration::from_secs(3));
-    common::cluster()
-        .start_kubelet(&node_b)
-        .expect("start node B's kubelet");
-    settled(
-        &ns,
-        &executions,
-        &pods,
-        at,
+    under_fault(
+        "kubelet",
+        |_, _| {
+            let node_b = common::cluster().info().plain_node().name.clone();
+            common::cluster()
+                .stop_kubelet(&node_b)
+                .expect("stop node B's kubelet");
+            std::thread::sleep(Duration::from_secs(3));
+            common::cluster()
+                .start_kubelet(&node_b)
+                .expect("start node B's kubelet");
+        },
         &["PodStartFailed", "PodDeleted", "NodeLost"],
     );
-    operator.terminate(Duration::from_secs(20));
 }
 
 #[test]
 fn run_pods_deleted_at_random_mid_burst_are_retried_and_nothing_is_lost() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut operator = start_operator("faults-deletions");
-    operator
-        .wait_for_log("became the leader", Duration::from_secs(60))
-        .expect("leads");
-    let (ns, name, executions, pods) = setup("deletions");
-    burst(&ns, &name, &pods, 6);
-    let at = Instant::now();
-    // Every third run pod seen so far, whatever its state.
-    let victims: Vec<String> = pods
-        .labelled("wasmfn.dev/attempt", "1")
-        .iter()
-        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
-        .step_by(3)
-        .collect();
-    for victim in &victims {
-        let _ = ns.run(&["delete", "pod", victim, "--wait=false"]);
-    }
-    let (report, _) = settled(&ns, &executions, &pods, at, &["PodDeleted"]);
+    let mut deleted = Vec::new();
+    let report = under_fault(
+        "deletions",
+        |ns, pods| {
+            // Every third run pod seen so far, whatever its state.
+            deleted = pods
+                .labelled("wasmfn.dev/attempt", "1")
+                .iter()
+                .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+                .step_by(3)
+                .collect();
+            for victim in &deleted {
+                let _ = ns.run(&["delete", "pod", victim, "--wait=false"]);
+            }
+        },
+        &["PodDeleted"],
+    );
     assert!(
-        report.attempts.keys().any(|a| *a > 1) || victims.is_empty(),
-        "a deleted pod's execution ran again: {:?} (deleted {victims:?})",
+        report.attempts.keys().any(|a| *a > 1) || deleted.is_empty(),
+        "a deleted pod's execution ran again: {:?} (deleted {deleted:?})",
         report.attempts
     );
-    operator.terminate(Duration::from_secs(20));
 }
 
 #[test]
 fn the_leader_killed_mid_burst_hands_over_to_the_standby_and_nothing_is_lost() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut leader = start_operator("faults-leader-one");
-    leader
-        .wait_for_log("became the leader", Duration::from_secs(60))
-        .expect("leads");
-    let mut standby = start_operator("faults-leader-two");
+    let mut leader = common::leading_operator("faults-leader-one", &[]);
+    let mut standby = common::operator_replica("faults-leader-two", &[]);
     let (ns, name, executions, pods) = setup("leader-killed");
     burst(&ns, &name, &pods, 6);
     let at = Instant::now();
@@ -237,11 +219,8 @@ fn the_leader_killed_mid_burst_hands_over_to_the_standby_and_nothing_is_lost() {
 #[test]
 fn the_leader_paused_past_its_lease_mid_burst_never_writes_after_the_standby_took_over() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut leader = start_operator("faults-pause-one");
-    leader
-        .wait_for_log("became the leader", Duration::from_secs(60))
-        .expect("leads");
-    let mut standby = start_operator("faults-pause-two");
+    let mut leader = common::leading_operator("faults-pause-one", &[]);
+    let mut standby = common::operator_replica("faults-pause-two", &[]);
     let (ns, name, executions, pods) = setup("leader-paused");
     burst(&ns, &name, &pods, 6);
     let at = Instant::now();

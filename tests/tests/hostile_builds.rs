@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::executions::{execution, prebuilt_function, HELLO};
 use serde_json::{json, Value};
-use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 use wasmfn_e2e::Kubectl;
 
 const PORT: u16 = 8080;
@@ -135,23 +134,13 @@ fn nodes_ready(ns: &Kubectl) -> Vec<(String, String)> {
 
 #[test]
 fn a_build_script_that_dials_out_forks_and_fills_the_disk_fails_contained_while_others_run() {
-    let cluster = common::cluster();
-    cluster
-        .kubectl()
-        .run(&["apply", "-f", crds_dir().to_str().expect("utf-8")])
-        .expect("apply the CRDs");
-    let mut operator =
-        OperatorProcess::start(cluster.info(), "hostile-suite", &[]).expect("start the operator");
-    operator
-        .wait_for_log("became the leader", Duration::from_secs(60))
-        .expect("the operator leads");
-    let nodes: Vec<String> = cluster
+    let _operator = common::leading_operator("hostile-suite", &[]);
+    let nodes: Vec<String> = common::cluster()
         .info()
         .nodes
         .iter()
         .map(|n| n.name.clone())
         .collect();
-    drop(cluster);
     let ns = common::namespace("hostile");
 
     // A listener on each node's bridge, and proof an ordinary pod there reaches it.

@@ -122,6 +122,23 @@ impl StatusUpdate {
         self.status
     }
 
+    /// What every failed compile records: `phase`, no artifact, the failure's reason and
+    /// diagnostics, and when it ended.
+    fn failure(
+        &mut self,
+        phase: FunctionPhase,
+        key: &str,
+        compile: &mut CompileStatus,
+        failure: &CompileFailure,
+    ) {
+        self.status.phase = Some(phase);
+        self.status.cache_key = Some(key.to_owned());
+        self.status.artifact = None;
+        compile.reason = Some(failure.reason.clone());
+        compile.diagnostics = failure.diagnostics.clone();
+        compile.completion_time = Some(self.now.clone());
+    }
+
     /// The platform lost try `try_number` (`failure` says how): the next starts at
     /// `next_attempt`, `delay` from now.
     pub fn retrying(
@@ -133,12 +150,7 @@ impl StatusUpdate {
         next_attempt: Time,
         delay: Duration,
     ) -> WasmFunctionStatus {
-        self.status.phase = Some(FunctionPhase::Pending);
-        self.status.cache_key = Some(key.to_owned());
-        self.status.artifact = None;
-        compile.reason = Some(failure.reason.clone());
-        compile.diagnostics = failure.diagnostics.clone();
-        compile.completion_time = Some(self.now.clone());
+        self.failure(FunctionPhase::Pending, key, &mut compile, failure);
         compile.attempts = attempts(try_number);
         compile.next_attempt_time = Some(next_attempt);
         self.status.compile = Some(compile);
@@ -191,12 +203,7 @@ impl StatusUpdate {
         mut compile: CompileStatus,
         failure: &CompileFailure,
     ) -> WasmFunctionStatus {
-        self.status.phase = Some(FunctionPhase::Failed);
-        self.status.cache_key = Some(key.to_owned());
-        self.status.artifact = None;
-        compile.reason = Some(failure.reason.clone());
-        compile.diagnostics = failure.diagnostics.clone();
-        compile.completion_time = Some(self.now.clone());
+        self.failure(FunctionPhase::Failed, key, &mut compile, failure);
         self.status.compile = Some(compile);
         self.condition(
             READY,

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use wasmfn_api::WasmExecution;
 use wasmfn_e2e::{percentile, Kubectl};
 
-use super::executions::{execution, is_final, Watch, WatchEvent, FINAL_PHASES};
+use super::executions::{client, execution, is_final, Watch, WatchEvent, FINAL_PHASES};
 
 /// Concurrent API clients creating the burst.
 pub const SUBMITTERS: usize = 8;
@@ -45,12 +45,7 @@ pub fn create_all(ns: &Kubectl, namespace: &str, manifests: Vec<Value>) -> Durat
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let started = Instant::now();
     runtime.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(ns.kubeconfig()).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .expect("client config");
-        let client = kube::Client::try_from(config).expect("client");
-        let api = kube::Api::<WasmExecution>::namespaced(client, namespace);
+        let api = kube::Api::<WasmExecution>::namespaced(client(ns).await, namespace);
         let queue = Arc::new(std::sync::Mutex::new(manifests));
         let mut submitters = Vec::new();
         for _ in 0..SUBMITTERS {

@@ -194,6 +194,16 @@ pub fn events_for(ns: &Kubectl, name: &str) -> Vec<(String, String, String, u64)
         .collect()
 }
 
+/// An API client with `kubectl`'s credentials (for what `kubectl` does slowly: many creates,
+/// status patches).
+pub async fn client(kubectl: &Kubectl) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubectl.kubeconfig()).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("client config");
+    kube::Client::try_from(config).expect("client")
+}
+
 /// One watch event: when it arrived, ADDED/MODIFIED/DELETED, and the object.
 #[derive(Clone, Debug)]
 pub struct WatchEvent {

@@ -8,6 +8,9 @@ pub mod executions;
 pub mod native_code;
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 use wasmfn_e2e::{Cluster, Kubectl};
 
 static CLUSTER: OnceLock<Mutex<Cluster>> = OnceLock::new();
@@ -21,6 +24,26 @@ pub fn cluster() -> MutexGuard<'static, Cluster> {
         })
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Applies the CRDs to the test binary's cluster and starts an operator replica as `identity`
+/// with `env` (it may stand by while another leads).
+pub fn operator_replica(identity: &str, env: &[(&str, &str)]) -> OperatorProcess {
+    let cluster = cluster();
+    cluster
+        .kubectl()
+        .run(&["apply", "-f", crds_dir().to_str().expect("utf-8 path")])
+        .expect("apply the CRDs");
+    OperatorProcess::start_with_env(cluster.info(), identity, &[], env).expect("start the operator")
+}
+
+/// [`operator_replica`], once it leads.
+pub fn leading_operator(identity: &str, env: &[(&str, &str)]) -> OperatorProcess {
+    let mut operator = operator_replica(identity, env);
+    operator
+        .wait_for_log("became the leader", Duration::from_secs(60))
+        .expect("the operator leads");
+    operator
 }
 
 /// A new namespace `<prefix>-<random>` whose default service account exists; returns a kubectl
