@@ -571,8 +571,21 @@ fn an_agent_told_to_stop_answers_the_runs_it_took_then_exits_cleanly() {
             .unwrap();
         let first = assignment("stop-1", 1, &spin, settings.clone());
         let second = assignment("stop-2", 1, &spin, settings.clone());
+        // The stop comes once the agent holds both runs (a fixed delay raced a loaded machine:
+        // a run still in the accept backlog at the stop is refused, not taken).
         let stop = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let status = client.status().await.unwrap();
+                if status.in_flight + status.queued >= 2 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the agent took both runs: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
         };
         let (first, second, ()) = tokio::join!(client.run(&first), client.run(&second), stop);
