@@ -663,6 +663,24 @@ fn run_pods_are_non_root_read_only_without_capabilities_token_or_network_identit
     }
 }
 
+/// A guest's own failure is never retried: the execution made one attempt, or more only
+/// because the runtime could not create an earlier attempt's container (no guest ran; a
+/// `PodStartFailed` event says so — seen as a rare libcontainer race under load).
+fn assert_guest_ran_once(ns: &Kubectl, execution: &Value) {
+    let attempts = execution["status"]["attempts"].as_u64().unwrap_or(0);
+    let name = execution["metadata"]["name"].as_str().unwrap_or_default();
+    let lost_before_the_guest: u64 = events_for(ns, name)
+        .iter()
+        .filter(|(_, reason, _, _)| reason == "PodStartFailed")
+        .map(|(_, _, _, count)| count)
+        .sum();
+    assert!(
+        attempts >= 1 && attempts - 1 == lost_before_the_guest,
+        "a guest's own failure is not retried ({lost_before_the_guest} attempts lost before a guest ran): {:#}",
+        execution["status"]
+    );
+}
+
 #[test]
 fn guest_failures_are_reported_with_their_reason_on_both_paths_and_never_retried() {
     // "Never retried" needs every attempt to reach a guest: no node change meanwhile.
@@ -698,15 +716,12 @@ fn guest_failures_are_reported_with_their_reason_on_both_paths_and_never_retried
         let exit3 = wait_final(&ns, &format!("exit3-{suffix}"), RUN_TIMEOUT);
         assert_outcome(&exit3, "Failed", &["NonZeroExit"]);
         assert_eq!(exit3["status"]["exitCode"], 3, "{:#}", exit3["status"]);
-        assert_eq!(
-            exit3["status"]["attempts"], 1,
-            "a guest's own failure is never retried"
-        );
+        assert_guest_ran_once(&ns, &exit3);
 
         let started = Instant::now();
         let timeout = wait_final(&ns, &format!("timeout-{suffix}"), RUN_TIMEOUT);
         assert_outcome(&timeout, "TimedOut", &["TimedOut"]);
-        assert_eq!(timeout["status"]["attempts"], 1, "{:#}", timeout["status"]);
+        assert_guest_ran_once(&ns, &timeout);
         let ran = timeout["status"]["durationMs"].as_f64().unwrap_or_default();
         assert!(
             (1400.0..4000.0).contains(&ran),
@@ -719,7 +734,7 @@ fn guest_failures_are_reported_with_their_reason_on_both_paths_and_never_retried
         // The guest-level reason: the page cap refused the growth (an OOM kill of the pod would
         // mean the cap did not hold).
         assert_outcome(&bomb, "Failed", &["MemoryLimitExceeded"]);
-        assert_eq!(bomb["status"]["attempts"], 1, "{:#}", bomb["status"]);
+        assert_guest_ran_once(&ns, &bomb);
     }
 }
 
@@ -887,7 +902,7 @@ fn script_failures_end_with_their_reason_exception_timeout_memory_and_a_syntax_e
             assert_outcome(&raised, "Failed", &["NonZeroExit"]);
             let status = &raised["status"];
             assert_eq!(status["exitCode"], 1, "{status:#}");
-            assert_eq!(status["attempts"], 1, "a guest's exception is not retried");
+            assert_guest_ran_once(&ns, &raised);
             let stderr = status["stderr"].as_str().unwrap_or_default();
             assert!(stderr.contains(exception), "{language}/{suffix}: {stderr}");
             let location = if language == "py" {
@@ -907,7 +922,7 @@ fn script_failures_end_with_their_reason_exception_timeout_memory_and_a_syntax_e
 
             let bomb = wait_final(&ns, &format!("{language}-bomb-{suffix}"), RUN_TIMEOUT);
             assert_outcome(&bomb, "Failed", &["MemoryLimitExceeded"]);
-            assert_eq!(bomb["status"]["attempts"], 1, "{:#}", bomb["status"]);
+            assert_guest_ran_once(&ns, &bomb);
         }
     }
 }
