@@ -38,6 +38,13 @@ fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
 }
 
+fn installer_daemonset(objects: &[Value]) -> &Value {
+    of_kind(objects, "DaemonSet")
+        .into_iter()
+        .find(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "node-installer")
+        .expect("the node installer's DaemonSet")
+}
+
 fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
     let found = of_kind(objects, kind);
     assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
@@ -852,6 +859,62 @@ fn the_runtime_class_sends_wasm_pods_to_wasmedge_nodes_and_is_configurable() {
         "RuntimeClass"
     )
     .is_empty());
+}
+
+#[test]
+fn the_node_installer_takes_its_restart_command_cri_socket_and_local_cluster_settings_from_values()
+{
+    let values = [
+        ("nodeInstaller.enabled", "true"),
+        (
+            "nodeInstaller.criSocket",
+            "/run/k3s/containerd/containerd.sock",
+        ),
+        (
+            "nodeInstaller.restartCommand",
+            "test -e /host/ok && touch /host/restart",
+        ),
+        ("localCluster.hostNetwork", "true"),
+        ("localCluster.apiServerHost", "127.0.0.1"),
+        ("localCluster.apiServerPort", "34567"),
+    ];
+    let objects = render(&values);
+    let pod = &installer_daemonset(&objects)["spec"]["template"]["spec"];
+    let installer = &pod["initContainers"][0];
+    let args: Vec<&str> = installer["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string"))
+        .collect();
+    assert!(
+        args.contains(&"--cri-socket=/run/k3s/containerd/containerd.sock")
+            && args.contains(&"--restart-command=test -e /host/ok && touch /host/restart"),
+        "{args:?}"
+    );
+    assert_eq!(pod["hostNetwork"], true);
+    let env: Vec<(&str, &str)> = installer["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect();
+    assert!(
+        env.contains(&("KUBERNETES_SERVICE_HOST", "127.0.0.1"))
+            && env.contains(&("KUBERNETES_SERVICE_PORT", "34567")),
+        "{env:?}"
+    );
+
+    // By default: the installer's own restart command, the standard socket, the pod network.
+    let objects = render(&[("nodeInstaller.enabled", "true")]);
+    let pod = &installer_daemonset(&objects)["spec"]["template"]["spec"];
+    let args = pod["initContainers"][0]["args"].to_string();
+    assert!(
+        !args.contains("--restart-command")
+            && args.contains("--cri-socket=/run/containerd/containerd.sock"),
+        "{args}"
+    );
+    assert!(pod["hostNetwork"].is_null(), "{pod}");
 }
 
 #[test]

@@ -1,74 +1,29 @@
-//! The node installer on the local cluster: its DaemonSet manifest (`runner-image/node-installer/
-//! daemonset.yaml`), run from the image `make images` built, turns node B — a plain node — into a
-//! WasmEdge node, and a `runtimeClassName: wasmedge` pod then runs a Wasm module there through the
-//! freshly installed shim. Node B's containerd config directory and a scratch directory standing
-//! for the host's `/opt` are the only host paths the pod gets, mounted at their real paths under
-//! `/host`, so the paths the installer writes into containerd's config are valid on this machine.
-//! The installer's restart command leaves a marker; the test then has the cluster's supervisor
-//! restart node B's containerd, as `systemctl restart containerd` would on a real node.
+//! The node installer as the chart deploys it: `helm install` with `nodeInstaller.enabled`, run
+//! from the image `make images` built, turns node B — a plain node — into a WasmEdge node, and a
+//! `runtimeClassName: wasmedge` pod then runs a Wasm module there through the freshly installed
+//! shim. On this machine a node's root is the machine's root, so the chart's `/` host mount is
+//! real; the values point the installer at node B's containerd config and socket and at a
+//! scratch install directory, and reach the apiserver over the host network.
+//!
+//! The restart command is the test's: it fails until the test allows it (so the failed-restart
+//! path runs through the DaemonSet's own retry), then only leaves a request, which the test
+//! serves by having the cluster's supervisor restart node B's containerd, as
+//! `systemctl restart containerd` would on a real node. The node must stay unlabelled until
+//! containerd's CRI shows the handler.
 
 mod common;
 
 use common::{cluster, namespace, terminated};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use wasmfn_e2e::helm::{chart_dir, Helm};
+
+const RELEASE: &str = "wasmfn-installer";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn manifest_objects() -> Vec<Value> {
-    let text = std::fs::read_to_string(repo().join("runner-image/node-installer/daemonset.yaml"))
-        .expect("daemonset.yaml");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| {
-            let yaml = serde_yaml::Value::deserialize(doc).expect("YAML document");
-            serde_json::to_value(yaml).expect("JSON")
-        })
-        .collect()
-}
-
-/// Adapts the manifest's pod template to this machine: node B's containerd config directory and
-/// the scratch install directory mounted at their real paths under `/host` (instead of `/`),
-/// the installer's flags for them, and the apiserver reachable from a pod (host network).
-fn adapt_pod_spec(
-    spec: &mut Value,
-    command: &str,
-    config_dir: &Path,
-    scratch: &Path,
-    apiserver_port: u16,
-) {
-    let config_path = config_dir.join("config.toml");
-    let install_dir = scratch.join("opt/wasmfn");
-    let marker = format!("/host{}/restart-requested-{command}", scratch.display());
-    spec["hostNetwork"] = json!(true);
-    spec["dnsPolicy"] = json!("ClusterFirstWithHostNet");
-    spec["volumes"] = json!([
-        {"name": "containerd-config", "hostPath": {"path": config_dir, "type": "Directory"}},
-        {"name": "scratch", "hostPath": {"path": scratch, "type": "Directory"}},
-    ]);
-    let installer = &mut spec["initContainers"][0];
-    installer["args"] = json!([
-        command,
-        "--host-root=/host",
-        format!("--install-dir={}", install_dir.display()),
-        format!("--containerd-config={}", config_path.display()),
-        format!("--restart-command=touch {marker}"),
-        // The pod sees only these two host directories, so the shim cannot be chrooted into the
-        // host; it runs from the installer's filesystem, which has no libwasmedge either.
-        "--verify=direct",
-    ]);
-    installer["volumeMounts"] = json!([
-        {"name": "containerd-config", "mountPath": format!("/host{}", config_dir.display())},
-        {"name": "scratch", "mountPath": format!("/host{}", scratch.display())},
-    ]);
-    installer["env"].as_array_mut().expect("env").extend([
-        json!({"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"}),
-        json!({"name": "KUBERNETES_SERVICE_PORT", "value": apiserver_port.to_string()}),
-    ]);
 }
 
 fn wait_for_file(path: &Path, timeout: Duration) -> bool {
@@ -90,8 +45,14 @@ fn node_labels(name: &str) -> Value {
     node["metadata"]["labels"].clone()
 }
 
+/// The installer's init container status of the DaemonSet's one pod.
+fn installer_status(pod: &Value) -> &Value {
+    &pod["status"]["initContainerStatuses"][0]
+}
+
 #[test]
-fn the_installer_daemonset_makes_a_plain_node_run_wasm_pods() {
+fn the_charts_installer_labels_a_plain_node_only_once_containerd_loaded_the_handler_and_wasm_pods_run_there(
+) {
     let scratch =
         std::env::temp_dir().join(format!("wasmfn-node-installer-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).expect("scratch dir");
@@ -115,7 +76,6 @@ fn the_installer_daemonset_makes_a_plain_node_run_wasm_pods() {
         )
     };
     let config_path = node_b.containerd_config();
-    let config_dir = config_path.parent().expect("config dir").to_path_buf();
     let original_config = std::fs::read_to_string(&config_path).expect("node B config");
     assert!(
         !original_config.contains("io.containerd.wasmfn.v1"),
@@ -123,40 +83,54 @@ fn the_installer_daemonset_makes_a_plain_node_run_wasm_pods() {
     );
 
     let ns = namespace("installer");
-    let ns_name = ns.json(&["get", "serviceaccount", "default"]).expect("sa")["metadata"]
-        ["namespace"]
-        .as_str()
-        .expect("namespace")
-        .to_string();
-    let admin = cluster().kubectl();
-    let mut pod_template = Value::Null;
-    for mut object in manifest_objects() {
-        let kind = object["kind"].as_str().expect("kind").to_string();
-        match kind.as_str() {
-            "Namespace" => continue,
-            "ClusterRoleBinding" => object["subjects"][0]["namespace"] = json!(ns_name),
-            "DaemonSet" => {
-                object["metadata"]["namespace"] = json!(ns_name);
-                adapt_pod_spec(
-                    &mut object["spec"]["template"]["spec"],
-                    "install",
-                    &config_dir,
-                    &scratch,
-                    apiserver_port,
-                );
-                pod_template = object["spec"]["template"].clone();
-            }
-            _ => {}
-        }
-        if object["metadata"]["namespace"].is_string() {
-            object["metadata"]["namespace"] = json!(ns_name);
-        }
-        admin
-            .apply(&object.to_string())
-            .unwrap_or_else(|e| panic!("apply {kind}: {e}"));
+    let ns_name = ns
+        .namespace_name()
+        .expect("a namespaced kubectl")
+        .to_owned();
+    let allow = scratch.join("allow-restart");
+    let requested = scratch.join("restart-requested");
+    let restart_command = format!(
+        "test -e /host{} && touch /host{}",
+        allow.display(),
+        requested.display()
+    );
+    let kubeconfig = cluster().info().kubeconfig();
+    let helm = Helm::new().expect("helm").with_kubeconfig(&kubeconfig);
+    let settings = [
+        "operator.replicas=0".to_string(),
+        "agent.enabled=false".to_string(),
+        "wasmedge.runtimeClass.create=false".to_string(),
+        "metrics.service.enabled=false".to_string(),
+        "nodeInstaller.enabled=true".to_string(),
+        format!(
+            "nodeInstaller.installDir={}",
+            scratch.join("opt/wasmfn").display()
+        ),
+        format!("nodeInstaller.containerdConfig={}", config_path.display()),
+        format!(
+            "nodeInstaller.criSocket={}",
+            node_b.containerd_socket.display()
+        ),
+        format!("nodeInstaller.restartCommand={restart_command}"),
+        "localCluster.hostNetwork=true".to_string(),
+        "localCluster.apiServerHost=127.0.0.1".to_string(),
+        format!("localCluster.apiServerPort={apiserver_port}"),
+    ];
+    let chart = chart_dir();
+    let mut args = vec![
+        "install",
+        RELEASE,
+        chart.to_str().expect("utf-8"),
+        "--namespace",
+        &ns_name,
+    ];
+    for setting in &settings {
+        args.extend(["--set", setting.as_str()]);
     }
+    helm.run(&args).expect("helm install");
 
     // Opt node B in, as an administrator would.
+    let admin = cluster().kubectl();
     admin
         .run(&[
             "label",
@@ -165,31 +139,76 @@ fn the_installer_daemonset_makes_a_plain_node_run_wasm_pods() {
             "wasmfn.dev/node-installer=enabled",
         ])
         .expect("opt node B in");
-    let installer_pod = ns
-        .wait_for(
-            &["pods", "-l", "app.kubernetes.io/name=wasmfn-node-installer"],
-            Duration::from_secs(180),
-            |list| {
-                let pod = list["items"].as_array()?.first()?.clone();
-                let init = &pod["status"]["initContainerStatuses"][0]["state"]["terminated"];
-                assert!(
-                    init.is_null() || init["exitCode"] == 0,
-                    "the installer failed: {pod}"
-                );
-                (!init.is_null()).then_some(pod)
-            },
-        )
-        .expect("the installer ran");
-    assert_eq!(installer_pod["spec"]["nodeName"], node_b.name.as_str());
-    let pod_name = installer_pod["metadata"]["name"]
+    let selector = ["pods", "-l", "app.kubernetes.io/component=node-installer"];
+    let failed_pod = ns
+        .wait_for(&selector, Duration::from_secs(180), |list| {
+            let pod = list["items"].as_array()?.first()?.clone();
+            let status = installer_status(&pod);
+            let failed = [
+                &status["state"]["terminated"],
+                &status["lastState"]["terminated"],
+            ]
+            .into_iter()
+            .any(|t| !t.is_null() && t["exitCode"] != 0);
+            failed.then_some(pod)
+        })
+        .expect("the installer's first run fails: its restart command is refused");
+    assert_eq!(failed_pod["spec"]["nodeName"], node_b.name.as_str());
+    let pod_name = failed_pod["metadata"]["name"]
         .as_str()
         .expect("name")
         .to_string();
+    let restarted_once = installer_status(&failed_pod)["restartCount"]
+        .as_i64()
+        .unwrap_or_default()
+        > 0;
+    let mut first_log_args = vec!["logs", pod_name.as_str(), "-c", "install"];
+    if restarted_once {
+        first_log_args.push("--previous");
+    }
+    let first_log = ns.run(&first_log_args).expect("first installer log");
+    assert!(
+        first_log.contains("handler wasmedge registered")
+            && first_log.contains("starts (host check)")
+            && first_log.matches("the restart failed").count() == 2,
+        "{first_log}"
+    );
+    let labels = node_labels(&node_b.name);
+    assert!(
+        labels.get("wasmfn.dev/wasmedge").is_none(),
+        "no label after a failed restart: {labels}"
+    );
+
+    // Allow the restart: the DaemonSet runs the installer again, which restarts (its pending
+    // marker says the config is ahead of containerd) and then waits for the CRI.
+    std::fs::write(&allow, "").expect("allow the restart");
+    assert!(
+        wait_for_file(&requested, Duration::from_secs(180)),
+        "the installer ran again and asked for a restart"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let labels = node_labels(&node_b.name);
+    assert!(
+        labels.get("wasmfn.dev/wasmedge").is_none(),
+        "no label while containerd has not loaded the handler: {labels}"
+    );
+    cluster()
+        .restart_containerd(&node_b.name)
+        .expect("restart node B's containerd");
+    let installer_pod = ns
+        .wait_for(&["pod", &pod_name], Duration::from_secs(180), |pod| {
+            let done = &installer_status(pod)["state"]["terminated"];
+            (!done.is_null() && done["exitCode"] == 0).then(|| pod.clone())
+        })
+        .expect("the installer's second run succeeds");
     let log = ns
         .run(&["logs", &pod_name, "-c", "install"])
         .expect("installer log");
-    assert!(log.contains("handler wasmedge registered"), "{log}");
-    assert!(log.contains("starts (direct check)"), "{log}");
+    assert!(log.contains("an earlier restart failed"), "{log}");
+    assert!(
+        log.contains("containerd has loaded handler wasmedge (CRI status)"),
+        "{log}"
+    );
 
     let labels = node_labels(&node_b.name);
     assert_eq!(labels["wasmfn.dev/wasmedge"], "true", "{labels}");
@@ -203,18 +222,6 @@ fn the_installer_daemonset_makes_a_plain_node_run_wasm_pods() {
         config.contains(&format!("runtime_path = \"{}\"", shim.display())),
         "{config}"
     );
-
-    // The installer asked for a restart; the supervisor does it the way systemd would.
-    assert!(
-        wait_for_file(
-            &scratch.join("restart-requested-install"),
-            Duration::from_secs(10)
-        ),
-        "the installer ran its restart command"
-    );
-    cluster()
-        .restart_containerd(&node_b.name)
-        .expect("restart node B's containerd");
     let loaded = std::fs::read_to_string(&containerd_log).expect("containerd log");
     let starts: Vec<&str> = loaded
         .lines()
@@ -292,20 +299,16 @@ spec:
         "{logs}"
     );
 
-    // Uninstall with the same image and mounts: labels, handler and files go.
-    let mut spec = pod_template["spec"].clone();
-    adapt_pod_spec(
-        &mut spec,
-        "uninstall",
-        &config_dir,
-        &scratch,
-        apiserver_port,
-    );
+    // Uninstall with the chart's pod template: labels, handler and files go.
+    let mut spec = installer_pod["spec"].clone();
+    let mut container = spec["initContainers"][0].clone();
+    container["args"][0] = json!("uninstall");
     spec["restartPolicy"] = json!("Never");
     spec["nodeName"] = json!(node_b.name);
-    spec["containers"] = json!([spec["initContainers"][0].clone()]);
-    spec.as_object_mut().expect("spec").remove("initContainers");
-    spec.as_object_mut().expect("spec").remove("nodeSelector");
+    spec["containers"] = json!([container]);
+    for field in ["initContainers", "nodeSelector", "tolerations"] {
+        spec.as_object_mut().expect("spec").remove(field);
+    }
     let uninstall = json!({
         "apiVersion": "v1",
         "kind": "Pod",

@@ -4,6 +4,7 @@
 //! node; the local test cluster renders its WasmEdge node's containerd config with the same edit.
 
 pub mod containerd_config;
+pub mod cri;
 pub mod host;
 pub mod node_labels;
 pub mod payload;

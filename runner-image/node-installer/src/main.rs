@@ -6,20 +6,23 @@
 //!    starts there;
 //! 2. registers runtime handler `wasmedge` → `io.containerd.wasmfn.v1` in containerd's config
 //!    (schema 1, 2 or 3), keeping a backup, with `runtime_path` naming the installed shim;
-//! 3. restarts containerd, only when its config changed;
-//! 4. labels the node `wasmfn.dev/wasmedge=true` and `wasmedge=provisioned`.
+//! 3. restarts containerd when its config changed (or an earlier restart failed, or the running
+//!    containerd lacks the handler), and waits until containerd's CRI reports the handler loaded;
+//! 4. labels the node `wasmfn.dev/wasmedge=true` and `wasmedge=provisioned` — only after 3.
 //!
 //! Every step is idempotent: a second run changes nothing and says so.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
 use wasmfn_node_installer::containerd_config::{
     self, ExistingHandler, Handler, SchemaVersion, HANDLER_NAME,
 };
+use wasmfn_node_installer::cri::{self, HandlerState};
 use wasmfn_node_installer::host::{self, Host};
 use wasmfn_node_installer::{node_labels, payload};
 
@@ -79,6 +82,13 @@ struct NodeArgs {
     /// (the change then takes effect at containerd's next start).
     #[arg(long, default_value = DEFAULT_RESTART)]
     restart_command: String,
+    /// containerd's socket on the host. After a restart the installer asks the CRI there which
+    /// runtime handlers containerd has loaded, and labels the node only once ours is among them.
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    cri_socket: PathBuf,
+    /// How long to wait after a restart for the CRI to show the handler before the run fails.
+    #[arg(long, default_value_t = 120)]
+    cri_wait_seconds: u64,
     /// How to check that the installed shim starts: `host` runs it chrooted into the host root
     /// (the host's own C library), `direct` runs it from the installer's filesystem.
     #[arg(long, value_enum, default_value_t = Verify::Host)]
@@ -203,6 +213,7 @@ async fn install(args: NodeArgs) -> Result<()> {
         existing,
     )
     .with_context(|| format!("containerd config {}", args.containerd_config.display()))?;
+    let restart_pending = pending.exists();
     if edit.changed {
         let backup = host::replace_with_backup(&config_path, old.as_deref(), &edit.text)?;
         println!(
@@ -215,13 +226,7 @@ async fn install(args: NodeArgs) -> Result<()> {
                 .unwrap_or_default()
         );
         changes += 1;
-        // Marked first: should the restart fail, the next run (same config, so no edit) still
-        // knows containerd has not loaded the handler, restarts it, and labels only after that.
-        std::fs::write(&pending, args.containerd_config.display().to_string())
-            .with_context(|| format!("write {}", pending.display()))?;
-        restart_containerd(&args)?;
-        remove_pending(&pending)?;
-    } else if pending.exists() {
+    } else if restart_pending {
         println!(
             "containerd config {}: handler {} registered, but containerd was not restarted since \
              (an earlier restart failed); restarting it now",
@@ -229,14 +234,35 @@ async fn install(args: NodeArgs) -> Result<()> {
             args.handler
         );
         changes += 1;
-        restart_containerd(&args)?;
-        remove_pending(&pending)?;
     } else {
         println!(
-            "containerd config {}: handler {} already registered, unchanged; no restart",
+            "containerd config {}: handler {} already registered, unchanged",
             args.containerd_config.display(),
             args.handler
         );
+    }
+    if edit.changed || restart_pending {
+        restart_until_loaded(&args, &pending).await?;
+    } else {
+        match handler_state(&args).await? {
+            HandlerState::Loaded => println!(
+                "containerd has loaded handler {} (CRI status); no restart",
+                args.handler
+            ),
+            other => {
+                // The file is right but the running containerd predates it: an earlier run's
+                // restart command exited 0 without restarting, or someone restored an old config
+                // and restarted by hand.
+                println!(
+                    "containerd runs without handler {} ({}) although its config has it; \
+                     restarting it",
+                    args.handler,
+                    describe(&other)
+                );
+                changes += 1;
+                restart_until_loaded(&args, &pending).await?;
+            }
+        }
     }
 
     if let Some(node) = node {
@@ -373,26 +399,82 @@ fn remove_pending(pending: &Path) -> Result<()> {
 
 fn restart_containerd(args: &NodeArgs) -> Result<()> {
     if args.restart_command.trim().is_empty() {
-        println!("containerd not restarted (no --restart-command): the handler is used after its next start");
+        println!(
+            "containerd not restarted (no --restart-command): waiting for it to be restarted \
+             by other means"
+        );
         return Ok(());
     }
-    for attempt in 1.. {
+    let mut attempt = 1;
+    loop {
         println!("restarting containerd: {}", args.restart_command);
-        match host::run_shell(&args.restart_command) {
-            Ok(()) => return Ok(()),
-            Err(error) if attempt < RESTART_TRIES => {
-                println!("the restart failed ({error:#}); trying again in 5 s");
-                std::thread::sleep(std::time::Duration::from_secs(5));
-            }
-            Err(error) => {
-                return Err(error.context(format!(
-                    "containerd was not restarted after {RESTART_TRIES} tries; the node is not \
-                     labelled, and the next run restarts it again"
-                )))
-            }
+        let Err(error) = host::run_shell(&args.restart_command) else {
+            return Ok(());
+        };
+        if attempt == RESTART_TRIES {
+            return Err(error.context(format!(
+                "containerd was not restarted after {RESTART_TRIES} tries; the node is not \
+                 labelled, and the next run restarts it again"
+            )));
+        }
+        println!("the restart failed ({error:#}); trying again in 5 s");
+        std::thread::sleep(Duration::from_secs(5));
+        attempt += 1;
+    }
+}
+
+/// Restarts containerd and waits until its CRI shows the handler loaded. The pending marker is
+/// written first and removed only once the handler is seen, so a run that fails anywhere here
+/// leaves the next run to restart again, and the node is labelled by neither.
+async fn restart_until_loaded(args: &NodeArgs, pending: &Path) -> Result<()> {
+    std::fs::write(pending, args.containerd_config.display().to_string())
+        .with_context(|| format!("write {}", pending.display()))?;
+    restart_containerd(args)?;
+    let deadline = Instant::now() + Duration::from_secs(args.cri_wait_seconds);
+    let last = loop {
+        let state = handler_state(args).await;
+        match &state {
+            Ok(HandlerState::Loaded) => break state,
+            _ if Instant::now() >= deadline => break state,
+            _ => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    };
+    if let Ok(HandlerState::Loaded) = last {
+        println!(
+            "containerd has loaded handler {} (CRI status)",
+            args.handler
+        );
+        return remove_pending(pending);
+    }
+    let seen = match &last {
+        Ok(state) => describe(state),
+        Err(error) => format!("{error:#}"),
+    };
+    bail!(
+        "containerd has not loaded handler {} within {}s of the restart ({seen}); the node is \
+         not labelled, and the next run restarts containerd again",
+        args.handler,
+        args.cri_wait_seconds
+    )
+}
+
+async fn handler_state(args: &NodeArgs) -> Result<HandlerState> {
+    let socket = args.host().path(&args.cri_socket);
+    let config = cri::status_config(&socket)
+        .await
+        .map_err(|e| anyhow!("CRI status from {}: {e}", args.cri_socket.display()))?;
+    cri::handler_state(&config, &args.handler, containerd_config::RUNTIME_TYPE)
+        .map_err(|e| anyhow!("CRI status from {}: {e}", args.cri_socket.display()))
+}
+
+fn describe(state: &HandlerState) -> String {
+    match state {
+        HandlerState::Loaded => "loaded".to_string(),
+        HandlerState::Missing => "the CRI status lists no such handler".to_string(),
+        HandlerState::OtherType(other) => {
+            format!("the CRI status lists it with runtime type {other:?}")
         }
     }
-    unreachable!("the loop returns")
 }
 
 /// Adds (`install`) or removes the installer's labels on `node`; `Ok(false)` when there was

@@ -1,6 +1,8 @@
 //! The installer command against a scratch host root: the real shim and the libraries `ldd`
 //! finds for it, a containerd config edited on disk, and a real containerd (Debian's, with its
-//! own root, state and socket) started with that config to show it loaded the handler. The
+//! own root, state and socket under the scratch host's `/run`) whose CRI the installer asks
+//! whether the handler is loaded. The installer's restart command only leaves a request; the test
+//! restarts containerd when it sees one, as systemd would on a node. The
 //! shim's libraries that the installer itself does not need are hidden from the default library
 //! path while the installer and the installed shim run, so the shim can only find them in its
 //! private directory.
@@ -12,6 +14,8 @@ use std::time::{Duration, Instant};
 const INSTALLER: &str = env!("CARGO_BIN_EXE_wasmfn-node-installer");
 const INSTALL_DIR: &str = "/opt/wasmfn";
 const CONFIG: &str = "/etc/containerd/config.toml";
+/// containerd's socket, as a host path.
+const SOCKET: &str = "/run/containerd/containerd.sock";
 
 /// The shim `cargo build` puts next to this binary (`make test` builds every binary first), or
 /// the one named by `WASMFN_SHIM_BINARY`.
@@ -59,9 +63,16 @@ fn libraries(binary: &Path) -> Vec<String> {
 /// Runs `program args` in a private mount namespace where each file of `hidden` reads as empty,
 /// as on a host without those libraries.
 fn without_system_copies(hidden: &[PathBuf], program: &Path, args: &[&str]) -> Output {
+    hiding(hidden, program, args)
+        .output()
+        .expect("run under unshare")
+}
+
+fn hiding(hidden: &[PathBuf], program: &Path, args: &[&str]) -> Command {
     let script = "for f in $HIDE; do mount --bind /dev/null \"$f\" || exit 97; done; exec \"$@\"";
     let hide: Vec<String> = hidden.iter().map(|p| p.display().to_string()).collect();
-    Command::new("unshare")
+    let mut command = Command::new("unshare");
+    command
         .args([
             "--mount",
             "--propagation",
@@ -74,9 +85,8 @@ fn without_system_copies(hidden: &[PathBuf], program: &Path, args: &[&str]) -> O
         ])
         .arg(program)
         .args(args)
-        .env("HIDE", hide.join(" "))
-        .output()
-        .expect("run under unshare")
+        .env("HIDE", hide.join(" "));
+    command
 }
 
 /// A scratch node: a host root with a containerd config of schema 2, and a payload.
@@ -100,7 +110,7 @@ impl Scratch {
         self.dir.path().join("restarted")
     }
     fn socket(&self) -> PathBuf {
-        self.dir.path().join("containerd.sock")
+        self.host().join(SOCKET.trim_start_matches('/'))
     }
 
     fn new() -> Scratch {
@@ -116,10 +126,10 @@ root = "{d}/containerd/root"
 state = "{d}/containerd/state"
 
 [grpc]
-  address = "{d}/containerd.sock"
+  address = "{d}/host/run/containerd/containerd.sock"
 
 [ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
+  address = "{d}/host/run/containerd/containerd.sock.ttrpc"
 
 [debug]
   address = ""
@@ -193,8 +203,52 @@ state = "{d}/containerd/state"
     }
 
     fn installer_restarting_with(&self, command: &str, restart: &str, extra: &[&str]) -> Output {
-        let host = self.host();
-        let payload = self.payload();
+        let (host, payload) = (self.host(), self.payload());
+        let args = Self::installer_args(&host, &payload, command, restart, extra);
+        without_system_copies(&self.hidden, Path::new(INSTALLER), &args)
+    }
+
+    /// Runs the installer while acting as the node's service manager: each restart it requests
+    /// (the request file appearing) restarts `containerd`. Returns the output and the restarts.
+    fn installer_serving_restarts(
+        &self,
+        command: &str,
+        containerd: &mut Option<Containerd>,
+        extra: &[&str],
+    ) -> (Output, usize) {
+        let (host, payload) = (self.host(), self.payload());
+        let restart = format!("touch {}", self.restarted().display());
+        let args = Self::installer_args(&host, &payload, command, &restart, extra);
+        let mut child = hiding(&self.hidden, Path::new(INSTALLER), &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the installer");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut restarts = 0;
+        while child.try_wait().expect("installer status").is_none() {
+            assert!(Instant::now() < deadline, "the installer did not finish");
+            if self.restarted().exists() {
+                std::fs::remove_file(self.restarted()).expect("take the request");
+                drop(containerd.take());
+                *containerd = Some(Containerd::start(self));
+                restarts += 1;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (
+            child.wait_with_output().expect("installer output"),
+            restarts,
+        )
+    }
+
+    fn installer_args<'a>(
+        host: &'a Path,
+        payload: &'a Path,
+        command: &'a str,
+        restart: &'a str,
+        extra: &[&'a str],
+    ) -> Vec<&'a str> {
         let mut args = vec![
             command,
             "--host-root",
@@ -207,12 +261,17 @@ state = "{d}/containerd/state"
             CONFIG,
             "--restart-command",
             restart,
+            "--cri-socket",
+            SOCKET,
             "--verify",
             "direct",
             "--no-label",
         ];
+        if !extra.contains(&"--cri-wait-seconds") {
+            args.extend(["--cri-wait-seconds", "20"]);
+        }
         args.extend_from_slice(extra);
-        without_system_copies(&self.hidden, Path::new(INSTALLER), &args)
+        args
     }
 
     fn installed_shim(&self) -> PathBuf {
@@ -231,6 +290,8 @@ struct Containerd {
 impl Containerd {
     fn start(scratch: &Scratch) -> Containerd {
         let log = scratch.dir.path().join("containerd.log");
+        // A killed containerd leaves its socket behind; wait for the new one.
+        let _ = std::fs::remove_file(scratch.socket());
         let out = std::fs::File::create(&log).expect("log");
         let child = Command::new("containerd")
             .arg("--config")
@@ -258,6 +319,25 @@ impl Containerd {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The line in which containerd logs the CRI configuration it parsed at start.
+    fn cri_config_line(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log_text();
+            if let Some(line) = log
+                .lines()
+                .find(|l| l.contains("Start cri plugin with config"))
+            {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no CRI config in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -293,17 +373,23 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
         scratch.hidden
     );
 
-    // First run: files, config, restart.
-    let output = scratch.installer("install", &[]);
+    // First run: files, config, a restart, and the CRI of the restarted containerd shows the
+    // handler before the run ends.
+    let mut containerd = Some(Containerd::start(&scratch));
+    let (output, restarts) = scratch.installer_serving_restarts("install", &mut containerd, &[]);
     let first = success(output, "install");
     assert!(first.contains("handler wasmedge registered"), "{first}");
     assert!(
         first.contains("shim /opt/wasmfn/bin/containerd-shim-wasmfn-v1 starts"),
         "{first}"
     );
-    assert!(
-        scratch.restarted().exists(),
+    assert_eq!(
+        restarts, 1,
         "containerd restarted after the change:\n{first}"
+    );
+    assert!(
+        first.contains("containerd has loaded handler wasmedge (CRI status)"),
+        "{first}"
     );
     let config = std::fs::read_to_string(scratch.config()).expect("config");
     assert!(
@@ -319,6 +405,18 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
     assert_eq!(
         std::fs::read_to_string(&backup).expect("backup"),
         scratch.original_config
+    );
+    // What the installer read through the CRI, containerd's own log says too.
+    let loaded = containerd.as_ref().expect("running").cri_config_line();
+    assert!(
+        loaded.contains(
+            "wasmedge:{Type:io.containerd.wasmfn.v1 Path:/opt/wasmfn/bin/containerd-shim-wasmfn-v1"
+        ),
+        "containerd loaded the handler: {loaded}"
+    );
+    assert!(
+        loaded.contains("runc:{Type:io.containerd.runc.v2"),
+        "{loaded}"
     );
 
     // The installed shim starts with its libraries found only in its private directory.
@@ -356,66 +454,43 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
         );
     }
 
-    // Second run: nothing to do, and no restart.
-    std::fs::remove_file(scratch.restarted()).expect("reset marker");
-    let second = success(scratch.installer("install", &[]), "second install");
+    // Second run: nothing to do, no restart; the CRI still shows the handler.
+    let (output, restarts) = scratch.installer_serving_restarts("install", &mut containerd, &[]);
+    let second = success(output, "second install");
+    assert!(second.contains("already registered, unchanged"), "{second}");
     assert!(
-        second.contains("already registered, unchanged; no restart"),
+        second.contains("containerd has loaded handler wasmedge (CRI status); no restart"),
         "{second}"
     );
     assert!(second.contains("nothing changed"), "{second}");
-    assert!(!scratch.restarted().exists(), "no restart without a change");
+    assert_eq!(restarts, 0, "no restart without a change");
     assert_eq!(
         std::fs::read_to_string(scratch.config()).expect("config"),
         config
     );
 
-    // containerd loads the edited file: the CRI plugin is up and has the handler.
-    {
-        let containerd = Containerd::start(&scratch);
-        let plugins = success(
-            Command::new("ctr")
-                .arg("--address")
-                .arg(scratch.socket())
-                .args(["plugins", "ls"])
-                .output()
-                .expect("ctr"),
-            "ctr plugins ls",
-        );
-        let cri = plugins
-            .lines()
-            .find(|l| {
-                l.starts_with("io.containerd.grpc.v1") && l.split_whitespace().nth(1) == Some("cri")
-            })
-            .unwrap_or_else(|| panic!("no CRI plugin:\n{plugins}"));
-        assert!(cri.trim_end().ends_with("ok"), "CRI plugin loaded: {cri}");
-        // containerd logs the CRI configuration it parsed when the plugin starts.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let loaded = loop {
-            let log = containerd.log_text();
-            if let Some(line) = log
-                .lines()
-                .find(|l| l.contains("Start cri plugin with config"))
-            {
-                break line.to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no CRI config in the log:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        assert!(
-            loaded.contains(
-                "wasmedge:{Type:io.containerd.wasmfn.v1 Path:/opt/wasmfn/bin/containerd-shim-wasmfn-v1"
-            ),
-            "containerd loaded the handler: {loaded}"
-        );
-        assert!(
-            loaded.contains("runc:{Type:io.containerd.runc.v2"),
-            "{loaded}"
-        );
-    }
+    // A containerd running an older config (started before the file was edited back in): the
+    // file is unchanged, yet the installer sees through the CRI that the handler is missing and
+    // restarts it.
+    std::fs::write(scratch.config(), &scratch.original_config).expect("old config");
+    drop(containerd.take());
+    containerd = Some(Containerd::start(&scratch));
+    std::fs::write(scratch.config(), &config).expect("edited config again");
+    let (output, restarts) = scratch.installer_serving_restarts("install", &mut containerd, &[]);
+    let stale = success(output, "install against a stale containerd");
+    assert!(
+        stale.contains(
+            "containerd runs without handler wasmedge (the CRI status lists no such handler) \
+             although its config has it; restarting it"
+        ),
+        "{stale}"
+    );
+    assert_eq!(restarts, 1, "{stale}");
+    assert!(
+        stale.contains("containerd has loaded handler wasmedge (CRI status)"),
+        "{stale}"
+    );
+    drop(containerd.take());
 
     // Uninstall: the original file, byte for byte, and no files left.
     let removed = success(scratch.installer("uninstall", &[]), "uninstall");
@@ -439,6 +514,8 @@ fn a_failed_restart_fails_the_run_and_the_next_run_restarts_before_the_node_coun
         .host()
         .join(INSTALL_DIR.trim_start_matches('/'))
         .join(".containerd-restart-pending");
+    let mut containerd = Some(Containerd::start(&scratch));
+
     let failed = scratch.installer_restarting_with("install", "false", &[]);
     assert!(!failed.status.success(), "{}", text(&failed.stdout));
     assert!(
@@ -456,19 +533,31 @@ fn a_failed_restart_fails_the_run_and_the_next_run_restarts_before_the_node_coun
     );
     assert!(pending.exists(), "the pending restart is remembered");
 
+    // A restart command that exits 0 without restarting anything: the CRI never shows the
+    // handler, so the run fails and the restart stays pending.
+    let silent = scratch.installer_restarting_with("install", "true", &["--cri-wait-seconds", "3"]);
+    assert!(!silent.status.success(), "{}", text(&silent.stdout));
+    assert!(
+        text(&silent.stderr).contains(
+            "containerd has not loaded handler wasmedge within 3s of the restart (the CRI status \
+             lists no such handler); the node is not labelled"
+        ),
+        "{}",
+        text(&silent.stderr)
+    );
+    assert!(pending.exists(), "the pending restart is still remembered");
+
     // The config is already edited, yet the next run restarts containerd.
-    let again = success(scratch.installer("install", &[]), "install again");
+    let (output, restarts) = scratch.installer_serving_restarts("install", &mut containerd, &[]);
+    let again = success(output, "install again");
     assert!(again.contains("an earlier restart failed"), "{again}");
-    assert!(scratch.restarted().exists(), "{again}");
+    assert_eq!(restarts, 1, "{again}");
     assert!(!pending.exists());
 
-    std::fs::remove_file(scratch.restarted()).expect("reset marker");
-    let third = success(scratch.installer("install", &[]), "install a third time");
-    assert!(
-        third.contains("already registered, unchanged; no restart"),
-        "{third}"
-    );
-    assert!(!scratch.restarted().exists());
+    let (output, restarts) = scratch.installer_serving_restarts("install", &mut containerd, &[]);
+    let third = success(output, "install a third time");
+    assert!(third.contains("already registered, unchanged"), "{third}");
+    assert_eq!(restarts, 0, "{third}");
 }
 
 #[test]
