@@ -96,21 +96,29 @@ pub fn parse_success(log: &str) -> Result<CompiledModule, String> {
     lines
         .find(|l| l.starts_with("-----BEGIN WASMFN ARTIFACT "))
         .ok_or("the log holds no artifact block (was --log-artifact given?)")?;
-    let mut body = String::new();
+    // Decoded line by line (whole groups of four characters at a time), so the module is in
+    // memory once beside the log, not also as one long base64 string.
+    let mut bytes = Vec::with_capacity(
+        usize::try_from(manifest.artifact.size)
+            .unwrap_or_default()
+            .min(log.len()),
+    );
+    let mut pending = String::new();
     let mut ended = false;
     for line in lines {
         if line.starts_with("-----END WASMFN ARTIFACT") {
             ended = true;
             break;
         }
-        body.push_str(line.trim());
+        pending.push_str(line.trim());
+        let whole = pending.len() - pending.len() % 4;
+        decode_into(&pending[..whole], &mut bytes)?;
+        pending.drain(..whole);
     }
     if !ended {
         return Err("the artifact block in the log is cut off (log rotated or truncated?)".into());
     }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(body.as_bytes())
-        .map_err(|e| format!("the artifact block is not base64: {e}"))?;
+    decode_into(&pending, &mut bytes)?;
     let digest = sha256_digest(&bytes);
     if digest != manifest.artifact.digest || bytes.len() as u64 != manifest.artifact.size {
         return Err(format!(
@@ -131,6 +139,12 @@ pub fn parse_success(log: &str) -> Result<CompiledModule, String> {
             .map(|t| format!("{} {}", t.name, t.version))
             .collect(),
     })
+}
+
+fn decode_into(text: &str, bytes: &mut Vec<u8>) -> Result<(), String> {
+    base64::engine::general_purpose::STANDARD
+        .decode_vec(text.as_bytes(), bytes)
+        .map_err(|e| format!("the artifact block is not base64: {e}"))
 }
 
 /// The failure to record instead of storing `module` when it carries native code of its own
@@ -256,6 +270,32 @@ mod tests {
         assert_eq!(parsed.media_type, "application/wasm");
         assert_eq!(parsed.compile_ms, 321.5);
         assert_eq!(parsed.toolchain, ["rustc 1.85"]);
+    }
+
+    #[test]
+    fn a_block_wrapped_at_any_width_decodes_to_the_same_module() {
+        let module: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let digest = sha256_digest(&module);
+        let log = log_for(&module, &digest, module.len(), true);
+        let (head, rest) = log.split_at(log.find("-----BEGIN").expect("block"));
+        let (begin, rest) = rest.split_at(rest.find('\n').expect("line") + 1);
+        let (body, end) = rest.split_at(rest.find("-----END").expect("end"));
+        let flat: String = body.split_whitespace().collect();
+        for width in [1, 3, 50, 77, flat.len()] {
+            let mut wrapped = format!("{head}{begin}");
+            for chunk in flat.as_bytes().chunks(width) {
+                wrapped.push_str(std::str::from_utf8(chunk).expect("ascii"));
+                wrapped.push_str("  \n");
+            }
+            wrapped.push_str(end);
+            let parsed = parse_success(&wrapped).unwrap_or_else(|e| panic!("width {width}: {e}"));
+            assert_eq!(parsed.bytes, module, "width {width}");
+        }
+        let mut broken = log.clone();
+        broken.insert_str(broken.find("-----END").expect("end"), "!!!!\n");
+        assert!(parse_success(&broken)
+            .expect_err("not base64")
+            .contains("not base64"));
     }
 
     #[test]

@@ -2,21 +2,83 @@
 //! (a ConfigMap holds at most 1 MiB), the first part in the record beside the manifest
 //! (`artifact.json`), each further part in a ConfigMap of its own. A pod mounts them all as one
 //! projected volume and the runner reads the directory with `wasmfn_artifact::read_dir`, which
-//! verifies every part and the module digest.
+//! verifies every part and the module digest. A module copied in from the OCI store streams
+//! into its parts ([`store_stream`]): the operator never holds the whole module.
 
 use std::collections::BTreeMap;
 
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
+use kube::api::{DeleteParams, PostParams};
 use kube::Api;
+use tracing::warn;
 use wasmfn_api::{labels, ArtifactStore};
-use wasmfn_artifact::{pack, DEFAULT_PART_BYTES, MANIFEST_FILE};
+use wasmfn_artifact::{pack, ArtifactManifest, PackWriter, DEFAULT_PART_BYTES, MANIFEST_FILE};
 
 use super::record::{record_metadata, ArtifactRecord, PART_OF_LABEL};
 use super::ModuleToStore;
-use crate::error::Result;
-use crate::idempotent::create_if_absent;
+use crate::error::{Error, Result};
+use crate::idempotent::{create_if_absent, delete_if_present};
+
+/// A part ConfigMap: `bytes` under the ConfigMap key `part` (the artifact's part name),
+/// labelled as part of `record`. Pure.
+pub fn part_config_map(map_name: &str, record: &str, part: String, bytes: Vec<u8>) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(map_name.to_owned()),
+            labels: Some(BTreeMap::from([
+                (
+                    labels::MANAGED_BY.to_owned(),
+                    labels::MANAGED_BY_VALUE.to_owned(),
+                ),
+                (PART_OF_LABEL.to_owned(), record.to_owned()),
+            ])),
+            ..Default::default()
+        },
+        binary_data: Some(BTreeMap::from([(part, ByteString(bytes))])),
+        immutable: Some(true),
+        ..Default::default()
+    }
+}
+
+/// The record ConfigMap: the manifest and the first part. Pure.
+pub fn record_config_map(
+    record: &ArtifactRecord,
+    key: &str,
+    manifest: &ArtifactManifest,
+    first: Option<(String, Vec<u8>)>,
+) -> ConfigMap {
+    ConfigMap {
+        metadata: record_metadata(record, key),
+        data: Some(BTreeMap::from([(
+            MANIFEST_FILE.to_owned(),
+            manifest.to_json(),
+        )])),
+        binary_data: first.map(|(part, bytes)| BTreeMap::from([(part, ByteString(bytes))])),
+        immutable: Some(true),
+    }
+}
+
+/// The name of the ConfigMap holding part `index` (> 0) of record `name`.
+pub fn part_map_name(name: &str, index: usize) -> String {
+    format!("{name}-{index}")
+}
+
+fn record_of(name: &str, manifest: &ArtifactManifest, parts: usize) -> ArtifactRecord {
+    ArtifactRecord {
+        name: name.to_owned(),
+        store: ArtifactStore::ConfigMap,
+        digest: manifest.digest.clone(),
+        size: manifest.size,
+        media_type: manifest.media_type.clone(),
+        location: name.to_owned(),
+        config_maps: std::iter::once(name.to_owned())
+            .chain((1..parts).map(|i| part_map_name(name, i)))
+            .collect(),
+    }
+}
 
 /// The ConfigMaps for `module`: parts first, the record last. Pure.
 pub fn config_maps(
@@ -26,50 +88,19 @@ pub fn config_maps(
     part_bytes: usize,
 ) -> (ArtifactRecord, Vec<ConfigMap>) {
     let packed = pack(module.bytes, module.media_type, part_bytes);
-    let part_names: Vec<String> = (1..packed.parts.len())
-        .map(|i| format!("{name}-{i}"))
-        .collect();
-    let record = ArtifactRecord {
-        name: name.to_owned(),
-        store: ArtifactStore::ConfigMap,
-        digest: module.digest.to_owned(),
-        size: module.bytes.len() as u64,
-        media_type: module.media_type.to_owned(),
-        location: name.to_owned(),
-        config_maps: std::iter::once(name.to_owned())
-            .chain(part_names.iter().cloned())
-            .collect(),
-    };
+    let record = record_of(name, &packed.manifest, packed.parts.len());
     let mut maps = Vec::with_capacity(packed.parts.len());
     let mut parts = packed.parts.into_iter();
     let first = parts.next();
-    for (part_name, (key_name, bytes)) in part_names.iter().zip(parts) {
-        maps.push(ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(part_name.clone()),
-                labels: Some(BTreeMap::from([
-                    (
-                        labels::MANAGED_BY.to_owned(),
-                        labels::MANAGED_BY_VALUE.to_owned(),
-                    ),
-                    (PART_OF_LABEL.to_owned(), name.to_owned()),
-                ])),
-                ..Default::default()
-            },
-            binary_data: Some(BTreeMap::from([(key_name, ByteString(bytes))])),
-            immutable: Some(true),
-            ..Default::default()
-        });
+    for (index, (part, bytes)) in parts.enumerate() {
+        maps.push(part_config_map(
+            &part_map_name(name, index + 1),
+            name,
+            part,
+            bytes,
+        ));
     }
-    maps.push(ConfigMap {
-        metadata: record_metadata(&record, key),
-        data: Some(BTreeMap::from([(
-            MANIFEST_FILE.to_owned(),
-            packed.manifest.to_json(),
-        )])),
-        binary_data: first.map(|(key_name, bytes)| BTreeMap::from([(key_name, ByteString(bytes))])),
-        immutable: Some(true),
-    });
+    maps.push(record_config_map(&record, key, &packed.manifest, first));
     (record, maps)
 }
 
@@ -86,6 +117,140 @@ pub async fn store(
         create_if_absent(api, map).await?;
     }
     Ok(record)
+}
+
+/// Writes the module arriving as `chunks` (`module.size` bytes, which must hash to
+/// `module.digest`) as [`store`] would, each part ConfigMap as soon as it is full: memory holds
+/// the chunk in hand, the first part (kept for the record) and the part being filled, whatever
+/// the module's size. The record is written last, once the whole module matched; when anything
+/// fails before, the parts written are deleted again (callers run one copy at a time, so none
+/// is another copy's). `fail` turns what went wrong with the bytes into the caller's error.
+pub async fn store_stream<S, B, E>(
+    api: &Api<ConfigMap>,
+    name: &str,
+    key: &str,
+    module: StreamedModule<'_>,
+    chunks: S,
+    fail: impl Fn(String) -> Error,
+) -> Result<ArtifactRecord>
+where
+    S: Stream<Item = std::result::Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    let mut written = WrittenParts {
+        api,
+        name,
+        first: None,
+        count: 0,
+    };
+    let manifest = match write_parts(&mut written, module, chunks, &fail).await {
+        Ok(manifest) => manifest,
+        Err(error) => {
+            written.delete().await;
+            return Err(error);
+        }
+    };
+    let record = record_of(name, &manifest, written.count);
+    let map = record_config_map(&record, key, &manifest, written.first.take());
+    if let Err(error) = create_if_absent(api, &map).await {
+        written.delete().await;
+        return Err(error);
+    }
+    Ok(record)
+}
+
+async fn write_parts<S, B, E>(
+    written: &mut WrittenParts<'_>,
+    module: StreamedModule<'_>,
+    mut chunks: S,
+    fail: &impl Fn(String) -> Error,
+) -> Result<ArtifactManifest>
+where
+    S: Stream<Item = std::result::Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    let mut writer = PackWriter::new(module.media_type, DEFAULT_PART_BYTES);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| fail(format!("reading {}: {e}", module.digest)))?;
+        let bytes = chunk.as_ref();
+        if writer.size() + bytes.len() as u64 > module.size {
+            return Err(fail(format!(
+                "{}: more bytes arrived, expected {} (the manifest's size)",
+                module.digest, module.size
+            )));
+        }
+        for part in writer.write(bytes) {
+            written.put(part).await?;
+        }
+    }
+    let (manifest, last) = writer.finish();
+    for part in last {
+        written.put(part).await?;
+    }
+    if manifest.digest != module.digest || manifest.size != module.size {
+        return Err(fail(format!(
+            "the module read is {} ({} bytes), expected {} ({} bytes)",
+            manifest.digest, manifest.size, module.digest, module.size
+        )));
+    }
+    Ok(manifest)
+}
+
+/// What [`store_stream`] expects to receive.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamedModule<'a> {
+    /// `sha256:<hex>` the bytes must have.
+    pub digest: &'a str,
+    /// Bytes expected.
+    pub size: u64,
+    /// Media type.
+    pub media_type: &'a str,
+}
+
+/// The parts [`store_stream`] has written so far.
+struct WrittenParts<'a> {
+    api: &'a Api<ConfigMap>,
+    name: &'a str,
+    /// Part 0, which goes into the record.
+    first: Option<(String, Vec<u8>)>,
+    count: usize,
+}
+
+impl WrittenParts<'_> {
+    async fn put(&mut self, (part, bytes): (String, Vec<u8>)) -> Result<()> {
+        if self.count == 0 {
+            self.first = Some((part, bytes));
+        } else {
+            let map_name = part_map_name(self.name, self.count);
+            let map = part_config_map(&map_name, self.name, part, bytes);
+            if !create_if_absent(self.api, &map).await? {
+                // Left by a copy that failed without cleaning up (the operator was killed):
+                // kept only when it holds these very bytes.
+                let found = self.api.get_opt(&map_name).await?;
+                if found.and_then(|f| f.binary_data) != map.binary_data {
+                    delete_if_present(self.api, &map_name, &DeleteParams::default()).await?;
+                    self.api.create(&PostParams::default(), &map).await?;
+                }
+            }
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Deletes the part ConfigMaps written (best effort: a part left behind is not mounted
+    /// without its record).
+    async fn delete(&self) {
+        for index in 1..self.count {
+            let map_name = part_map_name(self.name, index);
+            if let Err(error) =
+                delete_if_present(self.api, &map_name, &DeleteParams::default()).await
+            {
+                warn!(config_map = %map_name, %error, "could not delete a part of a module copy that failed");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use wasmfn_api::{labels, ArtifactStatus, ArtifactStore};
 use wasmfn_artifact::{ArtifactManifest, MANIFEST_FILE};
@@ -44,6 +45,8 @@ pub struct ModuleToStore<'a> {
 pub struct Stores {
     client: Client,
     oci: Option<oci::OciStore>,
+    /// Held while an OCI module is copied into ConfigMaps.
+    copying: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -57,7 +60,11 @@ impl std::fmt::Debug for Stores {
 impl Stores {
     /// The stores; `oci` is `None` when no registry is configured.
     pub fn new(client: Client, oci: Option<oci::OciStore>) -> Self {
-        Stores { client, oci }
+        Stores {
+            client,
+            oci,
+            copying: Arc::default(),
+        }
     }
 
     /// Whether the OCI store can be used.
@@ -149,13 +156,8 @@ impl Stores {
     ) -> Result<ArtifactRecord> {
         let api = self.records(namespace);
         let name = record::record_name(store, module.digest);
-        if let Some(existing) = api.get_opt(&name).await? {
-            if let Some(record) = ArtifactRecord::from_config_map(&existing) {
-                if record.digest == module.digest {
-                    self.add_key(&api, &name, key).await?;
-                    return Ok(record);
-                }
-            }
+        if let Some(record) = self.existing(&api, &name, module.digest, key).await? {
+            return Ok(record);
         }
         let record = match store {
             ArtifactStore::ConfigMap => configmap::store(&api, &name, key, module).await?,
@@ -172,6 +174,10 @@ impl Stores {
     /// The ConfigMap-store copy of a module kept in the OCI store, made on first use: container
     /// pods mount modules from ConfigMaps, and run pods reach no registry. The copy is an
     /// ordinary record under the same key, so the garbage collector treats it like any other.
+    ///
+    /// The module streams from the registry into part ConfigMaps (see
+    /// [`configmap::store_stream`]), and one copy runs at a time: however big the module and
+    /// however many executions want it at once, the operator holds about two parts of it.
     pub async fn config_map_copy(
         &self,
         namespace: &str,
@@ -179,27 +185,64 @@ impl Stores {
         digest: &str,
         media_type: &str,
     ) -> Result<ArtifactRecord> {
-        if let Some(record) = self
-            .lookup(namespace, ArtifactStore::ConfigMap, key)
-            .await?
-        {
-            if record.digest == digest {
-                return Ok(record);
-            }
+        if let Some(record) = self.copied(namespace, key, digest).await? {
+            return Ok(record);
         }
         let oci = self.oci.as_ref().ok_or_else(|| {
             crate::error::Error::Config(
                 "the function's module is in the OCI store, which is not configured".into(),
             )
         })?;
-        let bytes = oci.fetch(digest).await?;
-        let module = ModuleToStore {
-            bytes: &bytes,
+        let _one_at_a_time = self.copying.lock().await;
+        // Another execution may have made the copy while this one waited.
+        if let Some(record) = self.copied(namespace, key, digest).await? {
+            return Ok(record);
+        }
+        let api = self.records(namespace);
+        let name = record::record_name(ArtifactStore::ConfigMap, digest);
+        if let Some(record) = self.existing(&api, &name, digest, key).await? {
+            return Ok(record);
+        }
+        let (size, stream) = oci.fetch_stream(digest).await?;
+        let module = configmap::StreamedModule {
             digest,
+            size,
             media_type,
         };
-        self.put(namespace, ArtifactStore::ConfigMap, key, module)
-            .await
+        configmap::store_stream(&api, &name, key, module, stream, |m| oci.error(m)).await
+    }
+
+    /// The ConfigMap copy under `key`, if it is of `digest`.
+    async fn copied(
+        &self,
+        namespace: &str,
+        key: &str,
+        digest: &str,
+    ) -> Result<Option<ArtifactRecord>> {
+        Ok(self
+            .lookup(namespace, ArtifactStore::ConfigMap, key)
+            .await?
+            .filter(|record| record.digest == digest))
+    }
+
+    /// The record `name` when it already stores `digest` (it gains `key`).
+    async fn existing(
+        &self,
+        api: &Api<ConfigMap>,
+        name: &str,
+        digest: &str,
+        key: &str,
+    ) -> Result<Option<ArtifactRecord>> {
+        let Some(existing) = api.get_opt(name).await? else {
+            return Ok(None);
+        };
+        match ArtifactRecord::from_config_map(&existing) {
+            Some(record) if record.digest == digest => {
+                self.add_key(api, name, key).await?;
+                Ok(Some(record))
+            }
+            _ => Ok(None),
+        }
     }
 
     async fn add_key(&self, api: &Api<ConfigMap>, name: &str, key: &str) -> Result<()> {

@@ -3,13 +3,15 @@
 //! WasmEdge node's containerd pulls and the shim runs straight from the layer. The record keeps
 //! the reference by manifest digest, as pods name the image.
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
-use oci_client::manifest::OciImageManifest;
+use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer, SizedStream};
+use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use wasmfn_api::ArtifactStore;
+use wasmfn_artifact::MAX_MODULE_BYTES;
 
 use super::record::{record_metadata, ArtifactRecord};
 use super::ModuleToStore;
@@ -79,14 +81,7 @@ impl OciStore {
         key: &str,
         module: ModuleToStore<'_>,
     ) -> Result<ArtifactRecord> {
-        let reference: Reference = format!(
-            "{}/{}:{}",
-            self.push_registry,
-            self.repository,
-            tag_for(module.digest)
-        )
-        .parse()
-        .map_err(|e| self.registry_error(format!("bad reference: {e}")))?;
+        let reference = self.reference(module.digest)?;
         let layers = [ImageLayer::new(
             module.bytes.to_vec(),
             wasmfn_artifact::WASM_MEDIA_TYPE.to_owned(),
@@ -130,44 +125,131 @@ impl OciStore {
         Ok(record)
     }
 
-    /// Pulls the module with `digest` back from the registry, verified against the digest.
+    /// The module with `digest` as it arrives from the registry, chunk by chunk (nothing is
+    /// held but the chunk in hand), with its size from the image manifest. The stream ends in
+    /// an error when the bytes do not match the layer's digest; the manifest must name that
+    /// digest, one `application/wasm` layer, and at most [`MAX_MODULE_BYTES`].
+    pub async fn fetch_stream(&self, digest: &str) -> Result<(u64, SizedStream)> {
+        let reference = self.reference(digest)?;
+        let (manifest, _) = self
+            .client
+            .pull_image_manifest(&reference, &RegistryAuth::Anonymous)
+            .await
+            .map_err(|e| self.registry_error(format!("pull the manifest of {reference}: {e}")))?;
+        let layer = wasm_layer(&manifest.layers, digest)
+            .map_err(|message| self.registry_error(format!("{reference}: {message}")))?;
+        let size = u64::try_from(layer.size).unwrap_or_default();
+        let stream = self
+            .client
+            .pull_blob_stream(&reference, layer)
+            .await
+            .map_err(|e| self.registry_error(format!("pull {reference}: {e}")))?;
+        Ok((size, stream))
+    }
+
+    /// Pulls the module with `digest` back from the registry into one buffer of its size,
+    /// verified against the digest.
     pub async fn fetch(&self, digest: &str) -> Result<Vec<u8>> {
-        let reference: Reference = format!(
+        let (size, mut stream) = self.fetch_stream(digest).await?;
+        let mut module = Vec::with_capacity(usize::try_from(size).unwrap_or_default());
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.registry_error(format!("pull {digest}: {e}")))?;
+            if (module.len() + chunk.len()) as u64 > size {
+                return Err(self.registry_error(format!(
+                    "{digest}: the registry sent more bytes, expected {size} (the manifest's size)"
+                )));
+            }
+            module.extend_from_slice(&chunk);
+        }
+        let actual = wasmfn_artifact::sha256_digest(&module);
+        if actual != digest {
+            return Err(
+                self.registry_error(format!("the registry holds {actual}, expected {digest}"))
+            );
+        }
+        Ok(module)
+    }
+
+    fn reference(&self, digest: &str) -> Result<Reference> {
+        format!(
             "{}/{}:{}",
             self.push_registry,
             self.repository,
             tag_for(digest)
         )
         .parse()
-        .map_err(|e| self.registry_error(format!("bad reference: {e}")))?;
-        let image = self
-            .client
-            .pull(
-                &reference,
-                &RegistryAuth::Anonymous,
-                vec![wasmfn_artifact::WASM_MEDIA_TYPE],
-            )
-            .await
-            .map_err(|e| self.registry_error(format!("pull {reference}: {e}")))?;
-        let [layer] = image.layers.as_slice() else {
-            return Err(self.registry_error(format!(
-                "{reference} has {} Wasm layers, expected one",
-                image.layers.len()
-            )));
-        };
-        let actual = wasmfn_artifact::sha256_digest(&layer.data);
-        if actual != digest {
-            return Err(
-                self.registry_error(format!("{reference} holds {actual}, expected {digest}"))
-            );
-        }
-        Ok(layer.data.to_vec())
+        .map_err(|e| self.registry_error(format!("bad reference: {e}")))
     }
+
+    /// The error for a registry (or what it sent) that failed, by message.
+    pub fn error(&self, message: impl std::fmt::Display) -> Error {
+        self.registry_error(message)
+    }
+}
+
+/// The one Wasm layer of a stored module's manifest, checked against the module's digest and
+/// the largest module a runner accepts. Pure.
+pub fn wasm_layer<'a>(
+    layers: &'a [OciDescriptor],
+    digest: &str,
+) -> std::result::Result<&'a OciDescriptor, String> {
+    let wasm: Vec<&OciDescriptor> = layers
+        .iter()
+        .filter(|l| l.media_type == wasmfn_artifact::WASM_MEDIA_TYPE)
+        .collect();
+    let [layer] = wasm.as_slice() else {
+        return Err(format!("{} Wasm layers, expected one", wasm.len()));
+    };
+    if layer.digest != digest {
+        return Err(format!(
+            "the Wasm layer is {}, expected {digest}",
+            layer.digest
+        ));
+    }
+    if !(0..=MAX_MODULE_BYTES as i64).contains(&layer.size) {
+        return Err(format!(
+            "the Wasm layer is {} bytes, expected at most {MAX_MODULE_BYTES} (the largest module a runner accepts)",
+            layer.size
+        ));
+    }
+    Ok(layer)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn layer(media_type: &str, digest: &str, size: i64) -> OciDescriptor {
+        OciDescriptor {
+            media_type: media_type.into(),
+            digest: digest.into(),
+            size,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_module_is_the_one_wasm_layer_of_its_digest_within_the_runners_limit() {
+        let wasm = wasmfn_artifact::WASM_MEDIA_TYPE;
+        let config = layer("application/vnd.oci.image.config.v1+json", "sha256:c", 70);
+        let good = [config.clone(), layer(wasm, "sha256:a", 60 << 20)];
+        assert_eq!(wasm_layer(&good, "sha256:a").map(|l| l.size), Ok(60 << 20));
+        assert!(wasm_layer(&good, "sha256:b")
+            .expect_err("another digest")
+            .contains("expected sha256:b"));
+        let two = [layer(wasm, "sha256:a", 1), layer(wasm, "sha256:a", 1)];
+        assert!(wasm_layer(&two, "sha256:a")
+            .expect_err("two layers")
+            .starts_with("2 Wasm layers"));
+        assert!(wasm_layer(&[config], "sha256:a")
+            .expect_err("none")
+            .starts_with("0 Wasm layers"));
+        let huge = [layer(wasm, "sha256:a", MAX_MODULE_BYTES as i64 + 1)];
+        assert!(wasm_layer(&huge, "sha256:a")
+            .expect_err("too big")
+            .contains("at most"));
+        assert!(wasm_layer(&[layer(wasm, "sha256:a", -1)], "sha256:a").is_err());
+    }
 
     #[test]
     fn tags_are_digests_with_a_dash() {

@@ -335,6 +335,118 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
         .unwrap_or_else(|e| unreachable!("gzip into memory failed: {e}"))
 }
 
+/// [`pack`] for a module that arrives in pieces (a registry download): bytes go in with
+/// [`PackWriter::write`] and every part comes out as soon as it is full, so packing holds about
+/// one part whatever the module's size. The manifest and parts equal [`pack`]'s for the same
+/// bytes, however they were split (so two writers racing to store one module write the same
+/// parts).
+pub struct PackWriter {
+    encoder: GzEncoder<Vec<u8>>,
+    module: Sha256,
+    size: u64,
+    media_type: String,
+    part_bytes: usize,
+    parts: Vec<ArtifactPart>,
+    compressed: u64,
+}
+
+impl std::fmt::Debug for PackWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackWriter")
+            .field("size", &self.size)
+            .field("parts", &self.parts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PackWriter {
+    /// A writer for a module of `media_type`, in parts of at most `part_bytes` (0 counts as 1).
+    pub fn new(media_type: &str, part_bytes: usize) -> Self {
+        PackWriter {
+            encoder: GzEncoder::new(Vec::new(), flate2::Compression::best()),
+            module: Sha256::new(),
+            size: 0,
+            media_type: media_type.to_string(),
+            part_bytes: part_bytes.max(1),
+            parts: Vec::new(),
+            compressed: 0,
+        }
+    }
+
+    /// Bytes of the module taken so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Compressed bytes waiting for their part to fill (always less than one part).
+    pub fn buffered(&self) -> usize {
+        self.encoder.get_ref().len()
+    }
+
+    /// Takes the next bytes of the module; returns the parts that filled up, in order.
+    pub fn write(&mut self, bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+        self.module.update(bytes);
+        self.size += bytes.len() as u64;
+        let mut full = Vec::new();
+        // At most a part's worth at a time: the output buffer stays under two parts.
+        for piece in bytes.chunks(self.part_bytes) {
+            self.encoder
+                .write_all(piece)
+                .unwrap_or_else(|e| unreachable!("gzip into memory failed: {e}"));
+            while self.encoder.get_ref().len() >= self.part_bytes {
+                let buffer = self.encoder.get_mut();
+                let rest = buffer.split_off(self.part_bytes);
+                let part = std::mem::replace(buffer, rest);
+                full.push(self.name_part(part));
+            }
+        }
+        full
+    }
+
+    /// Ends the module: the last parts, and the manifest of all of them.
+    pub fn finish(mut self) -> (ArtifactManifest, Vec<(String, Vec<u8>)>) {
+        let stored = std::mem::replace(
+            &mut self.encoder,
+            GzEncoder::new(Vec::new(), flate2::Compression::none()),
+        )
+        .finish()
+        .unwrap_or_else(|e| unreachable!("gzip into memory failed: {e}"));
+        let mut last: Vec<(String, Vec<u8>)> = Vec::new();
+        for chunk in stored.chunks(self.part_bytes) {
+            last.push(self.name_part(chunk.to_vec()));
+        }
+        if self.parts.is_empty() {
+            last.push(self.name_part(Vec::new()));
+        }
+        let manifest = ArtifactManifest {
+            api_version: API_VERSION.to_string(),
+            kind: KIND.to_string(),
+            digest: format!("sha256:{}", hex::encode(self.module.finalize())),
+            size: self.size,
+            media_type: self.media_type,
+            compression: Compression::Gzip,
+            compressed_size: self.compressed,
+            parts: self.parts,
+        };
+        (manifest, last)
+    }
+
+    fn name_part(&mut self, bytes: Vec<u8>) -> (String, Vec<u8>) {
+        let name = format!(
+            "{}.{:03}",
+            Compression::Gzip.part_prefix(),
+            self.parts.len()
+        );
+        self.compressed += bytes.len() as u64;
+        self.parts.push(ArtifactPart {
+            name: name.clone(),
+            digest: sha256_digest(&bytes),
+            size: bytes.len() as u64,
+        });
+        (name, bytes)
+    }
+}
+
 /// Unpacks a module: validates the manifest, fetches each part with `read_part(name)`, checks
 /// each part's size and digest, decompresses at most `manifest.size` bytes and checks the
 /// module's digest. `read_part` may return [`Error::MissingPart`] for a part it cannot find.

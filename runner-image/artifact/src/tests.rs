@@ -511,3 +511,71 @@ fn error_reasons_are_fixed_names() {
         assert!(error.reason().chars().all(|c| c.is_ascii_alphabetic()));
     }
 }
+
+/// Feeds `module` to a [`PackWriter`] in pieces of the sizes `split` gives, checking after every
+/// piece that less than one part waits in memory; returns the manifest and all parts.
+fn stream_pack(
+    module: &[u8],
+    part_bytes: usize,
+    mut split: impl FnMut() -> usize,
+) -> (ArtifactManifest, Vec<(String, Vec<u8>)>) {
+    let mut writer = PackWriter::new(WASM_MEDIA_TYPE, part_bytes);
+    let mut parts = Vec::new();
+    let mut rest = module;
+    while !rest.is_empty() {
+        let (piece, tail) = rest.split_at(split().clamp(1, rest.len()));
+        parts.extend(writer.write(piece));
+        assert!(
+            writer.buffered() < part_bytes.max(1),
+            "{} bytes wait for a part of {part_bytes}",
+            writer.buffered()
+        );
+        rest = tail;
+    }
+    assert_eq!(writer.size(), module.len() as u64);
+    let (manifest, last) = writer.finish();
+    parts.extend(last);
+    (manifest, parts)
+}
+
+#[test]
+fn a_module_packed_piece_by_piece_gives_the_same_manifest_and_parts_however_it_is_split() {
+    let mut rng = Rng(0x5eed_0001);
+    let module = module_like(&mut rng, 60_000);
+    for part_bytes in [0, 1000, 4096, 1 << 20] {
+        let whole = pack(&module, WASM_MEDIA_TYPE, part_bytes);
+        let mut seed = Rng(part_bytes as u64 + 7);
+        let splits: [&mut dyn FnMut() -> usize; 4] =
+            [&mut || 1, &mut || 4093, &mut || usize::MAX, &mut || {
+                seed.below(20_000) as usize + 1
+            }];
+        for split in splits {
+            let (manifest, parts) = stream_pack(&module, part_bytes, split);
+            assert_eq!(manifest, whole.manifest, "part_bytes {part_bytes}");
+            assert_eq!(parts, whole.parts, "part_bytes {part_bytes}");
+        }
+    }
+}
+
+#[test]
+fn an_incompressible_module_streams_through_in_full_parts_and_unpacks_bit_exact() {
+    let module = Rng(0x5eed_0002).bytes(2_500_000);
+    let (manifest, parts) = stream_pack(&module, DEFAULT_PART_BYTES, || 64 << 10);
+    let whole = pack(&module, WASM_MEDIA_TYPE, DEFAULT_PART_BYTES);
+    assert_eq!(manifest, whole.manifest);
+    assert_eq!(parts.len(), 3, "2.5 MB of noise is three 900 KiB parts");
+    assert!(parts[..2]
+        .iter()
+        .all(|(_, bytes)| bytes.len() == DEFAULT_PART_BYTES));
+    let packed = Packed { manifest, parts };
+    assert_eq!(packed.unpack().expect("unpack"), module);
+}
+
+#[test]
+fn an_empty_module_streams_to_what_pack_gives() {
+    let writer = PackWriter::new(WASM_MEDIA_TYPE, 100);
+    let (manifest, parts) = writer.finish();
+    let whole = pack(&[], WASM_MEDIA_TYPE, 100);
+    assert_eq!(manifest, whole.manifest);
+    assert_eq!(parts, whole.parts);
+}
