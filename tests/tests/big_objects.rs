@@ -1,21 +1,36 @@
 //! Bounded memory: the operator holding 1,000 finished executions of 256 KiB stdin and 64 KiB
-//! stdout each (320 MiB of payload in the API server) stays under the chart's memory limit for
-//! it (256 Mi) and still records a new execution within 10 s.
+//! stdout each (320 MiB of payload in the API server), plus a function with a 60 MiB module run
+//! in a container pod and a Wasm pod, stays under the chart's memory limit for it (256 Mi) and
+//! still records a new execution within 10 s.
 //!
 //! The executions fail at once (their function does not compile), then get 64 KiB of stdout in
 //! their status from this test (as a run would leave it), so no pod has to run 1,000 times. The
 //! operator's caches keep trimmed copies (`wasmfn.dev/cache-trimmed`): its resident memory is
 //! read from `/proc` after the payloads arrived and at its peak (`VmHWM`).
+//!
+//! The 60 MiB module (the hello guest plus a 60 MiB custom section of incompressible bytes) is
+//! in the OCI store, as the operator's `OciStore::store` leaves a module: the OCI Wasm artifact
+//! in the cluster's registry under `wasmfn/modules:sha256-<hex>`, and a record ConfigMap
+//! labelled with the cache key of the function's source. The test puts it there itself: a
+//! compile hands its module to the operator through the compile pod's log, which the kubelet
+//! rotates at 10 MiB, so no compile on this cluster can deliver 60 MiB, and a prebuilt module
+//! in the spec is limited to 1 MiB. The function then finds it as a cache hit; its Wasm pod
+//! runs the image, and its container pod makes the operator copy the module from the registry
+//! into ConfigMap parts, which it streams part by part.
 
 mod common;
 
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::burst::create_all;
 use common::executions::{client, execution, prebuilt_function, HELLO};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use wasmfn_api::WasmExecution;
+use sha2::{Digest, Sha256};
+use wasmfn_api::{labels, WasmExecution};
+use wasmfn_artifact::DEFAULT_PART_BYTES;
 use wasmfn_e2e::observability::scrape;
 use wasmfn_e2e::operator::OperatorProcess;
 
@@ -25,6 +40,10 @@ const STDOUT_BYTES: usize = 64 << 10;
 /// The chart's memory limit for the operator.
 const LIMIT_MIB: f64 = 256.0;
 const NAMESPACE: &str = "big-objects";
+/// The big module's custom section.
+const PAYLOAD_BYTES: usize = 60 << 20;
+/// Where the operator keeps OCI-stored modules (`--oci-repository`'s default).
+const REPOSITORY: &str = "wasmfn/modules";
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1 << 20)
@@ -53,6 +72,9 @@ fn a_thousand_finished_executions_with_big_payloads_stay_under_the_limit_and_new
 {
     let mut operator = common::leading_operator("big-objects", &[]);
     let ns = common::cluster().namespace(NAMESPACE).expect("namespace");
+    std::thread::sleep(Duration::from_secs(5));
+    let (idle, _) = operator.memory().expect("the operator's memory");
+    println!("operator RSS idle: {:.1} MiB", mib(idle));
     let broken = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
         "metadata": {"name": "broken"},
         "spec": {"language": "wat", "source": {"code": "(module (func $oops (result i32)))"}}});
@@ -106,6 +128,25 @@ fn a_thousand_finished_executions_with_big_payloads_stay_under_the_limit_and_new
         mib(peak)
     );
 
+    let handling = big_module_runs_in_both_pods(&ns, &operator);
+    // Holding the module whole even once would add its 60 MiB.
+    assert!(
+        handling.saturating_sub(rss) < PAYLOAD_BYTES as u64,
+        "handling the module took the operator from {:.1} MiB to {:.1} MiB: it holds the module, not a part at a time",
+        mib(rss),
+        mib(handling)
+    );
+    let (_, peak) = operator.memory().expect("the operator's memory");
+    println!(
+        "operator peak (VmHWM) after the 60 MiB module: {:.1} MiB",
+        mib(peak)
+    );
+    assert!(
+        mib(peak) < LIMIT_MIB,
+        "the operator's peak {:.1} MiB, the 60 MiB module handled, stays under its {LIMIT_MIB} MiB limit",
+        mib(peak)
+    );
+
     ns.create(&prebuilt_function("hello", HELLO, json!({})))
         .expect("create hello");
     ns.wait_for(&["wasmfunction", "hello"], Duration::from_secs(60), |f| {
@@ -124,4 +165,278 @@ fn a_thousand_finished_executions_with_big_payloads_stay_under_the_limit_and_new
         operator.exit_status().is_none(),
         "the operator is still running"
     );
+}
+
+/// The hello guest followed by a custom section `payload` of `payload_bytes` pseudo-random
+/// (incompressible) bytes: a valid module of that size whose code is the hello guest's.
+fn module_with_payload(payload_bytes: usize) -> Vec<u8> {
+    let mut module = wat::parse_str(HELLO).expect("hello");
+    let name = b"payload";
+    let mut section = leb128(name.len() as u64);
+    section.extend_from_slice(name);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let header = section.len();
+    section.resize(header + payload_bytes, 0);
+    for chunk in section[header..].chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    module.push(0);
+    module.extend(leb128(section.len() as u64));
+    module.extend(section);
+    module
+}
+
+fn leb128(mut value: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn curl(args: &[&str]) -> String {
+    let output = Command::new("curl")
+        .args(["-sS", "-f"])
+        .args(args)
+        .output()
+        .expect("curl");
+    assert!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Pushes `module` to the cluster's registry as the operator's OCI store does (config
+/// `architecture: wasm`, one `application/wasm` layer, tag `sha256-<hex>`); returns the
+/// manifest's digest.
+fn push_module(registry_port: u16, module: &[u8]) -> String {
+    let base = format!("http://127.0.0.1:{registry_port}/v2/{REPOSITORY}");
+    let upload = |bytes: &[u8]| -> (String, usize) {
+        let digest = sha256(bytes);
+        let headers = curl(&[
+            "-X",
+            "POST",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            &format!("{base}/blobs/uploads/"),
+        ]);
+        let location = headers
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("location")
+                    .then(|| value.trim().to_owned())
+            })
+            .expect("an upload location");
+        let location = if location.starts_with('/') {
+            format!("http://127.0.0.1:{registry_port}{location}")
+        } else {
+            location
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let file = tempfile::NamedTempFile::new().expect("blob file");
+        std::fs::write(file.path(), bytes).expect("write the blob");
+        curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-T",
+            file.path().to_str().expect("utf-8 path"),
+            &format!("{location}{separator}digest={digest}"),
+        ]);
+        (digest, bytes.len())
+    };
+    let config =
+        br#"{"architecture":"wasm","os":"wasip1","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let (config_digest, config_size) = upload(config);
+    let (layer_digest, layer_size) = upload(module);
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/wasm", "digest": layer_digest, "size": layer_size}],
+    })
+    .to_string();
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &manifest,
+        &format!("{base}/manifests/{}", layer_digest.replace(':', "-")),
+    ]);
+    sha256(manifest.as_bytes())
+}
+
+/// The operator's cache key (`operator/src/function/cache_key.rs`) of a one-file `wat` source
+/// with default build options. A mismatch shows as a compile instead of a cache hit, which the
+/// test catches by the artifact's digest.
+fn wat_cache_key(builder_image: &str, source: &str) -> String {
+    let mut hash = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    };
+    field(b"wasmfn-cache-key/v1");
+    field(b"wat");
+    field(builder_image.as_bytes());
+    field(b"speed");
+    field(b"command");
+    field(&1u64.to_le_bytes());
+    field(b"main.wat");
+    field(source.as_bytes());
+    format!("sha256:{}", hex::encode(hash.finalize()))
+}
+
+/// The record ConfigMap the OCI store writes for a module (`operator/src/store/record.rs`).
+fn oci_record(key: &str, digest: &str, size: usize, location: &str) -> String {
+    let hex = &digest["sha256:".len()..];
+    let key_hex = &key["sha256:".len()..];
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {
+            "name": format!("wasmfn-oci-{}", &hex[..20]),
+            "labels": {
+                (labels::MANAGED_BY): labels::MANAGED_BY_VALUE,
+                (labels::ARTIFACT): "true",
+                (labels::STORE): "oci",
+                (labels::DIGEST): &hex[..63],
+                (format!("{}{}", labels::CACHE_KEY_PREFIX, &key_hex[..63])): "",
+            },
+            "annotations": {
+                "wasmfn.dev/digest": digest,
+                "wasmfn.dev/size": size.to_string(),
+                "wasmfn.dev/media-type": "application/wasm",
+                "wasmfn.dev/location": location,
+                "wasmfn.dev/config-maps": "",
+            },
+        },
+        "immutable": true})
+    .to_string()
+}
+
+/// A function whose stored module is 60 MiB: it is Ready from the store, one execution runs it
+/// in a container pod (the operator copies it into ConfigMaps) and one in a Wasm pod (the node
+/// pulls the image); both print hello. Returns the highest resident memory of the operator,
+/// sampled every 100 ms meanwhile.
+fn big_module_runs_in_both_pods(ns: &wasmfn_e2e::Kubectl, operator: &OperatorProcess) -> u64 {
+    let module = module_with_payload(PAYLOAD_BYTES);
+    let digest = sha256(&module);
+    let registry_port = common::cluster().info().registry_port;
+    let pushed = Instant::now();
+    let manifest_digest = push_module(registry_port, &module);
+    println!(
+        "{:.1} MiB module {digest} pushed in {:?}",
+        mib(module.len() as u64),
+        pushed.elapsed()
+    );
+    let builder = common::image("builder");
+    let source = format!(";; stands for a module with a 60 MiB custom section\n{HELLO}");
+    let key = wat_cache_key(&builder, &source);
+    let pull_registry = builder.split('/').next().unwrap_or_default();
+    let location = format!("{pull_registry}/{REPOSITORY}@{manifest_digest}");
+    ns.create(&oci_record(&key, &digest, module.len(), &location))
+        .expect("the OCI record");
+
+    let stop = AtomicBool::new(false);
+    let (highest, (container, wasm)) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut highest = 0;
+            while !stop.load(Ordering::Relaxed) {
+                highest = highest.max(operator.memory().map_or(0, |(rss, _)| rss));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            highest
+        });
+        let function = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
+            "metadata": {"name": "big-module"},
+            "spec": {"language": "wat", "source": {"code": source}, "artifactStore": "Oci"}});
+        ns.create(&function.to_string()).expect("create big-module");
+        let artifact = ns
+            .wait_for(
+                &["wasmfunction", "big-module"],
+                Duration::from_secs(60),
+                |f| (f["status"]["phase"] == "Ready").then(|| f["status"]["artifact"].clone()),
+            )
+            .expect("big-module is Ready");
+        assert_eq!(
+            (artifact["digest"].as_str(), artifact["store"].as_str()),
+            (Some(digest.as_str()), Some("oci")),
+            "the function uses the stored 60 MiB module"
+        );
+        let started = Instant::now();
+        // Room for the runner's copies of a 60 MiB module beside the guest.
+        for (name, runtime) in [("big-container", "Container"), ("big-wasm", "WasmEdge")] {
+            let spec = json!({"runtime": runtime, "memoryLimit": "256Mi"});
+            ns.create(&execution(name, "big-module", spec).to_string())
+                .expect("create a big-module execution");
+        }
+        let finished = |name: &str| {
+            ns.wait_for(&["wasmexecution", name], Duration::from_secs(180), |e| {
+                let phase = e["status"]["phase"].as_str()?;
+                ["Succeeded", "Failed", "TimedOut"]
+                    .contains(&phase)
+                    .then(|| e["status"].clone())
+            })
+            .unwrap_or_else(|e| panic!("{name} finishes: {e}"))
+        };
+        let runs = (finished("big-container"), finished("big-wasm"));
+        println!(
+            "both big-module executions finished in {:?}",
+            started.elapsed()
+        );
+        stop.store(true, Ordering::Relaxed);
+        (sampler.join().expect("sampler"), runs)
+    });
+    println!(
+        "operator RSS while handling the 60 MiB module: highest {:.1} MiB",
+        mib(highest)
+    );
+    for (status, path) in [(&container, "ContainerPod"), (&wasm, "WasmPod")] {
+        assert_eq!(
+            (
+                status["phase"].as_str(),
+                status["path"].as_str(),
+                status["stdout"].as_str()
+            ),
+            (Some("Succeeded"), Some(path), Some("hello\n")),
+            "{status}"
+        );
+    }
+    let copy = ns
+        .json(&[
+            "get",
+            "configmap",
+            &format!("wasmfn-artifact-{}", &digest[7..27]),
+        ])
+        .expect("the ConfigMap copy of the module");
+    let parts = copy["metadata"]["annotations"]["wasmfn.dev/config-maps"]
+        .as_str()
+        .unwrap_or_default()
+        .split(',')
+        .count();
+    assert!(
+        parts >= module.len().div_ceil(DEFAULT_PART_BYTES),
+        "{parts} ConfigMaps hold the incompressible {} bytes",
+        module.len()
+    );
+    highest
 }
