@@ -229,8 +229,18 @@ impl Cluster {
     /// Restarts node `name`'s containerd (and its kubelet), as the node installer's restart step
     /// does on a real node; returns once the new containerd serves its socket.
     pub fn restart_containerd(&mut self, name: &str) -> Result<()> {
-        let command = format!("restart-containerd {name}");
-        self.send(&command)?;
+        self.acknowledged(&format!("restart-containerd {name}"))
+    }
+
+    /// Restarts the API server (stopped with SIGTERM, started again with the same flags over the
+    /// same etcd); returns once the new one answers `/readyz`. Every watch open on it ends.
+    pub fn restart_apiserver(&mut self) -> Result<()> {
+        self.acknowledged("restart-apiserver")
+    }
+
+    /// Sends `command` and waits for the supervisor's acknowledgement of it.
+    fn acknowledged(&mut self, command: &str) -> Result<()> {
+        self.send(command)?;
         for line in self.acknowledgements.by_ref() {
             let line = line.map_err(Error::io("read supervisor output"))?;
             if line == format!("{}{command}", supervisor::ACK_PREFIX[0]) {

@@ -26,6 +26,10 @@ pub enum Control {
     /// node installer's restart step), with the node's kubelet restarted too so it keeps sharing
     /// containerd's mount namespace. Acknowledged on stdout with [`ACK_PREFIX`].
     RestartContainerd(String),
+    /// `restart-apiserver`: the API server stopped (SIGTERM, as a control-plane upgrade or a
+    /// static pod's restart does) and started again with the same flags, over the same etcd.
+    /// Acknowledged on stdout with [`ACK_PREFIX`] once the new one answers `/readyz`.
+    RestartApiserver,
     /// stdin closed or `shutdown`.
     Shutdown,
 }
@@ -39,6 +43,7 @@ impl Control {
             (Some("restart-containerd"), Some(node)) => {
                 Some(Control::RestartContainerd(node.into()))
             }
+            (Some("restart-apiserver"), None) => Some(Control::RestartApiserver),
             (Some("shutdown"), None) => Some(Control::Shutdown),
             _ => None,
         }
@@ -161,6 +166,60 @@ fn mkdir(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).map_err(Error::io(format!("create {}", path.display())))
 }
 
+/// The API server's name among the control-plane processes (and its log's).
+const APISERVER: &str = "kube-apiserver";
+
+/// The API server's command line: the same at start and at every restart.
+fn apiserver_command(info: &ClusterInfo) -> Command {
+    let pki = info.pki_dir();
+    let client = format!("http://127.0.0.1:{}", info.etcd_client_port);
+    let mut apiserver = Command::new(info.binary(APISERVER));
+    apiserver
+        .arg(format!("--etcd-servers={client}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg("--advertise-address=127.0.0.1")
+        .arg(format!("--secure-port={}", info.apiserver_port))
+        .arg("--insecure-port=0")
+        .arg(format!(
+            "--tls-cert-file={}",
+            pki.join("apiserver.crt").display()
+        ))
+        .arg(format!(
+            "--tls-private-key-file={}",
+            pki.join("apiserver.key").display()
+        ))
+        .arg(format!("--client-ca-file={}", pki.join("ca.crt").display()))
+        .arg(format!(
+            "--token-auth-file={}",
+            pki.join("tokens.csv").display()
+        ))
+        .arg("--service-account-issuer=https://kubernetes.default.svc")
+        .arg(format!(
+            "--service-account-key-file={}",
+            pki.join("sa.pub").display()
+        ))
+        .arg(format!(
+            "--service-account-signing-key-file={}",
+            pki.join("sa.key").display()
+        ))
+        .arg("--authorization-mode=Node,RBAC")
+        .arg("--enable-admission-plugins=NodeRestriction")
+        .arg("--service-cluster-ip-range=10.0.0.0/24")
+        .arg(format!(
+            "--kubelet-client-certificate={}",
+            pki.join("kubelet-client.crt").display()
+        ))
+        .arg(format!(
+            "--kubelet-client-key={}",
+            pki.join("kubelet-client.key").display()
+        ))
+        .arg("--kubelet-preferred-address-types=InternalIP,Hostname")
+        .arg("--allow-privileged=true")
+        .arg("--profiling=false")
+        .arg("--v=1");
+    apiserver
+}
+
 impl Supervisor {
     /// Brings the whole cluster up; returns once both nodes are Ready.
     pub fn start(mut info: ClusterInfo, keep_state: bool) -> Result<Supervisor> {
@@ -278,68 +337,11 @@ impl Supervisor {
         self.control_plane
             .push(Process::spawn("registry", registry, &self.log("registry"))?);
 
-        let mut apiserver = Command::new(info.binary("kube-apiserver"));
-        apiserver
-            .arg(format!("--etcd-servers={client}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--secure-port={}", info.apiserver_port))
-            .arg("--insecure-port=0")
-            .arg(format!(
-                "--tls-cert-file={}",
-                pki.join("apiserver.crt").display()
-            ))
-            .arg(format!(
-                "--tls-private-key-file={}",
-                pki.join("apiserver.key").display()
-            ))
-            .arg(format!("--client-ca-file={}", pki.join("ca.crt").display()))
-            .arg(format!(
-                "--token-auth-file={}",
-                pki.join("tokens.csv").display()
-            ))
-            .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(format!(
-                "--service-account-key-file={}",
-                pki.join("sa.pub").display()
-            ))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                pki.join("sa.key").display()
-            ))
-            .arg("--authorization-mode=Node,RBAC")
-            .arg("--enable-admission-plugins=NodeRestriction")
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg(format!(
-                "--kubelet-client-certificate={}",
-                pki.join("kubelet-client.crt").display()
-            ))
-            .arg(format!(
-                "--kubelet-client-key={}",
-                pki.join("kubelet-client.key").display()
-            ))
-            .arg("--kubelet-preferred-address-types=InternalIP,Hostname")
-            .arg("--allow-privileged=true")
-            .arg("--profiling=false")
-            .arg("--v=1");
-        self.control_plane.push(Process::spawn(
-            "kube-apiserver",
-            apiserver,
-            &self.log("kube-apiserver"),
-        )?);
-
-        let kubectl = self.kubectl.clone();
-        let started = Instant::now();
-        wait_until("the apiserver's /readyz", Duration::from_secs(60), || {
-            for p in &mut self.control_plane {
-                p.check_alive()?;
-            }
-            Ok(kubectl
-                .run(&["get", "--raw", "/readyz"])
-                .map(|s| s.trim() == "ok")
-                .unwrap_or(false))
-        })?;
-        eprintln!("apiserver ready in {:.1}s", started.elapsed().as_secs_f64());
+        let apiserver = apiserver_command(&info);
+        self.control_plane
+            .push(Process::spawn(APISERVER, apiserver, &self.log(APISERVER))?);
+        let took = self.wait_for_apiserver()?;
+        eprintln!("apiserver ready in {:.1}s", took.as_secs_f64());
 
         let kubeconfig = format!("--kubeconfig={}", info.kubeconfig().display());
         let mut cm = Command::new(info.binary("kube-controller-manager"));
@@ -564,6 +566,51 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Waits until the API server answers `/readyz` (failing at once if a control-plane process
+    /// died); how long that took.
+    fn wait_for_apiserver(&mut self) -> Result<Duration> {
+        let kubectl = self.kubectl.clone();
+        let started = Instant::now();
+        let control_plane = &mut self.control_plane;
+        wait_until("the apiserver's /readyz", Duration::from_secs(60), || {
+            for p in control_plane.iter_mut() {
+                p.check_alive()?;
+            }
+            Ok(kubectl
+                .run(&["get", "--raw", "/readyz"])
+                .map(|s| s.trim() == "ok")
+                .unwrap_or(false))
+        })?;
+        Ok(started.elapsed())
+    }
+
+    /// Stops the API server (SIGTERM; SIGKILL after 10 s) and starts it again with the same
+    /// command line; returns once the new one answers `/readyz`. Every client's connection and
+    /// watch breaks meanwhile; etcd, and so every object, stays.
+    pub fn restart_apiserver(&mut self) -> Result<()> {
+        let index = self
+            .control_plane
+            .iter()
+            .position(|p| p.name == APISERVER)
+            .ok_or_else(|| Error::Cluster("no API server process".into()))?;
+        let started = Instant::now();
+        self.control_plane[index].stop(Duration::from_secs(10));
+        let stopped = started.elapsed();
+        // Same place in the list: teardown stops the control plane in reverse start order.
+        self.control_plane[index] = Process::spawn(
+            APISERVER,
+            apiserver_command(&self.info),
+            &self.log(APISERVER),
+        )?;
+        let ready = self.wait_for_apiserver()?;
+        eprintln!(
+            "apiserver restarted: stopped in {:.1}s, ready {:.1}s later",
+            stopped.as_secs_f64(),
+            ready.as_secs_f64()
+        );
+        Ok(())
+    }
+
     fn wait_for_nodes_ready(&mut self, timeout: Duration) -> Result<()> {
         let started = Instant::now();
         let names: Vec<String> = self.info.nodes.iter().map(|n| n.name.clone()).collect();
@@ -717,6 +764,11 @@ pub fn serve(
                 acknowledge(&result, &format!("restart-containerd {node}"));
                 report(result, "restart-containerd");
             }
+            Ok(Control::RestartApiserver) => {
+                let result = sup.restart_apiserver();
+                acknowledge(&result, "restart-apiserver");
+                report(result, "restart-apiserver");
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
         let dead = sup.check_components();
@@ -749,5 +801,30 @@ fn report(result: Result<()>, what: &str) {
     match result {
         Ok(()) => eprintln!("{what}: done"),
         Err(e) => eprintln!("{what}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Control;
+
+    #[test]
+    fn control_lines_name_a_command_and_its_node_and_nothing_else() {
+        assert_eq!(
+            Control::parse("restart-apiserver"),
+            Some(Control::RestartApiserver)
+        );
+        assert_eq!(Control::parse("restart-apiserver now"), None);
+        assert_eq!(
+            Control::parse("restart-containerd node-a"),
+            Some(Control::RestartContainerd("node-a".into()))
+        );
+        assert_eq!(Control::parse("restart-containerd"), None);
+        assert_eq!(
+            Control::parse("stop-kubelet node-b"),
+            Some(Control::StopKubelet("node-b".into()))
+        );
+        assert_eq!(Control::parse("shutdown"), Some(Control::Shutdown));
+        assert_eq!(Control::parse("reboot"), None);
     }
 }
