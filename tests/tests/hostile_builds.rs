@@ -282,8 +282,8 @@ fn a_build_script_that_dials_out_forks_and_fills_the_disk_fails_contained_while_
     }
 }
 
-/// Recursive fib(32), printed in decimal: about half a second of CPU when interpreted, a fixed
-/// amount of work whatever runs beside it.
+/// Recursive fib(31), printed in decimal: about a third of a second of CPU when interpreted, a
+/// fixed amount of work whatever runs beside it.
 const TENANT: &str = r#"
 (module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -295,7 +295,7 @@ const TENANT: &str = r#"
                      (call $fib (i32.sub (local.get $n) (i32.const 2)))))))
   ;; 0..8 the iovec, 8..12 bytes written; the digits end at 100, where the newline is
   (func (export "_start") (local $value i32) (local $at i32)
-    (local.set $value (call $fib (i32.const 32)))
+    (local.set $value (call $fib (i32.const 31)))
     (local.set $at (i32.const 100))
     (i32.store8 (i32.const 100) (i32.const 10))
     (loop $digits
@@ -308,9 +308,9 @@ const TENANT: &str = r#"
     (i32.store (i32.const 4) (i32.sub (i32.const 101) (local.get $at)))
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
 "#;
-const TENANT_OUTPUT: &str = "2178309\n";
+const TENANT_OUTPUT: &str = "1346269\n";
 /// Met with room to spare when the tenant's pod gets its share of a core: its work takes about
-/// two seconds under the suite's 250m limit.
+/// 1.3 s under the suite's 250m limit.
 const TENANT_TIMEOUT_MS: u64 = 10_000;
 /// Long enough for the tenant to run while every looper loops, and for a measuring window of
 /// several seconds.
@@ -465,6 +465,41 @@ fn busy(samples: &[CpuSample]) -> Busy {
     }
 }
 
+/// `kubectl get ARGS` every half second until `done` answers (the harness's 100 ms polling
+/// starts a kubectl ten times a second, CPU this test leaves to the guests).
+fn poll<T>(
+    ns: &Kubectl,
+    args: &[&str],
+    timeout: Duration,
+    mut done: impl FnMut(&Value) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut get = vec!["get"];
+    get.extend_from_slice(args);
+    let mut last = Value::Null;
+    loop {
+        if let Ok(object) = ns.json(&get) {
+            if let Some(answer) = done(&object) {
+                return answer;
+            }
+            last = object;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} within {timeout:?}; last: {last}",
+            args.join(" ")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The final status of execution `name`.
+fn final_status(ns: &Kubectl, name: &str, timeout: Duration) -> Value {
+    poll(ns, &["wasmexecution", name], timeout, |e| {
+        common::executions::is_final(e).then(|| e["status"].clone())
+    })
+}
+
 /// Runs the tenant's guest in a container pod and returns its final status.
 fn run_tenant(ns: &Kubectl, name: &str) -> Value {
     ns.create(
@@ -476,10 +511,7 @@ fn run_tenant(ns: &Kubectl, name: &str) -> Value {
         .to_string(),
     )
     .expect("create the tenant's execution");
-    ns.wait_for(&["wasmexecution", name], Duration::from_secs(180), |e| {
-        common::executions::is_final(e).then(|| e["status"].clone())
-    })
-    .unwrap_or_else(|e| panic!("{name} ends: {e}"))
+    final_status(ns, name, Duration::from_secs(180))
 }
 
 fn assert_tenant_met_its_timeout(status: &Value) {
@@ -536,20 +568,19 @@ fn looping_guests_get_no_more_than_the_run_pod_cpu_limit_while_another_tenants_g
         .expect("create the loopers");
     let mut watchers = Vec::new();
     for (name, _, _) in loopers {
-        let uid = ns
-            .wait_for(
-                &["pods", "-l", &format!("wasmfn.dev/execution={name}")],
-                Duration::from_secs(120),
-                |pods| {
-                    pods["items"]
-                        .as_array()?
-                        .iter()
-                        .find(|p| p["status"]["phase"] == "Running")?["metadata"]["uid"]
-                        .as_str()
-                        .map(str::to_owned)
-                },
-            )
-            .unwrap_or_else(|e| panic!("{name}'s pod runs: {e}"));
+        let uid = poll(
+            &ns,
+            &["pods", "-l", &format!("wasmfn.dev/execution={name}")],
+            Duration::from_secs(120),
+            |pods| {
+                pods["items"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["status"]["phase"] == "Running")?["metadata"]["uid"]
+                    .as_str()
+                    .map(str::to_owned)
+            },
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         let cgroup = loop {
             if let Some(found) = PodCpu::find(&pods_cgroups, &uid) {
@@ -573,13 +604,10 @@ fn looping_guests_get_no_more_than_the_run_pod_cpu_limit_while_another_tenants_g
     }
     assert_tenant_met_its_timeout(&loaded);
 
+    let mut throttled = 0;
     for ((name, quota, watcher), (_, _, path)) in watchers.into_iter().zip(loopers) {
         let samples = watcher.join().expect("the cgroup watcher");
-        let run = ns
-            .wait_for(&["wasmexecution", name], Duration::from_secs(120), |e| {
-                common::executions::is_final(e).then(|| e["status"].clone())
-            })
-            .unwrap_or_else(|e| panic!("{name} ends: {e}"));
+        let run = final_status(&ns, name, Duration::from_secs(120));
         assert!(!samples.is_empty(), "{name}: its cgroup was read");
         let seen = busy(&samples);
         println!(
@@ -607,10 +635,12 @@ fn looping_guests_get_no_more_than_the_run_pod_cpu_limit_while_another_tenants_g
             "{name}: looped under watch for only {:?}",
             seen.wall
         );
+        // Periods are counted only while a quota is set on a cgroup with work to run.
         assert!(
-            seen.throttled > 0,
-            "{name}: the looper hit its quota ({seen:?})"
+            seen.periods > 0,
+            "{name}: CFS bandwidth control ran on the pod's cgroup ({seen:?})"
         );
+        throttled += seen.throttled;
         let allowed = seen.wall.mul_f64(RUN_CPU_CORES * 1.1) + Duration::from_millis(30);
         assert!(
             seen.used <= allowed,
@@ -619,5 +649,8 @@ fn looping_guests_get_no_more_than_the_run_pod_cpu_limit_while_another_tenants_g
             seen.wall
         );
     }
+    // Each looper would take a core; on a busy machine (pods get little CPU weight from their
+    // 10m request) one may seldom reach its quota, but not all of them.
+    assert!(throttled > 0, "the quota held back a looper at least once");
     println!("the CPU-limit test took {:?}", began.elapsed());
 }
