@@ -52,6 +52,9 @@ pub enum AgentRun {
     Lost {
         /// What happened, for people.
         message: String,
+        /// The agent was never reached (no connection could be made: a killed agent's address
+        /// refuses until it is back), so it cannot have started the run.
+        unreached: bool,
     },
 }
 
@@ -204,20 +207,23 @@ impl Dispatcher {
             let answer = tokio::time::timeout(limit, run(&client, &handoff.assignment, fetch))
                 .await
                 .unwrap_or_else(|_| {
-                    Err(format!(
-                        "agent {} gave no answer within {}s",
-                        handoff.agent.pod,
-                        limit.as_secs()
-                    ))
+                    Err(Undelivered {
+                        message: format!(
+                            "agent {} gave no answer within {}s",
+                            handoff.agent.pod,
+                            limit.as_secs()
+                        ),
+                        unreached: false,
+                    })
                 });
             let run = match answer {
                 Ok(document) => AgentRun::Done {
                     document: Box::new(document),
                     finished: Time(Timestamp::now()),
                 },
-                Err(message) => {
-                    warn!(execution = %handoff.object, agent = %handoff.agent.pod, %message, "agent run lost");
-                    AgentRun::Lost { message }
+                Err(Undelivered { message, unreached }) => {
+                    warn!(execution = %handoff.object, agent = %handoff.agent.pod, %message, unreached, "agent run lost");
+                    AgentRun::Lost { message, unreached }
                 }
             };
             if let Some(entry) = lock(&this.attempts)
@@ -239,13 +245,41 @@ impl Dispatcher {
     }
 }
 
-/// Sends the run; sends the module first when the agent asks for it.
+/// Why a run brought back no result document.
+#[derive(Debug)]
+struct Undelivered {
+    message: String,
+    /// Nothing reached the agent (see [`AgentRun::Lost`]).
+    unreached: bool,
+}
+
+impl From<String> for Undelivered {
+    fn from(message: String) -> Self {
+        Undelivered {
+            message,
+            unreached: false,
+        }
+    }
+}
+
+/// Sends the run; sends the module first when the agent asks for it. A request that never
+/// reached the agent started nothing: the module is only sent after the agent answered that it
+/// lacks it, without running anything.
 async fn run(
     client: &AgentClient,
     assignment: &RunAssignment,
     fetch: FetchModule,
-) -> Result<ResultDocument, String> {
-    let lost = |e: wasmfn_agent_protocol::Error| e.to_string();
+) -> Result<ResultDocument, Undelivered> {
+    let lost = |e: wasmfn_agent_protocol::Error| Undelivered {
+        unreached: matches!(
+            e,
+            wasmfn_agent_protocol::Error::Connection {
+                unreached: true,
+                ..
+            }
+        ),
+        message: e.to_string(),
+    };
     match client.run(assignment).await.map_err(lost)? {
         RunAnswer::Ran(document) => return Ok(*document),
         RunAnswer::ModuleMissing => {}
@@ -270,7 +304,8 @@ async fn run(
             "agent {} lost {} right after receiving it (its cache may be too small)",
             client.address(),
             assignment.module_digest
-        )),
+        )
+        .into()),
     }
 }
 
@@ -336,7 +371,17 @@ mod tests {
         }
         let (attempt, known) = dispatcher.latest("kept").expect("known");
         assert_eq!(attempt, 2);
-        assert!(matches!(known.run, AgentRun::Lost { .. }), "{known:?}");
+        // Refused at connect: the agent never had the run.
+        assert!(
+            matches!(
+                known.run,
+                AgentRun::Lost {
+                    unreached: true,
+                    ..
+                }
+            ),
+            "{known:?}"
+        );
         assert_eq!(known.reason, "a Ready agent with room");
 
         // Too recent to judge: kept even though the cache does not show it.

@@ -29,6 +29,10 @@ pub enum Loss {
     /// The agent running the attempt went away (killed, node lost, connection broken) or the
     /// operator that handed it over restarted: the result cannot be collected.
     AgentLost,
+    /// The agent chosen for the attempt could not be reached at all (a killed agent whose pod is
+    /// still Ready refuses connections until it is back): the run never started. Reported as
+    /// `AgentLost`, but retried like a pod that never started.
+    AgentUnreachable,
     /// The container never started: its deadline passed before it did (an image pull behind a
     /// backlog), or the runtime could not create it (exit 128 without a start time).
     NeverStarted,
@@ -51,14 +55,17 @@ impl Loss {
             Loss::PodDeleted => "PodDeleted",
             Loss::NodeLost => "NodeLost",
             Loss::NotScheduled => "Unschedulable",
-            Loss::AgentLost => "AgentLost",
+            Loss::AgentLost | Loss::AgentUnreachable => "AgentLost",
             Loss::NeverStarted => "PodStartFailed",
         }
     }
 
     /// Whether no guest can have run: such an attempt is retried even past `spec.retries`.
     pub fn before_the_guest(self) -> bool {
-        matches!(self, Loss::NeverStarted | Loss::NotScheduled)
+        matches!(
+            self,
+            Loss::NeverStarted | Loss::NotScheduled | Loss::AgentUnreachable
+        )
     }
 }
 
@@ -144,8 +151,12 @@ pub fn agent_attempt_state(known: Option<AgentAttempt>, attempt: i32, agent: &st
             finished: Some(finished),
             document,
         },
-        AgentRun::Lost { message } => RunState::Lost {
-            loss: Loss::AgentLost,
+        AgentRun::Lost { message, unreached } => RunState::Lost {
+            loss: if unreached {
+                Loss::AgentUnreachable
+            } else {
+                Loss::AgentLost
+            },
             message,
         },
     }
@@ -1091,6 +1102,7 @@ mod tests {
         let lost = agent_attempt_state(
             Some(handed(AgentRun::Lost {
                 message: "connection reset".into(),
+                unreached: false,
             })),
             1,
             "x",
@@ -1102,5 +1114,24 @@ mod tests {
                 message: "connection reset".into(),
             }
         );
+        assert!(
+            !Loss::AgentLost.before_the_guest(),
+            "the guest may have run"
+        );
+        // Refused at connect: the run never started, so it is retried past `retries`.
+        let refused = agent_attempt_state(
+            Some(handed(AgentRun::Lost {
+                message: "Connection refused".into(),
+                unreached: true,
+            })),
+            2,
+            "x",
+        );
+        let RunState::Lost { loss, .. } = refused else {
+            panic!("{refused:?}")
+        };
+        assert_eq!(loss, Loss::AgentUnreachable);
+        assert_eq!(loss.reason(), "AgentLost");
+        assert!(loss.before_the_guest());
     }
 }

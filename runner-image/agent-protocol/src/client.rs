@@ -162,7 +162,7 @@ impl AgentClient {
         }
         let sender = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
             .await
-            .map_err(|_| self.broken("connecting timed out"))??;
+            .map_err(|_| self.unreached("connecting timed out"))??;
         *slot = Some(sender.clone());
         Ok(sender)
     }
@@ -170,17 +170,17 @@ impl AgentClient {
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Error> {
         let tcp = tokio::net::TcpStream::connect(&self.address)
             .await
-            .map_err(|e| self.broken(e))?;
-        tcp.set_nodelay(true).map_err(|e| self.broken(e))?;
-        let name = ServerName::try_from(SERVER_NAME).map_err(|e| self.broken(e))?;
+            .map_err(|e| self.unreached(e))?;
+        tcp.set_nodelay(true).map_err(|e| self.unreached(e))?;
+        let name = ServerName::try_from(SERVER_NAME).map_err(|e| self.unreached(e))?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(|e| self.broken(format!("TLS: {e}")))?;
+            .map_err(|e| self.unreached(format!("TLS: {e}")))?;
         let (sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
                 .await
-                .map_err(|e| self.broken(e))?;
+                .map_err(|e| self.unreached(e))?;
         tokio::spawn(async move {
             // Ends when the agent goes away; the next request notices and dials again.
             let _ = connection.await;
@@ -188,10 +188,21 @@ impl AgentClient {
         Ok(sender)
     }
 
+    /// The connection broke while a request was on it: it may have reached the agent.
     fn broken(&self, error: impl std::fmt::Display) -> Error {
         Error::Connection {
             address: self.address.clone(),
             message: error.to_string(),
+            unreached: false,
+        }
+    }
+
+    /// No connection could be made: nothing reached the agent.
+    fn unreached(&self, error: impl std::fmt::Display) -> Error {
+        Error::Connection {
+            address: self.address.clone(),
+            message: error.to_string(),
+            unreached: true,
         }
     }
 }

@@ -115,6 +115,9 @@ pub enum Error {
         address: String,
         /// The cause.
         message: String,
+        /// No connection was made (TCP connect, TLS or HTTP/2 handshake failed, or timed out):
+        /// nothing was sent, so the agent cannot have started the run.
+        unreached: bool,
     },
     /// The agent answered with a refusal.
     #[error("agent refused ({}): {}", .0.reason, .0.message)]
