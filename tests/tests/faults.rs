@@ -442,31 +442,15 @@ fn the_apiserver_restarting_mid_burst_loses_nothing() {
 /// found in its cgroup below the node's pod cgroup: the one process there whose parent is not.
 fn container_main_pid(pods_cgroup: &str, container_id: &str) -> Option<u32> {
     let id = container_id.rsplit("://").next()?;
-    let root =
-        std::path::Path::new("/sys/fs/cgroup/pids").join(pods_cgroup.trim_start_matches('/'));
-    let mut stack = vec![root];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
-            let path = entry.path();
-            if !path.is_dir() {
-                continue;
-            }
-            if entry.file_name().to_string_lossy() != id {
-                stack.push(path);
-                continue;
-            }
-            let procs = std::fs::read_to_string(path.join("cgroup.procs")).ok()?;
-            let pids: Vec<u32> = procs
-                .lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect();
-            return pids
-                .iter()
-                .copied()
-                .find(|pid| parent(*pid).is_some_and(|p| !pids.contains(&p)));
-        }
-    }
-    None
+    let container = common::find_cgroup(pods_cgroup, id)?;
+    let procs = std::fs::read_to_string(container.join("cgroup.procs")).ok()?;
+    let pids: Vec<u32> = procs
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    pids.iter()
+        .copied()
+        .find(|pid| parent(*pid).is_some_and(|p| !pids.contains(&p)))
 }
 
 /// A process's parent (field 4 of its stat).
@@ -489,14 +473,7 @@ fn the_agent_killed_mid_burst_loses_its_runs_to_retries_and_nothing_is_lost() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut operator = {
         let cluster = common::cluster();
-        cluster
-            .kubectl()
-            .run(&[
-                "apply",
-                "-f",
-                wasmfn_e2e::operator::crds_dir().to_str().expect("utf-8"),
-            ])
-            .expect("apply the CRDs");
+        common::burst::apply_crds(&cluster);
         OperatorProcess::start(cluster.info(), "faults-agent", &flags).expect("operator")
     };
     operator

@@ -360,14 +360,8 @@ pub const CAP: usize = 10;
 /// `cap` run pods per node (0: no admission queue), creates the function `hello` and a burst of `count` executions in namespace
 /// `namespace`, waits until all are final (at most `timeout`); the report and the queue gauge
 /// read after the burst.
-pub fn run(
-    cluster: &wasmfn_e2e::Cluster,
-    identity: &str,
-    namespace: &str,
-    count: usize,
-    cap: usize,
-    timeout: Duration,
-) -> (Report, f64) {
+/// Applies the repository's CRDs (generated from the API types) to `cluster`.
+pub fn apply_crds(cluster: &wasmfn_e2e::Cluster) {
     cluster
         .kubectl()
         .run(&[
@@ -376,6 +370,17 @@ pub fn run(
             wasmfn_e2e::operator::crds_dir().to_str().expect("utf-8"),
         ])
         .expect("apply the CRDs");
+}
+
+pub fn run(
+    cluster: &wasmfn_e2e::Cluster,
+    identity: &str,
+    namespace: &str,
+    count: usize,
+    cap: usize,
+    timeout: Duration,
+) -> (Report, f64) {
+    apply_crds(cluster);
     let cap = cap.to_string();
     let mut operator = wasmfn_e2e::operator::OperatorProcess::start_with_env(
         cluster.info(),

@@ -103,9 +103,33 @@ spec:
 /// The processes in the pod's cgroup on its node (pids hierarchy), each as its pid and start time
 /// (so a pid reused later is not taken for it); `None` when the pod has no cgroup there.
 pub fn pod_processes(pods_cgroup: &str, uid: &str) -> Option<Vec<(u32, u64)>> {
+    let pod = find_cgroup(pods_cgroup, &format!("pod{uid}"))?;
+    let mut found = Vec::new();
+    let mut inner = vec![pod];
+    while let Some(d) = inner.pop() {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        found.extend(
+            procs
+                .lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .filter_map(|pid| Some((pid, start_time(pid)?))),
+        );
+        inner.extend(
+            std::fs::read_dir(&d)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir()),
+        );
+    }
+    Some(found)
+}
+
+/// The directory named `name` below a node's pod cgroup (pids hierarchy): a pod's
+/// (`pod<uid>`) or a container's (its id).
+pub fn find_cgroup(pods_cgroup: &str, name: &str) -> Option<std::path::PathBuf> {
     let root =
         std::path::Path::new("/sys/fs/cgroup/pids").join(pods_cgroup.trim_start_matches('/'));
-    let wanted = format!("pod{uid}");
     let mut stack = vec![root];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).ok()?.flatten() {
@@ -113,26 +137,8 @@ pub fn pod_processes(pods_cgroup: &str, uid: &str) -> Option<Vec<(u32, u64)>> {
             if !path.is_dir() {
                 continue;
             }
-            if entry.file_name().to_string_lossy() == wanted {
-                let mut found = Vec::new();
-                let mut inner = vec![path];
-                while let Some(d) = inner.pop() {
-                    let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-                    found.extend(
-                        procs
-                            .lines()
-                            .filter_map(|l| l.trim().parse::<u32>().ok())
-                            .filter_map(|pid| Some((pid, start_time(pid)?))),
-                    );
-                    inner.extend(
-                        std::fs::read_dir(&d)
-                            .ok()?
-                            .flatten()
-                            .map(|e| e.path())
-                            .filter(|p| p.is_dir()),
-                    );
-                }
-                return Some(found);
+            if entry.file_name().to_string_lossy() == name {
+                return Some(path);
             }
             stack.push(path);
         }
