@@ -82,7 +82,9 @@ pub async fn serve(config: AgentConfig, zygote: Zygote) -> Result<(), Error> {
         .map_err(|e| Error::io(std::path::Path::new(&config.listen.to_string()), e))?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io(std::path::Path::new("SIGTERM handler"), e))?;
-    info!(listen = %config.listen, capacity = config.capacity, "agent ready");
+    // The bound address, so that `--listen 127.0.0.1:0` says which port it got.
+    let listen = listener.local_addr().unwrap_or(config.listen);
+    info!(%listen, capacity = config.capacity, "agent ready");
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let accepted = tokio::select! {

@@ -64,21 +64,13 @@ impl Agent {
         Self::start_with(dir, capacity, &[], &[])
     }
 
+    /// Starts the agent on a port of its own choosing and waits for its "agent ready" line,
+    /// which names the bound address. (Picking a free port here and handing it over would race
+    /// with the other tests' agents and clients for that port.)
     fn start_with(dir: &Path, capacity: u32, options: &[&str], env: &[(&str, &Path)]) -> Agent {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
-            .args([
-                "agent",
-                "--listen",
-                &address,
-                "--capacity",
-                &capacity.to_string(),
-            ])
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmfn"))
+            .args(["agent", "--listen", "127.0.0.1:0", "--capacity"])
+            .arg(capacity.to_string())
             .arg("--tls-dir")
             .arg(dir.join("agent-tls"))
             .arg("--cache-dir")
@@ -86,16 +78,27 @@ impl Agent {
             .args(options)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&address).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not listen on {address}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (ready, address) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut log, &mut line).unwrap_or(0) > 0 {
+                eprint!("{line}");
+                if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if entry["fields"]["message"] == "agent ready" {
+                        let _ = ready.send(entry["fields"]["listen"].to_string());
+                    }
+                }
+                line.clear();
+            }
+        });
+        let address = address
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the agent said \"agent ready\" within 20 s");
+        let address = address.trim_matches('"').to_owned();
         Agent { child, address }
     }
 
