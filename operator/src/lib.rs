@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod network_policy;
 pub mod operator;
 pub mod pod_security;
+pub mod reconciler;
 pub mod store;
 pub mod telemetry;
 

@@ -210,7 +210,7 @@ pub async fn run(
             move |_| waiting(&for_classes),
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile, crate::reconciler::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
 }

@@ -8,9 +8,9 @@ use base64::Engine as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
+use kube::api::{DeleteParams, ListParams, LogParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
@@ -18,7 +18,7 @@ use tracing::{info, instrument, warn};
 use wasmfn_agent_protocol::{RunAssignment, RunSettings};
 use wasmfn_api::{
     labels, ArtifactStatus, ExecutionPath, ExecutionPhase, FunctionPhase, WasmExecution,
-    WasmExecutionStatus, WasmFunction, API_VERSION,
+    WasmExecutionStatus, WasmFunction,
 };
 use wasmfn_result::trace::RunTrace;
 
@@ -47,9 +47,11 @@ use crate::agent::pool::{choose, AgentView};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::idempotent::{create_owned, delete_if_present, Owned};
-use crate::metrics::ActiveReconcile;
-use crate::store::FIELD_MANAGER;
-use crate::telemetry::object_spans::{nanos, AttemptEnd, ExecutionTrace, Reconcile};
+use crate::reconciler::{self, owner_reference, Read, Reconciled};
+use crate::telemetry::object_spans::{
+    nanos, AttemptEnd, ExecutionTrace, Reconcile as ReconcileSpan,
+};
+use crate::telemetry::span::Span;
 
 /// How often an execution waiting for its function or a node looks again without an event.
 const WAIT_POLL: Duration = Duration::from_secs(30);
@@ -67,46 +69,35 @@ const LEFTOVER_POLL: Duration = Duration::from_secs(1);
 /// Reconciles one execution.
 #[instrument(skip(execution, ctx), fields(namespace = execution.namespace(), name = execution.name_any()))]
 pub async fn reconcile(execution: Arc<WasmExecution>, ctx: Arc<Context>) -> Result<Action> {
-    let _active = ActiveReconcile::start(&ctx.metrics, "execution");
-    let started = Timestamp::now();
-    let result = match reconcile_inner(&execution, &ctx, false).await {
-        Err(Error::StaleRead) => reconcile_inner(&execution, &ctx, true).await,
-        other => other,
-    };
-    trace_reconcile(&ctx, &execution, started, result.as_ref().err());
-    let action = result?;
-    ctx.succeeded(&backoff_key(&execution));
-    Ok(action)
+    reconciler::run(execution, ctx, |execution, ctx, read| async move {
+        reconcile_inner(&execution, &ctx, read == Read::Again).await
+    })
+    .await
 }
 
-/// A span for the reconcile under the execution's span (none for the quiet reconciles of an
-/// execution that was already finished).
-fn trace_reconcile(
-    ctx: &Context,
-    execution: &WasmExecution,
-    started: Timestamp,
-    error: Option<&Error>,
-) {
-    let Some(service) = ctx.tracer.service() else {
-        return;
-    };
-    if error.is_none() && is_finished(execution.status.as_ref()) {
-        return;
+impl Reconciled for WasmExecution {
+    type Status = WasmExecutionStatus;
+    const CONTROLLER: &'static str = "execution";
+
+    fn status(&self) -> Option<&WasmExecutionStatus> {
+        self.status.as_ref()
     }
-    let (trace, _) = ExecutionTrace::of(execution);
-    let namespace = execution.namespace().unwrap_or_default();
-    let name = execution.name_any();
-    let span = trace.reconcile_span(
-        service,
-        &Reconcile {
-            namespace: &namespace,
-            name: &name,
-            started: nanos(started),
-            ended: nanos(Timestamp::now()),
-            error: error.map(ToString::to_string),
-        },
-    );
-    ctx.tracer.record(trace.caller_sampled, [span]);
+
+    fn set_status(&mut self, status: WasmExecutionStatus) {
+        self.status = Some(status);
+    }
+
+    fn settled(&self) -> bool {
+        is_finished(self.status.as_ref())
+    }
+
+    fn reconcile_span(&self, service: &str, reconcile: &ReconcileSpan<'_>) -> (Span, Option<bool>) {
+        let (trace, _) = ExecutionTrace::of(self);
+        (
+            trace.reconcile_span(service, reconcile),
+            trace.caller_sampled,
+        )
+    }
 }
 
 /// The spans of an attempt that ended: its own, and the runner's from its result document.
@@ -135,28 +126,6 @@ fn created_nanos(pod: &Pod, now: Timestamp) -> u64 {
             .creation_timestamp
             .as_ref()
             .map_or(now, |t| t.0),
-    )
-}
-
-/// Retries a failed reconcile with per-object exponential backoff.
-pub fn error_policy(execution: Arc<WasmExecution>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.inc(
-        "wasmfn_reconcile_errors_total",
-        &[
-            ("controller", "execution"),
-            ("category", error.metric_label()),
-        ],
-    );
-    let delay = ctx.backoff(&backoff_key(&execution));
-    warn!(name = execution.name_any(), %error, ?delay, "reconcile failed; retrying");
-    Action::requeue(delay)
-}
-
-fn backoff_key(execution: &WasmExecution) -> String {
-    format!(
-        "execution/{}/{}",
-        execution.namespace().unwrap_or_default(),
-        execution.name_any()
     )
 }
 
@@ -412,7 +381,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                 };
                 return start_on_agent(ctx, &executions, update, start).await;
             }
-            let owner = owner_reference(execution, &uid);
+            let owner = owner_reference(execution, true)?;
             let artifact_key = format!("artifact/{uid}");
             if let Some(left) = ctx.backoff_left(&artifact_key) {
                 return Ok(Action::requeue(left));
@@ -511,7 +480,7 @@ async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) ->
                 stdin_config_map: stdin_map.as_deref(),
                 settings: &settings,
             });
-            let created = create_owned(&pods, &pod, &owner_reference(execution, &uid))
+            let created = create_owned(&pods, &pod, &owner_reference(execution, true)?)
                 .await
                 .inspect_err(|_| ctx.admission.release(&held))?;
             if created != Owned::Ours {
@@ -1383,44 +1352,17 @@ fn class_views<'a>(classes: impl Iterator<Item = &'a RuntimeClass>) -> Vec<Runti
         .collect()
 }
 
-fn owner_reference(execution: &WasmExecution, uid: &str) -> OwnerReference {
-    OwnerReference {
-        api_version: API_VERSION.to_owned(),
-        kind: WasmExecution::kind(&()).into_owned(),
-        name: execution.name_any(),
-        uid: uid.to_owned(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
-/// Writes the status when it differs; returns whether it changed.
-///
-/// A replace of the status subresource, conditional on the resourceVersion the decision was
-/// made on: should the execution have changed since, the API server refuses it and
-/// [`Error::StaleRead`] makes the reconcile decide again on a fresh read. (The operator is the
-/// status's only writer; a replace costs the API server less than a server-side apply, which
-/// matters in a burst, where status writes are most of its work.)
+/// Writes the status when it differs ([`reconciler::write_status`]); returns whether it
+/// changed. A status that would leave a final phase is never written.
 async fn write_status(
     ctx: &Context,
     api: &Api<WasmExecution>,
     execution: &WasmExecution,
     status: &WasmExecutionStatus,
 ) -> Result<bool> {
-    // Compared as written: times are stored to the second, so a status computed again from
-    // the same facts differs in memory from the one read back, not on the wire.
-    if execution
-        .status
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()?
-        == Some(serde_json::to_value(status)?)
-    {
-        return Ok(false);
-    }
     if leaves_a_final_phase(execution.status.as_ref(), status) {
         // Never rewrite a recorded result; the write is also fenced by the resourceVersion it
-        // was computed from (a 409 below), this guards against a wrong computation itself.
+        // was computed from, this guards against a wrong computation itself.
         warn!(
             execution = %execution.name_any(),
             "refusing a status write that would leave the final phase {:?} for {:?}",
@@ -1429,20 +1371,9 @@ async fn write_status(
         );
         return Ok(false);
     }
-    ctx.ensure_leading()?;
-    let mut updated = execution.clone();
-    updated.status = Some(status.clone());
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..Default::default()
+    let Some(written) = reconciler::write_status(ctx, api, execution, status).await? else {
+        return Ok(false);
     };
-    let written = api
-        .replace_status(&execution.name_any(), &params, &updated)
-        .await
-        .map_err(|error| match error {
-            kube::Error::Api(status) if status.code == 409 => Error::StaleRead,
-            other => Error::Kube(other),
-        })?;
     if let (Some(uid), Some(version)) = (written.uid(), written.resource_version()) {
         ctx.last_writes.record(&uid, version);
     }

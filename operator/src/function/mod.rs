@@ -51,7 +51,7 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile, crate::reconciler::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
 }

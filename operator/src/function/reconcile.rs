@@ -12,8 +12,8 @@ use kube::api::{
     PropagationPolicy,
 };
 use kube::runtime::controller::Action;
-use kube::{Api, Resource, ResourceExt};
-use tracing::{info, instrument, warn};
+use kube::{Api, ResourceExt};
+use tracing::{info, instrument};
 use wasmfn_api::{CompileStatus, FunctionPhase, WasmFunction, WasmFunctionStatus, API_VERSION};
 use wasmfn_artifact::sha256_digest;
 
@@ -30,9 +30,12 @@ use super::status::{retry_message, StatusUpdate};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::idempotent::{create_if_absent, delete_if_present};
-use crate::metrics::ActiveReconcile;
+use crate::reconciler::{self, owner_reference, Reconciled};
 use crate::store::{ModuleToStore, FIELD_MANAGER};
-use crate::telemetry::object_spans::{nanos, CompileEnd, FunctionTrace, Reconcile};
+use crate::telemetry::object_spans::{
+    nanos, CompileEnd, FunctionTrace, Reconcile as ReconcileSpan,
+};
+use crate::telemetry::span::Span;
 
 /// How often a function with a running compile is looked at even without a Job event.
 const COMPILE_POLL: Duration = Duration::from_secs(15);
@@ -46,13 +49,34 @@ const NAME_HELD_POLL: Duration = Duration::from_secs(2);
 /// Reconciles one function.
 #[instrument(skip(function, ctx), fields(namespace = function.namespace(), name = function.name_any()))]
 pub async fn reconcile(function: Arc<WasmFunction>, ctx: Arc<Context>) -> Result<Action> {
-    let _active = ActiveReconcile::start(&ctx.metrics, "function");
-    let started = Timestamp::now();
-    let result = reconcile_inner(&function, &ctx).await;
-    trace_reconcile(&ctx, &function, started, result.as_ref().err());
-    let action = result?;
-    ctx.succeeded(&backoff_key(&function));
-    Ok(action)
+    reconciler::run(function, ctx, |function, ctx, _| async move {
+        reconcile_inner(&function, &ctx).await
+    })
+    .await
+}
+
+impl Reconciled for WasmFunction {
+    type Status = WasmFunctionStatus;
+    const CONTROLLER: &'static str = "function";
+
+    fn status(&self) -> Option<&WasmFunctionStatus> {
+        self.status.as_ref()
+    }
+
+    fn set_status(&mut self, status: WasmFunctionStatus) {
+        self.status = Some(status);
+    }
+
+    fn settled(&self) -> bool {
+        is_settled(self)
+    }
+
+    fn reconcile_span(&self, service: &str, reconcile: &ReconcileSpan<'_>) -> (Span, Option<bool>) {
+        (
+            FunctionTrace::of(self).reconcile_span(service, reconcile),
+            None,
+        )
+    }
 }
 
 /// Whether the function's status already describes its current generation's final outcome.
@@ -61,35 +85,6 @@ fn is_settled(function: &WasmFunction) -> bool {
         s.observed_generation == function.metadata.generation
             && matches!(s.phase, Some(FunctionPhase::Ready | FunctionPhase::Failed))
     })
-}
-
-/// A span for the reconcile under the generation's compile span (none for the quiet
-/// reconciles of a generation that is already settled).
-fn trace_reconcile(
-    ctx: &Context,
-    function: &WasmFunction,
-    started: Timestamp,
-    error: Option<&Error>,
-) {
-    let Some(service) = ctx.tracer.service() else {
-        return;
-    };
-    if error.is_none() && is_settled(function) {
-        return;
-    }
-    let namespace = function.namespace().unwrap_or_default();
-    let name = function.name_any();
-    let span = FunctionTrace::of(function).reconcile_span(
-        service,
-        &Reconcile {
-            namespace: &namespace,
-            name: &name,
-            started: nanos(started),
-            ended: nanos(Timestamp::now()),
-            error: error.map(ToString::to_string),
-        },
-    );
-    ctx.tracer.record(None, [span]);
 }
 
 /// The generation's compile span, once it has its module or has failed. It starts when the
@@ -107,28 +102,6 @@ fn job_started(job: &Job, or: Timestamp) -> u64 {
             .as_ref()
             .and_then(|s| s.start_time.as_ref())
             .map_or(or, |t| t.0),
-    )
-}
-
-/// Retries a failed reconcile with per-object exponential backoff.
-pub fn error_policy(function: Arc<WasmFunction>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.inc(
-        "wasmfn_reconcile_errors_total",
-        &[
-            ("controller", "function"),
-            ("category", error.metric_label()),
-        ],
-    );
-    let delay = ctx.backoff(&backoff_key(&function));
-    warn!(name = function.name_any(), %error, ?delay, "reconcile failed; retrying");
-    Action::requeue(delay)
-}
-
-fn backoff_key(function: &WasmFunction) -> String {
-    format!(
-        "{}/{}",
-        function.namespace().unwrap_or_default(),
-        function.name_any()
     )
 }
 
@@ -682,19 +655,6 @@ fn job_state(job: &Job, function_uid: &str) -> JobState {
     JobState::Running {
         owned: job.owner_references().iter().any(|o| o.uid == function_uid),
     }
-}
-
-fn owner_reference(function: &WasmFunction, controller: bool) -> Result<OwnerReference> {
-    Ok(OwnerReference {
-        api_version: API_VERSION.to_owned(),
-        kind: WasmFunction::kind(&()).into_owned(),
-        name: function.name_any(),
-        uid: function
-            .uid()
-            .ok_or_else(|| Error::Invariant("a WasmFunction without a uid".into()))?,
-        controller: Some(controller),
-        block_owner_deletion: Some(true),
-    })
 }
 
 /// Creates the Job and then its source ConfigMap (owned by the Job, so it goes with it; the
