@@ -10,11 +10,13 @@
 pub mod admission;
 pub mod decision;
 pub mod inputs;
+pub mod observe;
 pub mod outcome;
 pub mod placement;
 pub mod reconcile;
 pub mod run_pod;
 pub mod status;
+pub mod steps;
 pub mod trim;
 pub mod watched;
 

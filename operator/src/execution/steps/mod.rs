@@ -1,0 +1,228 @@
+//! The steps a decision leads to, one small function each: [`start`], [`track`],
+//! [`record`], [`retry`] and [`finish`], plus the waits and failures written here. Each gets
+//! the reconcile's [`Run`]: what was seen, the APIs, and the status update it builds on.
+
+mod finish;
+mod record;
+mod retry;
+mod start;
+mod track;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use tracing::warn;
+use wasmfn_api::{WasmExecution, WasmExecutionStatus};
+use wasmfn_result::trace::RunTrace;
+
+pub use finish::finish;
+pub use record::record;
+pub use retry::retry;
+pub use start::start;
+pub use track::track;
+
+use super::observe::Seen;
+use super::status::{leaves_a_final_phase, StatusUpdate};
+use crate::context::Context;
+use crate::error::Result;
+use crate::reconciler;
+use crate::telemetry::object_spans::{nanos, AttemptEnd, ExecutionTrace};
+
+/// How often an execution waiting for its function or a node looks again without an event.
+const WAIT_POLL: Duration = Duration::from_secs(30);
+/// How often a running attempt is looked at without a pod event.
+const RUN_POLL: Duration = Duration::from_secs(5);
+/// The condition reason of an execution waiting for room on a node.
+pub const QUEUED: &str = "Queued";
+/// How often a queued execution looks for room without being woken (a run pod finishing
+/// wakes the head of the queue).
+const QUEUED_POLL: Duration = Duration::from_secs(15);
+/// How soon an attempt starts again after an earlier same-named execution's leftover object
+/// held the name it needs (the leftover is being deleted).
+const LEFTOVER_POLL: Duration = Duration::from_secs(1);
+
+/// One reconcile's working set: what was seen and how to write.
+#[derive(Debug)]
+pub struct Run<'r> {
+    /// The operator's shared state.
+    pub ctx: &'r Context,
+    /// What the reconcile found.
+    pub seen: &'r Seen<'r>,
+    /// The execution's namespace's executions.
+    pub executions: Api<WasmExecution>,
+    /// The execution's namespace's pods.
+    pub pods: Api<Pod>,
+    /// The status as it stands, to build the next one on.
+    pub update: StatusUpdate,
+}
+
+impl<'r> Run<'r> {
+    /// The working set of a reconcile of `seen`.
+    pub fn new(ctx: &'r Context, seen: &'r Seen<'r>) -> Self {
+        Run {
+            ctx,
+            seen,
+            executions: Api::namespaced(ctx.client.clone(), &seen.namespace),
+            pods: Api::namespaced(ctx.client.clone(), &seen.namespace),
+            update: StatusUpdate::new(
+                seen.status(),
+                seen.execution.metadata.generation,
+                Time(seen.now),
+            ),
+        }
+    }
+
+    /// The execution.
+    pub fn execution(&self) -> &WasmExecution {
+        &self.seen.execution
+    }
+
+    /// Writes the status when it differs ([`reconciler::write_status`]); returns whether it
+    /// changed. A status that would leave a final phase is never written.
+    pub async fn write(&self, status: &WasmExecutionStatus) -> Result<bool> {
+        let execution = self.execution();
+        if leaves_a_final_phase(execution.status.as_ref(), status) {
+            // Never rewrite a recorded result; the write is also fenced by the resourceVersion
+            // it was computed from, this guards against a wrong computation itself.
+            warn!(
+                execution = %execution.name_any(),
+                "refusing a status write that would leave the final phase {:?} for {:?}",
+                execution.status.as_ref().and_then(|s| s.phase),
+                status.phase
+            );
+            return Ok(false);
+        }
+        let written =
+            reconciler::write_status(self.ctx, &self.executions, execution, status).await?;
+        let Some(written) = written else {
+            return Ok(false);
+        };
+        if let (Some(uid), Some(version)) = (written.uid(), written.resource_version()) {
+            self.ctx.last_writes.record(&uid, version);
+        }
+        Ok(true)
+    }
+
+    /// Records an event on the execution.
+    async fn event(&self, warning: bool, reason: &str, action: &str, note: String) {
+        self.ctx
+            .event(self.execution(), warning, reason, action, note)
+            .await;
+    }
+
+    /// Writes a final status; on the write that finished the execution, counts it, ends its
+    /// span and says why in a warning event.
+    async fn fail_with(
+        &self,
+        status: WasmExecutionStatus,
+        reason: &str,
+        message: String,
+    ) -> Result<()> {
+        if self.write(&status).await? {
+            self.report_outcome(&status);
+            self.event(true, reason, "Run", message).await;
+        }
+        Ok(())
+    }
+}
+
+/// Waits (phase Pending) for what `reason` names.
+pub async fn wait(run: &Run<'_>, reason: &str, message: String) -> Result<Action> {
+    let status = run.update.clone().pending(reason, &message);
+    if run.write(&status).await? {
+        let warning = reason != "FunctionNotReady";
+        run.event(warning, reason, "Wait", message).await;
+    }
+    Ok(Action::requeue(if reason == "Unschedulable" {
+        Duration::from_secs(10)
+    } else {
+        WAIT_POLL
+    }))
+}
+
+/// Fails the execution for good after `attempts` attempts.
+pub async fn fail(run: &Run<'_>, reason: &str, message: String, attempts: i32) -> Result<Action> {
+    let status = run.update.clone().failed(reason, &message, attempts);
+    run.fail_with(status, reason, message).await?;
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// Waits (phase Pending) while an object an earlier execution of the same name left behind is
+/// deleted: its name is the one this attempt needs.
+async fn wait_for_leftover(run: &Run<'_>, kind: &str, name: &str) -> Result<Action> {
+    let message = format!(
+        "the {kind} {name} of an earlier execution of this name is being deleted; the run starts once it is gone"
+    );
+    let status = run.update.clone().pending("WaitingForCleanup", &message);
+    if run.write(&status).await? {
+        run.event(false, "WaitingForCleanup", "Run", message).await;
+    }
+    Ok(Action::requeue(LEFTOVER_POLL))
+}
+
+/// Fails the execution because an object it needs a name for belongs to someone else.
+async fn name_taken(run: &Run<'_>, kind: &str, name: &str, attempts: i32) -> Result<Action> {
+    let message = format!(
+        "a {kind} named {name} already exists and does not belong to this execution; rename the execution or remove that {kind}"
+    );
+    let status = run
+        .update
+        .clone()
+        .failed("NameConflict", &message, attempts);
+    run.fail_with(status, "NameConflict", message).await?;
+    Ok(Action::await_change())
+}
+
+impl Run<'_> {
+    /// Counts a finished execution in the metrics and ends its span (once: only the write
+    /// that finished it calls this).
+    fn report_outcome(&self, status: &WasmExecutionStatus) {
+        let (ctx, execution, now) = (self.ctx, self.execution(), self.seen.now);
+        let runtime = status.runtime.as_deref().unwrap_or("None");
+        let outcome = status.reason.as_deref().unwrap_or("Unknown");
+        let labels = [("runtime", runtime), ("outcome", outcome)];
+        ctx.metrics.inc("wasmfn_executions_total", &labels);
+        if let Some(ms) = status.duration_ms {
+            ctx.metrics
+                .observe("wasmfn_execution_duration_seconds", &labels, ms / 1000.0);
+        }
+        if let Some(created) = &execution.metadata.creation_timestamp {
+            let latency = now.duration_since(created.0).as_secs_f64().max(0.0);
+            ctx.metrics
+                .observe("wasmfn_execution_latency_seconds", &labels, latency);
+        }
+        if let Some(service) = ctx.tracer.service() {
+            let (trace, _) = ExecutionTrace::of(execution);
+            let span = trace.execution_span(service, execution, status, now);
+            ctx.tracer.record(trace.caller_sampled, [span]);
+        }
+    }
+
+    /// The spans of an attempt that ended: its own, and the runner's from its result document.
+    fn trace_attempt(&self, end: &AttemptEnd<'_>, ran: Option<&RunTrace>) {
+        let Some(service) = self.ctx.tracer.service() else {
+            return;
+        };
+        let (trace, _) = ExecutionTrace::of(self.execution());
+        let uid = &self.seen.uid;
+        let mut spans = vec![trace.attempt_span(service, uid, end)];
+        if let Some(ran) = ran {
+            spans.extend(trace.runner_spans(uid, end.attempt, ran, end.pod));
+        }
+        self.ctx.tracer.record(trace.caller_sampled, spans);
+    }
+}
+
+/// When the operator created `pod`, for its attempt's span.
+fn created_nanos(pod: &Pod, now: Timestamp) -> u64 {
+    nanos(
+        pod.metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(now, |t| t.0),
+    )
+}
