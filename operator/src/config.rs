@@ -9,7 +9,7 @@ use clap::Args;
 use wasmfn_api::ArtifactStore;
 
 use crate::error::{Error, Result};
-use crate::execution::placement::LabelRequirement;
+use crate::label_selector::LabelRequirement;
 
 /// `wasmfn-operator run` settings.
 #[derive(Debug, Clone, Args)]

@@ -14,7 +14,7 @@ use crate::execution::admission::Admission;
 use crate::execution::watched::{LastWrites, Watched, Writers};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
-use crate::network_policy::Ensured;
+use crate::network_policy;
 use crate::store::Stores;
 use crate::telemetry::Tracer;
 
@@ -32,8 +32,8 @@ pub struct Context {
     pub stores: Stores,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Namespaces whose deny-egress NetworkPolicy was seen in force.
-    pub network_policies: Ensured,
+    /// The deny-egress NetworkPolicy of the namespaces pods start in.
+    network_policies: network_policy::Guard,
     /// Span export (disabled when no `OTEL_*` endpoint is set).
     pub tracer: Tracer,
     /// The warm agents, when enabled.
@@ -80,11 +80,14 @@ impl Context {
             admission: Admission::new(config.max_run_pods_per_node),
             watch_writers: Mutex::new(Some(watch_writers)),
             recorder: Recorder::new(client.clone(), reporter),
+            network_policies: network_policy::Guard::new(
+                client.clone(),
+                config.run_pod_network_policy,
+            ),
             client,
             config,
             stores,
             metrics,
-            network_policies: Ensured::default(),
             tracer,
             agents: None,
             leadership: Arc::new(Leadership::unelected()),
@@ -120,6 +123,23 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
+    }
+
+    /// Makes sure `namespace` has the deny-egress NetworkPolicy before a pod for `object`
+    /// starts there. A failure is a Warning event on `object` and an error, so the reconcile
+    /// is retried with backoff and no pod starts unprotected.
+    pub async fn ensure_network_policy<K: Resource<DynamicType = ()>>(
+        &self,
+        namespace: &str,
+        object: &K,
+    ) -> crate::error::Result<()> {
+        let ensured = self.network_policies.ensure(namespace).await;
+        if let Err(error) = &ensured {
+            let note = format!("{error}; the pod is not started until it exists");
+            self.event(object, true, "NetworkPolicyFailed", "Isolate", note)
+                .await;
+        }
+        ensured
     }
 
     /// Publishes an event on `object`; a failure to record is logged, never fatal.

@@ -5,7 +5,7 @@
 //!
 //! NetworkPolicies are namespaced and those pods run in the namespace of their function or
 //! execution, so the operator makes sure the policy exists in a namespace before it starts the
-//! first pod there ([`ensure`]). A namespace once seen with the policy is remembered for
+//! first pod there ([`Guard::ensure`]). A namespace once seen with the policy is remembered for
 //! [`RECHECK_AFTER`], so a burst of executions costs one API call, and a policy someone deleted
 //! comes back on the next pod after that.
 //!
@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Resource};
+use kube::{Api, Client};
 use tracing::info;
 use wasmfn_api::labels;
 
-use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::store::FIELD_MANAGER;
 
@@ -100,41 +99,51 @@ impl Ensured {
     }
 }
 
-/// Makes sure `namespace` has the deny-egress policy before a pod for `object` starts there
-/// (a no-op with `--run-pod-network-policy=false`). A failure is a Warning event on `object`
-/// and an error, so the reconcile is retried with backoff and no pod starts unprotected.
-pub async fn ensure<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    namespace: &str,
-    object: &K,
-) -> Result<()> {
-    if !ctx.config.run_pod_network_policy
-        || ctx.network_policies.is_fresh(namespace, Instant::now())
-    {
-        return Ok(());
-    }
-    match apply(ctx, namespace).await {
-        Ok(()) => {
-            ctx.network_policies.record(namespace, Instant::now());
-            Ok(())
-        }
-        Err(source) => {
-            let error = Error::NetworkPolicy {
-                namespace: namespace.to_owned(),
-                source,
-            };
-            let note = format!("{error}; the pod is not started until it exists");
-            ctx.event(object, true, "NetworkPolicyFailed", "Isolate", note)
-                .await;
-            Err(error)
-        }
+/// The context's guard: applies the policy in a namespace before the first pod there (a no-op
+/// with `--run-pod-network-policy=false`), remembering the namespaces it has seen it in.
+pub struct Guard {
+    client: Client,
+    enabled: bool,
+    ensured: Ensured,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("enabled", &self.enabled)
+            .field("ensured", &self.ensured)
+            .finish_non_exhaustive()
     }
 }
 
-/// Reads the policy and writes it (server-side apply, which creates it when missing) only when
-/// it is missing or no longer in force.
-async fn apply(ctx: &Context, namespace: &str) -> Result<(), kube::Error> {
-    let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
+impl Guard {
+    /// A guard applying policies through `client`, when `enabled`.
+    pub fn new(client: Client, enabled: bool) -> Self {
+        Guard {
+            client,
+            enabled,
+            ensured: Ensured::default(),
+        }
+    }
+
+    /// Makes sure `namespace` has the deny-egress policy.
+    pub async fn ensure(&self, namespace: &str) -> Result<()> {
+        if !self.enabled || self.ensured.is_fresh(namespace, Instant::now()) {
+            return Ok(());
+        }
+        apply(&self.client, namespace)
+            .await
+            .map_err(|source| Error::NetworkPolicy {
+                namespace: namespace.to_owned(),
+                source,
+            })?;
+        self.ensured.record(namespace, Instant::now());
+        Ok(())
+    }
+}
+
+async fn apply(client: &Client, namespace: &str) -> Result<(), kube::Error> {
+    let api = Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
     if api.get_opt(NAME).await?.is_some_and(|p| is_in_force(&p)) {
         return Ok(());
     }

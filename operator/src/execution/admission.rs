@@ -25,10 +25,7 @@ use kube::ResourceExt as _;
 use tokio::sync::mpsc;
 use wasmfn_api::WasmExecution;
 
-use super::run_pod::EXECUTION_UID_LABEL;
-
-/// The label naming the node a run pod was admitted to (and pinned on).
-pub const NODE_LABEL: &str = "wasmfn.dev/node";
+use super::run_pod::{EXECUTION_UID_LABEL, NODE_LABEL};
 
 /// How long a pod this replica admitted counts without the watch showing it: a create that
 /// failed without telling (the reconcile errs and the execution is admitted again) cannot hold

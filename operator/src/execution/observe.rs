@@ -21,7 +21,6 @@ use wasmfn_api::{
     ExecutionPath, ExecutionPhase, FunctionPhase, WasmExecution, WasmExecutionStatus, WasmFunction,
 };
 
-use super::admission::NODE_LABEL;
 use super::decision::{FunctionState, Observation, Step};
 use super::inputs::{resolve, Defaults, RunInputs};
 use super::outcome::{
@@ -31,7 +30,7 @@ use super::placement::{
     place, pod_nodes, prefer_agent, NodeView, Placement, Policy, RuntimeClassView, Taint,
     Toleration,
 };
-use super::run_pod::{ATTEMPT_LABEL, EXECUTION_UID_LABEL, RUNTIME_ANNOTATION};
+use super::run_pod::{ATTEMPT_LABEL, EXECUTION_UID_LABEL, NODE_LABEL, RUNTIME_ANNOTATION};
 use super::status::Assignment;
 use super::trim;
 use super::watched::{listed, watched_pods};

@@ -12,53 +12,9 @@ use std::collections::BTreeMap;
 
 use wasmfn_api::ExecutionRuntime;
 
+pub use crate::label_selector::LabelRequirement;
+
 use crate::agent::pool::AgentView;
-
-/// A node label requirement: `key=value`, or `key` alone (the label exists with any value).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LabelRequirement {
-    /// Label key.
-    pub key: String,
-    /// Required value; `None` accepts any value.
-    pub value: Option<String>,
-}
-
-impl LabelRequirement {
-    /// Parses `key=value` or `key`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let (key, value) = match text.split_once('=') {
-            Some((key, value)) => (key.trim(), Some(value.trim().to_owned())),
-            None => (text, None),
-        };
-        if key.is_empty() || key.contains(char::is_whitespace) {
-            return Err(format!(
-                "{text:?} is not a node label selector (use key=value or key)"
-            ));
-        }
-        Ok(LabelRequirement {
-            key: key.to_owned(),
-            value,
-        })
-    }
-
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        match (labels.get(&self.key), &self.value) {
-            (Some(_), None) => true,
-            (Some(actual), Some(wanted)) => actual == wanted,
-            (None, _) => false,
-        }
-    }
-}
-
-impl std::fmt::Display for LabelRequirement {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.value {
-            Some(value) => write!(f, "{}={value}", self.key),
-            None => f.write_str(&self.key),
-        }
-    }
-}
 
 /// The operator's placement settings.
 #[derive(Clone, Debug)]
@@ -412,18 +368,6 @@ mod tests {
             Placement::Wasm { nodes, .. } => Some(nodes.clone()),
             _ => None,
         }
-    }
-
-    #[test]
-    fn label_requirements_parse_and_print() {
-        let r = LabelRequirement::parse(" a/b=c ").expect("valid");
-        assert_eq!((r.key.as_str(), r.value.as_deref()), ("a/b", Some("c")));
-        assert_eq!(r.to_string(), "a/b=c");
-        let r = LabelRequirement::parse("exists").expect("valid");
-        assert_eq!(r.value, None);
-        assert_eq!(r.to_string(), "exists");
-        assert!(LabelRequirement::parse("=x").is_err());
-        assert!(LabelRequirement::parse("a b=c").is_err());
     }
 
     #[test]

@@ -28,7 +28,6 @@ use sha2::{Digest, Sha256};
 use wasmfn_api::labels;
 use wasmfn_result::run_settings::{Invoke, RunSettings};
 
-use super::admission::NODE_LABEL;
 use super::placement;
 use crate::pod_security::{self, Compute};
 
@@ -55,6 +54,8 @@ pub const EXECUTION_LABEL: &str = "wasmfn.dev/execution";
 pub const ATTEMPT_LABEL: &str = "wasmfn.dev/attempt";
 /// Annotation with the runtime the pod was placed for (`WasmEdge` or `Container`).
 pub const RUNTIME_ANNOTATION: &str = "wasmfn.dev/runtime";
+/// The label naming the node a run pod was admitted to (and pinned on).
+pub const NODE_LABEL: &str = "wasmfn.dev/node";
 /// The taints the node controller puts on a node that stopped answering.
 const NODE_LOSS_TAINTS: [&str; 2] = [
     "node.kubernetes.io/unreachable",

@@ -58,16 +58,7 @@ pub fn private_key(key: &str, uid: &str) -> String {
     format!("sha256:{}", hex::encode(hash.finalize()))
 }
 
-/// The key's hex digits without the `sha256:` prefix.
-pub fn key_hex(key: &str) -> &str {
-    key.strip_prefix("sha256:").unwrap_or(key)
-}
-
-/// The form used in label keys and values (63 characters at most).
-pub fn key_label(key: &str) -> &str {
-    let hex = key_hex(key);
-    &hex[..hex.len().min(63)]
-}
+pub use crate::naming::{digest_hex as key_hex, label_form as key_label};
 
 #[cfg(test)]
 mod tests {

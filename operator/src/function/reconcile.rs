@@ -686,7 +686,7 @@ async fn start_compile(
         isolate_network: ctx.config.compile_isolate_network,
     });
     let name = job_name(key);
-    crate::network_policy::ensure(ctx, namespace, function).await?;
+    ctx.ensure_network_policy(namespace, function).await?;
     let created = match jobs.create(&PostParams::default(), &job).await {
         Ok(created) => created,
         Err(kube::Error::Api(status)) if status.code == 409 => {

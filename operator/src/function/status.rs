@@ -237,11 +237,7 @@ fn attempts(try_number: u32) -> i32 {
     i32::try_from(try_number).unwrap_or(i32::MAX)
 }
 
-/// The artifact status for a stored record.
-pub fn short_digest(digest: &str) -> String {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    hex[..hex.len().min(12)].to_owned()
-}
+pub use crate::naming::short_digest;
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,7 @@ use wasmfn_api::{labels, ArtifactStatus, ArtifactStore};
 use wasmfn_artifact::{ArtifactManifest, MANIFEST_FILE};
 
 use crate::error::{Error, Result};
-use crate::function::cache_key::key_label;
+use crate::naming::label_form;
 pub use record::ArtifactRecord;
 
 /// The field manager of everything the operator writes.
@@ -137,7 +137,7 @@ impl Stores {
             labels::STORE,
             store.as_str(),
             labels::CACHE_KEY_PREFIX,
-            key_label(key)
+            label_form(key)
         );
         let found = self
             .records(namespace)
@@ -248,7 +248,7 @@ impl Stores {
     async fn add_key(&self, api: &Api<ConfigMap>, name: &str, key: &str) -> Result<()> {
         let patch = serde_json::json!({
             "metadata": {
-                "labels": { format!("{}{}", labels::CACHE_KEY_PREFIX, key_label(key)): "" },
+                "labels": { format!("{}{}", labels::CACHE_KEY_PREFIX, label_form(key)): "" },
                 "annotations": { labels::UNREFERENCED_SINCE: null }
             }
         });

@@ -7,8 +7,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use wasmfn_api::{labels, ArtifactStatus, ArtifactStore};
 
-use crate::function::cache_key::key_label;
-use crate::function::status::short_digest;
+use crate::naming::{digest_hex, label_form, short_digest};
 
 /// Annotation: the full digest.
 pub const DIGEST_ANNOTATION: &str = "wasmfn.dev/digest";
@@ -44,7 +43,7 @@ pub struct ArtifactRecord {
 
 /// `wasmfn-artifact-<20 hex>` (ConfigMap store) or `wasmfn-oci-<20 hex>` (OCI store).
 pub fn record_name(store: ArtifactStore, digest: &str) -> String {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let hex = digest_hex(digest);
     let prefix = match store {
         ArtifactStore::ConfigMap => "wasmfn-artifact",
         ArtifactStore::Oci => "wasmfn-oci",
@@ -54,7 +53,7 @@ pub fn record_name(store: ArtifactStore, digest: &str) -> String {
 
 /// Labels of a record.
 pub fn record_labels(store: ArtifactStore, digest: &str, key: &str) -> BTreeMap<String, String> {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let hex = digest_hex(digest);
     BTreeMap::from([
         (
             labels::MANAGED_BY.to_owned(),
@@ -67,7 +66,7 @@ pub fn record_labels(store: ArtifactStore, digest: &str, key: &str) -> BTreeMap<
             hex[..hex.len().min(63)].to_owned(),
         ),
         (
-            format!("{}{}", labels::CACHE_KEY_PREFIX, key_label(key)),
+            format!("{}{}", labels::CACHE_KEY_PREFIX, label_form(key)),
             String::new(),
         ),
     ])

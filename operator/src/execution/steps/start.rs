@@ -113,7 +113,8 @@ async fn start_pod(run: &Run<'_>, start: PodStart<'_>) -> Result<Action> {
         ControlFlow::Continue(map) => map,
         ControlFlow::Break(action) => return Ok(action),
     };
-    crate::network_policy::ensure(ctx, &seen.namespace, run.execution()).await?;
+    ctx.ensure_network_policy(&seen.namespace, run.execution())
+        .await?;
     let pod_name = pod_name(&seen.name, attempt);
     let held = format!("{}/{pod_name}", seen.namespace);
     let node = match admit(ctx, run.execution(), &seen.uid, &held, start.candidates).await? {
