@@ -14,6 +14,7 @@ use wasmfn_api::{ExecutionPhase, WasmExecutionStatus};
 
 use super::outcome::{Loss, RunState};
 use super::placement::Placement;
+use super::reasons::{Failure, Pending};
 
 /// The condition reason while waiting to retry a lost attempt.
 pub const RETRYING: &str = "Retrying";
@@ -60,7 +61,7 @@ pub struct Observation<'a> {
     /// The function.
     pub function: FunctionState,
     /// Why the inputs cannot be run (too large, malformed), if so.
-    pub input_problem: Option<(&'static str, String)>,
+    pub input_problem: Option<(Failure, String)>,
     /// The newest run pod's attempt number and state.
     pub pod: Option<(i32, RunState)>,
     /// Where a new attempt would run; `None` until [`Step::Place`] asked for it (placement
@@ -99,14 +100,14 @@ pub enum Step {
     /// Wait (phase Pending) with this reason and message.
     Wait {
         /// Condition reason.
-        reason: &'static str,
+        reason: Pending,
         /// Why.
         message: String,
     },
     /// Fail without running (phase Failed).
     Fail {
         /// Condition reason.
-        reason: &'static str,
+        reason: Failure,
         /// Why.
         message: String,
         /// Attempts made.
@@ -302,20 +303,20 @@ pub fn decide(o: &Observation<'_>) -> Step {
     match &o.function {
         FunctionState::Missing => {
             return Step::Wait {
-                reason: "FunctionNotFound",
+                reason: Pending::FunctionNotFound,
                 message: "the WasmFunction does not exist (yet); the execution runs once it is created and Ready".into(),
             }
         }
         FunctionState::Failed { message } => {
             return Step::Fail {
-                reason: "FunctionFailed",
+                reason: Failure::FunctionFailed,
                 message: format!("the function failed: {message}"),
                 attempts: attempt,
             }
         }
         FunctionState::NotReady { message } => {
             return Step::Wait {
-                reason: "FunctionNotReady",
+                reason: Pending::FunctionNotReady,
                 message: format!("waiting for the function to become Ready: {message}"),
             }
         }
@@ -323,7 +324,7 @@ pub fn decide(o: &Observation<'_>) -> Step {
     }
     if let Some((reason, message)) = &o.input_problem {
         return Step::Fail {
-            reason,
+            reason: *reason,
             message: message.clone(),
             attempts: attempt,
         };
@@ -332,7 +333,7 @@ pub fn decide(o: &Observation<'_>) -> Step {
         None => return Step::Place,
         Some(Placement::Wait { reason }) => {
             return Step::Wait {
-                reason: "Unschedulable",
+                reason: Pending::Unschedulable,
                 message: reason.clone(),
             }
         }
@@ -372,7 +373,7 @@ fn lose(o: &Observation<'_>, attempt: i32, loss: Loss, message: String) -> Step 
             format!("after {attempt} attempts")
         };
         Step::Fail {
-            reason: loss.reason(),
+            reason: Failure::Lost(loss),
             message: format!("attempt {attempt} was lost ({message}); {tries}"),
             attempts: attempt,
         }
@@ -484,7 +485,7 @@ mod tests {
         assert!(matches!(
             decide(&o),
             Step::Wait {
-                reason: "FunctionNotFound",
+                reason: Pending::FunctionNotFound,
                 ..
             }
         ));
@@ -492,20 +493,20 @@ mod tests {
             message: "compiling".into(),
         };
         assert!(
-            matches!(decide(&o), Step::Wait { reason: "FunctionNotReady", message } if message.contains("compiling"))
+            matches!(decide(&o), Step::Wait { reason: Pending::FunctionNotReady, message } if message.contains("compiling"))
         );
         o.function = FunctionState::Failed {
             message: "syntax error".into(),
         };
         assert!(
-            matches!(decide(&o), Step::Fail { reason: "FunctionFailed", message, attempts: 0 } if message.contains("syntax error"))
+            matches!(decide(&o), Step::Fail { reason: Failure::FunctionFailed, message, attempts: 0 } if message.contains("syntax error"))
         );
         o.function = FunctionState::Ready;
-        o.input_problem = Some(("InputTooLarge", "stdin is 300 KiB".into()));
+        o.input_problem = Some((Failure::InputTooLarge, "stdin is 300 KiB".into()));
         assert!(matches!(
             decide(&o),
             Step::Fail {
-                reason: "InputTooLarge",
+                reason: Failure::InputTooLarge,
                 ..
             }
         ));
@@ -657,7 +658,7 @@ mod tests {
         ));
         match decide(&o) {
             Step::Fail {
-                reason: "PodStartFailed",
+                reason: Failure::Lost(Loss::NeverStarted),
                 attempts,
                 message,
             } => {
@@ -690,7 +691,7 @@ mod tests {
         };
         assert!(matches!(
             decide(&observe(None, None, &p)),
-            Step::Wait { reason: "Unschedulable", message } if message == "no WasmEdge node"
+            Step::Wait { reason: Pending::Unschedulable, message } if message == "no WasmEdge node"
         ));
     }
 
@@ -778,7 +779,7 @@ mod tests {
         let s = status(ExecutionPhase::Running, 2, "Running");
         match decide(&observe(Some(&s), Some((2, lost())), &p)) {
             Step::Fail {
-                reason: "PodEvicted",
+                reason: Failure::Lost(Loss::PodEvicted),
                 message,
                 attempts: 2,
             } => assert!(message.contains("after 2 attempts"), "{message}"),
@@ -790,7 +791,7 @@ mod tests {
         o.status = Some(&s1);
         o.pod = None;
         assert!(
-            matches!(decide(&o), Step::Fail { reason: "PodDeleted", message, .. } if message.contains("no retries"))
+            matches!(decide(&o), Step::Fail { reason: Failure::Lost(Loss::PodDeleted), message, .. } if message.contains("no retries"))
         );
     }
 
@@ -819,7 +820,7 @@ mod tests {
                 );
             } else {
                 assert!(
-                    matches!(&step, Step::Fail { reason: "PodStartFailed", attempts, .. } if *attempts == attempt),
+                    matches!(&step, Step::Fail { reason: Failure::Lost(Loss::NeverStarted), attempts, .. } if *attempts == attempt),
                     "attempt {attempt}: {step:?}"
                 );
             }
@@ -831,7 +832,7 @@ mod tests {
         assert!(matches!(
             decide(&o),
             Step::Fail {
-                reason: "PodEvicted",
+                reason: Failure::Lost(Loss::PodEvicted),
                 ..
             }
         ));

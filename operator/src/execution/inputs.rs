@@ -3,6 +3,7 @@
 
 use wasmfn_api::{WasmExecutionSpec, WasmFunctionSpec};
 
+use super::reasons::Failure;
 use super::run_pod::MAX_STDIN_BYTES;
 use crate::config::parse_quantity;
 
@@ -81,11 +82,11 @@ pub fn resolve(
     execution: &WasmExecutionSpec,
     function: &WasmFunctionSpec,
     defaults: Defaults,
-) -> Result<RunInputs, (&'static str, String)> {
+) -> Result<RunInputs, (Failure, String)> {
     let stdin = match (&execution.stdin, &execution.input) {
         (Some(_), Some(_)) => {
             return Err((
-                "InvalidSpec",
+                Failure::InvalidSpec,
                 "set at most one of spec.stdin and spec.input".into(),
             ))
         }
@@ -96,7 +97,7 @@ pub fn resolve(
     if let Some(stdin) = &stdin {
         if stdin.len() > MAX_STDIN_BYTES {
             return Err((
-                "InputTooLarge",
+                Failure::InputTooLarge,
                 format!(
                     "stdin is {} bytes; at most {MAX_STDIN_BYTES} (256 KiB) travel with an execution — pass larger inputs by reference",
                     stdin.len()
@@ -112,7 +113,7 @@ pub fn resolve(
             None => env.push((var.name.clone(), value)),
         }
     }
-    check_arguments(&execution.args, &env).map_err(|message| ("InputTooLarge", message))?;
+    check_arguments(&execution.args, &env).map_err(|message| (Failure::InputTooLarge, message))?;
     let timeout_ms = execution
         .timeout_millis
         .or(function.defaults.timeout_millis)
@@ -124,13 +125,13 @@ pub fn resolve(
         .or(function.defaults.memory_limit.as_deref())
     {
         Some(text) => {
-            parse_quantity(text).map_err(|e| ("InvalidSpec", format!("memoryLimit: {e}")))?
+            parse_quantity(text).map_err(|e| (Failure::InvalidSpec, format!("memoryLimit: {e}")))?
         }
         None => defaults.memory_bytes,
     };
     if memory_bytes < 64 << 10 {
         return Err((
-            "InvalidSpec",
+            Failure::InvalidSpec,
             format!("memoryLimit {memory_bytes} bytes is below one WebAssembly page (64Ki)"),
         ));
     }
@@ -173,7 +174,7 @@ mod tests {
 
     fn refusal(spec: &WasmExecutionSpec) -> String {
         match resolve(spec, &function(), DEFAULTS) {
-            Err(("InputTooLarge", message)) => message,
+            Err((Failure::InputTooLarge, message)) => message,
             other => panic!("{other:?}"),
         }
     }
@@ -275,7 +276,7 @@ mod tests {
         e.stdin = Some("x".into());
         assert_eq!(
             resolve(&e, &function(), DEFAULTS).expect_err("rejected").0,
-            "InvalidSpec"
+            Failure::InvalidSpec
         );
         let mut e = execution();
         e.stdin = Some("x".repeat(MAX_STDIN_BYTES));
@@ -285,7 +286,7 @@ mod tests {
         );
         e.stdin = Some("x".repeat(MAX_STDIN_BYTES + 1));
         let (reason, message) = resolve(&e, &function(), DEFAULTS).expect_err("rejected");
-        assert_eq!(reason, "InputTooLarge");
+        assert_eq!(reason, Failure::InputTooLarge);
         assert!(message.contains("262145"), "{message}");
     }
 
@@ -296,7 +297,7 @@ mod tests {
             e.memory_limit = Some(bad.into());
             assert_eq!(
                 resolve(&e, &function(), DEFAULTS).expect_err("rejected").0,
-                "InvalidSpec",
+                Failure::InvalidSpec,
                 "{bad}"
             );
         }

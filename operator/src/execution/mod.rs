@@ -13,6 +13,7 @@ pub mod inputs;
 pub mod observe;
 pub mod outcome;
 pub mod placement;
+pub mod reasons;
 pub mod reconcile;
 pub mod run_pod;
 pub mod status;

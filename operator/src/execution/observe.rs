@@ -30,6 +30,7 @@ use super::placement::{
     place, pod_nodes, prefer_agent, NodeView, Placement, Policy, RuntimeClassView, Taint,
     Toleration,
 };
+use super::reasons::Failure;
 use super::run_pod::{ATTEMPT_LABEL, EXECUTION_UID_LABEL, NODE_LABEL, RUNTIME_ANNOTATION};
 use super::status::Assignment;
 use super::trim;
@@ -61,7 +62,7 @@ pub struct Seen<'a> {
     /// Its function (`None` when missing, or not read for a finished execution).
     pub function: Option<WasmFunction>,
     /// Its inputs resolved against the function and the defaults, or why they cannot run.
-    pub inputs: Option<Result<RunInputs, (&'static str, String)>>,
+    pub inputs: Option<Result<RunInputs, (Failure, String)>>,
     /// When the reconcile began.
     pub now: Timestamp,
 }
@@ -277,7 +278,7 @@ pub async fn with_pod_cause(ctx: &Context, mut step: Step, owned: &[Pod]) -> Ste
             reason,
             message,
             attempts,
-        } if Loss::POD_LOSSES.iter().any(|l| l.reason() == *reason) => (*attempts, message),
+        } if reason.loss().is_some_and(|l| Loss::POD_LOSSES.contains(&l)) => (*attempts, message),
         _ => return step,
     };
     let Some(pod) = owned.iter().find(|p| attempt_of(p) == Some(attempt)) else {
@@ -672,7 +673,7 @@ mod tests {
     fn without_runnable_inputs_the_schedule_timeout_uses_the_default_timeout() {
         let execution = execution();
         let mut seen = seen(&execution, vec![wasm_pod()], at(130));
-        seen.inputs = Some(Err(("InputTooLarge", "too large".into())));
+        seen.inputs = Some(Err((Failure::InputTooLarge, "too large".into())));
         let config = config();
         let observed = observation(&seen, &config, None);
         assert_eq!(
@@ -683,7 +684,7 @@ mod tests {
         );
         assert_eq!(
             observed.input_problem,
-            Some(("InputTooLarge", "too large".to_owned()))
+            Some((Failure::InputTooLarge, "too large".to_owned()))
         );
     }
 

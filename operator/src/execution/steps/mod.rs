@@ -26,24 +26,15 @@ pub use start::start;
 pub use track::track;
 
 use super::observe::Seen;
+use super::reasons::{Failure, Pending};
 use super::status::{leaves_a_final_phase, StatusUpdate};
 use crate::context::Context;
 use crate::error::Result;
 use crate::reconciler;
 use crate::telemetry::object_spans::{nanos, AttemptEnd, ExecutionTrace};
 
-/// How often an execution waiting for its function or a node looks again without an event.
-const WAIT_POLL: Duration = Duration::from_secs(30);
 /// How often a running attempt is looked at without a pod event.
 const RUN_POLL: Duration = Duration::from_secs(5);
-/// The condition reason of an execution waiting for room on a node.
-pub const QUEUED: &str = "Queued";
-/// How often a queued execution looks for room without being woken (a run pod finishing
-/// wakes the head of the queue).
-const QUEUED_POLL: Duration = Duration::from_secs(15);
-/// How soon an attempt starts again after an earlier same-named execution's leftover object
-/// held the name it needs (the leftover is being deleted).
-const LEFTOVER_POLL: Duration = Duration::from_secs(1);
 
 /// One reconcile's working set: what was seen and how to write.
 #[derive(Debug)]
@@ -114,40 +105,45 @@ impl<'r> Run<'r> {
             .await;
     }
 
-    /// Writes a final status; on the write that finished the execution, counts it, ends its
-    /// span and says why in a warning event.
-    async fn fail_with(
-        &self,
-        status: WasmExecutionStatus,
-        reason: &str,
-        message: String,
-    ) -> Result<()> {
+    /// Fails the execution for good after `attempts` attempts; on the write that finished it,
+    /// counts it, ends its span and says why in a warning event.
+    async fn fail_with(&self, reason: Failure, message: String, attempts: i32) -> Result<()> {
+        let status = self
+            .update
+            .clone()
+            .failed(reason.reason(), &message, attempts);
         if self.write(&status).await? {
             self.report_outcome(&status);
-            self.event(true, reason, "Run", message).await;
+            self.event(true, reason.reason(), "Run", message).await;
         }
         Ok(())
+    }
+
+    /// Writes a Pending status for `reason` (an event on the write that changed it) and
+    /// returns when to look again.
+    async fn pend(&self, reason: Pending, message: String, action: &str) -> Result<Duration> {
+        let status = self.update.clone().pending(reason.reason(), &message);
+        if self.write(&status).await? {
+            self.event(reason.warning(), reason.reason(), action, message)
+                .await;
+        }
+        Ok(reason.poll())
     }
 }
 
 /// Waits (phase Pending) for what `reason` names.
-pub async fn wait(run: &Run<'_>, reason: &str, message: String) -> Result<Action> {
-    let status = run.update.clone().pending(reason, &message);
-    if run.write(&status).await? {
-        let warning = reason != "FunctionNotReady";
-        run.event(warning, reason, "Wait", message).await;
-    }
-    Ok(Action::requeue(if reason == "Unschedulable" {
-        Duration::from_secs(10)
-    } else {
-        WAIT_POLL
-    }))
+pub async fn wait(run: &Run<'_>, reason: Pending, message: String) -> Result<Action> {
+    Ok(Action::requeue(run.pend(reason, message, "Wait").await?))
 }
 
 /// Fails the execution for good after `attempts` attempts.
-pub async fn fail(run: &Run<'_>, reason: &str, message: String, attempts: i32) -> Result<Action> {
-    let status = run.update.clone().failed(reason, &message, attempts);
-    run.fail_with(status, reason, message).await?;
+pub async fn fail(
+    run: &Run<'_>,
+    reason: Failure,
+    message: String,
+    attempts: i32,
+) -> Result<Action> {
+    run.fail_with(reason, message, attempts).await?;
     Ok(Action::requeue(Duration::from_secs(1)))
 }
 
@@ -157,11 +153,8 @@ async fn wait_for_leftover(run: &Run<'_>, kind: &str, name: &str) -> Result<Acti
     let message = format!(
         "the {kind} {name} of an earlier execution of this name is being deleted; the run starts once it is gone"
     );
-    let status = run.update.clone().pending("WaitingForCleanup", &message);
-    if run.write(&status).await? {
-        run.event(false, "WaitingForCleanup", "Run", message).await;
-    }
-    Ok(Action::requeue(LEFTOVER_POLL))
+    let poll = run.pend(Pending::WaitingForCleanup, message, "Run").await?;
+    Ok(Action::requeue(poll))
 }
 
 /// Fails the execution because an object it needs a name for belongs to someone else.
@@ -169,11 +162,8 @@ async fn name_taken(run: &Run<'_>, kind: &str, name: &str, attempts: i32) -> Res
     let message = format!(
         "a {kind} named {name} already exists and does not belong to this execution; rename the execution or remove that {kind}"
     );
-    let status = run
-        .update
-        .clone()
-        .failed("NameConflict", &message, attempts);
-    run.fail_with(status, "NameConflict", message).await?;
+    run.fail_with(Failure::NameConflict, message, attempts)
+        .await?;
     Ok(Action::await_change())
 }
 

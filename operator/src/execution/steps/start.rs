@@ -18,7 +18,7 @@ use kube::{Api, ResourceExt};
 use wasmfn_agent_protocol::{RunAssignment, RunSettings};
 use wasmfn_api::{labels, ArtifactStatus, WasmExecution, WasmFunction};
 
-use super::{name_taken, wait_for_leftover, Run, QUEUED, QUEUED_POLL, RUN_POLL};
+use super::{name_taken, wait_for_leftover, Run, RUN_POLL};
 use crate::agent::dispatch::{FetchModule, Handoff};
 use crate::agent::pool::AgentView;
 use crate::context::Context;
@@ -28,6 +28,7 @@ use crate::execution::decision::RUNNING_NOTE_AFTER;
 use crate::execution::inputs::RunInputs;
 use crate::execution::observe::{path_of, runtime_of};
 use crate::execution::placement::Placement;
+use crate::execution::reasons::{Failure, Pending};
 use crate::execution::run_pod::{
     input_config_map, pod_name, run_pod, ModuleMount, PodSettings, RunContract, RunSpec,
 };
@@ -120,11 +121,8 @@ async fn start_pod(run: &Run<'_>, start: PodStart<'_>) -> Result<Action> {
     let node = match admit(ctx, run.execution(), &seen.uid, &held, start.candidates).await? {
         Ok(node) => node,
         Err(message) => {
-            let status = run.update.clone().pending(QUEUED, &message);
-            if run.write(&status).await? {
-                run.event(false, QUEUED, "Admit", message).await;
-            }
-            return Ok(Action::requeue(QUEUED_POLL));
+            let poll = run.pend(Pending::Queued, message, "Admit").await?;
+            return Ok(Action::requeue(poll));
         }
     };
     let settings = pod_settings(ctx);
@@ -218,18 +216,11 @@ async fn module_for(
             "{message}; trying again in {}s ({tries} of {ARTIFACT_TRIES} tries)",
             delay.as_secs()
         );
-        let status = run.update.clone().pending("ArtifactUnavailable", &note);
-        if run.write(&status).await? {
-            run.event(true, "ArtifactUnavailable", "Run", note).await;
-        }
+        run.pend(Pending::ArtifactUnavailable, note, "Run").await?;
         return Ok(ControlFlow::Break(Action::requeue(delay)));
     }
     ctx.succeeded(&artifact_key);
-    let status = run
-        .update
-        .clone()
-        .failed("ArtifactUnavailable", &message, attempt - 1);
-    run.fail_with(status, "ArtifactUnavailable", message)
+    run.fail_with(Failure::ArtifactUnavailable, message, attempt - 1)
         .await?;
     Ok(ControlFlow::Break(Action::requeue(Duration::from_secs(1))))
 }
@@ -284,11 +275,7 @@ async fn start_on_agent(run: &Run<'_>, start: AgentStart<'_>) -> Result<Action> 
     let artifact = match stored_artifact(start.function) {
         Ok(artifact) => artifact.clone(),
         Err(ModuleProblem(message, _)) => {
-            let status =
-                run.update
-                    .clone()
-                    .failed("ArtifactUnavailable", &message, start.attempt - 1);
-            run.fail_with(status, "ArtifactUnavailable", message)
+            run.fail_with(Failure::ArtifactUnavailable, message, start.attempt - 1)
                 .await?;
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
