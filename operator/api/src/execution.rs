@@ -103,6 +103,46 @@ pub enum ExecutionRuntime {
     Container,
 }
 
+/// The runtime that ran an attempt: `WasmEdge` (the warm agent or a Wasm pod on a WasmEdge
+/// node) or `Container` (a container pod running the runner image, WasmEdge embedded).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Runtime {
+    /// WasmEdge on a WasmEdge node: the warm agent or a Wasm pod.
+    WasmEdge,
+    /// A container pod running the runner image (WasmEdge embedded).
+    Container,
+}
+
+impl Runtime {
+    /// As written in status, annotations and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::WasmEdge => "WasmEdge",
+            Runtime::Container => "Container",
+        }
+    }
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "WasmEdge" => Ok(Runtime::WasmEdge),
+            "Container" => Ok(Runtime::Container),
+            other => Err(format!(
+                "{other:?} is not a runtime (WasmEdge or Container)"
+            )),
+        }
+    }
+}
+
 /// Which of the three run paths ran an attempt.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ExecutionPath {
@@ -148,7 +188,7 @@ pub struct WasmExecutionStatus {
     /// The runtime that ran it: `WasmEdge` (the agent or a Wasm pod on a WasmEdge node) or
     /// `Container`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<String>,
+    pub runtime: Option<Runtime>,
     /// The path that ran the current attempt: `Agent`, `WasmPod` or `ContainerPod`.
     /// `placementReason` says why.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,7 +11,7 @@ pub mod function;
 
 pub use condition::{set_condition, ConditionStatus};
 pub use execution::{
-    ExecutionPath, ExecutionPhase, ExecutionRuntime, FunctionReference, WasmExecution,
+    ExecutionPath, ExecutionPhase, ExecutionRuntime, FunctionReference, Runtime, WasmExecution,
     WasmExecutionSpec, WasmExecutionStatus,
 };
 pub use function::{

@@ -18,7 +18,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use tracing::warn;
 use wasmfn_api::{
-    ExecutionPath, ExecutionPhase, FunctionPhase, WasmExecution, WasmExecutionStatus, WasmFunction,
+    ExecutionPath, ExecutionPhase, FunctionPhase, Runtime, WasmExecution, WasmExecutionStatus,
+    WasmFunction,
 };
 
 use super::decision::{FunctionState, Observation, Step};
@@ -227,7 +228,7 @@ pub fn observation<'s>(
         schedule_timeout: Duration::from_secs(
             timeout_ms.div_ceil(1000) + config.run_deadline_grace_seconds,
         ),
-        pod_is_wasm: latest.is_some_and(|(_, p)| runtime_of(p) == "WasmEdge"),
+        pod_is_wasm: latest.is_some_and(|(_, p)| runtime_of(p) == Runtime::WasmEdge),
         pod_pinned: latest.is_some_and(|(_, p)| p.labels().contains_key(NODE_LABEL)),
         retries: seen.execution.spec.retries,
         now,
@@ -308,11 +309,12 @@ fn pod_of(owned: &[Pod], attempt: i32) -> Result<&Pod> {
         .ok_or_else(|| Error::Invariant(format!("no pod for attempt {attempt}")))
 }
 
-pub fn runtime_of(pod: &Pod) -> String {
+/// The runtime a run pod was made for (its annotation; a pod without one is a container pod).
+pub fn runtime_of(pod: &Pod) -> Runtime {
     pod.annotations()
         .get(RUNTIME_ANNOTATION)
-        .cloned()
-        .unwrap_or_else(|| "Container".to_owned())
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(Runtime::Container)
 }
 
 /// The runtime a pod was made for and why (from the status; a pod adopted after a restart,
@@ -331,7 +333,7 @@ fn assignment_of(pod: &Pod, status: Option<&WasmExecutionStatus>) -> Assignment 
 }
 
 pub fn path_of(pod: &Pod) -> ExecutionPath {
-    if runtime_of(pod) == "WasmEdge" {
+    if runtime_of(pod) == Runtime::WasmEdge {
         ExecutionPath::WasmPod
     } else {
         ExecutionPath::ContainerPod
@@ -357,7 +359,7 @@ fn on_agent(ctx: &Context, uid: &str, status: Option<&WasmExecutionStatus>) -> O
     let dispatcher = &ctx.agents.as_ref()?.dispatcher;
     let recorded = status.map_or(0, |s| s.attempts);
     let assignment = |agent: String, reason: String| Assignment {
-        runtime: "WasmEdge".into(),
+        runtime: Runtime::WasmEdge,
         path: ExecutionPath::Agent,
         reason,
         pod: agent,
@@ -695,7 +697,7 @@ mod tests {
         seen.on_agent = Some(OnAgent {
             attempt: 2,
             assignment: Assignment {
-                runtime: "WasmEdge".into(),
+                runtime: Runtime::WasmEdge,
                 path: ExecutionPath::Agent,
                 reason: "warm agent".into(),
                 pod: "agent-x".into(),

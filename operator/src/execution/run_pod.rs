@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
-use wasmfn_api::labels;
+use wasmfn_api::{labels, Runtime};
 use wasmfn_result::run_settings::{Invoke, RunSettings};
 
 use super::placement;
@@ -354,9 +354,9 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
     let request = Quantity(settings.memory_overhead_bytes.to_string());
     let deadline = spec.contract.timeout_ms.div_ceil(1000) + settings.deadline_grace_seconds;
     let runtime = if wasm.is_some() {
-        "WasmEdge"
+        Runtime::WasmEdge
     } else {
-        "Container"
+        Runtime::Container
     };
     // Pinned to the admitted node by its name, else (a Wasm pod without admission) to the
     // eligible nodes.
@@ -427,7 +427,7 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
             ),
             annotations: Some(BTreeMap::from([(
                 RUNTIME_ANNOTATION.to_owned(),
-                runtime.to_owned(),
+                runtime.as_str().to_owned(),
             )])),
             owner_references: Some(vec![spec.owner.clone()]),
             ..Default::default()

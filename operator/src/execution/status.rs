@@ -2,7 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use wasmfn_api::{
-    set_condition, ConditionStatus, ExecutionPath, ExecutionPhase, WasmExecutionStatus,
+    set_condition, ConditionStatus, ExecutionPath, ExecutionPhase, Runtime, WasmExecutionStatus,
 };
 
 use super::decision::RETRYING;
@@ -14,8 +14,8 @@ pub const SUCCEEDED: &str = "Succeeded";
 /// Where an attempt runs, as status reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assignment {
-    /// `WasmEdge` or `Container`.
-    pub runtime: String,
+    /// The runtime that runs it.
+    pub runtime: Runtime,
     /// Agent, Wasm pod or container pod.
     pub path: ExecutionPath,
     /// Why.
@@ -34,7 +34,7 @@ impl Assignment {
     }
 
     fn record(&self, status: &mut WasmExecutionStatus) {
-        status.runtime = Some(self.runtime.clone());
+        status.runtime = Some(self.runtime);
         status.path = Some(self.path);
         let (pod, agent) = match self.path {
             ExecutionPath::Agent => (None, Some(self.pod.clone())),
@@ -368,7 +368,7 @@ mod tests {
 
     fn assignment() -> Assignment {
         Assignment {
-            runtime: "WasmEdge".into(),
+            runtime: Runtime::WasmEdge,
             path: ExecutionPath::WasmPod,
             reason: "node a".into(),
             pod: "x-run-1".into(),
@@ -423,7 +423,7 @@ mod tests {
         let s = StatusUpdate::new(Some(&s), Some(1), now()).scheduled(1, &assignment());
         assert_eq!(s.phase, Some(ExecutionPhase::Scheduled));
         assert_eq!((s.attempts, s.pod_name.as_deref()), (1, Some("x-run-1")));
-        assert_eq!(s.runtime.as_deref(), Some("WasmEdge"));
+        assert_eq!(s.runtime, Some(Runtime::WasmEdge));
         assert_eq!(condition(&s), ("Unknown", "Scheduled"));
 
         let s = StatusUpdate::new(Some(&s), Some(1), now()).running(
@@ -518,7 +518,7 @@ mod tests {
     #[test]
     fn an_attempt_handed_to_an_agent_names_the_agent_not_a_pod_and_tracking_it_changes_nothing() {
         let agent = Assignment {
-            runtime: "WasmEdge".into(),
+            runtime: Runtime::WasmEdge,
             path: ExecutionPath::Agent,
             reason: "agent wasmfn-agent-x on WasmEdge node a is Ready with 0 runs pending".into(),
             pod: "wasmfn-agent-x".into(),

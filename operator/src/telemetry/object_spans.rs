@@ -153,7 +153,10 @@ impl ExecutionTrace {
         }
         for (key, value) in [
             ("wasmfn.reason", &status.reason),
-            ("wasmfn.runtime", &status.runtime),
+            (
+                "wasmfn.runtime",
+                &status.runtime.map(|r| r.as_str().to_owned()),
+            ),
             ("k8s.node.name", &status.node),
             ("k8s.pod.name", &status.pod_name),
         ] {
@@ -511,7 +514,7 @@ mod tests {
             phase: Some(ExecutionPhase::Failed),
             reason: Some("Trap".into()),
             message: Some("unreachable executed".into()),
-            runtime: Some("Container".into()),
+            runtime: Some(wasmfn_api::Runtime::Container),
             exit_code: Some(134),
             attempts: 1,
             completion_time: Some(Time(completed)),

@@ -16,7 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::warn;
-use wasmfn_api::{WasmExecution, WasmExecutionStatus};
+use wasmfn_api::{Runtime, WasmExecution, WasmExecutionStatus};
 use wasmfn_result::trace::RunTrace;
 
 pub use finish::finish;
@@ -172,7 +172,7 @@ impl Run<'_> {
     /// that finished it calls this).
     fn report_outcome(&self, status: &WasmExecutionStatus) {
         let (ctx, execution, now) = (self.ctx, self.execution(), self.seen.now);
-        let runtime = status.runtime.as_deref().unwrap_or("None");
+        let runtime = status.runtime.map_or("None", Runtime::as_str);
         let outcome = status.reason.as_deref().unwrap_or("Unknown");
         let labels = [("runtime", runtime), ("outcome", outcome)];
         ctx.metrics.inc("wasmfn_executions_total", &labels);

@@ -48,7 +48,7 @@ pub async fn record(run: &Run<'_>, attempt: i32, state: RunState) -> Result<Acti
             attempt,
             pod: &assignment.pod,
             node: ended.node.as_deref(),
-            runtime: &assignment.runtime,
+            runtime: assignment.runtime.as_str(),
             reason: &ended.reason,
             started: pod.map_or_else(
                 || attempt_started(on_agent, seen.status(), seen.now),
@@ -171,7 +171,7 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
-    use wasmfn_api::ExecutionPhase;
+    use wasmfn_api::{ExecutionPhase, Runtime};
     use wasmfn_result::{Reason, ResultDocument, RuntimeInfo, StreamSummary};
 
     use crate::execution::outcome::PlatformFailure;
@@ -186,7 +186,7 @@ mod tests {
 
     fn pod_assignment() -> Assignment {
         Assignment {
-            runtime: "WasmEdge".into(),
+            runtime: Runtime::WasmEdge,
             path: ExecutionPath::WasmPod,
             reason: "a WasmEdge node is Ready".into(),
             pod: "run-1".into(),

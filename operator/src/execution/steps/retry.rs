@@ -69,7 +69,7 @@ fn trace_lost(run: &Run<'_>, attempt: i32, loss: Loss, message: &str) {
             || seen.status().and_then(|s| s.node.as_deref()),
             |pod| pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
         ),
-        runtime: &assignment.runtime,
+        runtime: assignment.runtime.as_str(),
         reason: loss.reason(),
         started: pod.map_or_else(
             || attempt_started(on_agent, seen.status(), seen.now),

@@ -173,7 +173,7 @@ async fn scheduled(
     if run.write(&status).await? {
         run.ctx.metrics.inc(
             "wasmfn_run_pods_created_total",
-            &[("runtime", &assignment.runtime)],
+            &[("runtime", assignment.runtime.as_str())],
         );
         run.event(false, "Placed", "Place", note).await;
         if let Some(problem) = trace_problem {
