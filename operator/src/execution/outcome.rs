@@ -576,7 +576,7 @@ pub fn result_fields(document: &ResultDocument, log: Option<&str>, cap: u64) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
@@ -594,7 +594,8 @@ mod tests {
         }
     }
 
-    fn document(reason: Reason, stdout: &[u8], stderr: &[u8]) -> ResultDocument {
+    /// A result document of `reason` with these streams (exit 0 when Completed).
+    pub(crate) fn document(reason: Reason, stdout: &[u8], stderr: &[u8]) -> ResultDocument {
         let mut doc = ResultDocument::new(reason, runtime());
         doc.stdout = StreamSummary::from_bytes(stdout);
         doc.stderr = StreamSummary::from_bytes(stderr);

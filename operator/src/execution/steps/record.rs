@@ -172,8 +172,9 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
     use wasmfn_api::{ExecutionPhase, Runtime};
-    use wasmfn_result::{Reason, ResultDocument, RuntimeInfo, StreamSummary};
+    use wasmfn_result::Reason;
 
+    use crate::execution::outcome::tests::document;
     use crate::execution::outcome::PlatformFailure;
 
     fn update() -> StatusUpdate {
@@ -194,17 +195,7 @@ mod tests {
     }
 
     fn finished(reason: Reason, stdout: &[u8]) -> RunState {
-        let mut document = ResultDocument::new(
-            reason,
-            RuntimeInfo {
-                name: "wasmedge".into(),
-                version: "0.14".into(),
-                aot: false,
-                aot_source: None,
-                aot_rejected: None,
-            },
-        );
-        document.stdout = StreamSummary::from_bytes(stdout);
+        let mut document = document(reason, stdout, b"");
         document.exit_code = Some(if reason == Reason::Completed { 0 } else { 3 });
         RunState::Finished {
             node: Some("node-a".into()),
