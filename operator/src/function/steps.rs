@@ -1,9 +1,11 @@
 //! The steps a function's reconcile carries out, one small async function per [`Step`] the
 //! decision names (plus the two answers to a source that cannot be built). Each writes the
-//! function's status at most once and tells when to look again.
+//! function's status at most once (the write is fenced on the resourceVersion the decision saw,
+//! so a second write of the same pass would be refused as stale) and tells when to look again.
 //!
 //! [`Step`]: super::decision::Step
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -27,7 +29,7 @@ use super::status::{retry_message, StatusUpdate};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::idempotent::{create_if_absent, delete_if_present};
-use crate::reconciler::owner_reference;
+use crate::reconciler::{self, owner_reference};
 use crate::store::ModuleToStore;
 use crate::telemetry::object_spans::{nanos, CompileEnd, FunctionTrace};
 
@@ -46,12 +48,18 @@ pub struct Pass<'a> {
     ctx: &'a Context,
     function: &'a WasmFunction,
     now: Timestamp,
+    written: AtomicBool,
 }
 
 impl<'a> Pass<'a> {
     /// A pass over `function` as read, deciding at `now`.
     pub fn new(ctx: &'a Context, function: &'a WasmFunction, now: Timestamp) -> Self {
-        Pass { ctx, function, now }
+        Pass {
+            ctx,
+            function,
+            now,
+            written: AtomicBool::new(false),
+        }
     }
 
     /// The time the pass decides at.
@@ -71,25 +79,16 @@ impl<'a> Pass<'a> {
     /// Writes `status` if it differs; returns whether it did (events and metrics follow only
     /// a change, so that a repeated reconcile does not repeat them).
     async fn write(&self, status: WasmFunctionStatus) -> Result<bool> {
-        if self.function.status.as_ref() == Some(&status) {
-            return Ok(false);
+        if self.written.swap(true, Ordering::SeqCst) {
+            return Err(Error::Invariant(
+                "a second status write in one reconcile would be refused as stale".into(),
+            ));
         }
-        self.ctx.ensure_leading()?;
         let namespace = self.function.namespace().unwrap_or_default();
         let functions = Api::<WasmFunction>::namespaced(self.ctx.client.clone(), &namespace);
-        let patch = serde_json::json!({
-            "apiVersion": wasmfn_api::API_VERSION,
-            "kind": "WasmFunction",
-            "status": status,
-        });
-        functions
-            .patch_status(
-                &self.function.name_any(),
-                &PatchParams::apply(crate::store::FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
-        Ok(true)
+        let written =
+            reconciler::write_status(self.ctx, &functions, self.function, &status).await?;
+        Ok(written.is_some())
     }
 
     async fn event(&self, warning: bool, reason: &str, action: &str, note: String) {
