@@ -12,6 +12,8 @@ pub mod compile_output;
 pub mod decision;
 pub mod observe;
 pub mod reconcile;
+#[cfg(test)]
+mod scenarios;
 pub mod source;
 pub mod status;
 pub mod steps;
