@@ -95,7 +95,7 @@ async fn a_finished_job_gets_its_module_stored_and_the_function_ready_once() {
     // The function was compiling; its Job has since succeeded and logged the module.
     let module = b"\0asm\x01\0\0\0".to_vec();
     let digest = sha256_digest(&module);
-    let function = compiling_function();
+    let function = compiling_function(None);
     let job = compile_job_of(
         &function,
         JobStatus {
@@ -147,6 +147,83 @@ async fn a_finished_job_gets_its_module_stored_and_the_function_ready_once() {
     assert_eq!(event["reason"], "Compiled");
 }
 
+#[tokio::test]
+async fn a_status_decided_on_a_stale_copy_is_refused_and_decided_again_on_a_fresh_read() {
+    // The watch cache still shows the function without a status, but this replica's last pass
+    // already wrote that its compile is running.
+    let cached = new_function();
+    let mut fresh = compiling_function(Some(at(1_600)));
+    fresh.metadata.resource_version = Some("42".into());
+    let job = compile_job_of(
+        &cached,
+        JobStatus {
+            start_time: Some(at(1_000)),
+            active: Some(1),
+            ..Default::default()
+        },
+    );
+    fresh.status = fresh.status.map(|mut status| {
+        status
+            .compile
+            .iter_mut()
+            .for_each(|c| c.start_time = Some(at(1_000)));
+        status
+    });
+    let job_path = format!("{JOBS}/{}", job_name_of(&cached));
+    let fresh_json = json_of(&fresh);
+    let script = |mut api: ApiServer| async move {
+        api.answer(&format!("GET {CONFIG_MAPS}"), Answer::List(vec![]))
+            .await;
+        api.answer(&format!("GET {job_path}"), Answer::Object(json_of(&job)))
+            .await;
+        api.answer(&format!("PUT {FUNCTIONS}/hello/status"), Answer::Conflict)
+            .await;
+        // Read again, and observed again; the status already says it all: no second write.
+        api.answer(
+            &format!("GET {FUNCTIONS}/hello"),
+            Answer::Object(fresh_json),
+        )
+        .await;
+        api.answer(&format!("GET {CONFIG_MAPS}"), Answer::List(vec![]))
+            .await;
+        api.answer(&format!("GET {job_path}"), Answer::Object(json_of(&job)))
+            .await;
+        api.nothing_more().await;
+    };
+
+    let (action, ()) = reconcile_against(cached, script).await;
+
+    assert_eq!(action, Action::requeue(COMPILE_POLL));
+}
+
+#[tokio::test]
+async fn a_function_deleted_after_its_stale_read_needs_nothing_more() {
+    let cached = new_function();
+    let job = compile_job_of(
+        &cached,
+        JobStatus {
+            active: Some(1),
+            ..Default::default()
+        },
+    );
+    let job_path = format!("{JOBS}/{}", job_name_of(&cached));
+    let script = |mut api: ApiServer| async move {
+        api.answer(&format!("GET {CONFIG_MAPS}"), Answer::List(vec![]))
+            .await;
+        api.answer(&format!("GET {job_path}"), Answer::Object(json_of(&job)))
+            .await;
+        api.answer(&format!("PUT {FUNCTIONS}/hello/status"), Answer::Conflict)
+            .await;
+        api.answer(&format!("GET {FUNCTIONS}/hello"), Answer::NotFound)
+            .await;
+        api.nothing_more().await;
+    };
+
+    let (action, ()) = reconcile_against(cached, script).await;
+
+    assert_eq!(action, Action::await_change());
+}
+
 /// Runs one reconcile of `function` while `script` plays the API server; returns the
 /// reconcile's action and what the script returned.
 async fn reconcile_against<S, F, T>(function: WasmFunction, script: S) -> (Action, T)
@@ -188,6 +265,8 @@ enum Answer {
     Text(String),
     /// 404 Not Found.
     NotFound,
+    /// 409 Conflict: the write's resourceVersion is not the object's any more.
+    Conflict,
 }
 
 /// A request the API server saw.
@@ -220,11 +299,8 @@ impl ApiServer {
             }
             Answer::Echo => (StatusCode::OK, body.to_string()),
             Answer::Text(text) => (StatusCode::OK, text),
-            Answer::NotFound => {
-                let status = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
-                    "reason": "NotFound", "code": 404, "message": "not found"});
-                (StatusCode::NOT_FOUND, status.to_string())
-            }
+            Answer::NotFound => failure(StatusCode::NOT_FOUND, "NotFound"),
+            Answer::Conflict => failure(StatusCode::CONFLICT, "Conflict"),
         };
         let response = Response::builder()
             .status(status)
@@ -247,6 +323,13 @@ impl ApiServer {
             );
         }
     }
+}
+
+/// A failure as the API server reports it: a `Status` object with the code and reason.
+fn failure(code: StatusCode, reason: &str) -> (StatusCode, String) {
+    let status = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+        "reason": reason, "code": code.as_u16(), "message": reason});
+    (code, status.to_string())
 }
 
 /// A context with the default settings, no registry, no tracing, and leadership held.
@@ -286,8 +369,9 @@ fn new_function() -> WasmFunction {
     function
 }
 
-/// The function with its first compile try running.
-fn compiling_function() -> WasmFunction {
+/// The function with its first compile try running since second 1000, in a Job that the
+/// cluster stops at `deadline`.
+fn compiling_function(deadline: Option<Time>) -> WasmFunction {
     let mut function = new_function();
     let key = key_of(&function);
     let status = StatusUpdate::new(None, Some(1), at(1_000)).compiling(
@@ -295,7 +379,7 @@ fn compiling_function() -> WasmFunction {
         &job_name(&key),
         Some(at(1_000)),
         1,
-        None,
+        deadline,
     );
     function.status = Some(status);
     function
