@@ -76,6 +76,8 @@ async fn reconcile_fresh(cached: &WasmFunction, ctx: &Context) -> Result<Action>
     }
 }
 
+/// One pass over `function` as read: observe what the decision needs, decide, carry out the
+/// step.
 async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Action> {
     let namespace = namespace_of(function)?;
     let pass = Pass::new(ctx, function, Timestamp::now());

@@ -359,7 +359,8 @@ pub async fn fail(
     let note = format!("{}{}", failure.message, tried.logs_hint());
     let status = pass.update().compile_failed(&facts.key, compile, &failure);
     if pass.write(status).await? {
-        // The reason is the builder's (a fixed set it reports) or one of ours.
+        // A metric label: one of our reasons, or the one in the builder's failure document,
+        // which nothing here holds to a fixed set.
         pass.count_compile(&failure.reason);
         let started = tried
             .start_time
