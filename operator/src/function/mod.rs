@@ -3,15 +3,20 @@
 //!
 //! Pure parts: [`source`] (validation), [`cache_key`], [`decision`] (the next step),
 //! [`compile_job`] (the Job), [`compile_output`] (reading what the Job produced), [`status`].
-//! [`reconcile`] fetches, calls them and applies the result.
+//! [`reconcile`] runs one pass: [`observe`] reads what the decision needs, [`decision`] names
+//! the step, and [`steps`] carries it out.
 
 pub mod cache_key;
 pub mod compile_job;
 pub mod compile_output;
 pub mod decision;
+pub mod observe;
 pub mod reconcile;
+#[cfg(test)]
+mod scenarios;
 pub mod source;
 pub mod status;
+pub mod steps;
 
 use std::sync::Arc;
 
