@@ -11,6 +11,9 @@
 # WASMFN_DEMO_SKIP_IMAGES=1 (use the images already in the local registry),
 # WASMFN_DEMO_NAMESPACE (default wasmfn-demo).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+harness_tag=demo
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 export WASMFN_CACHE=${WASMFN_CACHE:-$HOME/.cache/wasmfn}
@@ -22,14 +25,12 @@ release_ns=wasmfn-system
 logs=$repo/target/demo
 mkdir -p "$logs"
 
-started=$(date +%s)
-say() { printf '== demo: [%4ss] %s\n' "$(( $(date +%s) - started ))" "$*"; }
 died=""
 die() { died=1; say "FAILED: $*" >&2; exit 1; }
 
 # Runs a long step in the background with its output in a log file, printing a progress line
 # with the log's last line every 20 s; on failure (or after LIMIT seconds) prints the log's tail.
-# Usage: step LIMIT NAME LOG COMMAND...
+# Usage: run_step LIMIT NAME LOG COMMAND...
 step_pid=""
 on_exit() {
   local rc=$?
@@ -40,7 +41,7 @@ on_exit() {
   fi
 }
 trap on_exit EXIT
-step() {
+run_step() {
   local limit=$1 name=$2 log=$3; shift 3
   local t0 last rc
   t0=$(date +%s); last=$t0
@@ -49,7 +50,7 @@ step() {
   step_pid=$!
   while kill -0 "$step_pid" 2>/dev/null; do
     sleep 1
-    if [ $(( $(date +%s) - last )) -ge 20 ]; then
+    if [ "$(since "$last")" -ge 20 ]; then
       last=$(date +%s)
       say "  ... $name, $(( last - t0 ))s: $(tail -n 1 "$log" | tr -d '\r' | cut -c1-100)"
     fi
@@ -61,19 +62,19 @@ step() {
     [ "$rc" != 124 ] || die "$name did not finish within ${limit}s"
     die "$name failed (exit $rc); full log: $log"
   fi
-  say "  $name done in $(( $(date +%s) - t0 ))s"
+  say "  $name done in $(since "$t0")s"
 }
 
 # ---------------------------------------------------------------- prerequisites
 [ -x "$WASMFN_CACHE/kubernetes-1.20.2/bin/kubectl" ] ||
   die "the Kubernetes binaries are missing from $WASMFN_CACHE: run make setup"
 if [ ! -x "$WASMFN_CACHE/helm/bin/helm" ]; then
-  step 600 "installing helm" "$logs/setup-helm.log" tests/harness/setup-helm.sh "$WASMFN_CACHE"
+  run_step 600 "installing helm" "$logs/setup-helm.log" tests/harness/setup-helm.sh "$WASMFN_CACHE"
 fi
 helm=$WASMFN_CACHE/helm/bin/helm
 
 # ---------------------------------------------------------------- cluster and images
-step 1800 "starting the local cluster (make cluster-up, state dir $WASMFN_CLUSTER_DIR)" \
+run_step 1800 "starting the local cluster (make cluster-up, state dir $WASMFN_CLUSTER_DIR)" \
   "$logs/cluster-up.log" make --no-print-directory cluster-up
 eval "$(target/debug/wasmfn-cluster env --state-dir "$WASMFN_CLUSTER_DIR")"
 export KUBECONFIG
@@ -84,7 +85,7 @@ k get nodes >/dev/null || die "the cluster in $WASMFN_CLUSTER_DIR does not answe
 if [ "${WASMFN_DEMO_SKIP_IMAGES:-}" = 1 ]; then
   say "skipping make images (WASMFN_DEMO_SKIP_IMAGES=1): using the images tagged :$tag"
 else
-  step 5400 "building the images (make images, tag :$tag)" "$logs/images.log" \
+  run_step 5400 "building the images (make images, tag :$tag)" "$logs/images.log" \
     env WASMFN_IMAGE_TAG="$tag" make --no-print-directory images
 fi
 operator_image=$(buildah images --noheading --format '{{.ID}}' "wasmfn.local/operator:$tag" 2>/dev/null | head -n 1)
@@ -146,7 +147,7 @@ say "helm upgrade --install $release charts/wasmfn -n $release_ns (apiserver 127
 if ! "$helm" "${helm_args[@]}" >"$logs/helm.log" 2>&1; then
   cat "$logs/helm.log" >&2; die "helm upgrade --install failed"
 fi
-say "  helm returned in $(( $(date +%s) - t ))s; waiting for the operator's rollout"
+say "  helm returned in $(since "$t")s; waiting for the operator's rollout"
 if ! k -n "$release_ns" rollout status deployment/wasmfn-operator --timeout=300s >/dev/null; then
   k -n "$release_ns" get pods -o wide >&2 || true
   for pod in $(k -n "$release_ns" get pods -o name 2>/dev/null); do explain "${pod%%/*}" "${pod#*/}" "$release_ns"; done
@@ -201,7 +202,7 @@ while :; do
     operator_logs
     die "functions not Ready after 1200s:$missing"
   fi
-  if [ $(( $(date +%s) - last )) -ge 10 ]; then
+  if [ "$(since "$last")" -ge 10 ]; then
     last=$(date +%s)
     say "  $ready/$(wc -w <<<"$function_names") Ready; $(by_phase $missing)"
   fi
@@ -227,7 +228,7 @@ wait_finished() {
       operator_logs
       die "executions not finished after 600s:$pending"
     fi
-    if [ $(( $(date +%s) - last )) -ge 10 ]; then
+    if [ "$(since "$last")" -ge 10 ]; then
       last=$(date +%s)
       say "  $(by_phase $pending)"
     fi

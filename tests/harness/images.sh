@@ -5,6 +5,9 @@
 # WASMFN_IMAGE_TAG=x tags them `:x` instead, so a second checkout can build without replacing the
 # `:dev` images another one's tests use.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+harness_tag=images
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${WASMFN_CACHE:-$HOME/.cache/wasmfn}
 tag=${WASMFN_IMAGE_TAG:-dev}
@@ -36,9 +39,9 @@ for entry in "${IMAGES[@]}"; do
   IFS='|' read -r dockerfile name context <<<"$entry"
   [ -f "$dockerfile" ] || continue
   t=$(date +%s)
-  echo "== images: wasmfn.local/$name:$tag from $dockerfile"
+  note "wasmfn.local/$name:$tag from $dockerfile"
   buildah bud -q --pull=never --layers --network host -f "$dockerfile" -t "wasmfn.local/$name:$tag" "$context" >/dev/null
-  echo "   built in $(( $(date +%s) - t ))s"
+  elapsed "$t" built
   built+=("$name")
 done
 # Every build leaves behind the image its tag named before, and the layers only that image used:
@@ -46,7 +49,7 @@ done
 # untagged images keeps the layer cache of the current ones (a rebuild stays incremental).
 t=$(date +%s)
 buildah rmi --prune >/dev/null 2>&1 || true
-echo "== images: pruned superseded images in $(( $(date +%s) - t ))s"
+note "pruned superseded images in $(since "$t")s"
 
 # Push through a registry of our own on a free loopback port, over the shared storage.
 mkdir -p "$cache/registry"
@@ -65,11 +68,11 @@ done
 for name in "${built[@]}"; do
   t=$(date +%s)
   buildah push -q --tls-verify=false "wasmfn.local/$name:$tag" "docker://127.0.0.1:$port/$name:$tag"
-  echo "== images: pushed wasmfn.local/$name:$tag in $(( $(date +%s) - t ))s"
+  note "pushed wasmfn.local/$name:$tag in $(since "$t")s"
 done
 # The registry keeps every blob ever pushed; with the registry stopped, delete the manifests no tag
 # names any more and the blobs only they used (every push of a changed image would add ~1 GiB).
 kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true
 t=$(date +%s)
 docker-registry garbage-collect --delete-untagged "$config" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
-echo "== images: registry garbage-collected in $(( $(date +%s) - t ))s ($(du -sh "$cache/registry" | cut -f1) left)"
+note "registry garbage-collected in $(since "$t")s ($(du -sh "$cache/registry" | cut -f1) left)"

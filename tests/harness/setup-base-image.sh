@@ -2,10 +2,11 @@
 # Makes the Debian trixie base image the Dockerfiles start FROM (there is no registry to pull one
 # from): a debootstrap minbase rootfs committed with buildah as docker.io/library/debian:trixie-slim.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+harness_tag=setup
 cache=$1
 image=docker.io/library/debian:trixie-slim
-step() { printf '\n== setup: %s\n' "$*"; }
-skip() { printf '   skipped: %s\n' "$*"; }
 
 step "base image $image"
 if buildah images -q "$image" >/dev/null 2>&1 && [ -n "$(buildah images -q "$image" 2>/dev/null)" ]; then
@@ -30,4 +31,4 @@ buildah config --cmd '["bash"]' --env PATH=/usr/local/sbin:/usr/local/bin:/usr/s
 buildah commit -q "$ctr" "$image" >/dev/null
 buildah rm "$ctr" >/dev/null
 rm -f "$cache/trixie-rootfs.tar"
-printf '   built in %ss\n' "$(( $(date +%s) - t ))"
+elapsed "$t" built

