@@ -8,6 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
+use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -25,7 +26,11 @@ use crate::telemetry::span::Span;
 
 /// A kind one of the controllers reconciles.
 pub trait Reconciled:
-    Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
 {
     /// Its status.
     type Status: Serialize + Clone;
@@ -51,13 +56,14 @@ pub trait Reconciled:
 pub enum Read {
     /// As the controller's watch cache handed it over.
     Cached,
-    /// A status write on the cached copy was refused as stale: read it again.
-    Again,
+    /// Just read from the API server: a status write on the cached copy was refused as stale.
+    Fresh,
 }
 
 /// Runs one reconcile of `object` with the metrics guard, the span and the backoff
 /// bookkeeping around it. A status write refused as stale ([`Error::StaleRead`]) makes `inner`
-/// decide once more with [`Read::Again`].
+/// decide once more on the object read fresh ([`Read::Fresh`]); an object gone by then needs
+/// nothing more.
 pub async fn run<K, F, Fut>(object: Arc<K>, ctx: Arc<Context>, inner: F) -> Result<Action>
 where
     K: Reconciled,
@@ -67,13 +73,26 @@ where
     let _active = ActiveReconcile::start(&ctx.metrics, K::CONTROLLER);
     let started = Timestamp::now();
     let result = match inner(object.clone(), ctx.clone(), Read::Cached).await {
-        Err(Error::StaleRead) => inner(object.clone(), ctx.clone(), Read::Again).await,
+        Err(Error::StaleRead) => match read_fresh(&ctx, object.as_ref()).await {
+            Ok(Some(fresh)) => inner(Arc::new(fresh), ctx.clone(), Read::Fresh).await,
+            Ok(None) => Ok(Action::await_change()),
+            Err(error) => Err(error),
+        },
         other => other,
     };
     trace_reconcile(&ctx, object.as_ref(), started, result.as_ref().err());
     let action = result?;
     ctx.succeeded(&backoff_key(object.as_ref()));
     Ok(action)
+}
+
+/// The object as the API server has it now; `None` once it is gone.
+async fn read_fresh<K: Reconciled>(ctx: &Context, object: &K) -> Result<Option<K>> {
+    let namespace = object
+        .namespace()
+        .ok_or_else(|| Error::Invariant(format!("a {} without a namespace", K::kind(&()))))?;
+    let api = Api::<K>::namespaced(ctx.client.clone(), &namespace);
+    Ok(api.get_opt(&object.name_any()).await?)
 }
 
 /// A span for the reconcile (none for the quiet reconciles of a settled object).

@@ -41,6 +41,7 @@ use crate::agent::pool::choose;
 use crate::config::Config;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::reconciler::Read;
 use crate::telemetry::object_spans::nanos;
 
 /// What a reconcile of one execution found.
@@ -102,15 +103,14 @@ impl Seen<'_> {
     }
 }
 
-/// Reads what the decision needs. The cached execution is decided on when
-/// [`LastWrites::trusts`] it (and `reread` is false), a fresh read otherwise; `None` when it is
-/// gone.
+/// Reads what the decision needs. An execution from the watch cache is decided on when
+/// [`LastWrites::trusts`] it, read again otherwise; `None` when it is gone.
 ///
 /// [`LastWrites::trusts`]: super::watched::LastWrites::trusts
 pub async fn observe<'a>(
     cached: &'a WasmExecution,
     ctx: &Context,
-    reread: bool,
+    read: Read,
 ) -> Result<Option<Seen<'a>>> {
     let namespace = cached
         .namespace()
@@ -121,7 +121,8 @@ pub async fn observe<'a>(
     // A trimmed cached copy lacks payloads: fine for cleaning up after a result (which
     // writes no status), read whole before anything else.
     let whole = !trim::is_trimmed(cached) || is_finished(cached.status.as_ref());
-    let execution = if !reread && whole && ctx.last_writes.trusts(cached) {
+    let fresh = read == Read::Fresh;
+    let execution = if fresh || (whole && ctx.last_writes.trusts(cached)) {
         Cow::Borrowed(cached)
     } else {
         let executions = Api::<WasmExecution>::namespaced(ctx.client.clone(), &namespace);

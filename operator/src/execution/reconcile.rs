@@ -24,7 +24,7 @@ use crate::telemetry::span::Span;
 #[instrument(skip(execution, ctx), fields(namespace = execution.namespace(), name = execution.name_any()))]
 pub async fn reconcile(execution: Arc<WasmExecution>, ctx: Arc<Context>) -> Result<Action> {
     reconciler::run(execution, ctx, |execution, ctx, read| async move {
-        reconcile_inner(&execution, &ctx, read == Read::Again).await
+        reconcile_inner(&execution, &ctx, read).await
     })
     .await
 }
@@ -54,10 +54,9 @@ impl Reconciled for WasmExecution {
     }
 }
 
-/// Observes, decides and takes the step. A fresh read when `reread` (a status write on the
-/// cached copy was refused as stale).
-async fn reconcile_inner(cached: &WasmExecution, ctx: &Context, reread: bool) -> Result<Action> {
-    let Some(seen) = observe(cached, ctx, reread).await? else {
+/// Observes, decides and takes the step.
+async fn reconcile_inner(execution: &WasmExecution, ctx: &Context, read: Read) -> Result<Action> {
+    let Some(seen) = observe(execution, ctx, read).await? else {
         return Ok(Action::await_change());
     };
     let run = Run::new(ctx, &seen);

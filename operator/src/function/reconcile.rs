@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use tracing::{info, instrument};
 use wasmfn_api::{FunctionPhase, WasmFunction, WasmFunctionStatus};
 
@@ -17,18 +17,15 @@ use super::observe::{observe, read_outcome, Facts, Seen};
 use super::steps::{self, LostTry, Pass, SOURCE_POLL};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::reconciler::{self, Read, Reconciled};
+use crate::reconciler::{self, Reconciled};
 use crate::telemetry::object_spans::{FunctionTrace, Reconcile as ReconcileSpan};
 use crate::telemetry::span::Span;
 
 /// Reconciles one function.
 #[instrument(skip(function, ctx), fields(namespace = function.namespace(), name = function.name_any()))]
 pub async fn reconcile(function: Arc<WasmFunction>, ctx: Arc<Context>) -> Result<Action> {
-    reconciler::run(function, ctx, |function, ctx, read| async move {
-        match read {
-            Read::Cached => reconcile_inner(&function, &ctx).await,
-            Read::Again => reconcile_fresh(&function, &ctx).await,
-        }
+    reconciler::run(function, ctx, |function, ctx, _| async move {
+        reconcile_inner(&function, &ctx).await
     })
     .await
 }
@@ -63,17 +60,6 @@ fn is_settled(function: &WasmFunction) -> bool {
         s.observed_generation == function.metadata.generation
             && matches!(s.phase, Some(FunctionPhase::Ready | FunctionPhase::Failed))
     })
-}
-
-/// Decides once more on the function as the API server has it now: the status write of a
-/// decision on the cached copy was refused as stale.
-async fn reconcile_fresh(cached: &WasmFunction, ctx: &Context) -> Result<Action> {
-    let namespace = namespace_of(cached)?;
-    let functions = Api::<WasmFunction>::namespaced(ctx.client.clone(), &namespace);
-    match functions.get_opt(&cached.name_any()).await? {
-        Some(fresh) => reconcile_inner(&fresh, ctx).await,
-        None => Ok(Action::await_change()),
-    }
 }
 
 /// One pass over `function` as read: observe what the decision needs, decide, carry out the
