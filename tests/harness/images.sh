@@ -72,7 +72,7 @@ for name in "${built[@]}"; do
 done
 # The registry keeps every blob ever pushed; with the registry stopped, delete the manifests no tag
 # names any more and the blobs only they used (every push of a changed image would add ~1 GiB).
-kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true
+kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true
 t=$(date +%s)
 docker-registry garbage-collect --delete-untagged "$config" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
 note "registry garbage-collected in $(since "$t")s ($(du -sh "$cache/registry" | cut -f1) left)"
