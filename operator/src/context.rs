@@ -136,8 +136,14 @@ impl Context {
         let ensured = self.network_policies.ensure(namespace).await;
         if let Err(error) = &ensured {
             let note = format!("{error}; the pod is not started until it exists");
-            self.event(object, true, "NetworkPolicyFailed", "Isolate", note)
-                .await;
+            self.event(
+                object,
+                EventType::Warning,
+                "NetworkPolicyFailed",
+                "Isolate",
+                note,
+            )
+            .await;
         }
         ensured
     }
@@ -146,17 +152,13 @@ impl Context {
     pub async fn event<K: Resource<DynamicType = ()>>(
         &self,
         object: &K,
-        warning: bool,
+        type_: EventType,
         reason: &str,
         action: &str,
         note: String,
     ) {
         let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
+            type_,
             reason: reason.to_owned(),
             note: Some(note),
             action: action.to_owned(),

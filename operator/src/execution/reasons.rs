@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use kube::runtime::events::EventType;
+
 use super::outcome::Loss;
 
 /// Why an execution waits with no attempt under way.
@@ -37,13 +39,17 @@ impl Pending {
         }
     }
 
-    /// Whether its event is a warning: a person may have to act. Waiting for a compile, for
+    /// Its event's type: a warning when a person may have to act. Waiting for a compile, for
     /// room, or for a leftover to go is the normal course of things.
-    pub fn warning(self) -> bool {
-        !matches!(
-            self,
-            Pending::FunctionNotReady | Pending::Queued | Pending::WaitingForCleanup
-        )
+    pub fn event_type(self) -> EventType {
+        match self {
+            Pending::FunctionNotReady | Pending::Queued | Pending::WaitingForCleanup => {
+                EventType::Normal
+            }
+            Pending::FunctionNotFound | Pending::Unschedulable | Pending::ArtifactUnavailable => {
+                EventType::Warning
+            }
+        }
     }
 
     /// How soon to look again when no watched change comes first. An artifact's wait is its
@@ -131,7 +137,10 @@ mod tests {
 
     #[test]
     fn only_waits_a_person_must_act_on_warn() {
-        let warning: Vec<_> = PENDING.iter().filter(|p| p.warning()).collect();
+        let warning: Vec<_> = PENDING
+            .iter()
+            .filter(|p| p.event_type() == EventType::Warning)
+            .collect();
         assert_eq!(
             warning,
             [

@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use wasmfn_api::{CompileStatus, WasmFunction, WasmFunctionStatus};
 use wasmfn_artifact::sha256_digest;
@@ -91,9 +92,9 @@ impl<'a> Pass<'a> {
         Ok(written.is_some())
     }
 
-    async fn event(&self, warning: bool, reason: &str, action: &str, note: String) {
+    async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
         self.ctx
-            .event(self.function, warning, reason, action, note)
+            .event(self.function, type_, reason, action, note)
             .await;
     }
 
@@ -127,8 +128,13 @@ pub async fn refuse(pass: &Pass<'_>, invalid: Invalid) -> Result<()> {
         .update()
         .invalid(None, invalid.reason, &invalid.message);
     if pass.write(status).await? {
-        pass.event(true, invalid.reason, "Validate", invalid.message)
-            .await;
+        pass.event(
+            EventType::Warning,
+            invalid.reason,
+            "Validate",
+            invalid.message,
+        )
+        .await;
     }
     Ok(())
 }
@@ -137,7 +143,7 @@ pub async fn refuse(pass: &Pass<'_>, invalid: Invalid) -> Result<()> {
 pub async fn wait_for_source(pass: &Pass<'_>, message: String) -> Result<Action> {
     let status = pass.update().pending("SourceNotFound", &message);
     if pass.write(status).await? {
-        pass.event(true, "SourceNotFound", "Validate", message)
+        pass.event(EventType::Warning, "SourceNotFound", "Validate", message)
             .await;
     }
     Ok(Action::requeue(SOURCE_POLL))
@@ -166,7 +172,8 @@ pub async fn use_stored(pass: &Pass<'_>, facts: &Facts) -> Result<Action> {
             ended: nanos(Timestamp::now()),
             error: None,
         });
-        pass.event(false, "CacheHit", "Store", note).await;
+        pass.event(EventType::Normal, "CacheHit", "Store", note)
+            .await;
     }
     Ok(Action::await_change())
 }
@@ -207,7 +214,7 @@ pub async fn store_prebuilt(pass: &Pass<'_>, facts: &Facts) -> Result<Action> {
             ended: nanos(Timestamp::now()),
             error: None,
         });
-        pass.event(false, "Stored", "Store", note).await;
+        pass.event(EventType::Normal, "Stored", "Store", note).await;
     }
     Ok(Action::await_change())
 }
@@ -247,7 +254,8 @@ pub async fn start_compile(
             pass.function.spec.language.as_str(),
             pass.ctx.config.builder_image
         );
-        pass.event(false, "CompileStarted", "Compile", note).await;
+        pass.event(EventType::Normal, "CompileStarted", "Compile", note)
+            .await;
     }
     Ok(Action::requeue(COMPILE_POLL))
 }
@@ -271,7 +279,8 @@ pub async fn join_compile(pass: &Pass<'_>, facts: &Facts, try_number: u32) -> Re
     );
     if pass.write(status).await? {
         let note = format!("sharing compile Job {name} with another function of the same source");
-        pass.event(false, "CompileShared", "Compile", note).await;
+        pass.event(EventType::Normal, "CompileShared", "Compile", note)
+            .await;
     }
     Ok(Action::requeue(COMPILE_POLL))
 }
@@ -330,7 +339,8 @@ pub async fn store_module(pass: &Pass<'_>, facts: &Facts, try_number: u32) -> Re
             ended: nanos(Timestamp::now()),
             error: None,
         });
-        pass.event(false, "Compiled", "Compile", note).await;
+        pass.event(EventType::Normal, "Compiled", "Compile", note)
+            .await;
     }
     // The module is stored; the Job's pod and source ConfigMap have done their work.
     let params = DeleteParams {
@@ -374,7 +384,8 @@ pub async fn fail(
             ended: nanos(Timestamp::now()),
             error: Some(failure.message.clone()),
         });
-        pass.event(true, &failure.reason, "Compile", note).await;
+        pass.event(EventType::Warning, &failure.reason, "Compile", note)
+            .await;
     }
     Ok(Action::await_change())
 }
@@ -418,7 +429,8 @@ pub async fn retry(pass: &Pass<'_>, facts: &Facts, lost: LostTry) -> Result<Acti
             retry_message(&failure, try_number, delay),
             tried.logs_hint()
         );
-        pass.event(true, &failure.reason, "Compile", note).await;
+        pass.event(EventType::Warning, &failure.reason, "Compile", note)
+            .await;
     }
     Ok(Action::requeue(delay))
 }
@@ -440,7 +452,8 @@ pub async fn read_again(
         .reading_output(&facts.key, &name, message, &Time(give_up_at));
     if pass.write(status).await? {
         let note = format!("compile Job {name} finished; reading its log: {message}");
-        pass.event(true, "ReadingOutput", "Compile", note).await;
+        pass.event(EventType::Warning, "ReadingOutput", "Compile", note)
+            .await;
     }
     Ok(Action::requeue(LOG_POLL))
 }

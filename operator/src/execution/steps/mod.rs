@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 use wasmfn_api::{Runtime, WasmExecution, WasmExecutionStatus};
@@ -99,9 +100,9 @@ impl<'r> Run<'r> {
     }
 
     /// Records an event on the execution.
-    async fn event(&self, warning: bool, reason: &str, action: &str, note: String) {
+    async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
         self.ctx
-            .event(self.execution(), warning, reason, action, note)
+            .event(self.execution(), type_, reason, action, note)
             .await;
     }
 
@@ -114,7 +115,8 @@ impl<'r> Run<'r> {
             .failed(reason.reason(), &message, attempts);
         if self.write(&status).await? {
             self.report_outcome(&status);
-            self.event(true, reason.reason(), "Run", message).await;
+            self.event(EventType::Warning, reason.reason(), "Run", message)
+                .await;
         }
         Ok(())
     }
@@ -124,7 +126,7 @@ impl<'r> Run<'r> {
     async fn pend(&self, reason: Pending, message: String, action: &str) -> Result<Duration> {
         let status = self.update.clone().pending(reason.reason(), &message);
         if self.write(&status).await? {
-            self.event(reason.warning(), reason.reason(), action, message)
+            self.event(reason.event_type(), reason.reason(), action, message)
                 .await;
         }
         Ok(reason.poll())

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 use wasmfn_api::{ExecutionPath, WasmExecutionStatus};
@@ -70,7 +71,8 @@ pub async fn record(run: &Run<'_>, attempt: i32, state: RunState) -> Result<Acti
                 assignment.runner()
             ),
         };
-        run.event(ended.warning, &ended.reason, "Run", note).await;
+        run.event(ended.event_type(), &ended.reason, "Run", note)
+            .await;
     }
     if let Some(agents) = &ctx.agents {
         agents.dispatcher.forget(&seen.uid, attempt);
@@ -96,6 +98,17 @@ pub(super) struct Recorded {
     pub node: Option<String>,
     /// The runner's own spans, from its result document.
     pub trace: Option<RunTrace>,
+}
+
+impl Recorded {
+    /// A warning for a failed run, else normal.
+    fn event_type(&self) -> EventType {
+        if self.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        }
+    }
 }
 
 /// The record of `attempt`, which ended in `state` (finished with a document, or failed

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 
 use super::finish::delete_pods;
 use super::{created_nanos, Run};
@@ -36,7 +37,8 @@ pub async fn retry(
         );
         trace_lost(run, attempt, loss, &message);
         let note = format!("attempt {attempt} was lost ({message}); retrying");
-        run.event(true, loss.reason(), "Run", note).await;
+        run.event(EventType::Warning, loss.reason(), "Run", note)
+            .await;
     }
     // A lost attempt's pod has nothing more to say: an evicted one stays as a Failed object,
     // an unscheduled one would wait for a node forever.

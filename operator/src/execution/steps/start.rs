@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use wasmfn_agent_protocol::{RunAssignment, RunSettings};
@@ -175,10 +176,11 @@ async fn scheduled(
             "wasmfn_run_pods_created_total",
             &[("runtime", assignment.runtime.as_str())],
         );
-        run.event(false, "Placed", "Place", note).await;
+        run.event(EventType::Normal, "Placed", "Place", note).await;
         if let Some(problem) = trace_problem {
             let note = format!("{problem}; the execution's spans start a trace of their own");
-            run.event(true, "InvalidTraceparent", "Trace", note).await;
+            run.event(EventType::Warning, "InvalidTraceparent", "Trace", note)
+                .await;
         }
     }
     Ok(Action::requeue(RUN_POLL))
@@ -284,7 +286,8 @@ async fn start_on_agent(run: &Run<'_>, start: AgentStart<'_>) -> Result<Action> 
     let started = Time(seen.now);
     if let Some(problem) = start.trace_problem {
         let note = format!("{problem}; the execution's spans start a trace of their own");
-        run.event(true, "InvalidTraceparent", "Trace", note).await;
+        run.event(EventType::Warning, "InvalidTraceparent", "Trace", note)
+            .await;
     }
     let assignment = RunAssignment {
         namespace: namespace.clone(),
