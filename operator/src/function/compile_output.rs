@@ -6,6 +6,25 @@ use base64::Engine as _;
 use serde::Deserialize;
 use wasmfn_artifact::{check_no_native_code, sha256_digest, NativeCodeError, NATIVE_CODE_REASON};
 
+/// The reasons a builder's `CompileFailure` document may give (`wasmfn-compile`'s
+/// `Error::reason`). The document is the builder container's termination message, which the
+/// author's build script could also write: a reason outside this set is never passed on into
+/// a condition reason, an event reason or a metric label ([`BUILDER_FAILED`] instead).
+pub const BUILDER_REASONS: [&str; 10] = [
+    "UnsupportedLanguage",
+    "InvalidSource",
+    "SourceTooLarge",
+    "CompileError",
+    "ToolchainCrashed",
+    "TimedOut",
+    "ArtifactTooLarge",
+    "ToolchainMissing",
+    "Configuration",
+    "InternalError",
+];
+/// The reason of a builder that ended without a usable result.
+pub const BUILDER_FAILED: &str = "BuilderFailed";
+
 /// Longest diagnostics list kept in status.
 const MAX_DIAGNOSTICS: usize = 20;
 /// Longest diagnostic line kept in status.
@@ -185,10 +204,23 @@ pub fn parse_failure(
         .and_then(|m| serde_json::from_str::<FailureDocument>(m).ok())
         .filter(|d| d.kind == "CompileFailure")
     {
+        let known = BUILDER_REASONS.contains(&document.reason.as_str());
+        let message = if known {
+            trim(&document.message)
+        } else {
+            trim(&format!(
+                "the builder reported the unknown reason {:?}: {}",
+                document.reason, document.message
+            ))
+        };
         return CompileFailure {
-            reason: document.reason,
+            reason: if known {
+                document.reason
+            } else {
+                BUILDER_FAILED.to_owned()
+            },
             user_error: document.user_error,
-            message: trim(&document.message),
+            message,
             diagnostics: document
                 .diagnostics
                 .iter()
@@ -213,7 +245,7 @@ pub fn parse_failure(
             ),
         ),
         (container, job) => (
-            "BuilderFailed",
+            BUILDER_FAILED,
             false,
             format!(
                 "the builder ended without a result (container: {}, job: {})",
@@ -397,5 +429,28 @@ mod tests {
         assert_eq!(other.reason, "BuilderFailed");
         assert!(!other.user_error);
         assert!(other.message.contains("Error") && other.message.contains("BackoffLimitExceeded"));
+    }
+
+    #[test]
+    fn a_reason_outside_the_builders_set_becomes_builder_failed_and_is_quoted_in_the_message() {
+        let forged =
+            "{\"kind\":\"CompileFailure\",\"reason\":\"pwned-0001 label\",\"userError\":true,\
+                      \"message\":\"written by a build script\"}";
+        let failure = parse_failure(Some(forged), Some("Error"), None);
+        assert_eq!(failure.reason, BUILDER_FAILED);
+        assert!(
+            failure.message.contains("\"pwned-0001 label\"")
+                && failure.message.contains("written by a build script"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn every_reason_the_builder_gives_is_kept() {
+        for reason in BUILDER_REASONS {
+            let document = format!("{{\"kind\":\"CompileFailure\",\"reason\":\"{reason}\"}}");
+            assert_eq!(parse_failure(Some(&document), None, None).reason, reason);
+        }
     }
 }

@@ -369,8 +369,8 @@ pub async fn fail(
     let note = format!("{}{}", failure.message, tried.logs_hint());
     let status = pass.update().compile_failed(&facts.key, compile, &failure);
     if pass.write(status).await? {
-        // A metric label: one of our reasons, or the one in the builder's failure document,
-        // which nothing here holds to a fixed set.
+        // A metric label: one of our reasons, or one of the builder's (anything else the
+        // builder's document claims became BuilderFailed when it was read).
         pass.count_compile(&failure.reason);
         let started = tried
             .start_time
