@@ -22,6 +22,8 @@ pub mod network_policy;
 pub mod operator;
 pub mod pod_security;
 pub mod reconciler;
+#[cfg(test)]
+pub mod scenario;
 pub mod store;
 pub mod telemetry;
 
