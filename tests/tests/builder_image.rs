@@ -9,7 +9,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::hardened_pod::{self, empty_dir, HardenedPod};
 use common::{namespace, terminated};
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -22,45 +25,20 @@ fn compile_sources() -> PathBuf {
 
 /// A pod running the builder image with `args`, hardened like a compile Job, with the ConfigMap
 /// `source` (when given) mounted read-only at /src and an emptyDir at /tmp.
-fn builder_pod(name: &str, args: &[&str], source_configmap: Option<&str>) -> String {
-    let mut mounts = vec![json!({"name": "tmp", "mountPath": "/tmp"})];
-    let mut volumes = vec![json!({"name": "tmp", "emptyDir": {}})];
+fn builder_pod(name: &str, args: &[&str], source_configmap: Option<&str>) -> HardenedPod {
+    let mut pod = HardenedPod::new(name, &common::image("builder"))
+        .container_name("builder")
+        .args(args)
+        .active_deadline(Duration::from_secs(600))
+        .resources(ResourceRequirements {
+            limits: Some([("memory".to_owned(), Quantity("2Gi".to_owned()))].into()),
+            ..Default::default()
+        })
+        .volume(empty_dir("tmp"), "/tmp", false);
     if let Some(configmap) = source_configmap {
-        mounts.push(json!({"name": "source", "mountPath": "/src", "readOnly": true}));
-        volumes.push(json!({"name": "source", "configMap": {"name": configmap}}));
+        pod = pod.volume(hardened_pod::config_map("source", configmap), "/src", true);
     }
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": false,
-            "enableServiceLinks": false,
-            "terminationGracePeriodSeconds": 1,
-            "activeDeadlineSeconds": 600,
-            "securityContext": {
-                "runAsNonRoot": true,
-                "runAsUser": 65532,
-                "runAsGroup": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"}
-            },
-            "containers": [{
-                "name": "builder",
-                "image": common::image("builder"),
-                "args": args,
-                "resources": {"limits": {"memory": "2Gi"}},
-                "securityContext": {
-                    "allowPrivilegeEscalation": false,
-                    "readOnlyRootFilesystem": true,
-                    "capabilities": {"drop": ["ALL"]}
-                },
-                "volumeMounts": mounts
-            }],
-            "volumes": volumes
-        }
-    })
-    .to_string()
+    pod
 }
 
 fn configmap(name: &str, files: &[(&str, String)]) -> String {
@@ -146,19 +124,22 @@ fn a_rust_function_from_a_configmap_compiles_in_the_builder_pod_and_its_module_r
     let source = std::fs::read_to_string(compile_sources().join("rust/echo.rs")).expect("source");
     ns.apply(&configmap("hello-rust", &[("main.rs", source)]))
         .expect("configmap");
-    ns.create(&builder_pod(
-        "compile-rust",
-        &[
-            "compile",
-            "--language",
-            "rust",
-            "/src",
-            "--out",
-            "/tmp/out",
-            "--log-artifact",
-        ],
-        Some("hello-rust"),
-    ))
+    ns.create(
+        &builder_pod(
+            "compile-rust",
+            &[
+                "compile",
+                "--language",
+                "rust",
+                "/src",
+                "--out",
+                "/tmp/out",
+                "--log-artifact",
+            ],
+            Some("hello-rust"),
+        )
+        .manifest(),
+    )
     .expect("pod");
     let (phase, state) = finished(&ns, "compile-rust");
     let log = ns.run(&["logs", "compile-rust"]).unwrap_or_default();
@@ -226,19 +207,22 @@ fn tempfile_dir() -> PathBuf {
 #[test]
 fn a_compile_error_fails_the_pod_with_located_diagnostics_in_its_termination_message() {
     let ns = namespace("builder-error");
-    ns.create(&builder_pod(
-        "compile-c-error",
-        &[
-            "compile",
-            "--language",
-            "c",
-            "--code",
-            "int main(void) {\n    int count = 1;\n    return count + missing;\n}\n",
-            "--out",
-            "/tmp/out",
-        ],
-        None,
-    ))
+    ns.create(
+        &builder_pod(
+            "compile-c-error",
+            &[
+                "compile",
+                "--language",
+                "c",
+                "--code",
+                "int main(void) {\n    int count = 1;\n    return count + missing;\n}\n",
+                "--out",
+                "/tmp/out",
+            ],
+            None,
+        )
+        .manifest(),
+    )
     .expect("pod");
     let (phase, state) = finished(&ns, "compile-c-error");
     assert_eq!(phase, "Failed", "{state}");
@@ -291,11 +275,9 @@ wasmfn compile --termination-log - --language wasm /tmp/out-wat-echo.wat/module.
 compile python /src/echo.py
 compile javascript /src/echo.js
 ";
-    let mut pod: Value =
-        serde_json::from_str(&builder_pod("compile-all", &[], Some("all-languages")))
-            .expect("pod json");
-    pod["spec"]["containers"][0]["command"] = json!(["/bin/sh", "-c", script]);
-    ns.create(&pod.to_string()).expect("pod");
+    let pod =
+        builder_pod("compile-all", &[], Some("all-languages")).command(&["/bin/sh", "-c", script]);
+    ns.create(&pod.manifest()).expect("pod");
     let (phase, state) = finished(&ns, "compile-all");
     let log = ns.run(&["logs", "compile-all"]).unwrap_or_default();
     assert_eq!(phase, "Succeeded", "state: {state}\nlog:\n{log}");

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::hardened_pod::{empty_dir, projected_config_maps, HardenedPod};
 use common::{cluster, namespace, terminated};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -158,83 +159,31 @@ fn store(ns: &wasmfn_e2e::Kubectl, prefix: &str, packed: &Path) -> Vec<String> {
     names
 }
 
-const POD_SECURITY: &str = "  restartPolicy: Never
-  automountServiceAccountToken: false
-  enableServiceLinks: false
-  terminationGracePeriodSeconds: 2
-  securityContext:
-    runAsNonRoot: true
-    runAsUser: 65532
-    runAsGroup: 65532
-";
-
-/// The container's hardening, the artifact mount and `/tmp` (an emptyDir: where a runner stages a
-/// script, as the operator's run pods have), then the projected volume of `configmaps`.
-fn container_tail(configmaps: &[String]) -> String {
-    let sources: String = configmaps
-        .iter()
-        .map(|name| format!("      - configMap:\n          name: {name}\n"))
-        .collect();
-    format!(
-        "    securityContext:
-      allowPrivilegeEscalation: false
-      readOnlyRootFilesystem: true
-      capabilities:
-        drop: [\"ALL\"]
-    volumeMounts:
-    - name: artifact
-      mountPath: /artifact
-      readOnly: true
-    - name: scratch
-      mountPath: /tmp
-  volumes:
-  - name: scratch
-    emptyDir: {{}}
-  - name: artifact
-    projected:
-      sources:
-{sources}"
+/// `pod` with the artifact's ConfigMaps as one projected volume at /artifact and an emptyDir at
+/// /tmp (where a runner stages a script, as the operator's run pods have).
+fn with_artifact(pod: HardenedPod, configmaps: &[String]) -> String {
+    pod.volume(
+        projected_config_maps("artifact", configmaps),
+        "/artifact",
+        true,
     )
+    .volume(empty_dir("scratch"), "/tmp", false)
+    .manifest()
 }
 
 fn wasm_pod(name: &str, configmaps: &[String]) -> String {
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  runtimeClassName: wasmedge
-{POD_SECURITY}  containers:
-  - name: run
-    image: {image}
-    command: [\"/artifact\"]
-    env:
-    - name: WASMFN_TIMEOUT_MS
-      value: \"60000\"
-{tail}",
-        image = common::image("wasm-pod"),
-        tail = container_tail(configmaps),
-    )
+    let pod = HardenedPod::new(name, &common::image("wasm-pod"))
+        .runtime_class("wasmedge")
+        .command(&["/artifact"])
+        .env("WASMFN_TIMEOUT_MS", "60000");
+    with_artifact(pod, configmaps)
 }
 
 fn runner_pod(name: &str, node: &str, configmaps: &[String]) -> String {
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-{POD_SECURITY}  nodeSelector:
-    kubernetes.io/hostname: \"{node}\"
-  containers:
-  - name: run
-    image: {image}
-    command: [\"wasmfn\", \"exec\", \"--timeout=60s\", \"/artifact\"]
-{tail}",
-        image = common::image("runner"),
-        tail = container_tail(configmaps),
-    )
+    let pod = HardenedPod::new(name, &common::image("runner"))
+        .on_node(node)
+        .command(&["wasmfn", "exec", "--timeout=60s", "/artifact"]);
+    with_artifact(pod, configmaps)
 }
 
 /// Waits for the pod to end; checks its node; returns (exit code, result document).

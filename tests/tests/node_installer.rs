@@ -13,6 +13,7 @@
 
 mod common;
 
+use common::hardened_pod::{config_map, HardenedPod};
 use common::{cluster, namespace, terminated};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -244,45 +245,13 @@ fn the_charts_installer_labels_a_plain_node_only_once_containerd_loaded_the_hand
         &format!("--from-file={}", module.display()),
     ])
     .expect("module configmap");
-    ns.create(&format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: wasm-on-b
-spec:
-  runtimeClassName: wasmedge
-  restartPolicy: Never
-  automountServiceAccountToken: false
-  terminationGracePeriodSeconds: 2
-  nodeSelector:
-    kubernetes.io/hostname: \"{node}\"
-  securityContext:
-    runAsNonRoot: true
-    runAsUser: 65532
-  containers:
-  - name: run
-    image: {image}
-    command: [\"/artifact/probe.wasm\", \"from\", \"node-b\"]
-    env:
-    - name: WASMFN_TIMEOUT_MS
-      value: \"10000\"
-    securityContext:
-      allowPrivilegeEscalation: false
-      readOnlyRootFilesystem: true
-      capabilities:
-        drop: [\"ALL\"]
-    volumeMounts:
-    - name: artifact
-      mountPath: /artifact
-  volumes:
-  - name: artifact
-    configMap:
-      name: modules
-",
-        node = node_b.name,
-        image = common::image("wasm-pod"),
-    ))
-    .expect("wasm pod");
+    let pod = HardenedPod::new("wasm-on-b", &common::image("wasm-pod"))
+        .runtime_class("wasmedge")
+        .on_node(&node_b.name)
+        .command(&["/artifact/probe.wasm", "from", "node-b"])
+        .env("WASMFN_TIMEOUT_MS", "10000")
+        .volume(config_map("artifact", "modules"), "/artifact", false);
+    ns.create(&pod.manifest()).expect("wasm pod");
     let state = ns
         .wait_for(&["pod", "wasm-on-b"], Duration::from_secs(180), terminated)
         .expect("the Wasm pod terminates");

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::hardened_pod::{config_map, HardenedPod};
 use common::{cluster, namespace, pod_processes, still_alive, terminated};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -169,60 +170,20 @@ fn exec_args(case: &Case, artifact: &str, inputs: &str) -> Vec<String> {
     args
 }
 
-fn yaml_list(items: &[String]) -> String {
-    serde_json::to_string(items).expect("json")
+/// `pod` with the ConfigMaps `modules` at /artifact and `inputs` at /inputs.
+fn with_modules_and_inputs(pod: HardenedPod) -> String {
+    pod.volume(config_map("artifact", "modules"), "/artifact", false)
+        .volume(config_map("inputs", "inputs"), "/inputs", false)
+        .manifest()
 }
-
-/// The pod-level hardening both kinds of run pod share.
-const POD_SECURITY: &str = "  restartPolicy: Never
-  automountServiceAccountToken: false
-  enableServiceLinks: false
-  terminationGracePeriodSeconds: 2
-  securityContext:
-    runAsNonRoot: true
-    runAsUser: 65532
-    runAsGroup: 65532
-";
-const CONTAINER_SECURITY: &str = "    securityContext:
-      allowPrivilegeEscalation: false
-      readOnlyRootFilesystem: true
-      capabilities:
-        drop: [\"ALL\"]
-    volumeMounts:
-    - name: artifact
-      mountPath: /artifact
-    - name: inputs
-      mountPath: /inputs
-";
-const VOLUMES: &str = "  volumes:
-  - name: artifact
-    configMap:
-      name: modules
-  - name: inputs
-    configMap:
-      name: inputs
-";
 
 fn runner_pod(case: &Case, node: &str) -> String {
     let mut command = vec!["wasmfn".to_string()];
     command.extend(exec_args(case, "/artifact", "/inputs"));
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: runner-{name}
-spec:
-{POD_SECURITY}  nodeSelector:
-    kubernetes.io/hostname: \"{node}\"
-  containers:
-  - name: run
-    image: {image}
-    command: {command}
-{CONTAINER_SECURITY}{VOLUMES}",
-        name = case.name,
-        image = common::image("runner"),
-        command = yaml_list(&command),
-    )
+    let pod = HardenedPod::new(&format!("runner-{}", case.name), &common::image("runner"))
+        .on_node(node)
+        .command(&command);
+    with_modules_and_inputs(pod)
 }
 
 fn wasm_pod(case: &Case) -> String {
@@ -241,33 +202,13 @@ fn wasm_pod(case: &Case) -> String {
             .collect(),
         ..Default::default()
     };
-    let env: String = settings
-        .to_shim_env()
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "    - name: {k}\n      value: {}\n",
-                serde_json::to_string(v).expect("json")
-            )
-        })
-        .collect();
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: wasm-{name}
-spec:
-  runtimeClassName: wasmedge
-{POD_SECURITY}  containers:
-  - name: run
-    image: {image}
-    command: {command}
-    env:
-{env}{CONTAINER_SECURITY}{VOLUMES}",
-        name = case.name,
-        image = common::image("wasm-pod"),
-        command = yaml_list(&command),
-    )
+    let mut pod = HardenedPod::new(&format!("wasm-{}", case.name), &common::image("wasm-pod"))
+        .runtime_class("wasmedge")
+        .command(&command);
+    for (name, value) in settings.to_shim_env() {
+        pod = pod.env(&name, &value);
+    }
+    with_modules_and_inputs(pod)
 }
 
 /// The document without what legitimately differs between runners: timings, the runtime
@@ -530,28 +471,21 @@ fn wasm_pods_runner_pods_and_wasmfn_exec_give_the_same_result_documents() {
 }
 
 /// Runs a Wasm pod (RuntimeClass `wasmedge`) from image `wasmfn.local/<image>:dev` with `args`
-/// (a YAML list) and extra container lines; returns its result document.
+/// and `env`; returns its result document.
 fn run_image_pod(
     ns: &wasmfn_e2e::Kubectl,
     pod: &str,
     image: &str,
-    args: &str,
-    extra: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
 ) -> Value {
-    ns.create(&format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: {pod}
-spec:
-  runtimeClassName: wasmedge
-{POD_SECURITY}  containers:
-  - name: run
-    image: wasmfn.local/{image}:dev
-    args: {args}
-{extra}"
-    ))
-    .expect("pod");
+    let mut manifest = HardenedPod::new(pod, &format!("wasmfn.local/{image}:dev"))
+        .runtime_class("wasmedge")
+        .args(args);
+    for (name, value) in env {
+        manifest = manifest.env(name, value);
+    }
+    ns.create(&manifest.manifest()).expect("pod");
     let state = ns
         .wait_for(&["pod", pod], Duration::from_secs(120), terminated)
         .expect("terminates");
@@ -591,7 +525,7 @@ fn a_module_from_a_registry_image_runs_in_a_wasm_pod() {
         &format!("docker://127.0.0.1:{registry_port}/{name}:dev"),
     ]));
     let ns = namespace("image");
-    let document = run_image_pod(&ns, "from-image", &name, r#"["from", "the image"]"#, "");
+    let document = run_image_pod(&ns, "from-image", &name, &["from", "the image"], &[]);
     assert_eq!(document["reason"], "Completed", "{document}");
     let logs = ns.run(&["logs", "from-image"]).expect("logs");
     assert!(
@@ -738,8 +672,8 @@ fn an_oci_wasm_artifact_runs_from_its_wasm_layer() {
         &ns,
         "artifact",
         &name,
-        r#"["/probe.wasm", "layer", "args"]"#,
-        "    env:\n    - name: GREETING\n      value: from a layer\n",
+        &["/probe.wasm", "layer", "args"],
+        &[("GREETING", "from a layer")],
     );
     assert_eq!(document["reason"], "Completed", "{document}");
     use sha2::{Digest, Sha256};
@@ -760,7 +694,7 @@ fn an_oci_wasm_artifact_runs_from_its_wasm_layer() {
         &forged,
         &std::fs::read(dir.join("forged.wasm")).expect("forged"),
     );
-    let document = run_image_pod(&ns, "forged", &forged, r#"["/forged.wasm"]"#, "");
+    let document = run_image_pod(&ns, "forged", &forged, &["/forged.wasm"], &[]);
     assert_eq!(document["reason"], "NativeCodeSection", "{document}");
     assert_eq!(document["stdout"]["size"], 0, "{document}");
     let _ = std::fs::remove_dir_all(dir);

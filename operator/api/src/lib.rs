@@ -8,6 +8,7 @@
 pub mod condition;
 pub mod execution;
 pub mod function;
+pub mod pod_security;
 
 pub use condition::{set_condition, ConditionStatus};
 pub use execution::{

@@ -5,6 +5,7 @@
 
 pub mod burst;
 pub mod executions;
+pub mod hardened_pod;
 pub mod native_code;
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
