@@ -16,6 +16,8 @@ pub mod placement;
 pub mod reasons;
 pub mod reconcile;
 pub mod run_pod;
+#[cfg(test)]
+mod scenarios;
 pub mod status;
 pub mod steps;
 pub mod trim;
