@@ -8,15 +8,15 @@ use std::time::Duration;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
+use crate::admission::Admission;
 use crate::agent::Agents;
 use crate::config::Config;
-use crate::execution::admission::Admission;
-use crate::execution::watched::{LastWrites, Watched, Writers};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::network_policy;
 use crate::store::Stores;
 use crate::telemetry::Tracer;
+use crate::watched::{LastWrites, Watched, Writers};
 
 /// Shortest and longest wait before retrying an object whose reconcile failed.
 const BACKOFF_MIN: Duration = Duration::from_secs(2);

@@ -5,6 +5,7 @@
 //! [`health`] (probes and metrics), [`pod_security`] (the lock-down of every pod it starts),
 //! [`network_policy`] (the deny-egress policy where those pods run), [`context`] and [`error`].
 
+pub mod admission;
 pub mod agent;
 pub mod config;
 pub mod context;
@@ -26,5 +27,6 @@ pub mod reconciler;
 pub mod scenario;
 pub mod store;
 pub mod telemetry;
+pub mod watched;
 
 pub use error::{Error, Result};

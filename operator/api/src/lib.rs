@@ -54,4 +54,15 @@ pub mod labels {
     /// `00-<32 hex trace id>-<16 hex span id>-01`). The execution's spans, and the runner's,
     /// become children of that span when the operator exports traces.
     pub const TRACEPARENT: &str = "wasmfn.dev/traceparent";
+    /// On run pods and input ConfigMaps: the execution's uid (the selector the operator lists
+    /// an execution's pods by).
+    pub const EXECUTION_UID: &str = "wasmfn.dev/execution-uid";
+    /// On run pods: the execution's name (shortened with a hash beyond 63 characters).
+    pub const EXECUTION: &str = "wasmfn.dev/execution";
+    /// On run pods: the attempt number.
+    pub const ATTEMPT: &str = "wasmfn.dev/attempt";
+    /// On run pods: the node the pod was admitted to (and pinned on).
+    pub const RUN_NODE: &str = "wasmfn.dev/node";
+    /// Annotation on run pods: the runtime the pod was placed for (`WasmEdge` or `Container`).
+    pub const RUNTIME: &str = "wasmfn.dev/runtime";
 }

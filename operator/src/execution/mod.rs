@@ -7,7 +7,6 @@
 //! [`reconcile`] fetches, calls them and applies the result; [`watched`] holds what it reads
 //! from watches instead of the API server.
 
-pub mod admission;
 pub mod decision;
 pub mod inputs;
 pub mod observe;
@@ -21,7 +20,6 @@ mod scenarios;
 pub mod status;
 pub mod steps;
 pub mod trim;
-pub mod watched;
 
 use std::sync::Arc;
 
@@ -35,6 +33,7 @@ use kube::{Api, ResourceExt};
 use wasmfn_api::{labels, ExecutionPhase, WasmExecution, WasmFunction};
 
 use crate::context::Context;
+use crate::{admission, watched};
 
 /// Queued executions woken when a run pod finishes or goes away: a few, in case an earlier one
 /// runs elsewhere now (each pod is seen finishing, then deleted, so room is offered twice).

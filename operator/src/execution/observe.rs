@@ -35,7 +35,6 @@ use super::reasons::Failure;
 use super::run_pod::{ATTEMPT_LABEL, EXECUTION_UID_LABEL, NODE_LABEL, RUNTIME_ANNOTATION};
 use super::status::Assignment;
 use super::trim;
-use super::watched::{listed, watched_pods};
 use crate::agent::dispatch::AgentAttempt;
 use crate::agent::pool::choose;
 use crate::config::Config;
@@ -43,6 +42,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::reconciler::Read;
 use crate::telemetry::object_spans::nanos;
+use crate::watched::{listed, watched_pods};
 
 /// What a reconcile of one execution found.
 #[derive(Debug)]
@@ -106,7 +106,7 @@ impl Seen<'_> {
 /// Reads what the decision needs. An execution from the watch cache is decided on when
 /// [`LastWrites::trusts`] it, read again otherwise; `None` when it is gone.
 ///
-/// [`LastWrites::trusts`]: super::watched::LastWrites::trusts
+/// [`LastWrites::trusts`]: crate::watched::LastWrites::trusts
 pub async fn observe<'a>(
     cached: &'a WasmExecution,
     ctx: &Context,

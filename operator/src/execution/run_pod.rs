@@ -47,15 +47,15 @@ pub const STDIN_KEY: &str = "stdin";
 pub const MAX_STDIN_BYTES: usize = 256 << 10;
 
 /// The label with the execution's uid (the exact selector the reconciler lists by).
-pub const EXECUTION_UID_LABEL: &str = "wasmfn.dev/execution-uid";
+pub const EXECUTION_UID_LABEL: &str = labels::EXECUTION_UID;
 /// The label with the execution's name (shortened with a hash beyond 63 characters).
-pub const EXECUTION_LABEL: &str = "wasmfn.dev/execution";
+pub const EXECUTION_LABEL: &str = labels::EXECUTION;
 /// The label with the attempt number.
-pub const ATTEMPT_LABEL: &str = "wasmfn.dev/attempt";
+pub const ATTEMPT_LABEL: &str = labels::ATTEMPT;
 /// Annotation with the runtime the pod was placed for (`WasmEdge` or `Container`).
-pub const RUNTIME_ANNOTATION: &str = "wasmfn.dev/runtime";
+pub const RUNTIME_ANNOTATION: &str = labels::RUNTIME;
 /// The label naming the node a run pod was admitted to (and pinned on).
-pub const NODE_LABEL: &str = "wasmfn.dev/node";
+pub const NODE_LABEL: &str = labels::RUN_NODE;
 /// The taints the node controller puts on a node that stopped answering.
 const NODE_LOSS_TAINTS: [&str; 2] = [
     "node.kubernetes.io/unreachable",

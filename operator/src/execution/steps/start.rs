@@ -20,11 +20,11 @@ use wasmfn_agent_protocol::{RunAssignment, RunSettings};
 use wasmfn_api::{labels, ArtifactStatus, WasmExecution, WasmFunction};
 
 use super::{name_taken, wait_for_leftover, Run, RUN_POLL};
+use crate::admission::{Admitted, QueueKey};
 use crate::agent::dispatch::{FetchModule, Handoff};
 use crate::agent::pool::AgentView;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::execution::admission::{Admitted, QueueKey};
 use crate::execution::decision::RUNNING_NOTE_AFTER;
 use crate::execution::inputs::RunInputs;
 use crate::execution::observe::{path_of, runtime_of};
@@ -34,10 +34,10 @@ use crate::execution::run_pod::{
     input_config_map, pod_name, run_pod, ModuleMount, PodSettings, RunContract, RunSpec,
 };
 use crate::execution::status::Assignment;
-use crate::execution::watched::listed;
 use crate::idempotent::{create_owned, Owned};
 use crate::reconciler::owner_reference;
 use crate::telemetry::object_spans::ExecutionTrace;
+use crate::watched::listed;
 
 /// Starts `attempt` where `placement` says; `candidates` are the nodes a run pod may be
 /// admitted to.

@@ -25,7 +25,7 @@ use kube::ResourceExt as _;
 use tokio::sync::mpsc;
 use wasmfn_api::WasmExecution;
 
-use super::run_pod::{EXECUTION_UID_LABEL, NODE_LABEL};
+use wasmfn_api::labels::{EXECUTION_UID as EXECUTION_UID_LABEL, RUN_NODE as NODE_LABEL};
 
 /// How long a pod this replica admitted counts without the watch showing it: a create that
 /// failed without telling (the reconcile errs and the execution is admitted again) cannot hold
