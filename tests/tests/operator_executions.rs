@@ -13,11 +13,16 @@ mod common;
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use common::api_objects::{
+    execution_condition, execution_phase, execution_status, function_status, get_execution,
+    has_finished, wait_for_execution, wait_for_function,
+};
 use common::executions::{
-    condition, events_for, execution, is_final, list, prebuilt_function, Watch, BIG_OUTPUT,
-    BIG_OUTPUT_BYTES, EXIT3, HELLO, JSON_DOCUMENT, JSON_OUT, LOOP, MEMORY_BOMB, SLEEPER,
+    events_for, execution, list, prebuilt_function, Watch, BIG_OUTPUT, BIG_OUTPUT_BYTES, EXIT3,
+    HELLO, JSON_DOCUMENT, JSON_OUT, LOOP, MEMORY_BOMB, SLEEPER,
 };
 use serde_json::{json, Value};
+use wasmfn_api::{ExecutionPhase, FunctionPhase, Runtime, WasmExecution};
 use wasmfn_e2e::cluster::layout::WASMEDGE_NODE_LABEL;
 use wasmfn_e2e::observability::{scrape, span, OtlpReceiver};
 use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
@@ -159,23 +164,23 @@ fn ready_function(ns: &Kubectl, name: &str, wat: &str, extra_spec: Value) -> Str
 }
 
 fn function_digest(ns: &Kubectl, name: &str, timeout: Duration) -> String {
-    ns.wait_for(&["wasmfunction", name], timeout, |f| {
-        (f["status"]["phase"] == "Ready").then(|| {
-            f["status"]["artifact"]["digest"]
-                .as_str()
+    wait_for_function(ns, name, timeout, |f| {
+        let status = f.status.as_ref()?;
+        (status.phase == Some(FunctionPhase::Ready)).then(|| {
+            status
+                .artifact
+                .as_ref()
+                .map(|a| a.digest.clone())
                 .unwrap_or_default()
-                .to_owned()
         })
     })
     .unwrap_or_else(|e| panic!("function {name} never became Ready: {e}"))
 }
 
 /// Waits until the execution reaches a final phase; returns it.
-fn wait_final(ns: &Kubectl, name: &str, timeout: Duration) -> Value {
-    ns.wait_for(&["wasmexecution", name], timeout, |e| {
-        is_final(e).then(|| e.clone())
-    })
-    .unwrap_or_else(|e| panic!("execution {name} never finished: {e}"))
+fn wait_final(ns: &Kubectl, name: &str, timeout: Duration) -> WasmExecution {
+    wait_for_execution(ns, name, timeout, |e| has_finished(e).then(|| e.clone()))
+        .unwrap_or_else(|e| panic!("execution {name} never finished: {e}"))
 }
 
 /// Waits until `done` holds for the execution; returns it.
@@ -184,12 +189,17 @@ fn wait_until(
     name: &str,
     timeout: Duration,
     what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    ns.wait_for(&["wasmexecution", name], timeout, |e| {
-        done(e).then(|| e.clone())
-    })
-    .unwrap_or_else(|e| panic!("execution {name}: {what}: {e}"))
+    done: impl Fn(&WasmExecution) -> bool,
+) -> WasmExecution {
+    wait_for_execution(ns, name, timeout, |e| done(e).then(|| e.clone()))
+        .unwrap_or_else(|e| panic!("execution {name}: {what}: {e}"))
+}
+
+/// Whether the execution is Pending with its `Succeeded` condition `Unknown` for `reason`.
+fn pending_for(execution: &WasmExecution, reason: &str) -> bool {
+    execution_phase(execution) == Some(ExecutionPhase::Pending)
+        && execution_condition(execution, "Succeeded")
+            .is_some_and(|c| c.status == "Unknown" && c.reason == reason)
 }
 
 fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
@@ -199,51 +209,64 @@ fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or("")
 }
 
+fn name_of(execution: &WasmExecution) -> &str {
+    execution.metadata.name.as_deref().unwrap_or_default()
+}
+
 /// Asserts the finished execution's phase, reason and `Succeeded` condition agree.
-fn assert_outcome(execution: &Value, phase: &str, reasons: &[&str]) {
-    let status = &execution["status"];
-    let name = text(execution, "/metadata/name");
-    assert_eq!(status["phase"], phase, "{name}: {status:#}");
-    let reason = status["reason"].as_str().unwrap_or_default();
+fn assert_outcome(execution: &WasmExecution, phase: ExecutionPhase, reasons: &[&str]) {
+    let status = execution_status(execution);
+    let name = name_of(execution);
+    assert_eq!(status.phase, Some(phase), "{name}: {status:#?}");
+    let reason = status.reason.as_deref().unwrap_or_default();
     assert!(
         reasons.contains(&reason),
-        "{name}: reason {reason:?}, wanted one of {reasons:?}: {status:#}"
+        "{name}: reason {reason:?}, wanted one of {reasons:?}: {status:#?}"
     );
-    let succeeded = condition(execution, "Succeeded").expect("a Succeeded condition");
-    let wanted = if phase == "Succeeded" {
+    let succeeded = execution_condition(execution, "Succeeded").expect("a Succeeded condition");
+    let wanted = if phase == ExecutionPhase::Succeeded {
         "True"
     } else {
         "False"
     };
-    assert_eq!(succeeded["status"], wanted, "{name}: {succeeded}");
+    assert_eq!(succeeded.status, wanted, "{name}: {succeeded:?}");
     assert_eq!(
-        succeeded["reason"], reason,
-        "{name}: the condition's reason is the status reason: {succeeded}"
+        succeeded.reason, reason,
+        "{name}: the condition's reason is the status reason: {succeeded:?}"
     );
 }
 
 /// Asserts a successful run's bookkeeping: exit code, times, attempts, pod, digest.
-fn assert_bookkeeping(execution: &Value, digest: &str, attempts: i64) {
-    let status = &execution["status"];
-    let name = text(execution, "/metadata/name");
-    assert_eq!(status["attempts"], attempts, "{name}: {status:#}");
-    assert_eq!(status["artifactDigest"], digest, "{name}: {status:#}");
-    for field in [
-        "podName",
-        "node",
-        "runtime",
-        "placementReason",
-        "startTime",
-        "completionTime",
+fn assert_bookkeeping(execution: &WasmExecution, digest: &str, attempts: i32) {
+    let status = execution_status(execution);
+    let name = name_of(execution);
+    assert_eq!(status.attempts, attempts, "{name}: {status:#?}");
+    assert_eq!(
+        status.artifact_digest.as_deref(),
+        Some(digest),
+        "{name}: {status:#?}"
+    );
+    for (field, value) in [
+        ("podName", status.pod_name.as_deref()),
+        ("node", status.node.as_deref()),
+        ("placementReason", status.placement_reason.as_deref()),
     ] {
         assert!(
-            status[field].as_str().is_some_and(|v| !v.is_empty()),
-            "{name}: status.{field} is missing: {status:#}"
+            value.is_some_and(|v| !v.is_empty()),
+            "{name}: status.{field} is missing: {status:#?}"
         );
     }
     assert!(
-        status["durationMs"].as_f64().is_some_and(|d| d >= 0.0),
-        "{name}: {status:#}"
+        status.runtime.is_some(),
+        "{name}: status.runtime is missing: {status:#?}"
+    );
+    assert!(
+        status.start_time.is_some() && status.completion_time.is_some(),
+        "{name}: status.startTime and status.completionTime are set: {status:#?}"
+    );
+    assert!(
+        status.duration_ms.is_some_and(|d| d >= 0.0),
+        "{name}: {status:#?}"
     );
 }
 
@@ -386,32 +409,26 @@ fn auto_runs_as_a_wasm_pod_on_the_wasmedge_node_and_records_the_result() {
         &execution("hello-auto", "hello", json!({})).to_string(),
     );
     let done = wait_final(&ns, "hello-auto", RUN_TIMEOUT);
-    assert_outcome(&done, "Succeeded", &["Succeeded"]);
+    assert_outcome(&done, ExecutionPhase::Succeeded, &["Succeeded"]);
     assert_bookkeeping(&done, &digest, 1);
-    let status = &done["status"];
-    assert_eq!(status["stdout"], "hello\n", "{status:#}");
-    assert_eq!(status["exitCode"], 0, "{status:#}");
-    assert_eq!(status["runtime"], "WasmEdge", "{status:#}");
-    assert_eq!(status["node"], node_a(), "{status:#}");
-    assert_eq!(status["stdoutTruncated"], false, "{status:#}");
-    assert!(
-        status["result"].is_null(),
-        "`hello` is not JSON: {status:#}"
-    );
+    let status = execution_status(&done);
+    assert_eq!(status.stdout.as_deref(), Some("hello\n"), "{status:#?}");
+    assert_eq!(status.exit_code, Some(0), "{status:#?}");
+    assert_eq!(status.runtime, Some(Runtime::WasmEdge), "{status:#?}");
+    assert_eq!(status.node, Some(node_a()), "{status:#?}");
+    assert!(!status.stdout_truncated, "{status:#?}");
+    assert!(status.result.is_none(), "`hello` is not JSON: {status:#?}");
+    let pod_name = status.pod_name.as_deref().unwrap_or_default();
 
     let runs = pods_of(&pods, "hello-auto");
     assert_eq!(runs.len(), 1, "one pod for one attempt: {runs:#?}");
     let pod = &runs[0];
-    assert_eq!(text(pod, "/metadata/name"), status["podName"]);
+    assert_eq!(text(pod, "/metadata/name"), pod_name);
     assert_eq!(pod["metadata"]["labels"][ATTEMPT_LABEL], "1");
     assert_wasm_pod(pod, &node_a());
     // The pod goes once its result is recorded (the suite's operator runs without
     // --keep-run-pods).
-    wait_pod_gone(
-        &ns,
-        status["podName"].as_str().unwrap_or_default(),
-        Duration::from_secs(30),
-    );
+    wait_pod_gone(&ns, pod_name, Duration::from_secs(30));
 
     let events = events_for(&ns, "hello-auto");
     assert!(
@@ -446,12 +463,16 @@ fn node_a_cordoned_or_unlabelled_auto_falls_back_to_a_container_and_wasmedge_wai
         ]),
     );
     let fallback = wait_final(&ns, "auto-cordoned", RUN_TIMEOUT);
-    assert_outcome(&fallback, "Succeeded", &["Succeeded"]);
+    assert_outcome(&fallback, ExecutionPhase::Succeeded, &["Succeeded"]);
     assert_bookkeeping(&fallback, &digest, 1);
-    let status = &fallback["status"];
-    assert_eq!(status["stdout"], "hello\n", "the same result: {status:#}");
-    assert_eq!(status["runtime"], "Container", "{status:#}");
-    assert_eq!(status["node"], node_b(), "{status:#}");
+    let status = execution_status(&fallback);
+    assert_eq!(
+        status.stdout.as_deref(),
+        Some("hello\n"),
+        "the same result: {status:#?}"
+    );
+    assert_eq!(status.runtime, Some(Runtime::Container), "{status:#?}");
+    assert_eq!(status.node, Some(node_b()), "{status:#?}");
     let runs = pods_of(&pods, "auto-cordoned");
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert_container_pod(&runs[0]);
@@ -469,29 +490,29 @@ fn node_a_cordoned_or_unlabelled_auto_falls_back_to_a_container_and_wasmedge_wai
         "wasmedge-only",
         Duration::from_secs(30),
         "Pending with Unschedulable",
-        |e| {
-            e["status"]["phase"] == "Pending"
-                && condition(e, "Succeeded")
-                    .is_some_and(|c| c["status"] == "Unknown" && c["reason"] == "Unschedulable")
-        },
+        |e| pending_for(e, "Unschedulable"),
     );
     std::thread::sleep(Duration::from_secs(3));
-    let still = ns
-        .json(&["get", "wasmexecution", "wasmedge-only"])
-        .expect("get");
-    assert_eq!(still["status"]["phase"], "Pending", "{:#}", still["status"]);
+    let still = get_execution(&ns, "wasmedge-only");
+    assert_eq!(
+        execution_phase(&still),
+        Some(ExecutionPhase::Pending),
+        "{:#?}",
+        still.status
+    );
     assert!(pods_of(&pods, "wasmedge-only").is_empty());
     eprintln!(
-        "wasmedge-only while node A is cordoned: {}",
-        waiting["status"]
+        "wasmedge-only while node A is cordoned: {:?}",
+        waiting.status
     );
 
     drop(cordoned);
     let resumed = wait_final(&ns, "wasmedge-only", Duration::from_secs(90));
-    assert_outcome(&resumed, "Succeeded", &["Succeeded"]);
-    assert_eq!(resumed["status"]["runtime"], "WasmEdge");
-    assert_eq!(resumed["status"]["node"], node_a());
-    assert_eq!(resumed["status"]["stdout"], "hello\n");
+    assert_outcome(&resumed, ExecutionPhase::Succeeded, &["Succeeded"]);
+    let status = execution_status(&resumed);
+    assert_eq!(status.runtime, Some(Runtime::WasmEdge));
+    assert_eq!(status.node, Some(node_a()));
+    assert_eq!(status.stdout.as_deref(), Some("hello\n"));
     assert_wasm_pod(&pods_of(&pods, "wasmedge-only")[0], &node_a());
 
     // The same fallback when node A loses its WasmEdge label.
@@ -502,9 +523,10 @@ fn node_a_cordoned_or_unlabelled_auto_falls_back_to_a_container_and_wasmedge_wai
     );
     let fallback = wait_final(&ns, "auto-unlabelled", RUN_TIMEOUT);
     drop(unlabelled);
-    assert_outcome(&fallback, "Succeeded", &["Succeeded"]);
-    assert_eq!(fallback["status"]["runtime"], "Container");
-    assert_eq!(fallback["status"]["stdout"], "hello\n");
+    assert_outcome(&fallback, ExecutionPhase::Succeeded, &["Succeeded"]);
+    let status = execution_status(&fallback);
+    assert_eq!(status.runtime, Some(Runtime::Container));
+    assert_eq!(status.stdout.as_deref(), Some("hello\n"));
     assert_container_pod(&pods_of(&pods, "auto-unlabelled")[0]);
 }
 
@@ -555,31 +577,41 @@ fn stdin_args_and_env_reach_the_guest_identically_on_both_paths() {
     for kind in ["stdin", "input", "exit"] {
         let wasm = wait_final(&ns, &format!("{kind}-auto"), RUN_TIMEOUT);
         let container = wait_final(&ns, &format!("{kind}-container"), RUN_TIMEOUT);
+        let (on_wasm, on_container) = (execution_status(&wasm), execution_status(&container));
+        assert_eq!(on_wasm.runtime, Some(Runtime::WasmEdge), "{on_wasm:#?}");
         assert_eq!(
-            wasm["status"]["runtime"], "WasmEdge",
-            "{:#}",
-            wasm["status"]
+            on_container.runtime,
+            Some(Runtime::Container),
+            "{on_container:#?}"
         );
         assert_eq!(
-            container["status"]["runtime"], "Container",
-            "{:#}",
-            container["status"]
+            on_wasm.phase, on_container.phase,
+            "{kind}: status.phase differs"
         );
-        for field in ["phase", "reason", "exitCode", "stdout", "stderr", "result"] {
+        for (field, a, b) in [
+            ("reason", &on_wasm.reason, &on_container.reason),
+            ("stdout", &on_wasm.stdout, &on_container.stdout),
+            ("stderr", &on_wasm.stderr, &on_container.stderr),
+        ] {
             assert_eq!(
-                wasm["status"][field], container["status"][field],
+                a, b,
                 "{kind}: status.{field} differs between the Wasm pod and the container pod"
             );
         }
-        assert_eq!(wasm["status"]["artifactDigest"], digest);
+        assert_eq!(
+            on_wasm.exit_code, on_container.exit_code,
+            "{kind}: status.exitCode differs between the Wasm pod and the container pod"
+        );
+        assert_eq!(
+            on_wasm.result, on_container.result,
+            "{kind}: status.result differs between the Wasm pod and the container pod"
+        );
+        assert_eq!(on_wasm.artifact_digest.as_deref(), Some(digest.as_str()));
         outputs.push((kind, wasm));
     }
     let stdout = |kind: &str| {
         let run = &outputs.iter().find(|(k, _)| *k == kind).expect("run").1;
-        run["status"]["stdout"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        execution_status(run).stdout.clone().unwrap_or_default()
     };
     assert_eq!(
         stdout("stdin"),
@@ -598,11 +630,14 @@ fn stdin_args_and_env_reach_the_guest_identically_on_both_paths() {
         input
     );
     let exit = &outputs.iter().find(|(k, _)| *k == "exit").expect("exit").1;
-    assert_outcome(exit, "Failed", &["NonZeroExit"]);
-    assert_eq!(exit["status"]["exitCode"], 7);
-    assert_eq!(exit["status"]["stderr"], "probe done\n");
+    assert_outcome(exit, ExecutionPhase::Failed, &["NonZeroExit"]);
+    assert_eq!(execution_status(exit).exit_code, Some(7));
+    assert_eq!(
+        execution_status(exit).stderr.as_deref(),
+        Some("probe done\n")
+    );
     for (_, run) in &outputs[..2] {
-        assert_outcome(run, "Succeeded", &["Succeeded"]);
+        assert_outcome(run, ExecutionPhase::Succeeded, &["Succeeded"]);
     }
     for run in ["stdin-auto", "input-auto", "exit-auto"] {
         assert_wasm_pod(&pods_of(&pods, run)[0], &node_a());
@@ -627,7 +662,7 @@ fn run_pods_are_non_root_read_only_without_capabilities_token_or_network_identit
     for run in ["locked-auto", "locked-container"] {
         assert_outcome(
             &wait_final(&ns, run, RUN_TIMEOUT),
-            "Succeeded",
+            ExecutionPhase::Succeeded,
             &["Succeeded"],
         );
         let pod = pods_of(&pods, run).remove(0);
@@ -666,9 +701,10 @@ fn run_pods_are_non_root_read_only_without_capabilities_token_or_network_identit
 /// A guest's own failure is never retried: the execution made one attempt, or more only
 /// because the runtime could not create an earlier attempt's container (no guest ran; a
 /// `PodStartFailed` event says so — seen as a rare libcontainer race under load).
-fn assert_guest_ran_once(ns: &Kubectl, execution: &Value) {
-    let attempts = execution["status"]["attempts"].as_u64().unwrap_or(0);
-    let name = execution["metadata"]["name"].as_str().unwrap_or_default();
+fn assert_guest_ran_once(ns: &Kubectl, execution: &WasmExecution) {
+    let status = execution_status(execution);
+    let attempts = u64::try_from(status.attempts).unwrap_or(0);
+    let name = name_of(execution);
     let lost_before_the_guest: u64 = events_for(ns, name)
         .iter()
         .filter(|(_, reason, _, _)| reason == "PodStartFailed")
@@ -676,8 +712,7 @@ fn assert_guest_ran_once(ns: &Kubectl, execution: &Value) {
         .sum();
     assert!(
         attempts >= 1 && attempts - 1 == lost_before_the_guest,
-        "a guest's own failure is not retried ({lost_before_the_guest} attempts lost before a guest ran): {:#}",
-        execution["status"]
+        "a guest's own failure is not retried ({lost_before_the_guest} attempts lost before a guest ran): {status:#?}"
     );
 }
 
@@ -714,26 +749,31 @@ fn guest_failures_are_reported_with_their_reason_on_both_paths_and_never_retried
     create(&ns, &list(runs));
     for suffix in ["auto", "container"] {
         let exit3 = wait_final(&ns, &format!("exit3-{suffix}"), RUN_TIMEOUT);
-        assert_outcome(&exit3, "Failed", &["NonZeroExit"]);
-        assert_eq!(exit3["status"]["exitCode"], 3, "{:#}", exit3["status"]);
+        assert_outcome(&exit3, ExecutionPhase::Failed, &["NonZeroExit"]);
+        assert_eq!(
+            execution_status(&exit3).exit_code,
+            Some(3),
+            "{:#?}",
+            exit3.status
+        );
         assert_guest_ran_once(&ns, &exit3);
 
         let started = Instant::now();
         let timeout = wait_final(&ns, &format!("timeout-{suffix}"), RUN_TIMEOUT);
-        assert_outcome(&timeout, "TimedOut", &["TimedOut"]);
+        assert_outcome(&timeout, ExecutionPhase::TimedOut, &["TimedOut"]);
         assert_guest_ran_once(&ns, &timeout);
-        let ran = timeout["status"]["durationMs"].as_f64().unwrap_or_default();
+        let ran = execution_status(&timeout).duration_ms.unwrap_or_default();
         assert!(
             (1400.0..4000.0).contains(&ran),
-            "stopped near its 1.5 s timeout, ran {ran} ms (waited {:?}): {:#}",
+            "stopped near its 1.5 s timeout, ran {ran} ms (waited {:?}): {:#?}",
             started.elapsed(),
-            timeout["status"]
+            timeout.status
         );
 
         let bomb = wait_final(&ns, &format!("bomb-{suffix}"), RUN_TIMEOUT);
         // The guest-level reason: the page cap refused the growth (an OOM kill of the pod would
         // mean the cap did not hold).
-        assert_outcome(&bomb, "Failed", &["MemoryLimitExceeded"]);
+        assert_outcome(&bomb, ExecutionPhase::Failed, &["MemoryLimitExceeded"]);
         assert_guest_ran_once(&ns, &bomb);
     }
 }
@@ -788,14 +828,23 @@ fn python_and_javascript_functions_run_on_a_wasm_pod_and_a_container_pod_with_js
         for runtime in ["WasmEdge", "Container"] {
             let name = format!("{function}-{}", runtime.to_lowercase());
             let done = wait_final(&ns, &name, RUN_TIMEOUT);
-            assert_outcome(&done, "Succeeded", &["Succeeded"]);
+            assert_outcome(&done, ExecutionPhase::Succeeded, &["Succeeded"]);
             assert_bookkeeping(&done, digest, 1);
-            let status = &done["status"];
-            assert_eq!(status["runtime"], runtime, "{name}: {status:#}");
-            assert_eq!(status["result"], expected, "{name}: {status:#}");
+            let status = execution_status(&done);
             assert_eq!(
-                status["aot"], true,
-                "{name}: the interpreter runs its AOT form: {status:#}"
+                status.runtime.map(Runtime::as_str),
+                Some(runtime),
+                "{name}: {status:#?}"
+            );
+            assert_eq!(
+                status.result.as_ref(),
+                Some(&expected),
+                "{name}: {status:#?}"
+            );
+            assert_eq!(
+                status.aot,
+                Some(true),
+                "{name}: the interpreter runs its AOT form: {status:#?}"
             );
         }
     }
@@ -845,14 +894,19 @@ fn script_failures_end_with_their_reason_exception_timeout_memory_and_a_syntax_e
     }
     // A syntax error fails the function at compile time, with the file and line.
     for (name, file) in [("py-syntax", "main.py:4"), ("js-syntax", "main.js:2")] {
-        let failed = ns
-            .wait_for(&["wasmfunction", name], COMPILE_TIMEOUT, |f| {
-                (f["status"]["phase"] == "Failed").then(|| f.clone())
-            })
-            .unwrap_or_else(|e| panic!("{name} never failed: {e}"));
-        let status = &failed["status"];
-        assert_eq!(status["compile"]["reason"], "CompileError", "{status:#}");
-        let diagnostics = status["compile"]["diagnostics"].to_string();
+        let failed = wait_for_function(&ns, name, COMPILE_TIMEOUT, |f| {
+            let failed = f.status.as_ref()?.phase == Some(FunctionPhase::Failed);
+            failed.then(|| f.clone())
+        })
+        .unwrap_or_else(|e| panic!("{name} never failed: {e}"));
+        let status = function_status(&failed);
+        let compile = status.compile.as_ref().expect("status.compile");
+        assert_eq!(
+            compile.reason.as_deref(),
+            Some("CompileError"),
+            "{status:#?}"
+        );
+        let diagnostics = compile.diagnostics.join("\n");
         assert!(diagnostics.contains(file), "{name}: {diagnostics}");
         assert!(
             events_for(&ns, name)
@@ -899,11 +953,11 @@ fn script_failures_end_with_their_reason_exception_timeout_memory_and_a_syntax_e
             ("js", "RangeError: out of range: 1"),
         ] {
             let raised = wait_final(&ns, &format!("{language}-raise-{suffix}"), RUN_TIMEOUT);
-            assert_outcome(&raised, "Failed", &["NonZeroExit"]);
-            let status = &raised["status"];
-            assert_eq!(status["exitCode"], 1, "{status:#}");
+            assert_outcome(&raised, ExecutionPhase::Failed, &["NonZeroExit"]);
+            let status = execution_status(&raised);
+            assert_eq!(status.exit_code, Some(1), "{status:#?}");
             assert_guest_ran_once(&ns, &raised);
-            let stderr = status["stderr"].as_str().unwrap_or_default();
+            let stderr = status.stderr.as_deref().unwrap_or_default();
             assert!(stderr.contains(exception), "{language}/{suffix}: {stderr}");
             let location = if language == "py" {
                 "main.py\", line 4"
@@ -913,15 +967,15 @@ fn script_failures_end_with_their_reason_exception_timeout_memory_and_a_syntax_e
             assert!(stderr.contains(location), "{language}/{suffix}: {stderr}");
 
             let spun = wait_final(&ns, &format!("{language}-spin-{suffix}"), RUN_TIMEOUT);
-            assert_outcome(&spun, "TimedOut", &["TimedOut"]);
-            let ran = spun["status"]["durationMs"].as_f64().unwrap_or_default();
+            assert_outcome(&spun, ExecutionPhase::TimedOut, &["TimedOut"]);
+            let ran = execution_status(&spun).duration_ms.unwrap_or_default();
             assert!(
                 (1900.0..5000.0).contains(&ran),
                 "{language}/{suffix}: stopped near its 2 s timeout, ran {ran} ms"
             );
 
             let bomb = wait_final(&ns, &format!("{language}-bomb-{suffix}"), RUN_TIMEOUT);
-            assert_outcome(&bomb, "Failed", &["MemoryLimitExceeded"]);
+            assert_outcome(&bomb, ExecutionPhase::Failed, &["MemoryLimitExceeded"]);
             assert_guest_ran_once(&ns, &bomb);
         }
     }
@@ -947,9 +1001,13 @@ fn json_stdout_becomes_the_result_and_a_mebibyte_of_stdout_is_capped_with_its_si
     let document: Value = serde_json::from_str(JSON_DOCUMENT).expect("json");
     for run in ["json-auto", "json-container"] {
         let done = wait_final(&ns, run, RUN_TIMEOUT);
-        assert_outcome(&done, "Succeeded", &["Succeeded"]);
-        assert_eq!(done["status"]["result"], document, "{:#}", done["status"]);
-        assert_eq!(done["status"]["stdout"], format!("{JSON_DOCUMENT}\n"));
+        assert_outcome(&done, ExecutionPhase::Succeeded, &["Succeeded"]);
+        let status = execution_status(&done);
+        assert_eq!(status.result.as_ref(), Some(&document), "{status:#?}");
+        assert_eq!(
+            status.stdout.as_deref(),
+            Some(format!("{JSON_DOCUMENT}\n").as_str())
+        );
     }
     for (run, cap) in [
         ("big-auto", 4096),
@@ -957,19 +1015,23 @@ fn json_stdout_becomes_the_result_and_a_mebibyte_of_stdout_is_capped_with_its_si
         ("big-64k", 65536),
     ] {
         let done = wait_final(&ns, run, RUN_TIMEOUT);
-        assert_outcome(&done, "Succeeded", &["Succeeded"]);
-        let status = &done["status"];
-        let stdout = status["stdout"].as_str().unwrap_or_default();
-        let summary = json!({"stdoutLength": stdout.len(), "stdoutTruncated": status["stdoutTruncated"],
-                             "stdoutBytes": status["stdoutBytes"], "reason": status["reason"]});
+        assert_outcome(&done, ExecutionPhase::Succeeded, &["Succeeded"]);
+        let status = execution_status(&done);
+        let stdout = status.stdout.as_deref().unwrap_or_default();
+        let summary = json!({"stdoutLength": stdout.len(), "stdoutTruncated": status.stdout_truncated,
+                             "stdoutBytes": status.stdout_bytes, "reason": status.reason});
         assert!(stdout.len() <= cap, "{run}: over the cap {cap}: {summary}");
         assert!(
             stdout.bytes().all(|b| b == b'x'),
             "{run}: the start of the output"
         );
-        assert_eq!(status["stdoutTruncated"], true, "{run}: {summary}");
-        assert_eq!(status["stdoutBytes"], BIG_OUTPUT_BYTES, "{run}: {summary}");
-        assert!(status["result"].is_null(), "{run}: {summary}");
+        assert!(status.stdout_truncated, "{run}: {summary}");
+        assert_eq!(
+            status.stdout_bytes,
+            Some(BIG_OUTPUT_BYTES as i64),
+            "{run}: {summary}"
+        );
+        assert!(status.result.is_none(), "{run}: {summary}");
         if cap > 4096 {
             assert!(
                 stdout.len() > 4096,
@@ -998,15 +1060,9 @@ fn input_over_256_kib_is_refused_with_input_too_large_and_no_pod() {
         &execution("input-too-large", "hello", json!({"input": {"blob": blob}})).to_string(),
     );
     let done = wait_final(&ns, "input-too-large", Duration::from_secs(60));
-    assert_outcome(&done, "Failed", &["InputTooLarge"]);
-    let message = done["status"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-        + text(
-            &condition(&done, "Succeeded").unwrap_or_default(),
-            "/message",
-        );
+    assert_outcome(&done, ExecutionPhase::Failed, &["InputTooLarge"]);
+    let message = execution_status(&done).message.clone().unwrap_or_default()
+        + execution_condition(&done, "Succeeded").map_or("", |c| c.message.as_str());
     assert!(
         message.contains("256") || message.contains("262144"),
         "the message names the limit: {message}"
@@ -1070,19 +1126,18 @@ fn an_execution_created_again_under_its_name_waits_for_its_predecessors_leftover
         "again",
         Duration::from_secs(60),
         "waits for the leftover",
-        |e: &Value| {
-            e["status"]["phase"] == "Pending"
-                && condition(e, "Succeeded").is_some_and(|c| c["reason"] == "WaitingForCleanup")
+        |e| {
+            execution_phase(e) == Some(ExecutionPhase::Pending)
+                && execution_condition(e, "Succeeded")
+                    .is_some_and(|c| c.reason == "WaitingForCleanup")
         },
     );
     assert!(
-        text(
-            &condition(&waiting, "Succeeded").unwrap_or_default(),
-            "/message"
-        )
-        .contains("ConfigMap again-input of an earlier execution of this name"),
-        "{:#}",
-        waiting["status"]
+        execution_condition(&waiting, "Succeeded").is_some_and(|c| c
+            .message
+            .contains("ConfigMap again-input of an earlier execution of this name")),
+        "{:#?}",
+        waiting.status
     );
     // The leftover is being deleted (by the operator, or by the garbage collector, whichever
     // comes first: its owner is gone); the hold is all that keeps it.
@@ -1093,11 +1148,12 @@ fn an_execution_created_again_under_its_name_waits_for_its_predecessors_leftover
     );
     release(&ns, "again-input");
     let done = wait_final(&ns, "again", RUN_TIMEOUT);
-    assert_outcome(&done, "Succeeded", &["Succeeded"]);
+    assert_outcome(&done, ExecutionPhase::Succeeded, &["Succeeded"]);
     assert_eq!(
-        done["status"]["stdout"], "hello from wat\nthe new input\n",
-        "its own input, not the predecessor's: {:#}",
-        done["status"]
+        execution_status(&done).stdout.as_deref(),
+        Some("hello from wat\nthe new input\n"),
+        "its own input, not the predecessor's: {:#?}",
+        done.status
     );
 
     // A ConfigMap of that name that is not a predecessor's (here: nobody's; the garbage
@@ -1117,11 +1173,15 @@ fn an_execution_created_again_under_its_name_waits_for_its_predecessors_leftover
         &execution("taken", "echo", json!({"stdin": "x\n"})).to_string(),
     );
     let refused = wait_final(&ns, "taken", Duration::from_secs(60));
-    assert_outcome(&refused, "Failed", &["NameConflict"]);
+    assert_outcome(&refused, ExecutionPhase::Failed, &["NameConflict"]);
     assert!(
-        text(&refused, "/status/message").contains("ConfigMap named taken-input"),
-        "{:#}",
-        refused["status"]
+        execution_status(&refused)
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("ConfigMap named taken-input"),
+        "{:#?}",
+        refused.status
     );
     let intact = ns
         .json(&["get", "configmap", "taken-input"])
@@ -1167,15 +1227,11 @@ fn an_execution_waits_for_its_function_and_fails_with_a_failed_function() {
             run,
             Duration::from_secs(60),
             &format!("Pending with {reason}"),
-            |e| {
-                e["status"]["phase"] == "Pending"
-                    && condition(e, "Succeeded")
-                        .is_some_and(|c| c["status"] == "Unknown" && c["reason"] == reason)
-            },
+            |e| pending_for(e, reason),
         );
     }
     let failed = wait_final(&ns, "of-broken", Duration::from_secs(60));
-    assert_outcome(&failed, "Failed", &["FunctionFailed"]);
+    assert_outcome(&failed, ExecutionPhase::Failed, &["FunctionFailed"]);
 
     let module = wat::parse_str(HELLO).expect("hello");
     let map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "module"},
@@ -1185,8 +1241,8 @@ fn an_execution_waits_for_its_function_and_fails_with_a_failed_function() {
     for run in ["not-ready", "not-found"] {
         // The function polls its source ConfigMap every 10 s.
         let done = wait_final(&ns, run, Duration::from_secs(120));
-        assert_outcome(&done, "Succeeded", &["Succeeded"]);
-        assert_eq!(done["status"]["stdout"], "hello\n");
+        assert_outcome(&done, ExecutionPhase::Succeeded, &["Succeeded"]);
+        assert_eq!(execution_status(&done).stdout.as_deref(), Some("hello\n"));
     }
 }
 
@@ -1220,7 +1276,7 @@ fn a_run_pod_deleted_mid_run_is_retried_when_retries_allow_and_fails_otherwise()
     for (run, _, _) in runs {
         let pod = wait_pod_running(&pods, run, "1", RUN_TIMEOUT);
         wait_until(&ns, run, Duration::from_secs(30), "Running", |e| {
-            e["status"]["phase"] == "Running"
+            execution_phase(e) == Some(ExecutionPhase::Running)
         });
         ns.run(&["delete", "pod", &pod, "--wait=false"])
             .expect("delete the run pod");
@@ -1238,19 +1294,19 @@ fn a_run_pod_deleted_mid_run_is_retried_when_retries_allow_and_fails_otherwise()
     };
     for run in ["retried-container", "retried-wasm"] {
         let retried = wait_final(&ns, run, RUN_TIMEOUT);
-        let status = &retried["status"];
+        let status = execution_status(&retried);
         assert_eq!(
-            (status["phase"].as_str(), status["attempts"].as_i64()),
-            (Some("Succeeded"), Some(2)),
-            "{run}: a lost attempt is retried: {status:#}"
+            (status.phase, status.attempts),
+            (Some(ExecutionPhase::Succeeded), 2),
+            "{run}: a lost attempt is retried: {status:#?}"
         );
-        assert_outcome(&retried, "Succeeded", &["Succeeded"]);
-        assert_eq!(status["stdout"], "slept\n");
+        assert_outcome(&retried, ExecutionPhase::Succeeded, &["Succeeded"]);
+        assert_eq!(status.stdout.as_deref(), Some("slept\n"));
         assert_eq!(attempts_of(run), ["1", "2"], "{run}: one pod per attempt");
     }
     let lost = wait_final(&ns, "not-retried-container", RUN_TIMEOUT);
-    assert_outcome(&lost, "Failed", &["PodDeleted"]);
-    assert_eq!(lost["status"]["attempts"], 1, "{:#}", lost["status"]);
+    assert_outcome(&lost, ExecutionPhase::Failed, &["PodDeleted"]);
+    assert_eq!(execution_status(&lost).attempts, 1, "{:#?}", lost.status);
     assert_eq!(attempts_of("not-retried-container"), ["1"]);
 }
 
@@ -1281,18 +1337,19 @@ fn an_operator_killed_mid_run_records_the_result_exactly_once_after_restart() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let before = ns.json(&["get", "wasmexecution", "survivor"]).expect("get");
+    let before = get_execution(&ns, "survivor");
     assert!(
-        !is_final(&before),
+        !has_finished(&before),
         "nothing recorded while the operator is down"
     );
     *operator = start_operator("executions-suite-restarted");
     drop(operator);
 
     let done = wait_final(&ns, "survivor", Duration::from_secs(90));
-    assert_outcome(&done, "Succeeded", &["Succeeded"]);
-    assert_eq!(done["status"]["attempts"], 1, "{:#}", done["status"]);
-    assert_eq!(done["status"]["stdout"], "slept\n");
+    assert_outcome(&done, ExecutionPhase::Succeeded, &["Succeeded"]);
+    let status = execution_status(&done);
+    assert_eq!(status.attempts, 1, "{status:#?}");
+    assert_eq!(status.stdout.as_deref(), Some("slept\n"));
     // Let a duplicate, if any, arrive.
     std::thread::sleep(Duration::from_secs(4));
     let runs = pods_of(&pods, "survivor");
@@ -1301,9 +1358,10 @@ fn an_operator_killed_mid_run_records_the_result_exactly_once_after_restart() {
         1,
         "the restarted operator adopted the pod: {runs:#?}"
     );
-    let again = ns.json(&["get", "wasmexecution", "survivor"]).expect("get");
+    let again = get_execution(&ns, "survivor");
     assert_eq!(
-        again["status"]["completionTime"], done["status"]["completionTime"],
+        execution_status(&again).completion_time,
+        status.completion_time,
         "the result is not rewritten"
     );
     let events = events_for(&ns, "survivor");
@@ -1347,11 +1405,11 @@ fn a_wasm_pod_that_cannot_start_is_lost_at_the_start_deadline_with_its_event_and
     drop(operator);
     let done = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
 
-    assert_outcome(&done, "Failed", &["PodStartFailed"]);
-    let status = &done["status"];
+    assert_outcome(&done, ExecutionPhase::Failed, &["PodStartFailed"]);
+    let status = execution_status(&done);
     // No guest ran: retried 3 times past `retries: 0`.
-    assert_eq!(status["attempts"], 4, "{status:#}");
-    let message = status["message"].as_str().unwrap_or_default();
+    assert_eq!(status.attempts, 4, "{status:#?}");
+    let message = status.message.as_deref().unwrap_or_default();
     for part in [
         "attempt 4 was lost".to_owned(),
         format!("did not start within 6s on node {node}"),
@@ -1397,13 +1455,16 @@ fn ttl_seconds_after_finished_deletes_the_execution() {
         ]),
     );
     let done = wait_final(&ns, "short-lived", RUN_TIMEOUT);
-    assert_outcome(&done, "Succeeded", &["Succeeded"]);
+    assert_outcome(&done, ExecutionPhase::Succeeded, &["Succeeded"]);
     // Timed from the status's completionTime (the apiserver shares this machine's clock), not
     // from when this test saw the final phase, which lags by seconds on a busy machine.
     let completed = epoch_seconds(
-        done["status"]["completionTime"]
-            .as_str()
-            .expect("completionTime"),
+        &execution_status(&done)
+            .completion_time
+            .as_ref()
+            .expect("completionTime")
+            .0
+            .to_string(),
     );
     // completionTime is cut to whole seconds, so the run ended within a second after it; five
     // seconds later the TTL has certainly not passed.
@@ -1434,7 +1495,7 @@ fn ttl_seconds_after_finished_deletes_the_execution() {
     let after = finished.elapsed();
     eprintln!("deleted {after:?} after the early check (TTL {TTL_SECONDS} s)");
     let kept = wait_final(&ns, "kept", RUN_TIMEOUT);
-    assert_outcome(&kept, "Succeeded", &["Succeeded"]);
+    assert_outcome(&kept, ExecutionPhase::Succeeded, &["Succeeded"]);
     std::thread::sleep(Duration::from_secs(6));
     ns.json(&["get", "wasmexecution", "kept"])
         .expect("an execution without a TTL stays");
@@ -1548,9 +1609,14 @@ fn a_callers_traceparent_parents_the_operators_and_runners_spans_on_both_paths_a
 
     for ((execution_name, runtime, runner), (trace_id, caller_span)) in cases.iter().zip(&callers) {
         let done = wait_final(&ns, execution_name, RUN_TIMEOUT);
-        assert_outcome(&done, "Succeeded", &["Succeeded"]);
-        assert_eq!(done["status"]["runtime"], *runtime, "{:#}", done["status"]);
-        let pod = text(&done, "/status/podName").to_owned();
+        assert_outcome(&done, ExecutionPhase::Succeeded, &["Succeeded"]);
+        let status = execution_status(&done);
+        assert_eq!(
+            status.runtime.map(Runtime::as_str),
+            Some(*runtime),
+            "{status:#?}"
+        );
+        let pod = status.pod_name.clone().unwrap_or_default();
         let spans = collector()
             .wait_for_trace(trace_id, Duration::from_secs(30), |spans| {
                 ["execution", "attempt 1", "run", "invoke"]
@@ -1607,7 +1673,7 @@ fn a_callers_traceparent_parents_the_operators_and_runners_spans_on_both_paths_a
             .all(|r| r.parent_span_id.as_ref() == Some(&execution_span.span_id)));
     }
     let broken = wait_final(&ns, "badly-traced", RUN_TIMEOUT);
-    assert_outcome(&broken, "Succeeded", &["Succeeded"]);
+    assert_outcome(&broken, ExecutionPhase::Succeeded, &["Succeeded"]);
     let events = events_for(&ns, "badly-traced");
     assert!(
         events

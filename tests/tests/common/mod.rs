@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod api_objects;
 pub mod burst;
 pub mod executions;
 pub mod hardened_pod;
