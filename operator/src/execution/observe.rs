@@ -569,22 +569,16 @@ fn class_views<'a>(classes: impl Iterator<Item = &'a RuntimeClass>) -> Vec<Runti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-    use k8s_openapi::api::core::v1::{
-        NodeCondition, NodeSpec, NodeStatus, PodCondition, PodSpec, PodStatus,
-    };
+    use k8s_openapi::api::core::v1::{NodeSpec, PodCondition, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-    #[derive(Debug, Parser)]
-    struct Flags {
-        #[command(flatten)]
-        config: Config,
-    }
+    use crate::execution::scenarios::ready_node;
+    use crate::scenario::default_config;
 
     fn config() -> Config {
-        Flags::try_parse_from(["op", "--start-deadline-seconds", "60"])
-            .expect("valid flags")
-            .config
+        let mut config = default_config();
+        config.start_deadline_seconds = 60;
+        config
     }
 
     fn at(second: i64) -> Timestamp {
@@ -770,27 +764,17 @@ mod tests {
 
     #[test]
     fn a_node_view_reads_readiness_cordoning_and_taints() {
-        let node = Node {
-            spec: Some(NodeSpec {
-                unschedulable: Some(true),
-                taints: Some(vec![k8s_openapi::api::core::v1::Taint {
-                    key: "dedicated".into(),
-                    value: None,
-                    effect: "NoSchedule".into(),
-                    ..Default::default()
-                }]),
+        let mut node = ready_node("a");
+        node.spec = Some(NodeSpec {
+            unschedulable: Some(true),
+            taints: Some(vec![k8s_openapi::api::core::v1::Taint {
+                key: "dedicated".into(),
+                value: None,
+                effect: "NoSchedule".into(),
                 ..Default::default()
-            }),
-            status: Some(NodeStatus {
-                conditions: Some(vec![NodeCondition {
-                    type_: "Ready".into(),
-                    status: "True".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
+            }]),
             ..Default::default()
-        };
+        });
         let views = node_views(std::iter::once(&node));
         assert!(views[0].ready && views[0].unschedulable);
         assert_eq!(

@@ -345,7 +345,7 @@ fn finished_pod(execution: &WasmExecution, reason: Reason, stdout: &[u8]) -> Pod
 }
 
 /// A Ready node without WasmEdge.
-fn ready_node(name: &str) -> Node {
+pub(super) fn ready_node(name: &str) -> Node {
     let mut node = Node {
         status: Some(NodeStatus {
             conditions: Some(vec![NodeCondition {
