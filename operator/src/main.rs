@@ -1,5 +1,6 @@
 //! `wasmfn-operator`: `run` the controllers, or `crdgen` the CRD YAML.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -32,11 +33,16 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Colour only for a person at a terminal: a pod's log (or a file) gets plain text, and
+    // NO_COLOR turns colour off everywhere.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     let result = match cli.command {
         Command::Crdgen { out: Some(dir) } => crdgen::write(&dir),

@@ -65,6 +65,12 @@ fn two_replicas_never_both_act_and_the_standby_takes_over_within_15_seconds() {
         .wait_for_log("standing by", Duration::from_secs(60))
         .expect("replica two stands by");
     assert_eq!(lease_holder(&ns).as_deref(), Some("replica-one"));
+    // Its stderr is a file, not a terminal: plain text, no colour escapes.
+    let log = first.log_text();
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour escapes in a log that is not a terminal:\n{log}"
+    );
 
     // Work done while both run is done by the leader alone, as each replica's own metrics say.
     ns.create(&wat_function("while-both", "a")).expect("create");
