@@ -29,14 +29,26 @@ pub struct Config {
     /// Seconds an artifact no function uses is kept before it is deleted.
     #[arg(long, env = "WASM_CACHE_TTL", default_value_t = 3600)]
     pub cache_ttl_seconds: u64,
-    /// The builder image compile Jobs run (`wasmfn compile`). Part of the cache key: a new
-    /// builder image recompiles.
+    /// The builder image compile Jobs run (`wasmfn compile`). A tag is looked up in the
+    /// registry and pinned to the digest it points to: Jobs run that digest and the cache key
+    /// names it, so a builder rebuilt under the same tag recompiles.
     #[arg(
         long,
         env = "WASMFN_BUILDER_IMAGE",
         default_value = "wasmfn.local/builder:dev"
     )]
     pub builder_image: String,
+    /// Where the operator reaches the builder image's registry to look its tag up, host[:port]
+    /// (empty: the OCI store's registry when the image is named after its pull registry, else
+    /// the registry the image names).
+    #[arg(long, env = "WASMFN_BUILDER_REGISTRY")]
+    pub builder_registry: Option<String>,
+    /// Plain HTTP to `--builder-registry` (loopback test registries).
+    #[arg(long, env = "WASMFN_BUILDER_REGISTRY_INSECURE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub builder_registry_insecure: bool,
+    /// Seconds a looked-up builder digest is trusted before the tag is looked up again.
+    #[arg(long, env = "WASMFN_BUILDER_PIN_SECONDS", default_value_t = 60)]
+    pub builder_pin_seconds: u64,
     /// Default compile deadline, seconds.
     #[arg(long, env = "WASMFN_COMPILE_TIMEOUT", default_value_t = 600)]
     pub compile_timeout_seconds: u64,

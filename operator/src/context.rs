@@ -10,6 +10,7 @@ use kube::{Client, Resource};
 
 use crate::admission::Admission;
 use crate::agent::Agents;
+use crate::builder_pin::BuilderPin;
 use crate::config::Config;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct Context {
     network_policies: network_policy::Guard,
     /// Span export (disabled when no `OTEL_*` endpoint is set).
     pub tracer: Tracer,
+    /// The builder image of compile Jobs, pinned to a digest.
+    pub builder: BuilderPin,
     /// The warm agents, when enabled.
     pub agents: Option<Arc<Agents>>,
     /// Whether this replica still holds the leader Lease.
@@ -84,6 +87,7 @@ impl Context {
                 client.clone(),
                 config.run_pod_network_policy,
             ),
+            builder: BuilderPin::new(&config),
             client,
             config,
             stores,

@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod agent;
+pub mod builder_pin;
 pub mod config;
 pub mod context;
 pub mod crdgen;

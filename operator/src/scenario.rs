@@ -139,11 +139,18 @@ fn failure(code: StatusCode, reason: &str) -> (StatusCode, String) {
     (code, status.to_string())
 }
 
-/// A context with the default settings, no registry, no tracing, and leadership held.
+/// The builder image of scenarios: named by digest, so nothing is looked up.
+pub const BUILDER: &str =
+    "wasmfn.local/builder@sha256:0000000000000000000000000000000000000000000000000000000000000b1d";
+
+/// A context with the default settings (the builder by digest), no registry, no tracing, and
+/// leadership held.
 pub fn test_context(client: Client) -> Context {
+    let mut config = default_config();
+    config.builder_image = BUILDER.to_owned();
     Context::new(
         client.clone(),
-        default_config(),
+        config,
         Stores::new(client, None),
         Arc::new(Metrics::default()),
         Tracer::disabled(),

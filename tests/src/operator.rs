@@ -103,7 +103,7 @@ impl OperatorProcess {
         let child = Command::new(binary)
             .arg("run")
             .args(["--identity", identity, "--lease-namespace", "default"])
-            .args(["--builder-image", &builder, "--health-addr", &health])
+            .args(["--health-addr", &health])
             .args([
                 "--oci-registry",
                 &registry,
@@ -113,6 +113,13 @@ impl OperatorProcess {
                 "true",
             ])
             .args(extra)
+            // `extra` may name a builder image of the test's own (same registry).
+            .args(
+                (!extra.contains(&"--builder-image"))
+                    .then_some(["--builder-image", builder.as_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("KUBECONFIG", info.kubeconfig())
             .env("RUST_LOG", "info,kube=warn")
             .envs(env.iter().copied())

@@ -20,12 +20,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::burst::create_all;
 use common::executions::{client, execution, prebuilt_function, HELLO};
+use common::registry::{sha256, Repository};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -202,71 +202,15 @@ fn leb128(mut value: u64) -> Vec<u8> {
     }
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-fn curl(args: &[&str]) -> String {
-    let output = Command::new("curl")
-        .args(["-sS", "-f"])
-        .args(args)
-        .output()
-        .expect("curl");
-    assert!(
-        output.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// Pushes `module` to the cluster's registry as the operator's OCI store does (config
 /// `architecture: wasm`, one `application/wasm` layer, tag `sha256-<hex>`); returns the
 /// manifest's digest.
 fn push_module(registry_port: u16, module: &[u8]) -> String {
-    let base = format!("http://127.0.0.1:{registry_port}/v2/{REPOSITORY}");
-    let upload = |bytes: &[u8]| -> (String, usize) {
-        let digest = sha256(bytes);
-        let headers = curl(&[
-            "-X",
-            "POST",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
-            &format!("{base}/blobs/uploads/"),
-        ]);
-        let location = headers
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("location")
-                    .then(|| value.trim().to_owned())
-            })
-            .expect("an upload location");
-        let location = if location.starts_with('/') {
-            format!("http://127.0.0.1:{registry_port}{location}")
-        } else {
-            location
-        };
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let file = tempfile::NamedTempFile::new().expect("blob file");
-        std::fs::write(file.path(), bytes).expect("write the blob");
-        curl(&[
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "-T",
-            file.path().to_str().expect("utf-8 path"),
-            &format!("{location}{separator}digest={digest}"),
-        ]);
-        (digest, bytes.len())
-    };
+    let repository = Repository::new(registry_port, REPOSITORY);
     let config =
         br#"{"architecture":"wasm","os":"wasip1","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let (config_digest, config_size) = upload(config);
-    let (layer_digest, layer_size) = upload(module);
+    let (config_digest, config_size) = repository.upload(config);
+    let (layer_digest, layer_size) = repository.upload(module);
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -275,20 +219,15 @@ fn push_module(registry_port: u16, module: &[u8]) -> String {
         "layers": [{"mediaType": "application/wasm", "digest": layer_digest, "size": layer_size}],
     })
     .to_string();
-    curl(&[
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/vnd.oci.image.manifest.v1+json",
-        "--data-binary",
-        &manifest,
-        &format!("{base}/manifests/{}", layer_digest.replace(':', "-")),
-    ]);
-    sha256(manifest.as_bytes())
+    repository.put_manifest(
+        &layer_digest.replace(':', "-"),
+        manifest.as_bytes(),
+        "application/vnd.oci.image.manifest.v1+json",
+    )
 }
 
 /// The operator's cache key (`operator/src/function/cache_key.rs`) of a one-file `wat` source
-/// with default build options. A mismatch shows as a compile instead of a cache hit, which the
+/// with default build options, compiled by `builder_image` (by digest, as the operator pins it). A mismatch shows as a compile instead of a cache hit, which the
 /// test catches by the artifact's digest.
 fn wat_cache_key(builder_image: &str, source: &str) -> String {
     let mut hash = Sha256::new();
@@ -296,8 +235,9 @@ fn wat_cache_key(builder_image: &str, source: &str) -> String {
         hash.update((bytes.len() as u64).to_le_bytes());
         hash.update(bytes);
     };
-    field(b"wasmfn-cache-key/v1");
+    field(b"wasmfn-cache-key/v2");
     field(b"wat");
+    field(b"builder");
     field(builder_image.as_bytes());
     field(b"speed");
     field(b"command");
@@ -349,9 +289,14 @@ fn big_module_runs_in_both_pods(ns: &wasmfn_e2e::Kubectl, operator: &OperatorPro
         pushed.elapsed()
     );
     let builder = common::image("builder");
-    let source = format!(";; stands for a module with a 60 MiB custom section\n{HELLO}");
-    let key = wat_cache_key(&builder, &source);
     let pull_registry = builder.split('/').next().unwrap_or_default();
+    let (name, tag) = builder[pull_registry.len() + 1..]
+        .split_once(':')
+        .expect("a tagged builder image");
+    let (manifest, _) = Repository::new(registry_port, name).manifest(tag);
+    let pinned = format!("{pull_registry}/{name}@{}", sha256(&manifest));
+    let source = format!(";; stands for a module with a 60 MiB custom section\n{HELLO}");
+    let key = wat_cache_key(&pinned, &source);
     let location = format!("{pull_registry}/{REPOSITORY}@{manifest_digest}");
     ns.create(&oci_record(&key, &digest, module.len(), &location))
         .expect("the OCI record");

@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::hardened_pod::{self, empty_dir, HardenedPod};
+use common::registry::{sha256, Repository};
 use common::{namespace, terminated};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 
 fn compile_sources() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -314,4 +316,149 @@ compile javascript /src/echo.js
             "{manifest}"
         );
     }
+}
+
+/// The builder image of `repository:tag` plus one small layer (a file only): another image
+/// under the same tag, as a rebuild with changed toolchain contents leaves it. Returns the new
+/// manifest's digest.
+fn push_rebuilt_builder(repository: &Repository, tag: &str) -> String {
+    let (manifest, media_type) = repository.manifest(tag);
+    let mut manifest: Value = serde_json::from_slice(&manifest).expect("manifest JSON");
+    let mut config: Value = serde_json::from_slice(
+        &repository.blob(
+            manifest["config"]["digest"]
+                .as_str()
+                .expect("config digest"),
+        ),
+    )
+    .expect("config JSON");
+    let dir = tempfile::tempdir().expect("layer dir");
+    std::fs::write(dir.path().join("wasmfn-rebuilt"), "another toolchain\n").expect("write");
+    let tar = std::process::Command::new("tar")
+        .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
+        .arg(dir.path())
+        .args(["-cf", "-", "wasmfn-rebuilt"])
+        .output()
+        .expect("tar");
+    assert!(tar.status.success(), "tar: {tar:?}");
+    let layer_type = manifest["layers"][0]["mediaType"]
+        .as_str()
+        .expect("layer media type")
+        .to_owned();
+    let layer = if layer_type.ends_with("gzip") {
+        let mut gzip = std::process::Command::new("gzip")
+            .args(["-n", "-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("gzip");
+        std::io::Write::write_all(&mut gzip.stdin.take().expect("stdin"), &tar.stdout)
+            .expect("feed gzip");
+        gzip.wait_with_output().expect("gzip output").stdout
+    } else {
+        tar.stdout.clone()
+    };
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .expect("diff_ids")
+        .push(json!(sha256(&tar.stdout)));
+    if let Some(history) = config["history"].as_array_mut() {
+        history.push(json!({"created_by": "wasmfn e2e: the builder rebuilt"}));
+    }
+    let (layer_digest, layer_size) = repository.upload(&layer);
+    let (config_digest, config_size) =
+        repository.upload(&serde_json::to_vec(&config).expect("config"));
+    manifest["config"]["digest"] = json!(config_digest);
+    manifest["config"]["size"] = json!(config_size);
+    manifest["layers"]
+        .as_array_mut()
+        .expect("layers")
+        .push(json!({"mediaType": layer_type, "digest": layer_digest, "size": layer_size}));
+    repository.put_manifest(
+        tag,
+        &serde_json::to_vec(&manifest).expect("manifest"),
+        &media_type,
+    )
+}
+
+/// The note of the function's `CompileStarted` event, once there is one.
+fn compile_started_note(ns: &wasmfn_e2e::Kubectl, function: &str) -> String {
+    ns.wait_for(&["events.events.k8s.io"], Duration::from_secs(30), |list| {
+        list["items"].as_array()?.iter().find_map(|event| {
+            (event["regarding"]["name"] == function && event["reason"] == "CompileStarted")
+                .then(|| event["note"].as_str().unwrap_or_default().to_owned())
+        })
+    })
+    .unwrap_or_else(|e| panic!("no CompileStarted event for {function}: {e}"))
+}
+
+#[test]
+fn a_builder_rebuilt_under_the_same_tag_recompiles_instead_of_serving_the_old_module() {
+    // The builder under a repository of this test's own, so the rebuild touches no other suite.
+    let (pull_registry, name, tag) = {
+        let image = common::image("builder");
+        let (registry, rest) = image.split_once('/').expect("registry/name:tag");
+        let (name, tag) = rest.split_once(':').expect("a tag");
+        (registry.to_owned(), name.to_owned(), tag.to_owned())
+    };
+    let port = common::cluster().info().registry_port;
+    let repository = Repository::new(port, "wasmfn-e2e/rebuilt-builder");
+    let original = repository.copy_image(&name, &tag);
+    let image = format!("{pull_registry}/wasmfn-e2e/rebuilt-builder:{tag}");
+    let _operator = {
+        let cluster = common::cluster();
+        cluster
+            .kubectl()
+            .run(&["apply", "-f", crds_dir().to_str().expect("utf-8 path")])
+            .expect("apply the CRDs");
+        let mut operator = OperatorProcess::start(
+            cluster.info(),
+            "rebuilt-builder",
+            &["--builder-image", &image, "--builder-pin-seconds", "1"],
+        )
+        .expect("start the operator");
+        operator
+            .wait_for_log("became the leader", Duration::from_secs(60))
+            .expect("the operator leads");
+        operator
+    };
+    let ns = namespace("rebuilt-builder");
+    let code = std::fs::read_to_string(compile_sources().join("wat/echo.wat")).expect("echo.wat");
+    let function = |name: &str| {
+        json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
+            "metadata": {"name": name}, "spec": {"language": "wat", "source": {"code": code}}})
+        .to_string()
+    };
+    let ready = |name: &str| {
+        ns.wait_for(&["wasmfunction", name], Duration::from_secs(420), |f| {
+            (f["status"]["phase"] == "Ready").then(|| f["status"].clone())
+        })
+        .unwrap_or_else(|e| panic!("{name} is not Ready: {e}"))
+    };
+
+    ns.create(&function("before")).expect("create before");
+    let before = ready("before");
+    let note = compile_started_note(&ns, "before");
+    assert!(
+        note.contains(&format!("wasmfn-e2e/rebuilt-builder@{original}")),
+        "the compile ran the builder by the digest its tag named: {note}"
+    );
+
+    let rebuilt = push_rebuilt_builder(&repository, &tag);
+    assert_ne!(rebuilt, original);
+    // Past the operator's trust in its lookup (one second here).
+    std::thread::sleep(Duration::from_secs(2));
+    ns.create(&function("after")).expect("create after");
+    let after = ready("after");
+    let note = compile_started_note(&ns, "after");
+    assert!(
+        note.contains(&format!("wasmfn-e2e/rebuilt-builder@{rebuilt}")),
+        "the same source compiles again, on the rebuilt builder: {note}"
+    );
+    assert_eq!(after["compile"]["cacheHit"], false, "{after}");
+    assert_ne!(after["cacheKey"], before["cacheKey"], "{after}");
+    assert_eq!(
+        after["artifact"]["digest"], before["artifact"]["digest"],
+        "the extra file changes no compiler: the module is the same"
+    );
 }

@@ -1,8 +1,9 @@
 //! The cache key: a content address over everything that decides a compile's output.
 //!
-//! The builder image reference stands for the toolchain versions (one image, one set of
-//! toolchains), so a new builder image recompiles. The compile deadline is not part of the key:
-//! it changes whether a compile finishes, not what it produces.
+//! The builder image stands for the toolchain versions (one image, one set of toolchains). It
+//! enters the key by digest, never by tag ([`crate::builder_pin`]): a builder rebuilt under the
+//! same tag is another image and recompiles. A prebuilt module has no builder. The compile
+//! deadline is not part of the key: it changes whether a compile finishes, not what it produces.
 
 use sha2::{Digest, Sha256};
 use wasmfn_api::{BuildOptions, Language};
@@ -10,15 +11,15 @@ use wasmfn_api::{BuildOptions, Language};
 use super::source::SourceFiles;
 
 /// Version of the key's framing; bump it when the inputs change meaning.
-const FRAMING: &[u8] = b"wasmfn-cache-key/v1";
+const FRAMING: &[u8] = b"wasmfn-cache-key/v2";
 
 /// What goes into a key.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyInputs<'a> {
     /// The language.
     pub language: Language,
-    /// The builder image (the toolchains).
-    pub builder_image: &'a str,
+    /// The builder image by digest (the toolchains); none for a prebuilt module.
+    pub builder: Option<&'a str>,
     /// Build options.
     pub build: &'a BuildOptions,
 }
@@ -33,7 +34,13 @@ pub fn cache_key(inputs: KeyInputs<'_>, files: &SourceFiles) -> String {
     };
     field(FRAMING);
     field(inputs.language.as_str().as_bytes());
-    field(inputs.builder_image.as_bytes());
+    match inputs.builder {
+        Some(builder) => {
+            field(b"builder");
+            field(builder.as_bytes());
+        }
+        None => field(b"prebuilt"),
+    }
     field(inputs.build.optimization.as_str().as_bytes());
     field(if inputs.build.library {
         b"library"
@@ -76,7 +83,7 @@ mod tests {
         cache_key(
             KeyInputs {
                 language,
-                builder_image: image,
+                builder: Some(image),
                 build,
             },
             tree,
@@ -134,6 +141,20 @@ mod tests {
         for (index, variant) in variants.iter().enumerate() {
             assert_ne!(&base, variant, "variant {index}");
         }
+    }
+
+    #[test]
+    fn a_module_without_a_builder_never_shares_a_key_with_a_built_one() {
+        let build = BuildOptions::default();
+        let tree = files(&[("module.wasm", "\0asm")]);
+        let inputs = |builder| KeyInputs {
+            language: Language::Wasm,
+            builder,
+            build: &build,
+        };
+        let prebuilt = cache_key(inputs(None), &tree);
+        assert_ne!(prebuilt, cache_key(inputs(Some("prebuilt")), &tree));
+        assert_ne!(prebuilt, cache_key(inputs(Some("")), &tree));
     }
 
     #[test]

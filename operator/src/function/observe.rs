@@ -37,6 +37,11 @@ pub enum Seen {
         /// Which one, for the status and the event.
         message: String,
     },
+    /// The source needs a compile, and the builder image could not be pinned to a digest yet.
+    BuilderUnresolved {
+        /// Why, for the status and the event.
+        message: String,
+    },
     /// A source to build: everything the decision needs.
     Buildable(Box<Facts>),
 }
@@ -52,6 +57,8 @@ pub struct Facts {
     pub store: ArtifactStore,
     /// The files to compile (the module itself for a prebuilt one).
     pub files: SourceFiles,
+    /// The builder image by digest (none for a prebuilt module, which no Job builds).
+    pub builder: Option<String>,
     /// The module, when the spec carries one prebuilt.
     pub prebuilt: Option<Vec<u8>>,
     /// The artifact stored under the key, if any.
@@ -119,9 +126,16 @@ pub async fn observe(ctx: &Context, function: &WasmFunction, namespace: &str) ->
         }
     };
     let (files, prebuilt) = files_and_module(request)?;
+    let builder = match prebuilt {
+        Some(_) => None,
+        None => match ctx.builder.resolve().await {
+            Ok(pinned) => Some(pinned),
+            Err(message) => return Ok(Seen::BuilderUnresolved { message }),
+        },
+    };
     let key = function_key(
         function,
-        &ctx.config.builder_image,
+        builder.as_deref(),
         ctx.config.cache_enabled,
         &files,
     );
@@ -141,6 +155,7 @@ pub async fn observe(ctx: &Context, function: &WasmFunction, namespace: &str) ->
         key,
         store,
         files,
+        builder,
         prebuilt,
         stored,
         job,
@@ -214,13 +229,13 @@ pub fn files_and_module(request: SourceRequest) -> Result<(SourceFiles, Option<V
 /// function shares its Job or artifact.
 pub fn function_key(
     function: &WasmFunction,
-    builder_image: &str,
+    builder_image: Option<&str>,
     cache_enabled: bool,
     files: &SourceFiles,
 ) -> String {
     let inputs = KeyInputs {
         language: function.spec.language,
-        builder_image,
+        builder: builder_image,
         build: &function.spec.build,
     };
     let key = cache_key(inputs, files);
@@ -556,12 +571,12 @@ mod tests {
     fn functions_of_one_source_share_a_key_unless_the_cache_is_off() {
         let files = SourceFiles::from([("main.rs".to_owned(), b"fn main() {}".to_vec())]);
         let (a, b) = (function("uid-a"), function("uid-b"));
-        let shared = [&a, &b].map(|f| function_key(f, "builder:1", true, &files));
+        let shared = [&a, &b].map(|f| function_key(f, Some("builder@sha256:1"), true, &files));
         assert_eq!(shared[0], shared[1]);
-        let private = [&a, &b].map(|f| function_key(f, "builder:1", false, &files));
+        let private = [&a, &b].map(|f| function_key(f, Some("builder@sha256:1"), false, &files));
         assert_ne!(private[0], private[1]);
         assert_ne!(
-            function_key(&a, "builder:2", true, &files),
+            function_key(&a, Some("builder@sha256:2"), true, &files),
             shared[0],
             "a new builder image compiles again"
         );

@@ -78,6 +78,9 @@ async fn reconcile_inner(function: &WasmFunction, ctx: &Context) -> Result<Actio
             });
         }
         Seen::SourceMissing { message } => return steps::wait_for_source(&pass, message).await,
+        Seen::BuilderUnresolved { message } => {
+            return steps::wait_for_builder(&pass, message).await
+        }
     };
     let step = decide_with_outcome(ctx, function, &pass, &mut facts).await?;
     info!(?step, key = %facts.key, "decided");

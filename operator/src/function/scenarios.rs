@@ -259,7 +259,7 @@ fn key_of(function: &WasmFunction) -> String {
     let (files, _) = files_and_module(request).expect("inline files");
     function_key(
         function,
-        &config.builder_image,
+        Some(crate::scenario::BUILDER),
         config.cache_enabled,
         &files,
     )

@@ -16,7 +16,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, Pro
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
-use wasmfn_api::{CompileStatus, WasmFunction, WasmFunctionStatus};
+use wasmfn_api::{CompileStatus, FunctionPhase, WasmFunction, WasmFunctionStatus};
 use wasmfn_artifact::sha256_digest;
 
 use super::compile_job::{
@@ -42,6 +42,8 @@ pub const SOURCE_POLL: Duration = Duration::from_secs(10);
 pub const LOG_POLL: Duration = Duration::from_secs(5);
 /// How soon a new try looks again when the finished Job of the last one still holds the name.
 pub const NAME_HELD_POLL: Duration = Duration::from_secs(2);
+/// Reason of a function waiting for the builder image to be pinned to a digest.
+pub const BUILDER_UNRESOLVED: &str = "BuilderUnresolved";
 
 /// One reconcile pass of one function: what every step writes to and reports with.
 #[derive(Debug)]
@@ -149,6 +151,23 @@ pub async fn wait_for_source(pass: &Pass<'_>, message: String) -> Result<Action>
     Ok(Action::requeue(SOURCE_POLL))
 }
 
+/// The builder image cannot be pinned: a function already Ready for its generation keeps its
+/// module and status; any other waits, with the reason in its status and an event.
+pub async fn wait_for_builder(pass: &Pass<'_>, message: String) -> Result<Action> {
+    let ready = pass.function.status.as_ref().is_some_and(|status| {
+        status.phase == Some(FunctionPhase::Ready)
+            && status.observed_generation == pass.function.metadata.generation
+    });
+    if !ready {
+        let status = pass.update().pending(BUILDER_UNRESOLVED, &message);
+        if pass.write(status).await? {
+            pass.event(EventType::Warning, BUILDER_UNRESOLVED, "Compile", message)
+                .await;
+        }
+    }
+    Ok(Action::requeue(SOURCE_POLL))
+}
+
 /// An artifact for the key is stored already: Ready without a compile.
 pub async fn use_stored(pass: &Pass<'_>, facts: &Facts) -> Result<Action> {
     let record = facts
@@ -252,7 +271,7 @@ pub async fn start_compile(
         let note = format!(
             "compile Job {name} started ({} with {}{again})",
             pass.function.spec.language.as_str(),
-            pass.ctx.config.builder_image
+            facts.builder.as_deref().unwrap_or_default()
         );
         pass.event(EventType::Normal, "CompileStarted", "Compile", note)
             .await;
@@ -535,7 +554,10 @@ async fn create_compile_job(
         language: function.spec.language,
         build: &function.spec.build,
         files: &facts.files,
-        builder_image: &ctx.config.builder_image,
+        builder_image: facts
+            .builder
+            .as_deref()
+            .ok_or_else(|| Error::Invariant("a compile Job without a builder".into()))?,
         deadline_seconds: deadline,
         memory_bytes: ctx.config.compile_memory,
         owner: owner_reference(function, true)?,

@@ -8,6 +8,7 @@ pub mod burst;
 pub mod executions;
 pub mod hardened_pod;
 pub mod native_code;
+pub mod registry;
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
