@@ -52,16 +52,18 @@ impl Pending {
         }
     }
 
-    /// How soon to look again when no watched change comes first. An artifact's wait is its
-    /// backoff, decided where it is tried.
-    pub fn poll(self) -> Duration {
-        match self {
+    /// How soon to look again when no watched change comes first; none for
+    /// `ArtifactUnavailable`, whose next try is the artifact's backoff, decided where the module
+    /// is fetched.
+    pub fn poll(self) -> Option<Duration> {
+        Some(match self {
             Pending::FunctionNotFound | Pending::FunctionNotReady => Duration::from_secs(30),
             Pending::Unschedulable => Duration::from_secs(10),
             // A run pod finishing wakes the head of the queue sooner.
             Pending::Queued => Duration::from_secs(15),
-            Pending::ArtifactUnavailable | Pending::WaitingForCleanup => Duration::from_secs(1),
-        }
+            Pending::WaitingForCleanup => Duration::from_secs(1),
+            Pending::ArtifactUnavailable => return None,
+        })
     }
 }
 
@@ -149,6 +151,12 @@ mod tests {
                 &Pending::ArtifactUnavailable
             ]
         );
+    }
+
+    #[test]
+    fn every_wait_but_an_unavailable_artifact_has_a_poll_of_its_own() {
+        let without: Vec<_> = PENDING.iter().filter(|p| p.poll().is_none()).collect();
+        assert_eq!(without, [&Pending::ArtifactUnavailable]);
     }
 
     #[test]

@@ -69,7 +69,7 @@ async fn reconcile_inner(execution: &WasmExecution, ctx: &Context, read: Read) -
     match step {
         Step::Place => Err(Error::Invariant("placement asked for twice".into())),
         Step::Done => steps::finish(&run).await,
-        Step::Wait { reason, message } => steps::wait(&run, reason, message).await,
+        Step::Wait { reason, message } => steps::wait(&run, reason, message, "Wait").await,
         Step::Fail {
             reason,
             message,

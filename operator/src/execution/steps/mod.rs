@@ -30,7 +30,7 @@ use super::observe::Seen;
 use super::reasons::{Failure, Pending};
 use super::status::{leaves_a_final_phase, StatusUpdate};
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::reconciler;
 use crate::telemetry::object_spans::{nanos, AttemptEnd, ExecutionTrace};
 
@@ -121,21 +121,24 @@ impl<'r> Run<'r> {
         Ok(())
     }
 
-    /// Writes a Pending status for `reason` (an event on the write that changed it) and
-    /// returns when to look again.
-    async fn pend(&self, reason: Pending, message: String, action: &str) -> Result<Duration> {
+    /// Writes a Pending status for `reason` (an event on the write that changed it).
+    async fn pend(&self, reason: Pending, message: String, action: &str) -> Result<()> {
         let status = self.update.clone().pending(reason.reason(), &message);
         if self.write(&status).await? {
             self.event(reason.event_type(), reason.reason(), action, message)
                 .await;
         }
-        Ok(reason.poll())
+        Ok(())
     }
 }
 
-/// Waits (phase Pending) for what `reason` names.
-pub async fn wait(run: &Run<'_>, reason: Pending, message: String) -> Result<Action> {
-    Ok(Action::requeue(run.pend(reason, message, "Wait").await?))
+/// Waits (phase Pending) for what `reason` names; `action` names the step in the event.
+pub async fn wait(run: &Run<'_>, reason: Pending, message: String, action: &str) -> Result<Action> {
+    let poll = reason
+        .poll()
+        .ok_or_else(|| Error::Invariant(format!("{} waits by its own backoff", reason.reason())))?;
+    run.pend(reason, message, action).await?;
+    Ok(Action::requeue(poll))
 }
 
 /// Fails the execution for good after `attempts` attempts.
@@ -155,8 +158,7 @@ async fn wait_for_leftover(run: &Run<'_>, kind: &str, name: &str) -> Result<Acti
     let message = format!(
         "the {kind} {name} of an earlier execution of this name is being deleted; the run starts once it is gone"
     );
-    let poll = run.pend(Pending::WaitingForCleanup, message, "Run").await?;
-    Ok(Action::requeue(poll))
+    wait(run, Pending::WaitingForCleanup, message, "Run").await
 }
 
 /// Fails the execution because an object it needs a name for belongs to someone else.

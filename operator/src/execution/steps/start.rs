@@ -122,8 +122,7 @@ async fn start_pod(run: &Run<'_>, start: PodStart<'_>) -> Result<Action> {
     let node = match admit(ctx, run.execution(), &seen.uid, &held, start.candidates).await? {
         Ok(node) => node,
         Err(message) => {
-            let poll = run.pend(Pending::Queued, message, "Admit").await?;
-            return Ok(Action::requeue(poll));
+            return super::wait(run, Pending::Queued, message, "Admit").await;
         }
     };
     let settings = pod_settings(ctx);
