@@ -79,6 +79,7 @@ run_step 1800 "starting the local cluster (make cluster-up, state dir $WASMFN_CL
 eval "$(target/debug/wasmfn-cluster env --state-dir "$WASMFN_CLUSTER_DIR")"
 export KUBECONFIG
 apiserver_port=$(jq -r .apiserver_port "$WASMFN_CLUSTER_DIR/cluster.json")
+registry_port=$(jq -r .registry_port "$WASMFN_CLUSTER_DIR/cluster.json")
 k() { kubectl --request-timeout=60s "$@"; }
 k get nodes >/dev/null || die "the cluster in $WASMFN_CLUSTER_DIR does not answer"
 
@@ -130,6 +131,9 @@ helm_args=(
   --set localCluster.apiServerHost=127.0.0.1
   --set "localCluster.apiServerPort=$apiserver_port"
   --set "metrics.port=$metrics_port"
+  # The operator pins the builder's tag to a digest through the cluster's registry.
+  --set "compile.builderRegistry=127.0.0.1:$registry_port"
+  --set compile.builderRegistryInsecure=true
   --set "images.operator=wasmfn.local/operator:$tag"
   --set "images.builder=wasmfn.local/builder:$tag"
   --set "images.runner=wasmfn.local/runner:$tag"

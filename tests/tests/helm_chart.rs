@@ -551,6 +551,8 @@ fn the_defaults_reach_the_operators_environment_as_the_replaced_systems_defaults
         ("WASMFN_COMPILE_TIMEOUT", "600"),
         ("WASMFN_COMPILE_MEMORY", "2Gi"),
         ("WASMFN_COMPILE_ISOLATE_NETWORK", "true"),
+        ("WASMFN_BUILDER_REGISTRY_INSECURE", "false"),
+        ("WASMFN_BUILDER_PIN_SECONDS", "60"),
         ("WASMFN_DEFAULT_STORE", "configmap"),
         ("WASMFN_OCI_REGISTRY", ""),
         ("WASMFN_OCI_REPOSITORY", "wasmfn/modules"),
@@ -600,6 +602,9 @@ fn every_value_flows_into_the_operators_environment() {
         ("compile.timeoutSeconds", "120"),
         ("compile.memory", "1Gi"),
         ("compile.isolateNetwork", "false"),
+        ("compile.builderRegistry", "registry.example:5001"),
+        ("compile.builderRegistryInsecure", "true"),
+        ("compile.builderPinSeconds", "5"),
         ("cache.enabled", "false"),
         ("cache.ttlSeconds", "60"),
         ("cache.gcIntervalSeconds", "15"),
@@ -648,6 +653,9 @@ fn every_value_flows_into_the_operators_environment() {
         ("WASMFN_COMPILE_TIMEOUT", "120"),
         ("WASMFN_COMPILE_MEMORY", "1Gi"),
         ("WASMFN_COMPILE_ISOLATE_NETWORK", "false"),
+        ("WASMFN_BUILDER_REGISTRY", "registry.example:5001"),
+        ("WASMFN_BUILDER_REGISTRY_INSECURE", "true"),
+        ("WASMFN_BUILDER_PIN_SECONDS", "5"),
         ("WASM_CACHE_ENABLED", "false"),
         ("WASM_CACHE_TTL", "60"),
         ("WASMFN_GC_INTERVAL", "15"),
@@ -709,6 +717,7 @@ fn the_chart_sets_exactly_the_settings_the_operator_reads() {
     let objects = render(&[
         ("cache.gcIntervalSeconds", "30"),
         ("store.oci.pullRegistry", "mirror.example"),
+        ("compile.builderRegistry", "registry.example:5001"),
     ]);
     let not_settings = [
         "POD_NAME",
@@ -1044,6 +1053,7 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
     let chart = chart_dir();
     let apiserver_port = info.apiserver_port.to_string();
     let port = metrics_port.to_string();
+    let builder_registry = format!("compile.builderRegistry=127.0.0.1:{}", info.registry_port);
     let started = Instant::now();
     let out = helm
         .run(&[
@@ -1060,6 +1070,10 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
             &format!("localCluster.apiServerPort={apiserver_port}"),
             "--set",
             &format!("metrics.port={port}"),
+            "--set",
+            &builder_registry,
+            "--set",
+            "compile.builderRegistryInsecure=true",
         ])
         .expect("helm install");
     let helm_returned = started.elapsed();
