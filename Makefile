@@ -44,6 +44,8 @@ demo: ## Cluster up, images, helm install, every example function and its execut
 lint: ## cargo fmt --check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# The kube-free model the compiler and the CLI build (features unify in the workspace run).
+	$(CARGO) clippy -p wasmfn-api --no-default-features --all-targets -- -D warnings
 
 .PHONY: crds
 crds: ## Regenerate crds/*.yaml (and the chart's copy) from the API types (tests fail when they drift)

@@ -1,6 +1,8 @@
 //! `WasmExecution`: one run of one function with its input and limits, and its result.
 
+#[cfg(feature = "kube")]
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+#[cfg(feature = "kube")]
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -9,25 +11,29 @@ use crate::function::EnvVar;
 
 /// One run of a function. The operator places it on a WasmEdge node when the cluster has one
 /// (or on a container pod that embeds WasmEdge) and writes the result into the status.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(
-    group = "wasmfn.dev",
-    version = "v1alpha1",
-    kind = "WasmExecution",
-    namespaced,
-    status = "WasmExecutionStatus",
-    shortname = "wex",
-    category = "wasmfn",
-    derive = "PartialEq",
-    doc = "One run of a WasmFunction with its input and limits; the status holds the result (exit code, output, timings, the runtime used).",
-    printcolumn = r#"{"name":"Function","type":"string","jsonPath":".spec.functionRef.name"}"#,
-    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Runtime","type":"string","jsonPath":".status.runtime"}"#,
-    printcolumn = r#"{"name":"Path","type":"string","jsonPath":".status.path"}"#,
-    printcolumn = r#"{"name":"Exit","type":"integer","jsonPath":".status.exitCode"}"#,
-    printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".status.duration"}"#,
-    printcolumn = r#"{"name":"Node","type":"string","priority":1,"jsonPath":".status.node"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[cfg_attr(feature = "kube", derive(CustomResource))]
+#[cfg_attr(
+    feature = "kube",
+    kube(
+        group = "wasmfn.dev",
+        version = "v1alpha1",
+        kind = "WasmExecution",
+        namespaced,
+        status = "WasmExecutionStatus",
+        shortname = "wex",
+        category = "wasmfn",
+        derive = "PartialEq",
+        doc = "One run of a WasmFunction with its input and limits; the status holds the result (exit code, output, timings, the runtime used).",
+        printcolumn = r#"{"name":"Function","type":"string","jsonPath":".spec.functionRef.name"}"#,
+        printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+        printcolumn = r#"{"name":"Runtime","type":"string","jsonPath":".status.runtime"}"#,
+        printcolumn = r#"{"name":"Path","type":"string","jsonPath":".status.path"}"#,
+        printcolumn = r#"{"name":"Exit","type":"integer","jsonPath":".status.exitCode"}"#,
+        printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".status.duration"}"#,
+        printcolumn = r#"{"name":"Node","type":"string","priority":1,"jsonPath":".status.node"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WasmExecutionSpec {
@@ -171,6 +177,7 @@ pub enum ExecutionPhase {
     TimedOut,
 }
 
+#[cfg(feature = "kube")]
 /// What happened to an execution.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

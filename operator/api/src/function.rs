@@ -1,7 +1,9 @@
 //! `WasmFunction`: source code plus language, compiled once per distinct source into a stored
 //! WebAssembly module.
 
+#[cfg(feature = "kube")]
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+#[cfg(feature = "kube")]
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -12,23 +14,27 @@ pub const MAX_INLINE_SOURCE_BYTES: usize = 1 << 20;
 
 /// A function: source code and language, compiled by the operator into a WebAssembly module that
 /// is stored as an artifact and run by `WasmExecution`s.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(
-    group = "wasmfn.dev",
-    version = "v1alpha1",
-    kind = "WasmFunction",
-    namespaced,
-    status = "WasmFunctionStatus",
-    shortname = "wfn",
-    category = "wasmfn",
-    derive = "PartialEq",
-    doc = "A function: source code and language, compiled once per distinct source into a stored WebAssembly module that WasmExecutions run.",
-    printcolumn = r#"{"name":"Language","type":"string","jsonPath":".spec.language"}"#,
-    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.artifact.shortDigest"}"#,
-    printcolumn = r#"{"name":"Size","type":"integer","jsonPath":".status.artifact.size"}"#,
-    printcolumn = r#"{"name":"Store","type":"string","priority":1,"jsonPath":".status.artifact.store"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[cfg_attr(feature = "kube", derive(CustomResource))]
+#[cfg_attr(
+    feature = "kube",
+    kube(
+        group = "wasmfn.dev",
+        version = "v1alpha1",
+        kind = "WasmFunction",
+        namespaced,
+        status = "WasmFunctionStatus",
+        shortname = "wfn",
+        category = "wasmfn",
+        derive = "PartialEq",
+        doc = "A function: source code and language, compiled once per distinct source into a stored WebAssembly module that WasmExecutions run.",
+        printcolumn = r#"{"name":"Language","type":"string","jsonPath":".spec.language"}"#,
+        printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+        printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.artifact.shortDigest"}"#,
+        printcolumn = r#"{"name":"Size","type":"integer","jsonPath":".status.artifact.size"}"#,
+        printcolumn = r#"{"name":"Store","type":"string","priority":1,"jsonPath":".status.artifact.store"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WasmFunctionSpec {
@@ -57,7 +63,7 @@ pub struct WasmFunctionSpec {
     pub artifact_store: Option<ArtifactStore>,
 }
 
-/// A source language.
+/// A source language. One definition for the API, the compiler and the CLI.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
@@ -70,11 +76,11 @@ pub enum Language {
     /// Go (`GOOS=wasip1 GOARCH=wasm`).
     Go,
     /// AssemblyScript.
-    Assemblyscript,
+    AssemblyScript,
     /// TypeScript, compiled as AssemblyScript.
-    Typescript,
+    TypeScript,
     /// JavaScript, run by the QuickJS interpreter module.
-    Javascript,
+    JavaScript,
     /// Python, run by the CPython interpreter module.
     Python,
     /// WebAssembly text format.
@@ -84,20 +90,52 @@ pub enum Language {
 }
 
 impl Language {
-    /// The name `wasmfn compile --language` takes.
+    /// Every language, in documentation order.
+    pub const ALL: [Language; 10] = [
+        Language::Rust,
+        Language::C,
+        Language::Cpp,
+        Language::Go,
+        Language::AssemblyScript,
+        Language::TypeScript,
+        Language::Wat,
+        Language::Wasm,
+        Language::Python,
+        Language::JavaScript,
+    ];
+
+    /// The name in manifests, on `wasmfn compile --language` and in cache keys.
     pub fn as_str(self) -> &'static str {
         match self {
             Language::Rust => "rust",
             Language::C => "c",
             Language::Cpp => "cpp",
             Language::Go => "go",
-            Language::Assemblyscript => "assemblyscript",
-            Language::Typescript => "typescript",
-            Language::Javascript => "javascript",
+            Language::AssemblyScript => "assemblyscript",
+            Language::TypeScript => "typescript",
+            Language::JavaScript => "javascript",
             Language::Python => "python",
             Language::Wat => "wat",
             Language::Wasm => "wasm",
         }
+    }
+
+    /// Parses a name as a person types it on a command line: any case, and the usual short
+    /// forms (`rs`, `c++`, `ts`, `as`, `js`, `py`, `golang`).
+    pub fn parse(name: &str) -> Option<Language> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "rust" | "rs" => Language::Rust,
+            "c" => Language::C,
+            "cpp" | "c++" | "cxx" => Language::Cpp,
+            "go" | "golang" => Language::Go,
+            "assemblyscript" | "as" => Language::AssemblyScript,
+            "typescript" | "ts" => Language::TypeScript,
+            "wat" => Language::Wat,
+            "wasm" => Language::Wasm,
+            "python" | "py" => Language::Python,
+            "javascript" | "js" => Language::JavaScript,
+            _ => return None,
+        })
     }
 
     /// File name an inline source gets when the manifest names none.
@@ -107,12 +145,33 @@ impl Language {
             Language::C => "main.c",
             Language::Cpp => "main.cpp",
             Language::Go => "main.go",
-            Language::Assemblyscript | Language::Typescript => "main.ts",
-            Language::Javascript => "main.js",
+            Language::AssemblyScript | Language::TypeScript => "main.ts",
+            Language::JavaScript => "main.js",
             Language::Python => "main.py",
             Language::Wat => "main.wat",
             Language::Wasm => "module.wasm",
         }
+    }
+
+    /// File extensions that hold this language's sources (the first is the preferred one).
+    pub fn source_extensions(self) -> &'static [&'static str] {
+        match self {
+            Language::Rust => &["rs"],
+            Language::C => &["c"],
+            Language::Cpp => &["cpp", "cc", "cxx", "c++"],
+            Language::Go => &["go"],
+            Language::AssemblyScript | Language::TypeScript => &["ts"],
+            Language::Wat => &["wat", "wast"],
+            Language::Wasm => &["wasm"],
+            Language::Python => &["py"],
+            Language::JavaScript => &["js", "mjs"],
+        }
+    }
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -244,6 +303,7 @@ impl ArtifactStore {
     }
 }
 
+#[cfg(feature = "kube")]
 /// What the operator has observed and done.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -307,6 +367,7 @@ pub struct ArtifactStatus {
     pub config_maps: Vec<String>,
 }
 
+#[cfg(feature = "kube")]
 /// A compile's record.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -347,6 +408,51 @@ pub struct CompileStatus {
     pub next_attempt_time: Option<Time>,
 }
 
+#[cfg(feature = "kube")]
 fn is_zero(value: &i32) -> bool {
     *value == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_language_parses_back_from_its_name_in_any_case() {
+        for language in Language::ALL {
+            assert_eq!(Language::parse(language.as_str()), Some(language));
+            let upper = language.as_str().to_uppercase();
+            assert_eq!(Language::parse(&upper), Some(language));
+        }
+    }
+
+    #[test]
+    fn the_manifest_name_is_the_command_line_name() {
+        for language in Language::ALL {
+            let json = serde_json::to_value(language).expect("serialises");
+            assert_eq!(json, language.as_str());
+            assert_eq!(language.to_string(), language.as_str());
+        }
+    }
+
+    #[test]
+    fn short_forms_parse_and_unknown_names_do_not() {
+        assert_eq!(Language::parse("ts"), Some(Language::TypeScript));
+        assert_eq!(Language::parse(" c++ "), Some(Language::Cpp));
+        assert_eq!(Language::parse("js"), Some(Language::JavaScript));
+        assert_eq!(Language::parse("cobol"), None);
+        assert_eq!(Language::parse(""), None);
+    }
+
+    #[test]
+    fn typescript_is_compiled_from_the_same_files_as_assemblyscript() {
+        assert_eq!(
+            Language::TypeScript.default_file_name(),
+            Language::AssemblyScript.default_file_name()
+        );
+        assert_eq!(
+            Language::TypeScript.source_extensions(),
+            Language::AssemblyScript.source_extensions()
+        );
+    }
 }

@@ -4,22 +4,31 @@
 //! well-known names), so a workflow engine can create executions and read their results by
 //! depending on it alone. The CRD YAML in `crds/` is generated from these types by
 //! `wasmfn-operator crdgen`; every `///` comment on a field becomes `kubectl explain` text.
+//!
+//! With default features off (no `kube`), the crate is the kube-free model the compiler and the
+//! CLI share with the operator: the spec shapes (a manifest's `spec` parses into the same types
+//! the apiserver's schema is generated from), [`Language`] and the well-known names.
 
+#[cfg(feature = "kube")]
 pub mod condition;
 pub mod execution;
 pub mod function;
+#[cfg(feature = "kube")]
 pub mod pod_security;
 
+#[cfg(feature = "kube")]
 pub use condition::{set_condition, ConditionStatus};
 pub use execution::{
-    ExecutionPath, ExecutionPhase, ExecutionRuntime, FunctionReference, Runtime, WasmExecution,
-    WasmExecutionSpec, WasmExecutionStatus,
+    ExecutionPath, ExecutionPhase, ExecutionRuntime, FunctionReference, Runtime, WasmExecutionSpec,
 };
+#[cfg(feature = "kube")]
+pub use execution::{WasmExecution, WasmExecutionStatus};
 pub use function::{
-    ArtifactStatus, ArtifactStore, BuildOptions, CompileStatus, ConfigMapSource, EnvVar,
-    ExecutionDefaults, FunctionPhase, FunctionSource, Language, Optimization, WasmFunction,
-    WasmFunctionSpec, WasmFunctionStatus,
+    ArtifactStatus, ArtifactStore, BuildOptions, ConfigMapSource, EnvVar, ExecutionDefaults,
+    FunctionPhase, FunctionSource, Language, Optimization, WasmFunctionSpec,
 };
+#[cfg(feature = "kube")]
+pub use function::{CompileStatus, WasmFunction, WasmFunctionStatus};
 
 /// The API group.
 pub const GROUP: &str = "wasmfn.dev";

@@ -27,7 +27,7 @@ impl CacheKey {
     ) -> CacheKey {
         let mut hasher = KeyHasher::default();
         hasher.field("pipeline", PIPELINE_VERSION.as_bytes());
-        hasher.field("language", language.name().as_bytes());
+        hasher.field("language", language.as_str().as_bytes());
         for tool in toolchain {
             hasher.field("tool", tool.name.as_bytes());
             hasher.field("version", tool.version.as_bytes());

@@ -285,7 +285,7 @@ impl Compiler {
         let mut files: Vec<(String, PathBuf)> =
             vec![(artifact_name.clone(), built.artifact.clone())];
         let mut aot = None;
-        if request.options.aot && language.artifact_kind() != ArtifactKind::Script {
+        if request.options.aot && language::artifact_kind(language) != ArtifactKind::Script {
             let aot_path = build.output_dir.join(AOT_FILE);
             build.invocations.set(build.invocations.get() + 1);
             let module = wasmfn_execution::artifact::ModuleBytes::new(artifact_bytes.clone());
@@ -311,7 +311,7 @@ impl Compiler {
         let mut manifest = Manifest {
             api_version: manifest::API_VERSION.to_owned(),
             kind: manifest::KIND.to_owned(),
-            language: language.name().to_owned(),
+            language: language.as_str().to_owned(),
             artifact: artifact_file(&artifact_name, &artifact_bytes, media_type),
             aot,
             cache_key: key.as_str().to_owned(),

@@ -149,7 +149,7 @@ impl SourceTree {
                 "the source holds more than {MAX_FILES} files"
             )));
         }
-        let content = if language.is_text() {
+        let content = if crate::language::is_text(language) {
             normalise_line_endings(content)
         } else {
             content

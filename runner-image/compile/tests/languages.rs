@@ -16,7 +16,7 @@ fn hello_and_echo(language: Language, input: SourceInput, greeting: &str) {
     let (outcome, _dir) = compile_fresh(language, input, BuildOptions::default());
     let outcome = outcome.unwrap_or_else(|e| panic!("{language} compile failed: {e}"));
     let manifest = &outcome.manifest;
-    assert_eq!(manifest.language, language.name());
+    assert_eq!(manifest.language, language.as_str());
     assert_eq!(manifest.cache, CacheOutcome::Miss);
     assert!(manifest.artifact.digest.starts_with("sha256:"));
     assert!(manifest.cache_key.starts_with("sha256:"));

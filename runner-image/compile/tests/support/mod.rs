@@ -84,7 +84,7 @@ pub fn compile_fresh(
 /// Runs a compiled artifact as a command with `stdin`, the way `wasmfn exec` does.
 pub fn run(language: Language, outcome: &CompileOutcome, stdin: &[u8]) -> Execution {
     let mut request = RunRequest::command(ModuleSource::Path(outcome.artifact.clone()));
-    if let Some(script_language) = ScriptLanguage::parse(language.name()) {
+    if let Some(script_language) = ScriptLanguage::parse(language.as_str()) {
         let interpreters = Toolchains::from_env().interpreters;
         request = script_request(request, script_language, &interpreters, &outcome.artifact);
     }
