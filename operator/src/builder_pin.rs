@@ -10,11 +10,11 @@
 use std::time::{Duration, Instant};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::registry_auth::Credentials;
 
 /// How the configured builder image is turned into a digest reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +105,7 @@ pub struct BuilderPin {
     image: String,
     plan: Result<Plan, String>,
     trust: Duration,
+    credentials: Credentials,
     memory: tokio::sync::Mutex<Memory>,
 }
 
@@ -136,6 +137,7 @@ impl BuilderPin {
             image: config.builder_image.clone(),
             plan,
             trust: Duration::from_secs(config.builder_pin_seconds),
+            credentials: Credentials::new(config.registry_auth_file.as_deref()),
             memory: tokio::sync::Mutex::default(),
         }
     }
@@ -182,10 +184,14 @@ impl BuilderPin {
             },
             ..Default::default()
         });
-        match client
-            .fetch_manifest_digest(&lookup, &RegistryAuth::Anonymous)
-            .await
-        {
+        let answer = match self.credentials.for_registry(endpoint) {
+            Ok(auth) => client
+                .fetch_manifest_digest(&lookup, &auth)
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(format!("credentials: {error}")),
+        };
+        match answer {
             Ok(digest) => {
                 let reference = pinned(registry, repository, &digest);
                 if memory.found.as_ref().map(|f| &f.reference) != Some(&reference) {

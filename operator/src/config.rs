@@ -71,6 +71,15 @@ pub struct Config {
     /// OCI store: talk plain HTTP to the registry (loopback test registries).
     #[arg(long, env = "WASMFN_OCI_INSECURE", default_value_t = false, action = clap::ArgAction::Set)]
     pub oci_insecure: bool,
+    /// Registry credentials: a docker config JSON (the `.dockerconfigjson` of a
+    /// `kubernetes.io/dockerconfigjson` Secret, mounted), used for the OCI store's pushes and
+    /// pulls and for builder digest lookups. Empty: registries are asked anonymously.
+    #[arg(long, env = "WASMFN_REGISTRY_AUTH_FILE")]
+    pub registry_auth_file: Option<std::path::PathBuf>,
+    /// Secrets named as `imagePullSecrets` on every pod the operator creates (compile Jobs and
+    /// run pods), comma-separated; each must exist in the pod's namespace.
+    #[arg(long, env = "WASMFN_IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    pub image_pull_secrets: Vec<String>,
     /// Reconciles run at once, per controller.
     #[arg(long, env = "WASMFN_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,

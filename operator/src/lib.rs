@@ -24,6 +24,7 @@ pub mod network_policy;
 pub mod operator;
 pub mod pod_security;
 pub mod reconciler;
+pub mod registry_auth;
 #[cfg(test)]
 pub mod scenario;
 pub mod store;

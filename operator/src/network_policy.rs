@@ -208,6 +208,7 @@ mod tests {
             memory_overhead_bytes: 1 << 20,
             deadline_grace_seconds: 1,
             cpu_limit: None,
+            image_pull_secrets: Vec::new(),
         };
         let placement = Placement::Container {
             reason: String::new(),
@@ -246,6 +247,7 @@ mod tests {
             memory_bytes: 1 << 30,
             owner,
             isolate_network: true,
+            image_pull_secrets: &[],
         });
         let template_labels = job
             .spec

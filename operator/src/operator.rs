@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::health::{self, Health};
 use crate::leader::{LeaderElector, Leadership};
 use crate::metrics::Metrics;
+use crate::registry_auth::Credentials;
 use crate::store::oci::OciStore;
 use crate::store::{gc, Stores};
 use crate::telemetry::{otlp_config, Tracer};
@@ -94,6 +95,7 @@ pub async fn run(config: Config) -> Result<()> {
             config.oci_pull_registry(),
             &config.oci_repository,
             config.oci_insecure,
+            Credentials::new(config.registry_auth_file.as_deref()),
         )
     });
     let stores = Stores::new(client.clone(), oci);

@@ -10,12 +10,23 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, PodSecurityContext, ResourceRequirements, SeccompProfile, SecurityContext,
+    Capabilities, LocalObjectReference, PodSecurityContext, ResourceRequirements, SeccompProfile,
+    SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// The numeric user and group of every pod the operator starts (the images' non-root user).
 pub const NON_ROOT_ID: i64 = 65532;
+
+/// `imagePullSecrets` naming `secrets` (none when the list is empty).
+pub fn pull_secrets(secrets: &[String]) -> Option<Vec<LocalObjectReference>> {
+    (!secrets.is_empty()).then(|| {
+        secrets
+            .iter()
+            .map(|name| LocalObjectReference { name: name.clone() })
+            .collect()
+    })
+}
 
 /// The pod-level context: runs as [`NON_ROOT_ID`] (user and group), refuses to run as root, and
 /// confines every container with the runtime's default seccomp profile.

@@ -102,6 +102,8 @@ pub struct PodSettings {
     pub deadline_grace_seconds: u64,
     /// CPU a run pod may use (a looping guest takes at most this from its neighbours).
     pub cpu_limit: Option<Quantity>,
+    /// Secrets the kubelet pulls the pod's image with (a module image in a private registry).
+    pub image_pull_secrets: Vec<String>,
 }
 
 /// Everything one attempt's pod is built from.
@@ -440,6 +442,7 @@ pub fn run_pod(spec: &RunSpec<'_>) -> Pod {
             active_deadline_seconds: Some(i64::try_from(deadline).unwrap_or(i64::MAX)),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
+            image_pull_secrets: pod_security::pull_secrets(&spec.settings.image_pull_secrets),
             termination_grace_period_seconds: Some(2),
             security_context: Some(pod_security::non_root_pod()),
             containers: vec![Container {
@@ -479,6 +482,7 @@ mod tests {
             memory_overhead_bytes: 64 << 20,
             deadline_grace_seconds: 30,
             cpu_limit: Some(Quantity("1".into())),
+            image_pull_secrets: Vec::new(),
         }
     }
 
@@ -652,6 +656,27 @@ mod tests {
             .expect("valid");
         assert_eq!(volumes.len(), 1, "only the inputs volume");
         assert_eq!(volumes[0].name, "inputs");
+    }
+
+    #[test]
+    fn a_private_module_image_is_pulled_with_the_configured_secrets() {
+        let mut f = fixture();
+        let placement = wasm_placement();
+        let image = ModuleMount::Image("registry:5000/wasmfn/modules@sha256:abc".into());
+        let pod = run_pod(&spec(&f, &placement, image.clone()));
+        assert_eq!(pod.spec.as_ref().expect("valid").image_pull_secrets, None);
+        f.settings.image_pull_secrets = vec!["registry-credentials".into()];
+        let pod = run_pod(&spec(&f, &placement, image));
+        let names: Vec<&str> = pod
+            .spec
+            .as_ref()
+            .expect("valid")
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["registry-credentials"]);
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct CompileJobInputs<'a> {
     pub owner: OwnerReference,
     /// Take the pod's network down before the build (an init container with `NET_ADMIN`).
     pub isolate_network: bool,
+    /// Secrets the kubelet pulls the builder image with.
+    pub image_pull_secrets: &'a [String],
 }
 
 /// The init container that takes every interface but loopback down in the pod's network
@@ -167,6 +169,7 @@ pub fn compile_job(inputs: &CompileJobInputs<'_>) -> Job {
                     restart_policy: Some("Never".to_owned()),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
+                    image_pull_secrets: pod_security::pull_secrets(inputs.image_pull_secrets),
                     termination_grace_period_seconds: Some(5),
                     security_context: Some(PodSecurityContext {
                         // The /tmp emptyDir must be writable by the builder's user.
@@ -293,6 +296,7 @@ mod tests {
             memory_bytes: 2 << 30,
             owner: owner(),
             isolate_network: true,
+            image_pull_secrets: &[],
         })
     }
 
@@ -385,10 +389,38 @@ mod tests {
             memory_bytes: 1 << 30,
             owner: owner(),
             isolate_network: true,
+            image_pull_secrets: &[],
         };
         assert!(pod(&compile_job(&inputs)).init_containers.is_some());
         inputs.isolate_network = false;
         assert!(pod(&compile_job(&inputs)).init_containers.is_none());
+    }
+
+    #[test]
+    fn the_builder_is_pulled_with_the_configured_secrets_and_none_by_default() {
+        let files = SourceFiles::from([("main.rs".into(), b"fn main(){}".to_vec())]);
+        let build = BuildOptions::default();
+        assert_eq!(pod(&job_for(&files, &build)).image_pull_secrets, None);
+        let secrets = ["registry-credentials".to_owned()];
+        let job = compile_job(&CompileJobInputs {
+            key: KEY,
+            language: Language::Rust,
+            build: &build,
+            files: &files,
+            builder_image: "b",
+            deadline_seconds: 60,
+            memory_bytes: 1 << 30,
+            owner: owner(),
+            isolate_network: false,
+            image_pull_secrets: &secrets,
+        });
+        let names: Vec<&str> = pod(&job)
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["registry-credentials"]);
     }
 
     #[test]

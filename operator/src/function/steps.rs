@@ -562,6 +562,7 @@ async fn create_compile_job(
         memory_bytes: ctx.config.compile_memory,
         owner: owner_reference(function, true)?,
         isolate_network: ctx.config.compile_isolate_network,
+        image_pull_secrets: &ctx.config.image_pull_secrets,
     });
     let name = job_name(&facts.key);
     ctx.ensure_network_policy(&facts.namespace, function)

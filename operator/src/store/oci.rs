@@ -7,9 +7,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer, SizedStream};
-use oci_client::manifest::{OciDescriptor, OciImageManifest};
+use oci_client::manifest::{OciDescriptor, OciImageManifest, OCI_IMAGE_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
+use reqwest::header::HeaderValue;
 use wasmfn_api::ArtifactStore;
 use wasmfn_artifact::MAX_MODULE_BYTES;
 
@@ -17,6 +18,7 @@ use super::record::{record_metadata, ArtifactRecord};
 use super::ModuleToStore;
 use crate::error::{Error, Result};
 use crate::idempotent::create_if_absent;
+use crate::registry_auth::Credentials;
 
 /// The image config of a Wasm artifact.
 const WASM_CONFIG: &[u8] =
@@ -30,6 +32,7 @@ pub struct OciStore {
     push_registry: String,
     pull_registry: String,
     repository: String,
+    credentials: Credentials,
 }
 
 impl std::fmt::Debug for OciStore {
@@ -49,7 +52,13 @@ pub fn tag_for(digest: &str) -> String {
 
 impl OciStore {
     /// A store pushing to `push_registry/repository`, naming images `pull_registry/repository`.
-    pub fn new(push_registry: &str, pull_registry: &str, repository: &str, insecure: bool) -> Self {
+    pub fn new(
+        push_registry: &str,
+        pull_registry: &str,
+        repository: &str,
+        insecure: bool,
+        credentials: Credentials,
+    ) -> Self {
         let client = Client::new(ClientConfig {
             protocol: if insecure {
                 ClientProtocol::Http
@@ -63,7 +72,24 @@ impl OciStore {
             push_registry: push_registry.to_owned(),
             pull_registry: pull_registry.to_owned(),
             repository: repository.to_owned(),
+            credentials,
         }
+    }
+
+    /// How this store authenticates to its registry.
+    fn auth(&self) -> Result<RegistryAuth> {
+        self.credentials
+            .for_registry(&self.push_registry)
+            .map_err(|message| self.registry_error(format!("credentials: {message}")))
+    }
+
+    /// Hands the client the credentials for pushes made blob by blob.
+    async fn authenticate(&self) -> Result<()> {
+        let auth = self.auth()?;
+        self.client
+            .store_auth_if_needed(&self.push_registry, &auth)
+            .await;
+        Ok(())
     }
 
     fn registry_error(&self, message: impl std::fmt::Display) -> Error {
@@ -89,21 +115,27 @@ impl OciStore {
         )];
         let config = Config::new(WASM_CONFIG.to_vec(), CONFIG_MEDIA_TYPE.to_owned(), None);
         let manifest = OciImageManifest::build(&layers, &config, None);
+        // The manifest's digest is that of the bytes pushed, computed here: a lookup by tag
+        // afterwards could see another push of the tag.
+        let manifest_bytes = serde_json::to_vec(&manifest)
+            .map_err(|e| self.registry_error(format!("encode the manifest: {e}")))?;
+        let manifest_digest = wasmfn_artifact::sha256_digest(&manifest_bytes);
+        self.authenticate().await?;
+        let push_error = |e| self.registry_error(format!("push {reference}: {e}"));
+        for (data, digest) in [
+            (layers[0].data.clone(), &manifest.layers[0].digest),
+            (config.data.clone(), &manifest.config.digest),
+        ] {
+            self.client
+                .push_blob(&reference, data, digest)
+                .await
+                .map_err(push_error)?;
+        }
+        let content_type = HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE);
         self.client
-            .push(
-                &reference,
-                &layers,
-                config,
-                &RegistryAuth::Anonymous,
-                Some(manifest),
-            )
+            .push_manifest_raw(&reference, manifest_bytes, content_type)
             .await
-            .map_err(|e| self.registry_error(format!("push {reference}: {e}")))?;
-        let manifest_digest = self
-            .client
-            .fetch_manifest_digest(&reference, &RegistryAuth::Anonymous)
-            .await
-            .map_err(|e| self.registry_error(format!("resolve {reference}: {e}")))?;
+            .map_err(push_error)?;
         let record = ArtifactRecord {
             name: name.to_owned(),
             store: ArtifactStore::Oci,
@@ -131,9 +163,10 @@ impl OciStore {
     /// digest, one `application/wasm` layer, and at most [`MAX_MODULE_BYTES`].
     pub async fn fetch_stream(&self, digest: &str) -> Result<(u64, SizedStream)> {
         let reference = self.reference(digest)?;
+        let auth = self.auth()?;
         let (manifest, _) = self
             .client
-            .pull_image_manifest(&reference, &RegistryAuth::Anonymous)
+            .pull_image_manifest(&reference, &auth)
             .await
             .map_err(|e| self.registry_error(format!("pull the manifest of {reference}: {e}")))?;
         let layer = wasm_layer(&manifest.layers, digest)

@@ -478,6 +478,7 @@ fn pod_settings(ctx: &Context) -> PodSettings {
             .saturating_add(ctx.config.start_deadline_seconds),
         cpu_limit: (!ctx.config.run_cpu_limit.is_empty())
             .then(|| Quantity(ctx.config.run_cpu_limit.clone())),
+        image_pull_secrets: ctx.config.image_pull_secrets.clone(),
     }
 }
 
