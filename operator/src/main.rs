@@ -1,4 +1,7 @@
-//! `wasmfn-operator`: `run` the controllers, or `crdgen` the CRD YAML.
+//! `wasmfn-operator`: `run` the controllers, `crdgen` the CRD YAML, or `cleanup` what the operator
+//! made before it is uninstalled.
+
+mod cleanup;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -29,6 +32,25 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Delete the objects the operator made that nothing owns (its wasmfn-deny-egress
+    /// NetworkPolicies and artifact ConfigMaps), cluster-wide; the chart's pre-delete hook runs
+    /// it. Never touches WasmFunctions, WasmExecutions or what they own.
+    Cleanup {
+        /// Only print what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Runs `work` on a new async runtime, with the TLS provider the clients use.
+fn block_on(
+    work: impl std::future::Future<Output = wasmfn_operator::Result<()>>,
+) -> wasmfn_operator::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(work),
+        Err(error) => Err(wasmfn_operator::Error::io("start the async runtime")(error)),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,13 +72,8 @@ fn main() -> std::process::ExitCode {
             println!("{}---", crdgen::render(crd)?);
             Ok(())
         }),
-        Command::Run(config) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime.block_on(operator::run(*config)),
-                Err(error) => Err(wasmfn_operator::Error::io("start the async runtime")(error)),
-            }
-        }
+        Command::Run(config) => block_on(operator::run(*config)),
+        Command::Cleanup { dry_run } => block_on(cleanup::run(dry_run)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

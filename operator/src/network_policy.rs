@@ -9,8 +9,8 @@
 //! [`RECHECK_AFTER`], so a burst of executions costs one API call, and a policy someone deleted
 //! comes back on the next pod after that.
 //!
-//! The policy is not owned by anything (it serves every workload of its namespace) and stays when
-//! the operator is uninstalled, like the functions themselves.
+//! The policy is not owned by anything (it serves every workload of its namespace); uninstalling
+//! the chart removes it through `wasmfn-operator cleanup` (its pre-delete hook).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

@@ -134,11 +134,12 @@ helm_args=(
   # The operator pins the builder's tag to a digest through the cluster's registry.
   --set "compile.builderRegistry=127.0.0.1:$registry_port"
   --set compile.builderRegistryInsecure=true
-  --set "images.operator=wasmfn.local/operator:$tag"
-  --set "images.builder=wasmfn.local/builder:$tag"
-  --set "images.runner=wasmfn.local/runner:$tag"
-  --set "images.wasmPod=wasmfn.local/wasm-pod:$tag"
-  --set "images.nodeInstaller=wasmfn.local/node-installer:$tag"
+  # The chart's repositories are the local registry's; only the tag differs from its appVersion.
+  --set-string "images.operator.tag=$tag"
+  --set-string "images.builder.tag=$tag"
+  --set-string "images.runner.tag=$tag"
+  --set-string "images.wasmPod.tag=$tag"
+  --set-string "images.nodeInstaller.tag=$tag"
   # A rebuilt operator image (same tag) rolls the Deployment; Always makes the nodes pull it.
   --set images.pullPolicy=Always
   --set-string "operator.podAnnotations.wasmfn\.dev/operator-image=$operator_image"

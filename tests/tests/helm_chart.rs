@@ -1,9 +1,14 @@
-//! The Helm chart (`charts/wasmfn`): `helm lint`, what `helm template` renders (security
-//! contexts, the operator's RBAC, values reaching the operator's environment, the NetworkPolicy,
-//! the RuntimeClass, the CRD copies), and `helm install` onto the local cluster with the operator
-//! image from `make images` running as the chart's Deployment: one replica leads, a function
-//! becomes Ready through it, executions succeed in a namespace it then guards with its
-//! deny-egress NetworkPolicy, and `helm uninstall` leaves none of the release's objects behind.
+//! The Helm chart (`charts/wasmfn`): `helm lint`, the values schema, what `helm template`
+//! renders (security contexts, the operator's RBAC and the roles aggregated into admin/edit/view,
+//! images from repository + tag + appVersion, values reaching the operator's environment, the
+//! NetworkPolicy, the RuntimeClass, the opt-in PodDisruptionBudget and ServiceMonitor, name
+//! overrides, the uninstall cleanup hook, the CRD copies), and `helm install` onto the local
+//! cluster with the images from `make images` (tag `WASMFN_IMAGE_TAG` when that is set, as for
+//! `make images`): the harness's RuntimeClass is left alone (NOTES says so), one replica leads,
+//! a function becomes Ready through it, a namespace viewer may read it, executions succeed in a
+//! namespace it then guards with its deny-egress NetworkPolicy, and `helm uninstall` removes the
+//! release's objects and, through the cleanup hook, the operator's policy and artifact
+//! ConfigMaps, keeping the users' functions and executions.
 
 mod common;
 
@@ -49,6 +54,13 @@ fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
     let found = of_kind(objects, kind);
     assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
     found[0]
+}
+
+fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
 /// The operator container's environment: name -> literal value (or the fieldRef path).
@@ -154,6 +166,8 @@ fn the_defaults_render_the_operator_its_rbac_service_policy_runtime_class_and_le
         "Lease",
         "DaemonSet",
         "Secret",
+        // The uninstall cleanup hook.
+        "Job",
     ]
     .into();
     assert_eq!(kinds, expected);
@@ -223,6 +237,7 @@ fn every_container_is_restricted_except_the_node_installers_privileged_init_cont
     for workload in of_kind(&objects, "Deployment")
         .into_iter()
         .chain(of_kind(&objects, "DaemonSet"))
+        .chain(of_kind(&objects, "Job"))
     {
         let kind = workload["kind"].as_str().expect("kind");
         let pod = &workload["spec"]["template"]["spec"];
@@ -278,8 +293,8 @@ fn every_container_is_restricted_except_the_node_installers_privileged_init_cont
     }
     assert_eq!(
         (checked, agents),
-        (2, 1),
-        "the operator and the installer's idle container; the agent"
+        (3, 1),
+        "the operator, the installer's idle container and the cleanup hook; the agent"
     );
     assert_eq!(privileged, ["DaemonSet/install"]);
     // Without the node installer nothing is privileged; without the agent nothing runs as root.
@@ -468,16 +483,26 @@ fn the_operators_rbac_is_exactly_the_least_privilege_set() {
             &crds,
         ),
     ]);
-    let cluster_roles = of_kind(&objects, "ClusterRole");
+    let cluster_roles: BTreeSet<&str> = of_kind(&objects, "ClusterRole")
+        .iter()
+        .filter_map(|r| r["metadata"]["name"].as_str())
+        .collect();
     assert_eq!(
-        cluster_roles.len(),
-        1,
-        "only the operator's without the installer"
+        cluster_roles,
+        [
+            "wasmfn-edit",
+            "wasmfn-operator",
+            "wasmfn-operator-cleanup",
+            "wasmfn-view"
+        ]
+        .into(),
+        "the operator's, the uninstall hook's and the aggregated ones; not the installer's"
     );
-    assert_eq!(rule_set(cluster_roles[0]), expected);
+    let operator_role = named(&objects, "ClusterRole", "wasmfn-operator");
+    assert_eq!(rule_set(operator_role), expected);
     // Without the operator's own NetworkPolicies it gets no rule for them.
     let without = render(&[("networkPolicy.operatorManaged", "false")]);
-    let role = of_kind(&without, "ClusterRole")[0];
+    let role = named(&without, "ClusterRole", "wasmfn-operator");
     assert!(rule_set(role)
         .iter()
         .all(|(group, _, _, _)| group != "networking.k8s.io"));
@@ -501,11 +526,13 @@ fn the_operators_rbac_is_exactly_the_least_privilege_set() {
         deployment["spec"]["template"]["spec"]["serviceAccountName"],
         account["metadata"]["name"]
     );
-    for (binding_kind, role) in [
-        ("ClusterRoleBinding", cluster_roles[0]),
-        ("RoleBinding", lease_role),
+    for (binding, role) in [
+        (
+            named(&objects, "ClusterRoleBinding", "wasmfn-operator"),
+            operator_role,
+        ),
+        (one(&objects, "RoleBinding"), lease_role),
     ] {
-        let binding = one(&objects, binding_kind);
         assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
         assert_eq!(binding["roleRef"]["kind"], role["kind"]);
         assert_eq!(
@@ -584,10 +611,23 @@ fn the_defaults_reach_the_operators_environment_as_the_replaced_systems_defaults
 #[test]
 fn every_value_flows_into_the_operators_environment() {
     let objects = render(&[
-        ("images.builder", "registry.example/wasmfn/builder:1.2"),
-        ("images.runner", "registry.example/wasmfn/runner:1.2"),
-        ("images.wasmPod", "registry.example/wasmfn/wasm-pod:1.2"),
-        ("images.operator", "registry.example/wasmfn/operator:1.2"),
+        (
+            "images.builder.repository",
+            "registry.example/wasmfn/builder",
+        ),
+        ("images.builder.tag", "1.2"),
+        ("images.runner.repository", "registry.example/wasmfn/runner"),
+        ("images.runner.tag", "1.2"),
+        (
+            "images.wasmPod.repository",
+            "registry.example/wasmfn/wasm-pod",
+        ),
+        ("images.wasmPod.tag", "1.2"),
+        (
+            "images.operator.repository",
+            "registry.example/wasmfn/operator",
+        ),
+        ("images.operator.tag", "1.2"),
         ("execution.wasmedgeEnabled", "false"),
         ("execution.timeoutMs", "5000"),
         ("execution.memoryLimit", "64Mi"),
@@ -1008,6 +1048,386 @@ fn the_charts_crds_are_byte_identical_to_the_generated_crds() {
     }
 }
 
+/// The chart's appVersion (Chart.yaml): the images' default tag.
+fn app_version() -> String {
+    let text = std::fs::read_to_string(chart_dir().join("Chart.yaml")).expect("Chart.yaml");
+    let chart: Value = serde_yaml::from_str(&text).expect("Chart.yaml parses");
+    chart["appVersion"].as_str().expect("appVersion").to_owned()
+}
+
+/// What `helm template` says about `values`, which must fail.
+fn refused(values: &[(&str, &str)]) -> String {
+    helm()
+        .template(RELEASE, "wasmfn-system", values)
+        .expect_err("helm template should refuse these values")
+        .to_string()
+}
+
+#[test]
+fn values_of_the_wrong_type_an_unknown_enum_value_or_an_unknown_key_are_refused_by_the_schema() {
+    for (key, value, at) in [
+        ("operator.replicas", "abc", "/operator/replicas"),
+        ("metrics.port", "http", "/metrics/port"),
+        ("execution.keepRunPods", "maybe", "/execution/keepRunPods"),
+        ("store.default", "s3", "/store/default"),
+        ("images.pullPolicy", "Sometimes", "/images/pullPolicy"),
+        ("tracing.sampler", "sometimes", "/tracing/sampler"),
+        // The images' former shape (one string each) is refused, not silently misread.
+        (
+            "images.operator",
+            "registry.example/operator:1.0",
+            "/images/operator",
+        ),
+        ("images.runner.digest", "latest", "/images/runner/digest"),
+        // A misspelt key.
+        ("operator.replica", "2", "/operator"),
+    ] {
+        let error = refused(&[(key, value)]);
+        assert!(
+            error.contains("values don't meet the specifications of the schema"),
+            "{key}={value}: {error}"
+        );
+        assert!(
+            error.contains(&format!("at '{at}'")),
+            "{key}={value}: {error}"
+        );
+    }
+    // The same keys with values of the right type and in the enums render.
+    render(&[
+        ("operator.replicas", "3"),
+        ("metrics.port", "9100"),
+        ("execution.keepRunPods", "true"),
+        ("store.default", "oci"),
+        ("store.oci.registry", "registry.example:5000"),
+        ("images.pullPolicy", "Always"),
+        ("tracing.sampler", "parentbased_traceidratio"),
+        ("images.operator.repository", "registry.example/operator"),
+        (
+            "images.runner.digest",
+            &format!("sha256:{}", "0f".repeat(32)),
+        ),
+    ]);
+}
+
+#[test]
+fn images_are_repository_and_tag_the_tag_defaulting_to_the_app_version_and_a_digest_pinning_one() {
+    let version = app_version();
+    // appVersion is the tag `make images` builds unless told otherwise.
+    let images_sh = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("harness/images.sh"),
+    )
+    .expect("images.sh");
+    assert!(
+        images_sh.contains(&format!("tag=${{WASMFN_IMAGE_TAG:-{version}}}")),
+        "appVersion {version} is not the default tag of tests/harness/images.sh"
+    );
+    let objects = render(&[("nodeInstaller.enabled", "true")]);
+    let env = operator_env(&objects);
+    let pod_image = |kind: &str, name: &str| {
+        named(&objects, kind, name)["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .expect("image")
+            .to_owned()
+    };
+    let expected = |name: &str| format!("wasmfn.local/{name}:{version}");
+    assert_eq!(
+        pod_image("Deployment", "wasmfn-operator"),
+        expected("operator")
+    );
+    assert_eq!(
+        pod_image("Job", "wasmfn-operator-cleanup"),
+        expected("operator")
+    );
+    assert_eq!(pod_image("DaemonSet", "wasmfn-agent"), expected("runner"));
+    assert_eq!(
+        pod_image("DaemonSet", "wasmfn-node-installer"),
+        expected("node-installer")
+    );
+    assert_eq!(env["WASMFN_BUILDER_IMAGE"], expected("builder"));
+    assert_eq!(env["WASMFN_RUNNER_IMAGE"], expected("runner"));
+    assert_eq!(env["WASMFN_WASM_POD_IMAGE"], expected("wasm-pod"));
+
+    // A repository and tag per image (a number from --set too); a digest wins over the tag.
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let objects = render(&[
+        (
+            "images.operator.repository",
+            "registry.example/wasmfn/operator",
+        ),
+        ("images.operator.tag", "1.4.0"),
+        ("images.builder.tag", "7"),
+        ("images.runner.tag", "1.4.0"),
+        ("images.runner.digest", &digest),
+    ]);
+    let env = operator_env(&objects);
+    let image = |kind: &str, name: &str| {
+        named(&objects, kind, name)["spec"]["template"]["spec"]["containers"][0]["image"].clone()
+    };
+    assert_eq!(
+        image("Deployment", "wasmfn-operator"),
+        "registry.example/wasmfn/operator:1.4.0"
+    );
+    assert_eq!(
+        image("Job", "wasmfn-operator-cleanup"),
+        "registry.example/wasmfn/operator:1.4.0"
+    );
+    assert_eq!(env["WASMFN_BUILDER_IMAGE"], "wasmfn.local/builder:7");
+    assert_eq!(
+        env["WASMFN_RUNNER_IMAGE"],
+        format!("wasmfn.local/runner@{digest}")
+    );
+    assert_eq!(
+        image("DaemonSet", "wasmfn-agent"),
+        format!("wasmfn.local/runner@{digest}")
+    );
+    assert_eq!(env["WASMFN_WASM_POD_IMAGE"], expected("wasm-pod"));
+}
+
+#[test]
+fn the_pod_disruption_budget_and_the_service_monitor_render_only_when_enabled() {
+    let defaults = render(&[]);
+    assert!(of_kind(&defaults, "PodDisruptionBudget").is_empty());
+    assert!(of_kind(&defaults, "ServiceMonitor").is_empty());
+
+    let objects = render(&[
+        ("operator.podDisruptionBudget.enabled", "true"),
+        ("metrics.serviceMonitor.enabled", "true"),
+        ("metrics.serviceMonitor.labels.release", "prometheus"),
+        ("metrics.serviceMonitor.interval", "15s"),
+    ]);
+    let budget = one(&objects, "PodDisruptionBudget");
+    assert_eq!(budget["apiVersion"], "policy/v1");
+    assert_eq!(budget["metadata"]["namespace"], "wasmfn-system");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    assert!(budget["spec"]["maxUnavailable"].is_null());
+    // It covers exactly the operator's pods.
+    let deployment = one(&objects, "Deployment");
+    assert_eq!(budget["spec"]["selector"], deployment["spec"]["selector"]);
+
+    let monitor = one(&objects, "ServiceMonitor");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["metadata"]["namespace"], "wasmfn-system");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(
+        monitor["spec"]["endpoints"],
+        json!([{"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}])
+    );
+    assert_eq!(
+        monitor["spec"]["namespaceSelector"],
+        json!({"matchNames": ["wasmfn-system"]})
+    );
+    // It selects the metrics Service (by its labels) and scrapes the Service's named port.
+    let service = one(&objects, "Service");
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels");
+    assert!(!selector.is_empty());
+    for (key, value) in selector {
+        assert_eq!(&service["metadata"]["labels"][key], value, "{key}");
+    }
+    assert_eq!(service["spec"]["ports"][0]["name"], "metrics");
+
+    // maxUnavailable instead of minAvailable.
+    let objects = render(&[
+        ("operator.podDisruptionBudget.enabled", "true"),
+        ("operator.podDisruptionBudget.maxUnavailable", "1"),
+    ]);
+    let budget = one(&objects, "PodDisruptionBudget");
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    assert!(budget["spec"]["minAvailable"].is_null());
+    // A ServiceMonitor without the Service it selects is refused.
+    let error = refused(&[
+        ("metrics.serviceMonitor.enabled", "true"),
+        ("metrics.service.enabled", "false"),
+    ]);
+    assert!(error.contains("needs metrics.service.enabled"), "{error}");
+}
+
+#[test]
+fn name_overrides_rename_the_releases_objects_and_service_account_annotations_reach_the_account() {
+    let defaults = render(&[]);
+    assert!(one(&defaults, "ServiceAccount")["metadata"]["annotations"].is_null());
+
+    let objects = render(&[
+        ("fullnameOverride", "fn"),
+        (
+            "serviceAccount.annotations.iam\\.example\\.com/role",
+            "wasmfn-operator",
+        ),
+    ]);
+    let account = one(&objects, "ServiceAccount");
+    assert_eq!(account["metadata"]["name"], "fn-operator");
+    assert_eq!(
+        account["metadata"]["annotations"],
+        json!({"iam.example.com/role": "wasmfn-operator"})
+    );
+    let deployment = named(&objects, "Deployment", "fn-operator");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["serviceAccountName"],
+        "fn-operator"
+    );
+    named(&objects, "DaemonSet", "fn-agent");
+    named(&objects, "Job", "fn-operator-cleanup");
+    named(&objects, "ClusterRole", "fn-edit");
+    named(&objects, "NetworkPolicy", "fn-deny-workloads");
+
+    // nameOverride replaces the chart's name in the base name and in the name label, which the
+    // selectors (the operator's agent selector too) follow.
+    let objects = render(&[("nameOverride", "functions")]);
+    let deployment = named(&objects, "Deployment", "wasmfn-functions-operator");
+    assert_eq!(
+        deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "functions"
+    );
+    for object in &objects {
+        assert_eq!(
+            object["metadata"]["labels"]["app.kubernetes.io/name"], "functions",
+            "{} {}",
+            object["kind"], object["metadata"]["name"]
+        );
+    }
+    assert!(operator_env(&objects)["WASMFN_AGENT_SELECTOR"]
+        .starts_with("app.kubernetes.io/name=functions,"));
+}
+
+#[test]
+fn namespace_admins_and_editors_manage_functions_and_viewers_read_them_through_aggregated_roles() {
+    let objects = render(&[]);
+    let aggregation_labels = |role: &Value| -> BTreeSet<String> {
+        role["metadata"]["labels"]
+            .as_object()
+            .expect("labels")
+            .iter()
+            .filter(|(key, value)| key.contains("aggregate-to-") && *value == "true")
+            .map(|(key, _)| key.clone())
+            .collect()
+    };
+    let edit = named(&objects, "ClusterRole", "wasmfn-edit");
+    assert_eq!(
+        aggregation_labels(edit),
+        [
+            "rbac.authorization.k8s.io/aggregate-to-admin".to_owned(),
+            "rbac.authorization.k8s.io/aggregate-to-edit".to_owned()
+        ]
+        .into()
+    );
+    let all = "get list watch create update patch delete deletecollection";
+    assert_eq!(
+        rule_set(edit),
+        rules(&[
+            ("wasmfn.dev", "wasmfunctions", all, &[]),
+            ("wasmfn.dev", "wasmexecutions", all, &[]),
+        ]),
+        "full use of the kinds, and no status writes (those are the operator's)"
+    );
+    let view = named(&objects, "ClusterRole", "wasmfn-view");
+    assert_eq!(
+        aggregation_labels(view),
+        ["rbac.authorization.k8s.io/aggregate-to-view".to_owned()].into()
+    );
+    let read = "get list watch";
+    assert_eq!(
+        rule_set(view),
+        rules(&[
+            ("wasmfn.dev", "wasmfunctions", read, &[]),
+            ("wasmfn.dev", "wasmexecutions", read, &[]),
+            ("wasmfn.dev", "wasmfunctions/status", read, &[]),
+            ("wasmfn.dev", "wasmexecutions/status", read, &[]),
+        ])
+    );
+    let off = render(&[("rbac.aggregateToDefaultRoles", "false")]);
+    assert!(of_kind(&off, "ClusterRole")
+        .iter()
+        .all(|r| aggregation_labels(r).is_empty()));
+}
+
+fn hook_weight(object: &Value) -> i64 {
+    object["metadata"]["annotations"]["helm.sh/hook-weight"]
+        .as_str()
+        .expect("hook weight")
+        .parse()
+        .expect("a number")
+}
+
+#[test]
+fn uninstall_runs_the_operators_cleanup_in_a_pre_delete_hook_with_only_the_rights_it_needs() {
+    let objects = render(&[]);
+    let job = one(&objects, "Job");
+    let role = named(&objects, "ClusterRole", "wasmfn-operator-cleanup");
+    let binding = named(&objects, "ClusterRoleBinding", "wasmfn-operator-cleanup");
+    for hook in [job, role, binding] {
+        let annotations = &hook["metadata"]["annotations"];
+        assert_eq!(annotations["helm.sh/hook"], "pre-delete", "{hook}");
+        assert_eq!(
+            annotations["helm.sh/hook-delete-policy"], "before-hook-creation,hook-succeeded",
+            "{hook}"
+        );
+    }
+    // The rights exist before the Job starts.
+    assert!(hook_weight(role) < hook_weight(job) && hook_weight(binding) < hook_weight(job));
+    assert_eq!(
+        rule_set(role),
+        rules(&[
+            ("networking.k8s.io", "networkpolicies", "list delete", &[]),
+            ("", "configmaps", "list delete", &[]),
+        ])
+    );
+    assert_eq!(binding["roleRef"]["name"], "wasmfn-operator-cleanup");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "wasmfn-operator", "namespace": "wasmfn-system"}])
+    );
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "wasmfn-operator");
+    assert_eq!(pod["restartPolicy"], "Never");
+    let container = &pod["containers"][0];
+    assert_eq!(container["args"], json!(["cleanup"]));
+    let deployment = one(&objects, "Deployment");
+    assert_eq!(
+        container["image"],
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    );
+    assert!(job["spec"]["activeDeadlineSeconds"]
+        .as_i64()
+        .is_some_and(|s| s > 0));
+
+    // On the local cluster it reaches the apiserver the way the operator does.
+    let local = render(&[
+        ("localCluster.hostNetwork", "true"),
+        ("localCluster.apiServerHost", "127.0.0.1"),
+        ("localCluster.apiServerPort", "34567"),
+    ]);
+    let pod = &one(&local, "Job")["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    let env = &pod["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .expect("env")
+            .iter()
+            .any(|e| e["name"] == "KUBERNETES_SERVICE_PORT" && e["value"] == "34567"),
+        "{env}"
+    );
+
+    // Off: no Job and no extra rights.
+    let off = render(&[("cleanup.enabled", "false")]);
+    assert!(of_kind(&off, "Job").is_empty());
+    assert!(of_kind(&off, "ClusterRole")
+        .iter()
+        .all(|r| r["metadata"]["name"] != "wasmfn-operator-cleanup"));
+
+    // The operator binary has the subcommand the hook runs.
+    let binary = wasmfn_e2e::operator::operator_binary().expect("the operator binary");
+    let output = std::process::Command::new(&binary)
+        .args(["cleanup", "--help"])
+        .output()
+        .expect("wasmfn-operator cleanup --help");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 // ---------------------------------------------------------------- on the local cluster
 
 fn free_port() -> u16 {
@@ -1044,40 +1464,59 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
             crds.to_str().expect("utf-8"),
         ])
         .expect("kubectl apply --server-side -f crds/");
-    // The harness made a RuntimeClass `wasmedge` of its own; the chart's replaces it.
-    kubectl
-        .run(&["delete", "runtimeclass", "wasmedge", "--ignore-not-found"])
-        .expect("delete the harness's RuntimeClass");
+    // The harness made a RuntimeClass `wasmedge` of its own (not Helm's): the install must
+    // neither fail on it nor take it over.
+    let harness_runtime_class = kubectl
+        .json(&["get", "runtimeclass", "wasmedge"])
+        .expect("the harness's RuntimeClass");
+    assert!(
+        harness_runtime_class["metadata"]["annotations"]["meta.helm.sh/release-name"].is_null()
+    );
 
     let metrics_port = free_port();
     let chart = chart_dir();
     let apiserver_port = info.apiserver_port.to_string();
     let port = metrics_port.to_string();
-    let builder_registry = format!("compile.builderRegistry=127.0.0.1:{}", info.registry_port);
+    // The images `make images` built: its WASMFN_IMAGE_TAG, else the chart's appVersion.
+    let tag = std::env::var("WASMFN_IMAGE_TAG").unwrap_or_else(|_| app_version());
+    let mut settings = vec![
+        "localCluster.hostNetwork=true".to_owned(),
+        "localCluster.apiServerHost=127.0.0.1".to_owned(),
+        format!("localCluster.apiServerPort={apiserver_port}"),
+        format!("metrics.port={port}"),
+        // The operator pins the builder's tag to a digest through the cluster's registry.
+        format!("compile.builderRegistry=127.0.0.1:{}", info.registry_port),
+        "compile.builderRegistryInsecure=true".to_owned(),
+    ];
+    for image in ["operator", "builder", "runner", "wasmPod", "nodeInstaller"] {
+        settings.push(format!("images.{image}.tag={tag}"));
+    }
+    let mut args = vec![
+        "install",
+        RELEASE,
+        chart.to_str().expect("utf-8"),
+        "--namespace",
+        &namespace,
+    ];
+    for setting in &settings {
+        args.extend(["--set", setting.as_str()]);
+    }
     let started = Instant::now();
-    let out = helm
-        .run(&[
-            "install",
-            RELEASE,
-            chart.to_str().expect("utf-8"),
-            "--namespace",
-            &namespace,
-            "--set",
-            "localCluster.hostNetwork=true",
-            "--set",
-            "localCluster.apiServerHost=127.0.0.1",
-            "--set",
-            &format!("localCluster.apiServerPort={apiserver_port}"),
-            "--set",
-            &format!("metrics.port={port}"),
-            "--set",
-            &builder_registry,
-            "--set",
-            "compile.builderRegistryInsecure=true",
-        ])
-        .expect("helm install");
+    let out = helm.run(&args).expect("helm install");
     let helm_returned = started.elapsed();
     assert!(out.contains("STATUS: deployed"), "{out}");
+    assert!(
+        out.contains("RuntimeClass wasmedge already exists and is not this release's"),
+        "NOTES say the RuntimeClass was left alone:\n{out}"
+    );
+    let runtime_class = kubectl
+        .json(&["get", "runtimeclass", "wasmedge"])
+        .expect("the RuntimeClass");
+    assert_eq!(
+        runtime_class["metadata"]["uid"], harness_runtime_class["metadata"]["uid"],
+        "the chart neither replaced nor adopted it"
+    );
+    assert!(runtime_class["metadata"]["labels"]["app.kubernetes.io/instance"].is_null());
 
     // Both replicas Ready (the port is a host port, so the scheduler puts them on both nodes).
     release_ns
@@ -1103,7 +1542,7 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
     for pod in &pods {
         assert_eq!(
             pod["spec"]["containers"][0]["image"],
-            "wasmfn.local/operator:dev"
+            format!("wasmfn.local/operator:{tag}").as_str()
         );
         assert_eq!(pod["spec"]["hostNetwork"], true);
         nodes.insert(pod["spec"]["nodeName"].as_str().expect("node").to_owned());
@@ -1246,6 +1685,115 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
         "{policy:#}"
     );
 
+    // A namespace viewer (the built-in `view` role) may read functions but not create them; an
+    // editor (`edit`) may create them: the chart's roles are aggregated into both.
+    let functions_ns = functions.namespace_name().expect("namespace").to_owned();
+    for (account, role) in [("viewer", "view"), ("editor", "edit")] {
+        functions
+            .run(&["create", "serviceaccount", account])
+            .expect("service account");
+        functions
+            .run(&[
+                "create",
+                "rolebinding",
+                account,
+                &format!("--clusterrole={role}"),
+                &format!("--serviceaccount={functions_ns}:{account}"),
+            ])
+            .expect("role binding");
+    }
+    let as_account = |account: &str| format!("--as=system:serviceaccount:{functions_ns}:{account}");
+    let aggregated = Instant::now() + Duration::from_secs(30);
+    while !can_i(
+        &functions,
+        "list",
+        "wasmfunctions.wasmfn.dev",
+        &as_account("viewer"),
+    ) {
+        assert!(
+            Instant::now() < aggregated,
+            "a namespace viewer still may not list WasmFunctions"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(can_i(
+        &functions,
+        "get",
+        "wasmexecutions.wasmfn.dev",
+        &as_account("viewer")
+    ));
+    assert!(!can_i(
+        &functions,
+        "create",
+        "wasmfunctions.wasmfn.dev",
+        &as_account("viewer")
+    ));
+    while !can_i(
+        &functions,
+        "create",
+        "wasmexecutions.wasmfn.dev",
+        &as_account("editor"),
+    ) {
+        assert!(
+            Instant::now() < aggregated,
+            "a namespace editor still may not create WasmExecutions"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(!can_i(
+        &functions,
+        "patch",
+        "wasmfunctions.wasmfn.dev/status",
+        &as_account("editor")
+    ));
+    let listed = std::process::Command::new(functions.binary())
+        .arg(format!("--kubeconfig={}", functions.kubeconfig().display()))
+        .args(["get", "wasmfunctions", "-n", &functions_ns, "-o", "name"])
+        .arg(as_account("viewer"))
+        .output()
+        .expect("kubectl get as the viewer");
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        "wasmfunction.wasmfn.dev/echo",
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+
+    // The function's stored module: the operator's artifact record (and parts, if any).
+    let artifact_selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
+    let artifacts = || -> Vec<String> {
+        items(
+            &functions
+                .json(&["get", "configmaps", "-l", &artifact_selector])
+                .expect("configmaps"),
+        )
+        .iter()
+        .filter(|m| m["metadata"]["ownerReferences"].is_null())
+        .filter_map(|m| m["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+    };
+    let stored = artifacts();
+    assert!(
+        stored
+            .iter()
+            .any(|name| name.starts_with("wasmfn-artifact-")),
+        "{stored:?}"
+    );
+    // Look-alikes of the users: a ConfigMap named like an artifact and a policy of the
+    // operator's name, neither carrying the operator's label. The cleanup must keep them.
+    let users_map = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "wasmfn-artifact-users-own"}, "data": {"a": "b"}});
+    functions
+        .create(&users_map.to_string())
+        .expect("the user's look-alike ConfigMap");
+    // (In the release namespace, where the operator started no pods and so made no policy.)
+    let users_policy = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "wasmfn-deny-egress"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}});
+    release_ns
+        .create(&users_policy.to_string())
+        .expect("the user's look-alike policy");
+
     // The chart's RBAC was enough: the operators were never refused anything.
     for pod in &pods {
         let name = pod["metadata"]["name"].as_str().expect("name");
@@ -1266,6 +1814,20 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
     let uninstalled = Instant::now();
     helm.run(&["uninstall", RELEASE, "--namespace", &namespace])
         .expect("helm uninstall");
+    eprintln!(
+        "helm uninstall (with its cleanup hook) returned in {} ms",
+        uninstalled.elapsed().as_millis()
+    );
+    // The pre-delete hook removed what the operator made and nothing owns, before the operator
+    // went: its policy in the functions' namespace and the artifact ConfigMaps.
+    assert!(
+        functions
+            .run(&["get", "networkpolicy", "wasmfn-deny-egress"])
+            .is_err(),
+        "the operator's NetworkPolicy is left after helm uninstall"
+    );
+    let left = artifacts();
+    assert!(left.is_empty(), "artifact ConfigMaps left: {left:?}");
     let selector = format!("app.kubernetes.io/instance={RELEASE}");
     let leftovers = || -> Vec<String> {
         let mut names = Vec::new();
@@ -1333,6 +1895,19 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
         .json(&["get", "secrets", "-l", "owner=helm"])
         .expect("secrets");
     assert!(items(&records).is_empty(), "{records}");
+    // The users' look-alikes and the harness's RuntimeClass are untouched.
+    functions
+        .json(&["get", "configmap", "wasmfn-artifact-users-own"])
+        .expect("the user's ConfigMap is kept");
+    release_ns
+        .json(&["get", "networkpolicy", "wasmfn-deny-egress"])
+        .expect("the user's policy of the operator's name is kept");
+    assert_eq!(
+        kubectl
+            .json(&["get", "runtimeclass", "wasmedge"])
+            .expect("the harness's RuntimeClass is kept")["metadata"]["uid"],
+        harness_runtime_class["metadata"]["uid"]
+    );
     // The CRDs (and so the users' functions) stay: Helm never deletes CRDs.
     kubectl
         .run(&[
@@ -1345,4 +1920,37 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
     functions
         .json(&["get", "wasmfunction", "echo"])
         .expect("the function is kept");
+    let executions = items(
+        &functions
+            .json(&["get", "wasmexecutions"])
+            .expect("executions"),
+    );
+    assert_eq!(executions.len(), 2, "the executions are kept");
+}
+
+/// `kubectl auth can-i VERB RESOURCE` in `namespace`'s namespace as `as_flag` (`--as=...`);
+/// `RESOURCE` may name a subresource as `resource/subresource`.
+fn can_i(namespace: &wasmfn_e2e::Kubectl, verb: &str, resource: &str, as_flag: &str) -> bool {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((resource, subresource)) => (resource, Some(subresource)),
+        None => (resource, None),
+    };
+    let output = std::process::Command::new(namespace.binary())
+        .arg(format!("--kubeconfig={}", namespace.kubeconfig().display()))
+        .args(["auth", "can-i", verb, resource])
+        .args(subresource.map(|s| format!("--subresource={s}")))
+        .arg(format!(
+            "--namespace={}",
+            namespace.namespace_name().expect("namespace")
+        ))
+        .arg(as_flag)
+        .output()
+        .expect("kubectl auth can-i");
+    let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        answer == "yes" || answer == "no",
+        "kubectl auth can-i {verb} {resource}: {answer} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    answer == "yes"
 }
