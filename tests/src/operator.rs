@@ -100,26 +100,25 @@ impl OperatorProcess {
         let builder = image_ref("builder");
         let pull_registry = builder.split('/').next().unwrap_or_default().to_owned();
         let health = format!("127.0.0.1:{health_port}");
+        // The suites' settings; a flag `extra` names itself wins (a registry or builder of
+        // the test's own).
+        let defaults = [
+            ("--oci-registry", registry.as_str()),
+            ("--oci-pull-registry", pull_registry.as_str()),
+            ("--oci-insecure", "true"),
+            ("--builder-image", builder.as_str()),
+        ];
         let child = Command::new(binary)
             .arg("run")
             .args(["--identity", identity, "--lease-namespace", "default"])
             .args(["--health-addr", &health])
-            .args([
-                "--oci-registry",
-                &registry,
-                "--oci-pull-registry",
-                &pull_registry,
-                "--oci-insecure",
-                "true",
-            ])
-            .args(extra)
-            // `extra` may name a builder image of the test's own (same registry).
             .args(
-                (!extra.contains(&"--builder-image"))
-                    .then_some(["--builder-image", builder.as_str()])
-                    .into_iter()
-                    .flatten(),
+                defaults
+                    .iter()
+                    .filter(|(flag, _)| !extra.contains(flag))
+                    .flat_map(|(flag, value)| [*flag, *value]),
             )
+            .args(extra)
             .env("KUBECONFIG", info.kubeconfig())
             .env("RUST_LOG", "info,kube=warn")
             .envs(env.iter().copied())

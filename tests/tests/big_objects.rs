@@ -202,30 +202,6 @@ fn leb128(mut value: u64) -> Vec<u8> {
     }
 }
 
-/// Pushes `module` to the cluster's registry as the operator's OCI store does (config
-/// `architecture: wasm`, one `application/wasm` layer, tag `sha256-<hex>`); returns the
-/// manifest's digest.
-fn push_module(registry_port: u16, module: &[u8]) -> String {
-    let repository = Repository::new(registry_port, REPOSITORY);
-    let config =
-        br#"{"architecture":"wasm","os":"wasip1","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let (config_digest, config_size) = repository.upload(config);
-    let (layer_digest, layer_size) = repository.upload(module);
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/wasm", "digest": layer_digest, "size": layer_size}],
-    })
-    .to_string();
-    repository.put_manifest(
-        &layer_digest.replace(':', "-"),
-        manifest.as_bytes(),
-        "application/vnd.oci.image.manifest.v1+json",
-    )
-}
-
 /// The operator's cache key (`operator/src/function/cache_key.rs`) of a one-file `wat` source
 /// with default build options, compiled by `builder_image` (by digest, as the operator pins it). A mismatch shows as a compile instead of a cache hit, which the
 /// test catches by the artifact's digest.
@@ -282,7 +258,8 @@ fn big_module_runs_in_both_pods(ns: &wasmfn_e2e::Kubectl, operator: &OperatorPro
     let digest = sha256(&module);
     let registry_port = common::cluster().info().registry_port;
     let pushed = Instant::now();
-    let manifest_digest = push_module(registry_port, &module);
+    let manifest_digest = Repository::new(registry_port, REPOSITORY)
+        .push_wasm_artifact(&digest.replace(':', "-"), &module);
     println!(
         "{:.1} MiB module {digest} pushed in {:?}",
         mib(module.len() as u64),

@@ -645,6 +645,9 @@ fn every_value_flows_into_the_operators_environment() {
         ("compile.builderRegistry", "registry.example:5001"),
         ("compile.builderRegistryInsecure", "true"),
         ("compile.builderPinSeconds", "5"),
+        ("registryCredentials.secretName", "registry-credentials"),
+        ("registryCredentials.podPullSecrets[0]", "pull-only"),
+        ("registryCredentials.podPullSecrets[1]", "another"),
         ("cache.enabled", "false"),
         ("cache.ttlSeconds", "60"),
         ("cache.gcIntervalSeconds", "15"),
@@ -696,6 +699,11 @@ fn every_value_flows_into_the_operators_environment() {
         ("WASMFN_BUILDER_REGISTRY", "registry.example:5001"),
         ("WASMFN_BUILDER_REGISTRY_INSECURE", "true"),
         ("WASMFN_BUILDER_PIN_SECONDS", "5"),
+        (
+            "WASMFN_REGISTRY_AUTH_FILE",
+            "/etc/wasmfn/registry/config.json",
+        ),
+        ("WASMFN_IMAGE_PULL_SECRETS", "pull-only,another"),
         ("WASM_CACHE_ENABLED", "false"),
         ("WASM_CACHE_TTL", "60"),
         ("WASMFN_GC_INTERVAL", "15"),
@@ -758,6 +766,8 @@ fn the_chart_sets_exactly_the_settings_the_operator_reads() {
         ("cache.gcIntervalSeconds", "30"),
         ("store.oci.pullRegistry", "mirror.example"),
         ("compile.builderRegistry", "registry.example:5001"),
+        ("registryCredentials.secretName", "registry-credentials"),
+        ("registryCredentials.podPullSecrets[0]", "pull-only"),
     ]);
     let not_settings = [
         "POD_NAME",
@@ -1953,4 +1963,42 @@ fn can_i(namespace: &wasmfn_e2e::Kubectl, verb: &str, resource: &str, as_flag: &
         String::from_utf8_lossy(&output.stderr)
     );
     answer == "yes"
+}
+
+#[test]
+fn registry_credentials_are_mounted_into_the_operator_only_when_named() {
+    let pod = |objects: &[Value]| one(objects, "Deployment")["spec"]["template"]["spec"].clone();
+    let none = render(&[("agent.enabled", "false")]);
+    assert!(pod(&none)["volumes"].is_null(), "{}", pod(&none));
+    assert!(!operator_env(&none).contains_key("WASMFN_REGISTRY_AUTH_FILE"));
+    let named = render(&[
+        ("agent.enabled", "false"),
+        ("registryCredentials.secretName", "registry-credentials"),
+    ]);
+    let spec = pod(&named);
+    assert_eq!(
+        spec["volumes"][0]["secret"],
+        json!({"secretName": "registry-credentials", "defaultMode": 288,
+               "items": [{"key": ".dockerconfigjson", "path": "config.json"}]})
+    );
+    let mount = &spec["containers"][0]["volumeMounts"][0];
+    assert_eq!(
+        (
+            mount["name"].as_str(),
+            mount["mountPath"].as_str(),
+            mount["readOnly"].as_bool()
+        ),
+        (
+            Some("registry-credentials"),
+            Some("/etc/wasmfn/registry"),
+            Some(true)
+        )
+    );
+    assert_eq!(
+        operator_env(&named)["WASMFN_REGISTRY_AUTH_FILE"],
+        "/etc/wasmfn/registry/config.json"
+    );
+    // Beside the agent's client certificate, both are mounted.
+    let both = render(&[("registryCredentials.secretName", "registry-credentials")]);
+    assert_eq!(pod(&both)["volumes"].as_array().map(Vec::len), Some(2));
 }

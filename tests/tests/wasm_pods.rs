@@ -6,12 +6,15 @@
 
 mod common;
 
+use common::executions::{execution, prebuilt_function, FINAL_PHASES, HELLO};
 use common::hardened_pod::{config_map, HardenedPod};
+use common::registry::{sha256, PrivateRegistry, Repository};
 use common::{cluster, namespace, pod_processes, still_alive, terminated};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -583,79 +586,7 @@ fn deleting_a_running_wasm_pod_stops_the_guest() {
 /// Pushes `module` to the cluster's registry as an OCI Wasm artifact: config architecture `wasm`,
 /// os `wasip1`, no rootfs layers, and one `application/wasm` layer holding the raw module.
 fn push_wasm_artifact(registry_port: u16, name: &str, module: &[u8]) {
-    use sha2::{Digest, Sha256};
-    let base = format!("http://127.0.0.1:{registry_port}/v2/{name}");
-    let upload = |bytes: &[u8]| -> (String, usize) {
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
-        let headers = Command::new("curl")
-            .args(["-sS", "-f", "-X", "POST", "-D", "-", "-o", "/dev/null"])
-            .arg(format!("{base}/blobs/uploads/"))
-            .output()
-            .expect("curl");
-        assert!(
-            headers.status.success(),
-            "start upload: {}",
-            String::from_utf8_lossy(&headers.stderr)
-        );
-        let headers = String::from_utf8_lossy(&headers.stdout).into_owned();
-        let location = headers
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("Location: ")
-                    .or_else(|| l.strip_prefix("location: "))
-            })
-            .expect("upload location")
-            .trim()
-            .to_string();
-        let location = if location.starts_with('/') {
-            format!("http://127.0.0.1:{registry_port}{location}")
-        } else {
-            location
-        };
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let blob = std::env::temp_dir().join(format!(
-            "wasmfn-blob-{}-{}",
-            std::process::id(),
-            &digest[7..19]
-        ));
-        std::fs::write(&blob, bytes).expect("blob file");
-        run(Command::new("curl")
-            .args([
-                "-sS",
-                "-f",
-                "-X",
-                "PUT",
-                "-H",
-                "Content-Type: application/octet-stream",
-                "--data-binary",
-            ])
-            .arg(format!("@{}", blob.display()))
-            .arg(format!("{location}{separator}digest={digest}")));
-        let _ = std::fs::remove_file(blob);
-        (digest, bytes.len())
-    };
-    let config =
-        br#"{"architecture":"wasm","os":"wasip1","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let (config_digest, config_size) = upload(config);
-    let (layer_digest, layer_size) = upload(module);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/wasm", "digest": layer_digest, "size": layer_size}],
-    });
-    run(Command::new("curl")
-        .args([
-            "-sS",
-            "-f",
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Type: application/vnd.oci.image.manifest.v1+json",
-            "--data-binary",
-        ])
-        .arg(manifest.to_string())
-        .arg(format!("{base}/manifests/dev")));
+    Repository::new(registry_port, name).push_wasm_artifact("dev", module);
 }
 
 #[test]
@@ -698,4 +629,107 @@ fn an_oci_wasm_artifact_runs_from_its_wasm_layer() {
     assert_eq!(document["reason"], "NativeCodeSection", "{document}");
     assert_eq!(document["stdout"]["size"], 0, "{document}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_module_in_a_registry_that_needs_credentials_is_pushed_and_pulled_with_them() {
+    let registry = PrivateRegistry::start("wasmfn", "pushes-and-pulls");
+    let info = cluster().info().clone();
+    registry.reachable_from(&info);
+    let auth = tempfile::NamedTempFile::new().expect("auth file");
+    std::fs::write(auth.path(), registry.docker_config()).expect("write the auth file");
+    let host = registry.host();
+    cluster()
+        .kubectl()
+        .run(&["apply", "-f", crds_dir().to_str().expect("utf-8 path")])
+        .expect("apply the CRDs");
+    let mut operator = OperatorProcess::start(
+        &info,
+        "private-registry",
+        &[
+            "--oci-registry",
+            &host,
+            "--oci-pull-registry",
+            &host,
+            "--oci-insecure",
+            "true",
+            "--registry-auth-file",
+            auth.path().to_str().expect("utf-8 path"),
+            "--image-pull-secrets",
+            "registry-credentials",
+        ],
+    )
+    .expect("start the operator");
+    operator
+        .wait_for_log("became the leader", Duration::from_secs(60))
+        .expect("the operator leads");
+    let ns = namespace("private-registry");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "registry-credentials"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": registry.docker_config()}});
+    ns.create(&secret.to_string()).expect("the pull Secret");
+    ns.create(&prebuilt_function(
+        "hello",
+        HELLO,
+        json!({"artifactStore": "Oci"}),
+    ))
+    .expect("create the function");
+    let location = ns
+        .wait_for(&["wasmfunction", "hello"], Duration::from_secs(60), |f| {
+            (f["status"]["phase"] == "Ready")
+                .then(|| {
+                    f["status"]["artifact"]["location"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .flatten()
+        })
+        .expect("hello is Ready from the private registry");
+    let digest = location
+        .strip_prefix(&format!("{host}/wasmfn/modules@"))
+        .unwrap_or_else(|| panic!("the module is in the private registry: {location}"));
+    // The digest the operator computed at push is the one the registry serves.
+    let modules = Repository::new(registry.port, "wasmfn/modules");
+    let (manifest, _) = modules
+        .clone()
+        .with_credentials(&registry.credentials)
+        .manifest(digest);
+    assert_eq!(sha256(&manifest), digest);
+    let anonymous = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!(
+            "http://{host}/v2/wasmfn/modules/manifests/{digest}"
+        ))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&anonymous.stdout),
+        "401",
+        "the registry refuses anonymous pulls"
+    );
+
+    // The node pulls the module image with the Secret the operator names on the Wasm pod.
+    let run = execution("hello-run", "hello", json!({"runtime": "WasmEdge"}));
+    ns.create(&run.to_string()).expect("create the execution");
+    let status = ns
+        .wait_for(
+            &["wasmexecution", "hello-run"],
+            Duration::from_secs(120),
+            |e| {
+                FINAL_PHASES
+                    .contains(&e["status"]["phase"].as_str()?)
+                    .then(|| e["status"].clone())
+            },
+        )
+        .expect("the execution finishes");
+    assert_eq!(
+        (
+            status["phase"].as_str(),
+            status["path"].as_str(),
+            status["stdout"].as_str()
+        ),
+        (Some("Succeeded"), Some("WasmPod"), Some("hello\n")),
+        "{status}"
+    );
 }
