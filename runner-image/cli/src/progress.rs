@@ -75,7 +75,7 @@ pub(crate) fn compiled_phase(cache_hit: bool, seconds: f64, bytes: u64) -> Strin
 
 /// The run phase: `running order-total (timeout 10s, memory 128Mi)…`.
 pub(crate) fn run_phase(name: &str, timeout_ms: u128, memory_bytes: u64) -> String {
-    let timeout = if timeout_ms % 1000 == 0 {
+    let timeout = if timeout_ms.is_multiple_of(1000) {
         format!("{}s", timeout_ms / 1000)
     } else {
         format!("{timeout_ms}ms")
@@ -91,7 +91,7 @@ fn human_bytes(bytes: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "Gi"), (1 << 20, "Mi"), (1 << 10, "Ki")];
     for (size, unit) in UNITS {
         if bytes >= size {
-            return if bytes % size == 0 {
+            return if bytes.is_multiple_of(size) {
                 format!("{}{unit}", bytes / size)
             } else {
                 format!("{:.1}{unit}", bytes as f64 / size as f64)
@@ -119,8 +119,8 @@ mod tests {
         );
         assert_eq!(compile_phase(true, "main.py", &[]), "checking main.py…");
         assert_eq!(
-            compiled_phase(false, 3.14, 2_500_000),
-            "compiled in 3.1s (2.4Mi)"
+            compiled_phase(false, 3.04, 2_500_000),
+            "compiled in 3.0s (2.4Mi)"
         );
         assert_eq!(
             compiled_phase(true, 0.02, 512),

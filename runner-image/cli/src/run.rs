@@ -212,7 +212,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32> {
         .tempdir()
         .context("creating a working directory")?;
     let mut request = match build(&function, &args, workdir.path(), progress)? {
-        Built::Request(request) => request,
+        Built::Request(request) => *request,
         Built::CompileFailed(code) => return Ok(code),
     };
 
@@ -267,7 +267,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32> {
 /// What the build step produced.
 enum Built {
     /// Ready to run.
-    Request(RunRequest),
+    Request(Box<RunRequest>),
     /// The compile failed (reported on stderr); exit with this code.
     CompileFailed(i32),
 }
@@ -318,7 +318,7 @@ fn build(
         let mut request = RunRequest::command(ModuleSource::Bytes(module));
         request.program_name = format!("{name}.wasm");
         request.entry = entry;
-        return Ok(Built::Request(request));
+        return Ok(Built::Request(Box::new(request)));
     }
     let input = match (&args.source, &source.code) {
         (Some(path), _) if path.is_dir() => SourceInput::Directory(path.clone()),
@@ -417,7 +417,7 @@ fn build(
         }
     };
     request.entry = entry;
-    Ok(Built::Request(request))
+    Ok(Built::Request(Box::new(request)))
 }
 
 /// The compile's progress line, naming the toolchain (asked only for this line, on a
@@ -438,7 +438,14 @@ fn compile_phase(compiler: &Compiler, request: &CompileRequest, script: bool) ->
         })
         .unwrap_or_default()
         .into_iter()
-        .map(|tool| format!("{} {}", tool.name, tool.version))
+        .map(|tool| {
+            // `go version` already says "go version go1.24.4 …".
+            if tool.version.contains(&tool.name) {
+                tool.version
+            } else {
+                format!("{} {}", tool.name, tool.version)
+            }
+        })
         .collect();
     let file = match &request.source {
         SourceInput::Inline { file_name, .. } => file_name.clone(),
