@@ -46,10 +46,13 @@ impl LimitArgs {
             limits.capture_bytes = usize::try_from(max_output).unwrap_or(usize::MAX);
         }
         if let Some(limit) = &self.output_limit {
-            limits.output_limit_bytes = match limit.as_str() {
-                "none" | "unlimited" => None,
-                text => Some(parse_size(text)?),
-            };
+            limits.output_limit_bytes =
+                match limit.as_str() {
+                    "none" | "unlimited" => None,
+                    text => Some(parse_size(text).map_err(|error| {
+                        crate::exit::usage(format!("--output-limit: {error:#}"))
+                    })?),
+                };
         }
         Ok(limits)
     }
@@ -258,8 +261,8 @@ fn parse_invoke_args(text: Option<&str>) -> Result<Vec<serde_json::Value>> {
     let Some(text) = text else {
         return Ok(Vec::new());
     };
-    let value: serde_json::Value =
-        serde_json::from_str(text).with_context(|| format!("--args {text:?} is not JSON"))?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|error| crate::exit::usage(format!("--args {text:?} is not JSON: {error}")))?;
     match value {
         serde_json::Value::Array(values) => Ok(values),
         single => Ok(vec![single]),

@@ -397,6 +397,21 @@ fn a_wrong_value_of_a_closed_set_is_a_usage_error_and_help_lists_the_values() {
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("error: "), "{args:?}: {stderr}");
     }
+    // Values wasmfn parses itself are usage errors too.
+    for (args, message) in [
+        (
+            &["exec", "--invoke", "add", "--args", "[1,", "x.wasm"][..],
+            "--args \"[1,\" is not JSON",
+        ),
+        (
+            &["exec", "--output-limit", "12X", "x.wasm"],
+            "--output-limit: invalid size unit",
+        ),
+    ] {
+        let (code, _, stderr) = wasmfn_with(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
     let (_, compile_help, _) = wasmfn_with(&["compile", "--help"]);
     assert!(
         compile_help.contains(
