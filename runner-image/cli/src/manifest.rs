@@ -43,7 +43,7 @@ struct Header {
 }
 
 /// The kind name of each spec type.
-pub(crate) trait Kind: DeserializeOwned {
+pub(crate) trait Kind: DeserializeOwned + schemars::JsonSchema {
     /// `kind` of the documents holding this spec.
     const KIND: &'static str;
 }
@@ -54,6 +54,97 @@ impl Kind for WasmFunctionSpec {
 
 impl Kind for WasmExecutionSpec {
     const KIND: &'static str = "WasmExecution";
+}
+
+/// The fields of `value` (a spec, at `path`) that `schema` (the JSON schema the CRD is
+/// generated from) does not have. The apiserver would drop them without a word, so a misspelt
+/// `timeoutMilis` would be lost; locally they are refused instead.
+fn unknown_fields(
+    value: &serde_json::Value,
+    schema: &serde_json::Value,
+    root: &serde_json::Value,
+    path: &str,
+    found: &mut Vec<String>,
+) {
+    let schema = resolve(schema, root);
+    match value {
+        serde_json::Value::Object(fields) => {
+            let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) else {
+                return; // free-form (e.g. `input`)
+            };
+            for (name, field) in fields {
+                let at = format!("{path}.{name}");
+                match properties.get(name) {
+                    Some(property) => unknown_fields(field, property, root, &at, found),
+                    None => found.push(at),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            if let Some(item) = schema.get("items") {
+                for (index, element) in items.iter().enumerate() {
+                    unknown_fields(element, item, root, &format!("{path}[{index}]"), found);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `schema` itself, or what its `$ref` (directly or as the one non-null branch of an
+/// `anyOf`/`oneOf`/`allOf`, as an optional field is written) points at.
+fn resolve<'a>(
+    schema: &'a serde_json::Value,
+    root: &'a serde_json::Value,
+) -> &'a serde_json::Value {
+    if let Some(reference) = schema.get("$ref").and_then(|r| r.as_str()) {
+        let name = reference.rsplit('/').next().unwrap_or_default();
+        for definitions in ["$defs", "definitions"] {
+            if let Some(target) = root.get(definitions).and_then(|d| d.get(name)) {
+                return resolve(target, root);
+            }
+        }
+        return schema;
+    }
+    for combinator in ["anyOf", "oneOf", "allOf"] {
+        if let Some(branches) = schema.get(combinator).and_then(|b| b.as_array()) {
+            if let Some(object) = branches
+                .iter()
+                .map(|branch| resolve(branch, root))
+                .find(|branch| branch.get("properties").is_some())
+            {
+                return object;
+            }
+        }
+    }
+    schema
+}
+
+/// Refuses fields of the spec the API does not have.
+fn check_fields<S: Kind>(value: &serde_yaml::Value, at: &str) -> Result<()> {
+    let Some(spec) = value.get("spec") else {
+        return Ok(());
+    };
+    let spec = serde_json::to_value(spec)
+        .map_err(|error| usage(format!("{at}: spec is not JSON-compatible: {error}")))?;
+    let schema = schemars::schema_for!(S);
+    let root = schema.as_value();
+    let mut found = Vec::new();
+    unknown_fields(&spec, root, root, "spec", &mut found);
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "{at}: {} {} of {} (see kubectl explain {}.spec)",
+        found.join(", "),
+        if found.len() == 1 {
+            "is not a field"
+        } else {
+            "are not fields"
+        },
+        S::KIND,
+        S::KIND.to_ascii_lowercase()
+    )))
 }
 
 /// Every document of `text` (a file's contents; `---` separates documents), each checked to be
@@ -101,6 +192,7 @@ pub(crate) fn documents<S: Kind>(file: &Path, text: &str) -> Result<Vec<Manifest
                 )))
             }
         }
+        check_fields::<S>(&value, &at)?;
         parsed.push(index);
     }
     // Parsed again from the text, so a bad field is reported with its line and column.
@@ -235,6 +327,24 @@ mod tests {
         assert_eq!(
             message(functions("kind: WasmFunction\nspec: {}\n")),
             "f.yaml: document 1: apiVersion is missing; expected wasmfn.dev/v1alpha1"
+        );
+    }
+
+    #[test]
+    fn a_field_the_api_does_not_have_is_refused_with_its_path() {
+        let text = "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmFunction\nspec:\n  language: wat\n  defaults:\n    timeoutMilis: 5\n    env: [{name: A, valu: b}]\n  source: {code: x}\n";
+        assert_eq!(
+            message(functions(text)),
+            "f.yaml: document 1: spec.defaults.env[0].valu, spec.defaults.timeoutMilis are not fields of WasmFunction (see kubectl explain wasmfunction.spec)"
+        );
+        // `input` is free-form, as in the CRD.
+        let executions = documents::<WasmExecutionSpec>(
+            Path::new("e.yaml"),
+            "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmExecution\nspec:\n  functionRef: {name: f}\n  input: {anything: {goes: [1]}}\n  timeout: 60s\n",
+        );
+        assert_eq!(
+            message(executions),
+            "e.yaml: document 1: spec.timeout is not a field of WasmExecution (see kubectl explain wasmexecution.spec)"
         );
     }
 
