@@ -18,21 +18,21 @@ use clap::Args;
 use serde::Serialize;
 use wasmfn_compile::{
     BuildOptions, Cache, CacheConfig, CompileLimits, CompileRequest, Compiler, Error, Language,
-    ModuleKind, OptimizationLevel, SourceInput,
+    ModuleKind, SourceInput,
 };
 
-use crate::options::{parse_duration, parse_size};
-
-/// Kubernetes' default `terminationMessagePath`.
-const TERMINATION_LOG: &str = "/dev/termination-log";
+use crate::exit;
+use crate::options::{optimization_level, parse_duration, parse_size, LanguageArg, OptLevel};
+use crate::output::{write_document, Fallback, TERMINATION_LOG};
+use crate::progress::{self, Progress};
 /// Kubernetes keeps at most this much of a termination message.
 const TERMINATION_MESSAGE_BYTES: usize = 4096;
 
 #[derive(Debug, Args)]
 pub(crate) struct CompileArgs {
-    /// Language: rust, c, cpp, go, assemblyscript (typescript), wat, wasm, python, javascript.
-    #[arg(long, short = 'l')]
-    language: String,
+    /// The source's language.
+    #[arg(long, short = 'l', value_enum, ignore_case = true)]
+    language: LanguageArg,
     /// Source file or directory (a directory with Cargo.toml is a Cargo project).
     #[arg(conflicts_with = "code")]
     source: Option<PathBuf>,
@@ -45,9 +45,9 @@ pub(crate) struct CompileArgs {
     /// Artifact directory to write.
     #[arg(long, short = 'o', default_value = "artifact")]
     out: PathBuf,
-    /// Optimisation: 0/none, 2/speed (default), s/z/size.
-    #[arg(long, default_value = "speed")]
-    opt_level: String,
+    /// Optimisation (also 0, 2, s, z).
+    #[arg(long, value_enum, default_value_t = OptLevel::Speed)]
+    opt_level: OptLevel,
     /// Also produce the WasmEdge AOT form (module.wasm.aot.so) for this machine.
     #[arg(long)]
     aot: bool,
@@ -76,7 +76,8 @@ pub(crate) struct CompileArgs {
     /// Cache directory (default WASM_CACHE_DIR, else ~/.cache/wasmfn/compile).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// Where to write the manifest or failure document ("-" for none).
+    /// Where to write the manifest or failure document ("-" for none). The default is written
+    /// only when it exists (inside a pod); nothing is ever created in /dev.
     #[arg(long, default_value = TERMINATION_LOG)]
     termination_log: String,
     /// Print the artifact to stdout in base64 between marker lines, for readers of the log.
@@ -102,12 +103,7 @@ struct CompileFailure {
 
 /// `wasmfn compile`: returns the exit code.
 pub(crate) fn compile(args: CompileArgs) -> Result<i32> {
-    let language = Language::parse(&args.language).with_context(|| {
-        format!(
-            "unknown language {:?}; use one of rust, c, cpp, go, assemblyscript, wat, wasm, python, javascript",
-            args.language
-        )
-    })?;
+    let language: Language = args.language.0;
     let source = match (&args.source, &args.code) {
         (_, Some(code)) => SourceInput::Inline {
             file_name: args
@@ -120,8 +116,7 @@ pub(crate) fn compile(args: CompileArgs) -> Result<i32> {
         (Some(path), None) => SourceInput::File(path.clone()),
         (None, None) => bail!("give a source file or directory, or --code"),
     };
-    let optimization = OptimizationLevel::parse(&args.opt_level)
-        .with_context(|| format!("--opt-level {:?}: use 0, 2, s or z", args.opt_level))?;
+    let optimization = optimization_level(args.opt_level.optimization());
     let defaults = CompileLimits::default();
     let limits = CompileLimits {
         wall_time: args.timeout.unwrap_or(defaults.wall_time),
@@ -156,8 +151,27 @@ pub(crate) fn compile(args: CompileArgs) -> Result<i32> {
         compiler.cache = Cache::new(config);
     }
 
+    let progress = Progress::for_stderr();
+    if progress.enabled() {
+        let file = match &request.source {
+            SourceInput::Inline { file_name, .. } => file_name.clone(),
+            SourceInput::File(path) | SourceInput::Directory(path) => path.display().to_string(),
+        };
+        progress.phase(&progress::compile_phase(
+            wasmfn_compile::language::artifact_kind(language)
+                == wasmfn_compile::ArtifactKind::Script,
+            &file,
+            &[],
+        ));
+    }
+    let started = std::time::Instant::now();
     match compiler.compile(&request) {
         Ok(outcome) => {
+            progress.phase(&progress::compiled_phase(
+                outcome.manifest.cache == wasmfn_compile::CacheOutcome::Hit,
+                started.elapsed().as_secs_f64(),
+                outcome.manifest.artifact.size,
+            ));
             if !outcome.warnings.is_empty() {
                 eprint!("{}", outcome.warnings.render());
             }
@@ -182,12 +196,17 @@ pub(crate) fn compile(args: CompileArgs) -> Result<i32> {
             let failure = failure_document(&error);
             eprintln!("wasmfn compile: {error}");
             write_termination_log(&args.termination_log, &bounded_failure_json(failure))?;
-            Ok(match &error {
-                Error::TimedOut { .. } => 124,
-                error if error.is_user_error() => 1,
-                _ => 125,
-            })
+            Ok(exit_code(&error))
         }
+    }
+}
+
+/// The exit code of a failed compile (`wasmfn compile` and `wasmfn run` alike).
+pub(crate) fn exit_code(error: &Error) -> i32 {
+    match error {
+        Error::TimedOut { .. } => exit::TIMED_OUT,
+        error if error.is_user_error() => exit::FAILED,
+        _ => exit::INTERNAL,
     }
 }
 
@@ -247,16 +266,12 @@ fn print_artifact(name: &str, digest: &str, bytes: &[u8]) {
     println!("-----END WASMFN ARTIFACT-----");
 }
 
-/// Writes the document; outside Kubernetes a missing termination-log path is not an error.
+/// Writes the document; outside Kubernetes the missing termination log is left alone.
 fn write_termination_log(target: &str, document: &str) -> Result<()> {
     if target == "-" {
         return Ok(());
     }
-    match std::fs::write(target, document) {
-        Ok(()) => Ok(()),
-        Err(_) if target == TERMINATION_LOG => Ok(()),
-        Err(error) => Err(error).with_context(|| format!("writing {target}")),
-    }
+    write_document(target, document, Fallback::Nothing)
 }
 
 #[cfg(test)]

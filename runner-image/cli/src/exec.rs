@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use wasmfn_execution::artifact::ModuleBytes;
-use wasmfn_execution::interpreter::{self, ScriptLanguage};
+use wasmfn_execution::interpreter;
 use wasmfn_execution::result::run_settings::{Invoke, RunSettings};
 use wasmfn_execution::result::trace::{TraceParent, TRACEPARENT_ENV};
 use wasmfn_execution::{
@@ -13,10 +13,8 @@ use wasmfn_execution::{
     Preopen, RunRequest, StdinSource,
 };
 
-use crate::options::{parse_duration, parse_env, parse_size};
-
-/// Kubernetes' default `terminationMessagePath`.
-const TERMINATION_LOG: &str = "/dev/termination-log";
+use crate::options::{parse_duration, parse_env, parse_size, ScriptArg};
+use crate::output::{write_document, Fallback, TERMINATION_LOG};
 
 /// Limits shared by `exec` and `run`.
 #[derive(Debug, Clone, Args)]
@@ -48,10 +46,13 @@ impl LimitArgs {
             limits.capture_bytes = usize::try_from(max_output).unwrap_or(usize::MAX);
         }
         if let Some(limit) = &self.output_limit {
-            limits.output_limit_bytes = match limit.as_str() {
-                "none" | "unlimited" => None,
-                text => Some(parse_size(text)?),
-            };
+            limits.output_limit_bytes =
+                match limit.as_str() {
+                    "none" | "unlimited" => None,
+                    text => Some(parse_size(text).map_err(|error| {
+                        crate::exit::usage(format!("--output-limit: {error:#}"))
+                    })?),
+                };
         }
         Ok(limits)
     }
@@ -60,9 +61,11 @@ impl LimitArgs {
 /// How the result document and the streams are published.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct OutputArgs {
-    /// Where to write the result document ("-" for stdout, after the guest's output).
-    #[arg(long, default_value = TERMINATION_LOG)]
-    pub(crate) result: String,
+    /// Where to write the result document: a file, or "-" for stdout after the guest's
+    /// output. Default: /dev/termination-log when it exists (inside a pod, where the operator
+    /// reads it), else stderr; nothing is ever created in /dev.
+    #[arg(long)]
+    pub(crate) result: Option<String>,
     /// Do not copy the guest's stdout/stderr to this process's stdout/stderr.
     #[arg(long)]
     pub(crate) quiet: bool,
@@ -99,9 +102,9 @@ pub(crate) struct ExecArgs {
     /// Always use the interpreter.
     #[arg(long)]
     no_aot: bool,
-    /// Treat MODULE as a script in this language (python, javascript) run by its interpreter.
-    #[arg(long)]
-    language: Option<String>,
+    /// Treat MODULE as a script in this language, run by its interpreter module.
+    #[arg(long, value_enum)]
+    language: Option<ScriptArg>,
     /// Refuse to run unless the module has this digest (sha256:<hex>).
     #[arg(long)]
     expect_digest: Option<String>,
@@ -178,12 +181,10 @@ pub(crate) fn exec(args: ExecArgs) -> Result<i32> {
         }
     }
     let mut _staged = None;
-    if let Some(language) = &args.language {
-        let language = ScriptLanguage::parse(language)
-            .with_context(|| format!("--language {language}: only python and javascript"))?;
+    if let Some(language) = args.language {
         request = interpreter::script_request(
             request,
-            language,
+            language.script_language(),
             &interpreter::interpreters_dir(),
             &args.module,
         );
@@ -224,7 +225,7 @@ pub(crate) fn exec(args: ExecArgs) -> Result<i32> {
             .document
             .attach_trace(parent, "wasmfn-runner", started);
     }
-    publish(&execution, &args.output.result)?;
+    publish(&execution, args.output.result.as_deref())?;
     Ok(execution.document.process_exit_code())
 }
 
@@ -245,30 +246,23 @@ pub(crate) fn run_request(request: &RunRequest, output: &OutputArgs) -> Executio
     execute(request, isolation, sink)
 }
 
-/// Writes the result document where asked. A missing termination-log path (running outside
-/// Kubernetes) is not an error: the document then goes to stderr.
-pub(crate) fn publish(execution: &Execution, target: &str) -> Result<()> {
-    let json = execution.document.to_json();
-    if target == "-" {
-        println!("{json}");
-        return Ok(());
-    }
-    match std::fs::write(target, &json) {
-        Ok(()) => Ok(()),
-        Err(_) if target == TERMINATION_LOG => {
-            eprintln!("{json}");
-            Ok(())
-        }
-        Err(error) => Err(error).with_context(|| format!("writing the result to {target}")),
-    }
+/// Writes the result document where asked: by default the termination log inside a pod (the
+/// operator reads it there), and stderr outside one.
+pub(crate) fn publish(execution: &Execution, target: Option<&str>) -> Result<()> {
+    write_document(
+        target.unwrap_or(TERMINATION_LOG),
+        &execution.document.to_json(),
+        Fallback::Stderr,
+    )
+    .context("writing the result document")
 }
 
 fn parse_invoke_args(text: Option<&str>) -> Result<Vec<serde_json::Value>> {
     let Some(text) = text else {
         return Ok(Vec::new());
     };
-    let value: serde_json::Value =
-        serde_json::from_str(text).with_context(|| format!("--args {text:?} is not JSON"))?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|error| crate::exit::usage(format!("--args {text:?} is not JSON: {error}")))?;
     match value {
         serde_json::Value::Array(values) => Ok(values),
         single => Ok(vec![single]),

@@ -11,13 +11,22 @@ use sha2::{Digest as _, Sha256};
 #[path = "../../execution-core/tests/support/mod.rs"]
 mod support;
 
-fn wasmfn() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wasmfn"));
-    let interpreters = std::env::var_os("WASMFN_CACHE")
+fn interpreters() -> PathBuf {
+    std::env::var_os("WASMFN_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/wasmfn"))
-        .join("interpreters");
-    command.env("WASMFN_INTERPRETERS", interpreters);
+        .join("interpreters")
+}
+
+/// The command with the interpreters `make setup` installed and a compile cache of the tests'
+/// own (under the target directory, not the user's).
+fn wasmfn() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wasmfn"));
+    command.env("WASMFN_INTERPRETERS", interpreters());
+    command.env(
+        "WASM_CACHE_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-compile-cache"),
+    );
     command
 }
 
@@ -244,7 +253,7 @@ fn run_a_python_function_with_an_execution() {
     let execution = dir.path().join("execution.yaml");
     std::fs::write(
         &execution,
-        "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmExecution\nspec:\n  functionRef: {name: greet}\n  args: [x, y]\n  input: {name: ada}\n  timeout: 60s\n",
+        "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmExecution\nspec:\n  functionRef: {name: greet}\n  args: [x, y]\n  input: {name: ada}\n  timeoutMillis: 60000\n",
     )
     .unwrap();
     let (output, doc) = run_manifest(
@@ -269,8 +278,381 @@ fn run_reports_compile_errors() {
     )
     .unwrap();
     let output = wasmfn().arg("run").arg(&path).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a compile failure is the source's"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("wasmfn run: compile failed:\nmain.wat:1:25: error: "),
+        "{stderr}"
+    );
+}
+
+/// A WAT function manifest with `spec` lines appended (indented by two spaces).
+fn wat_function(guest: &str, spec_extra: &str) -> String {
+    let indented: String = guest_wat(guest)
+        .lines()
+        .map(|l| format!("      {l}\n"))
+        .collect();
+    format!(
+        "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmFunction\nmetadata:\n  name: {guest}\nspec:\n  language: wat\n{spec_extra}  source:\n    code: |\n{indented}"
+    )
+}
+
+#[test]
+fn run_honours_the_timeout_of_the_function_defaults_and_of_the_execution_over_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let (output, doc) = run_manifest(
+        dir.path(),
+        &wat_function("loop", "  defaults:\n    timeoutMillis: 300\n"),
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(124));
+    assert_eq!(doc["reason"], "TimedOut");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let execution = dir.path().join("execution.yaml");
+    std::fs::write(
+        &execution,
+        "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmExecution\nmetadata: {name: short}\nspec:\n  functionRef: {name: loop}\n  timeoutMillis: 200\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (output, doc) = run_manifest(
+        dir.path(),
+        &wat_function("loop", "  defaults:\n    timeoutMillis: 60000\n"),
+        &["--execution", execution.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(124), "{doc}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the execution's 200 ms, not the function's minute"
+    );
+}
+
+#[test]
+fn run_honours_the_memory_limit_and_env_of_the_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, doc) = run_manifest(
+        dir.path(),
+        &wat_function("big-memory", "  defaults:\n    memoryLimit: 16Mi\n"),
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(137), "{doc}");
+    assert_eq!(doc["reason"], "MemoryLimitExceeded");
+    let (output, doc) = run_manifest(
+        dir.path(),
+        &wat_function("big-memory", "  defaults:\n    memoryLimit: 512Mi\n"),
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{doc}");
+
+    // env: the function's defaults, an execution entry replacing one by name, --env last.
+    let manifest = "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmFunction\nmetadata: {name: env}\nspec:\n  language: python\n  defaults:\n    env: [{name: A, value: function}, {name: B, value: function}, {name: C, value: function}]\n  source:\n    code: |\n      import os\n      print(os.environ['A'], os.environ['B'], os.environ['C'])\n";
+    let execution = dir.path().join("execution.yaml");
+    std::fs::write(
+        &execution,
+        "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmExecution\nmetadata: {name: e}\nspec:\n  functionRef: {name: env}\n  env: [{name: B, value: execution}, {name: C, value: execution}]\n",
+    )
+    .unwrap();
+    let (output, doc) = run_manifest(
+        dir.path(),
+        manifest,
+        &[
+            "--execution",
+            execution.to_str().unwrap(),
+            "--env",
+            "C=flag",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{doc}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "function execution flag\n"
+    );
+}
+
+/// Runs `wasmfn ARGS…` and returns (exit code, stdout, stderr).
+fn wasmfn_with(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = wasmfn().args(args).output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_wrong_value_of_a_closed_set_is_a_usage_error_and_help_lists_the_values() {
+    for args in [
+        &["compile", "--language", "cobol", "x.cob"][..],
+        &["compile", "--language", "go", "--opt-level", "fast", "x.go"],
+        &["exec", "--language", "ruby", "x.rb"],
+        &["completions", "tcsh"],
+        &["run", "--no-such-flag", "f.yaml"],
+    ] {
+        let (code, _, stderr) = wasmfn_with(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("error: "), "{args:?}: {stderr}");
+    }
+    // Values wasmfn parses itself are usage errors too.
+    for (args, message) in [
+        (
+            &["exec", "--invoke", "add", "--args", "[1,", "x.wasm"][..],
+            "--args \"[1,\" is not JSON",
+        ),
+        (
+            &["exec", "--output-limit", "12X", "x.wasm"],
+            "--output-limit: invalid size unit",
+        ),
+    ] {
+        let (code, _, stderr) = wasmfn_with(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    let (_, compile_help, _) = wasmfn_with(&["compile", "--help"]);
+    assert!(
+        compile_help.contains(
+            "[possible values: rust, c, cpp, go, assemblyscript, typescript, wat, wasm, python, javascript]"
+        ),
+        "{compile_help}"
+    );
+    assert!(compile_help.contains("speed") && compile_help.contains("size"));
+    let (_, help, _) = wasmfn_with(&["exec", "--help"]);
+    assert!(
+        help.contains("python") && help.contains("javascript"),
+        "{help}"
+    );
+    // A short form still works, hidden from the list.
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("m.wat");
+    std::fs::write(&source, "(module)").unwrap();
+    let out = dir.path().join("out");
+    let (code, _, stderr) = wasmfn_with(&[
+        "compile",
+        "-l",
+        "WAT",
+        "--opt-level",
+        "0",
+        "--termination-log",
+        "-",
+        "-o",
+        out.to_str().unwrap(),
+        source.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn an_invalid_manifest_is_a_usage_error_naming_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pod.yaml");
+    std::fs::write(&path, "apiVersion: v1\nkind: Pod\nspec: {}\n").unwrap();
+    let (code, _, stderr) = wasmfn_with(&["run", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: document 1: apiVersion is \"v1\"; expected wasmfn.dev/v1alpha1",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    std::fs::write(
+        &path,
+        "apiVersion: wasmfn.dev/v1alpha1\nkind: WasmFunction\nspec:\n  language: wat\n  source: {code: '(module)'}\n  defaults: {timeoutMillis: 5s}\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = wasmfn_with(&["run", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("spec.defaults.timeoutMillis: invalid type: string \"5s\", expected i64"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = wasmfn_with(&["run", "/nonexistent/f.yaml"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot read /nonexistent/f.yaml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_help_shows_the_exit_code_table() {
+    for command in ["", "exec", "run", "compile", "aot", "completions"] {
+        let args: Vec<&str> = command.split_whitespace().chain(["--help"]).collect();
+        let (code, help, _) = wasmfn_with(&args);
+        assert_eq!(code, Some(0));
+        assert!(
+            help.contains("Exit codes (the same for every command):"),
+            "{command}: {help}"
+        );
+        for line in [
+            "  2    usage",
+            "  124  a time limit passed",
+            "  126  exec, run: the module cannot run",
+        ] {
+            assert!(help.contains(line), "{command}: {line}");
+        }
+    }
+}
+
+#[test]
+fn completions_cover_the_subcommands() {
+    let (code, bash, _) = wasmfn_with(&["completions", "bash"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        bash.contains("complete -F _wasmfn"),
+        "a bash completion function"
+    );
+    for sub in [
+        "exec",
+        "run",
+        "compile",
+        "aot",
+        "artifact",
+        "agent-status",
+        "completions",
+    ] {
+        assert!(bash.contains(sub), "bash completion lacks {sub}");
+    }
+    assert!(
+        bash.contains("assemblyscript"),
+        "values of --language are completed"
+    );
+    let (code, zsh, _) = wasmfn_with(&["completions", "zsh"]);
+    assert_eq!(code, Some(0));
+    assert!(zsh.starts_with("#compdef wasmfn"), "{zsh}");
+    let (code, fish, _) = wasmfn_with(&["completions", "fish"]);
+    assert_eq!(code, Some(0));
+    assert!(fish.contains("complete -c wasmfn"), "{fish}");
+}
+
+#[test]
+fn outside_a_pod_the_result_goes_to_stderr_and_nothing_is_created_in_dev() {
+    let termination_log = Path::new("/dev/termination-log");
+    assert!(
+        !termination_log.exists(),
+        "this test runs outside a pod, where /dev/termination-log does not exist"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hello = module(dir.path(), "hello");
+    let output = wasmfn().arg("exec").arg(&hello).output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(output.stdout, b"hello\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let doc: Value = serde_json::from_str(stderr.trim_end()).unwrap();
+    assert_eq!(doc["reason"], "Completed");
+    assert!(
+        !termination_log.exists(),
+        "exec created /dev/termination-log"
+    );
+    // A compile does not create it either.
+    let source = dir.path().join("m.wat");
+    std::fs::write(&source, "(module)").unwrap();
+    let output = wasmfn()
+        .args(["compile", "-l", "wat", "--no-cache", "-o"])
+        .arg(dir.path().join("out"))
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        !termination_log.exists(),
+        "compile created /dev/termination-log"
+    );
+    // Another path in /dev is refused, not created.
+    let missing = format!("/dev/wasmfn-result-{}", std::process::id());
+    let output = wasmfn()
+        .args(["exec", "--result", &missing])
+        .arg(&hello)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(125));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("compile error"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("creates no files in /dev"));
+    assert!(!Path::new(&missing).exists());
+}
+
+#[test]
+fn an_existing_termination_log_path_is_written_as_in_a_pod() {
+    // Inside a pod the kubelet provides the file; any existing file in /dev is written the
+    // same way (truncated, not created): /dev/null stands in for it here.
+    let dir = tempfile::tempdir().unwrap();
+    let hello = module(dir.path(), "hello");
+    let output = wasmfn()
+        .args(["exec", "--result", "/dev/null"])
+        .arg(&hello)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        output.stderr.is_empty(),
+        "the document went to the file, not stderr"
+    );
+}
+
+/// Runs `command` under `script`, so its stderr is a terminal; returns what it printed.
+fn on_a_terminal(command: &str, no_color: bool) -> String {
+    let mut script = Command::new("script");
+    script.args(["-qec", command, "/dev/null"]);
+    script.env_remove("NO_COLOR");
+    if no_color {
+        script.env("NO_COLOR", "1");
+    }
+    script.env("WASMFN_INTERPRETERS", interpreters());
+    script.env(
+        "WASM_CACHE_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-compile-cache"),
+    );
+    let output = script
+        .output()
+        .unwrap_or_else(|e| panic!("script (util-linux) runs commands on a terminal: {e}"));
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn on_a_terminal_run_shows_a_line_per_phase_and_honours_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hello.yaml");
+    std::fs::write(&path, wat_function("hello", "")).unwrap();
+    let command = format!(
+        "{} run {} --no-cache --result /dev/null",
+        env!("CARGO_BIN_EXE_wasmfn"),
+        path.display()
+    );
+    let plain = on_a_terminal(&command, true);
+    let lines: Vec<&str> = plain.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert!(
+        lines[0].starts_with("wasmfn: compiling main.wat with wat2wasm"),
+        "{plain}"
+    );
+    assert!(lines[1].starts_with("wasmfn: compiled in "), "{plain}");
+    assert_eq!(
+        lines[2],
+        "wasmfn: running hello (timeout 30s, memory 128Mi)…"
+    );
+    assert_eq!(lines[3], "hello");
+    assert!(!plain.contains('\x1b'), "NO_COLOR: no escapes\n{plain}");
+    let coloured = on_a_terminal(&command, false);
+    assert!(
+        coloured.contains("\x1b[2mwasmfn: compiling main.wat"),
+        "{coloured}"
+    );
+
+    // Without a terminal, the same run prints only the guest's output.
+    let output = wasmfn()
+        .args(["run", "--no-cache", "--result", "/dev/null"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.stdout, b"hello\n");
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
