@@ -9,6 +9,8 @@ pub mod condition;
 pub mod execution;
 pub mod function;
 pub mod pod_security;
+#[cfg(test)]
+mod schema_tests;
 
 pub use condition::{set_condition, ConditionStatus};
 pub use execution::{
