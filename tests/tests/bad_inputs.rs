@@ -214,7 +214,8 @@ fn the_api_server_refuses_two_sources_no_source_stdin_with_input_oversized_value
     ns.apply(&function("one-source", "Wat", json!({"code": "(module)"})))
         .expect("one source is accepted");
     let at_limits = json!({"stdin": "x", "args": ["a".repeat(4096)],
-                           "env": [{"name": "BIG", "value": "v".repeat(2048)}]});
+                           "env": [{"name": "BIG", "value": "v".repeat(2048)},
+                                   {"name": "EMPTY", "value": ""}]});
     ns.apply(&execution("at-limits", "missing", at_limits).to_string())
         .expect("values at the limits are accepted");
 }
@@ -286,7 +287,7 @@ fn functions_that_cannot_be_built_fail_with_their_reason_and_an_event() {
     let cases = [
         (
             "empty",
-            function("empty", "Rust", json!({"code": ""})),
+            function("empty", "Rust", json!({"code": " \n"})),
             "InvalidSpec",
             "source",
         ),

@@ -53,7 +53,8 @@ pub struct WasmExecutionSpec {
     #[schemars(length(max = MAX_ENV_VARS))]
     pub env: Vec<EnvVar>,
     /// Text given to the guest on stdin, at most 256 KiB. At most one of `stdin` and `input`
-    /// may be set (the API server refuses both).
+    /// may be set (the API server refuses both). Leave it out for no input: a Kubernetes 1.20
+    /// API server refuses an empty string here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String", length(max = 262144))]
     pub stdin: Option<String>,

@@ -242,8 +242,11 @@ pub struct EnvVar {
     /// The value (empty when unset; at most 2048 bytes). The runners also cap the whole
     /// environment at 128 KiB (it travels as one command-line string): larger values belong on
     /// stdin.
+    // The one spec field left nullable: a Kubernetes 1.20 API server refuses an empty string in
+    // a non-nullable string field ("must be of type string: null"), and `value: ""` is a
+    // common way to write an empty variable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String", length(max = MAX_ENV_VALUE_BYTES))]
+    #[schemars(length(max = MAX_ENV_VALUE_BYTES))]
     pub value: Option<String>,
 }
 
