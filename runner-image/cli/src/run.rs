@@ -123,7 +123,9 @@ fn build(function: &Function, workdir: &std::path::Path) -> Result<RunRequest> {
     } else {
         &function.name
     };
-    let module = match spec.language.as_str() {
+    // The API spells languages in PascalCase (`Wat`); earlier manifests in lower case.
+    let language = spec.language.to_ascii_lowercase();
+    let module = match language.as_str() {
         "wat" => {
             let code = source
                 .code
