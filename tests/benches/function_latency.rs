@@ -63,6 +63,9 @@ fn time_to_ready(
     language: &str,
     code: &str,
 ) -> Duration {
+    // The source trees use the builder's lower-case names; the API spells them in PascalCase.
+    let language: wasmfn_api::Language =
+        serde_json::from_value(json!(language)).expect("a language the API knows");
     let manifest = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction", "metadata": {"name": name},
                           "spec": {"language": language, "source": {"code": code}}});
     ns.create(&manifest.to_string()).expect("create");

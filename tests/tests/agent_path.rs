@@ -188,7 +188,7 @@ fn python_and_javascript_executions_run_on_the_agent_under_its_aot_interpreters(
     for (name, language, code) in functions {
         let function = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
             "metadata": {"name": name},
-            "spec": {"language": language, "source": {"code": code}}});
+            "spec": {"language": common::api_objects::language(language), "source": {"code": code}}});
         ns.create(&function.to_string()).expect("function");
     }
     for (name, _, _) in functions {

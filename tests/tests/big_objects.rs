@@ -77,7 +77,7 @@ fn a_thousand_finished_executions_with_big_payloads_stay_under_the_limit_and_new
     println!("operator RSS idle: {:.1} MiB", mib(idle));
     let broken = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
         "metadata": {"name": "broken"},
-        "spec": {"language": "wat", "source": {"code": "(module (func $oops (result i32)))"}}});
+        "spec": {"language": "Wat", "source": {"code": "(module (func $oops (result i32)))"}}});
     ns.create(&broken.to_string())
         .expect("create the broken function");
     ns.wait_for(&["wasmfunction", "broken"], Duration::from_secs(300), |f| {
@@ -290,7 +290,7 @@ fn big_module_runs_in_both_pods(ns: &wasmfn_e2e::Kubectl, operator: &OperatorPro
         });
         let function = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
             "metadata": {"name": "big-module"},
-            "spec": {"language": "wat", "source": {"code": source}, "artifactStore": "Oci"}});
+            "spec": {"language": "Wat", "source": {"code": source}, "artifactStore": "Oci"}});
         ns.create(&function.to_string()).expect("create big-module");
         let artifact = ns
             .wait_for(

@@ -1610,7 +1610,7 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
         "apiVersion": "wasmfn.dev/v1alpha1",
         "kind": "WasmFunction",
         "metadata": {"name": "echo"},
-        "spec": {"language": "wat", "source": {"code": code}}
+        "spec": {"language": "Wat", "source": {"code": code}}
     });
     let created = Instant::now();
     functions

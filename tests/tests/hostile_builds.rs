@@ -197,7 +197,7 @@ fn a_build_script_that_dials_out_forks_and_fills_the_disk_fails_contained_while_
     ns.create(&source.to_string()).expect("create the source");
     let function = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
         "metadata": {"name": "hostile"},
-        "spec": {"language": "rust", "source": {"configMapRef": {"name": "hostile-src"}},
+        "spec": {"language": "Rust", "source": {"configMapRef": {"name": "hostile-src"}},
                  "build": {"timeoutSeconds": BUILD_TIMEOUT.as_secs()}}});
     let started = Instant::now();
     ns.create(&function.to_string())

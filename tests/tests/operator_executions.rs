@@ -539,7 +539,7 @@ fn stdin_args_and_env_reach_the_guest_identically_on_both_paths() {
     .expect("probe.c");
     let function = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
         "metadata": {"name": "probe"},
-        "spec": {"language": "c", "source": {"code": probe},
+        "spec": {"language": "C", "source": {"code": probe},
                  "defaults": {"env": [{"name": "GREETING", "value": "from-function"}]}}});
     create(&ns, &function.to_string());
     let digest = function_digest(&ns, "probe", COMPILE_TIMEOUT);
@@ -793,7 +793,7 @@ console.log(JSON.stringify({sum, args: args.slice(1), greeting: std.getenv('GREE
 fn script_function(name: &str, language: &str, code: &str) -> String {
     json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
         "metadata": {"name": name},
-        "spec": {"language": language, "source": {"code": code}}})
+        "spec": {"language": common::api_objects::language(language), "source": {"code": code}}})
     .to_string()
 }
 
@@ -1200,14 +1200,16 @@ fn an_execution_waits_for_its_function_and_fails_with_a_failed_function() {
         &ns,
         &json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
                  "metadata": {"name": "from-map"},
-                 "spec": {"language": "wasm", "source": {"configMapRef": {"name": "module"}}}})
+                 "spec": {"language": "Wasm", "source": {"configMapRef": {"name": "module"}}}})
         .to_string(),
     );
     create(
         &ns,
         &json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
                  "metadata": {"name": "broken"},
-                 "spec": {"language": "c", "source": {"code": "int main(){}", "configMapRef": {"name": "x"}}}})
+                 // A prebuilt module under a compiled language: the schema takes it, the
+                 // operator refuses it (InvalidSpec).
+                 "spec": {"language": "C", "source": {"base64": "AGFzbQEAAAA="}}})
         .to_string(),
     );
     create(

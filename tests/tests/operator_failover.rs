@@ -41,7 +41,7 @@ fn lease_holder(ns: &Kubectl) -> Option<String> {
 fn wat_function(name: &str, comment: &str) -> String {
     let code = format!(";; {comment}\n(module (func (export \"_start\")))\n");
     json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction", "metadata": {"name": name},
-           "spec": {"language": "wat", "source": {"code": code}}})
+           "spec": {"language": "Wat", "source": {"code": code}}})
     .to_string()
 }
 
@@ -219,7 +219,7 @@ fn an_operator_killed_mid_compile_resumes_without_a_duplicate_job() {
     )
     .expect("go source");
     let function = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction", "metadata": {"name": "slow"},
-                          "spec": {"language": "go", "source": {"code": code}}});
+                          "spec": {"language": "Go", "source": {"code": code}}});
     ns.create(&function.to_string()).expect("create");
     let job_uid = ns
         .wait_for(&["jobs"], Duration::from_secs(60), |list| {

@@ -7,7 +7,15 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::function::EnvVar;
+use crate::function::{EnvVar, MAX_ENV_VARS};
+
+/// Most guest arguments of one execution.
+pub const MAX_ARGS: usize = 256;
+
+/// Most bytes of one guest argument. [`MAX_ARGS`] of them make 1 MiB, the runners' limit for
+/// all arguments together, and leave room in the API server's 1.5 MiB request limit for stdin
+/// (256 KiB) and env.
+pub const MAX_ARG_BYTES: usize = 4096;
 
 /// One run of a function. The operator places it on a WasmEdge node when the cluster has one
 /// (or on a container pod that embeds WasmEdge) and writes the result into the status.
@@ -36,22 +44,27 @@ use crate::function::EnvVar;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("not" = {"required": ["stdin", "input"]}))]
 pub struct WasmExecutionSpec {
     /// The function to run (same namespace). The execution waits, Pending, until it is Ready.
     pub function_ref: FunctionReference,
-    /// Guest arguments (`argv[1..]`).
+    /// Guest arguments (`argv[1..]`): at most 256, each at most 4096 bytes (1 MiB together).
+    /// Larger values belong on stdin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = MAX_ARGS), inner(length(max = MAX_ARG_BYTES)))]
     pub args: Vec<String>,
-    /// Guest environment; entries win over the function's `defaults.env` by name.
+    /// Guest environment (at most 64 entries); entries win over the function's `defaults.env`
+    /// by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = MAX_ENV_VARS))]
     pub env: Vec<EnvVar>,
-    /// Text given to the guest on stdin (at most one of `stdin` and `input`).
+    /// Text given to the guest on stdin, at most 256 KiB. At most one of `stdin` and `input`
+    /// may be set (the API server refuses both). Leave it out for no input: a Kubernetes 1.20
+    /// API server refuses an empty string here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 262144))]
+    #[schemars(with = "String", length(max = 262144))]
     pub stdin: Option<String>,
-    /// A JSON value serialised onto the guest's stdin.
+    /// A JSON value serialised onto the guest's stdin (at most one of `stdin` and `input`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
     pub input: Option<serde_json::Value>,
@@ -61,11 +74,11 @@ pub struct WasmExecutionSpec {
     pub invoke_args: Vec<serde_json::Number>,
     /// Wall-clock limit in milliseconds (default: the function's, else the operator's 30000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 86_400_000))]
+    #[schemars(with = "i64", range(min = 1, max = 86_400_000))]
     pub timeout_millis: Option<i64>,
     /// Linear-memory limit as a quantity (`64Mi`; default: the function's, else 128 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]+(Ki|Mi|Gi|k|M|G)?$"))]
+    #[schemars(with = "String", regex(pattern = r"^[0-9]+(Ki|Mi|Gi|k|M|G)?$"))]
     pub memory_limit: Option<String>,
     /// Where to run: `Auto` (a WasmEdge node when there is one, else a container pod),
     /// `WasmEdge` (never falls back; waits with a condition) or `Container`.
@@ -74,12 +87,12 @@ pub struct WasmExecutionSpec {
     /// Cap on the stdout and stderr kept in status, bytes each (default 4096; the full sizes and
     /// digests are reported either way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 65536))]
+    #[schemars(with = "i64", range(min = 0, max = 65536))]
     pub max_output_bytes: Option<i64>,
     /// Delete the execution this many seconds after it finishes (default: the operator's
     /// `--finished-ttl-seconds`, 7 days in the chart; 0 there keeps it until deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(with = "i64", range(min = 0))]
     pub ttl_seconds_after_finished: Option<i64>,
     /// Extra attempts when the run is lost to the platform (pod evicted, node gone); a guest's
     /// own failure is never retried.

@@ -38,16 +38,19 @@ pub const MAX_INLINE_SOURCE_BYTES: usize = 1 << 20;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WasmFunctionSpec {
-    /// The source language. Compiled languages (rust, c, cpp, go, assemblyscript/typescript, wat)
-    /// become a new module; interpreted ones (python, javascript) are checked and run by an
-    /// interpreter module shipped in the runner image; `wasm` is a prebuilt module.
+    /// The source language. Compiled languages (`Rust`, `C`, `Cpp`, `Go`, `AssemblyScript`,
+    /// `TypeScript`, `Wat`) become a new module; interpreted ones (`Python`, `JavaScript`) are
+    /// checked and run by an interpreter module shipped in the runner image; `Wasm` is a prebuilt
+    /// module.
     pub language: Language,
-    /// Where the source comes from: exactly one of `code`, `configMapRef` or `base64`.
+    /// Where the source comes from: exactly one of `code`, `configMapRef` or `base64` (the API
+    /// server refuses none or more than one).
     pub source: FunctionSource,
     /// The export to call. Empty (default) runs a WASI command module's `_start`; a name calls
     /// that export of a library (reactor) module, e.g. an AssemblyScript `add`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
+        with = "String",
         length(min = 1, max = 128),
         regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.$-]*$")
     )]
@@ -58,34 +61,48 @@ pub struct WasmFunctionSpec {
     /// Defaults for this function's executions; an execution's own values win.
     #[serde(default)]
     pub defaults: ExecutionDefaults,
-    /// Where to store the compiled module. Empty uses the operator's default store.
+    /// Where to store the compiled module: `ConfigMap` or `Oci`. Empty uses the operator's
+    /// default store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "ArtifactStore")]
     pub artifact_store: Option<ArtifactStore>,
 }
 
-/// A source language. One definition for the API, the compiler and the CLI.
+/// A source language, one definition for the API, the compiler and the CLI. Written in
+/// PascalCase like every enum value of the API (`Rust`, `AssemblyScript`, …); the lower-case
+/// names of earlier releases are still read from stored objects, but the schema refuses them in
+/// new ones.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "lowercase")]
 pub enum Language {
     /// Rust, one file (`main.rs`) or a Cargo project without dependencies from the network.
+    #[serde(alias = "rust")]
     Rust,
     /// C (clang + wasi-libc).
+    #[serde(alias = "c")]
     C,
     /// C++ (clang + libc++ for WASI).
+    #[serde(alias = "cpp")]
     Cpp,
     /// Go (`GOOS=wasip1 GOARCH=wasm`).
+    #[serde(alias = "go")]
     Go,
     /// AssemblyScript.
+    #[serde(alias = "assemblyscript")]
     AssemblyScript,
     /// TypeScript, compiled as AssemblyScript.
+    #[serde(alias = "typescript")]
     TypeScript,
     /// JavaScript, run by the QuickJS interpreter module.
+    #[serde(alias = "javascript")]
     JavaScript,
     /// Python, run by the CPython interpreter module.
+    #[serde(alias = "python")]
     Python,
     /// WebAssembly text format.
+    #[serde(alias = "wat")]
     Wat,
     /// A prebuilt WebAssembly binary module.
+    #[serde(alias = "wasm")]
     Wasm,
 }
 
@@ -175,18 +192,26 @@ impl std::fmt::Display for Language {
     }
 }
 
-/// Where a function's source comes from. Exactly one field must be set.
+/// Where a function's source comes from. Exactly one of `code`, `configMapRef` and `base64`
+/// must be set; the schema says so with a `oneOf` of three `required` lists, so the API server
+/// refuses a source with none or several.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [
+    {"required": ["code"]},
+    {"required": ["configMapRef"]},
+    {"required": ["base64"]}
+]))]
 pub struct FunctionSource {
     /// The source text itself (up to 1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1048576))]
+    #[schemars(with = "String", length(max = 1048576))]
     pub code: Option<String>,
     /// File name for `code` (default `main.<ext>` for the language). Line numbers in compiler
     /// diagnostics refer to this file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
+        with = "String",
         length(min = 1, max = 128),
         regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     )]
@@ -195,10 +220,11 @@ pub struct FunctionSource {
     /// project keeps `Cargo.toml` and `src/main.rs` as `Cargo.toml` and `src__main.rs`: `__` stands
     /// for a directory separator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "ConfigMapSource")]
     pub config_map_ref: Option<ConfigMapSource>,
-    /// A prebuilt module (language `wasm`), base64-encoded (up to 1 MiB of text).
+    /// A prebuilt module (language `Wasm`), base64-encoded (up to 1 MiB of text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1048576))]
+    #[schemars(with = "String", length(max = 1048576))]
     pub base64: Option<String>,
 }
 
@@ -215,7 +241,7 @@ pub struct ConfigMapSource {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BuildOptions {
-    /// Optimisation: `speed` (default), `size` or `none`.
+    /// Optimisation: `Speed` (default), `Size` or `None`.
     #[serde(default)]
     pub optimization: Optimization,
     /// Build a library (reactor) module whose exports are called by name instead of a WASI
@@ -224,20 +250,23 @@ pub struct BuildOptions {
     pub library: bool,
     /// Wall-clock limit of the compile Job in seconds (default: the operator's, 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 10, max = 3600))]
+    #[schemars(with = "i64", range(min = 10, max = 3600))]
     pub timeout_seconds: Option<i64>,
 }
 
-/// Optimisation level.
+/// Optimisation level, in PascalCase (`Speed`, `Size`, `None`); the lower-case names of earlier
+/// releases are still read from stored objects.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "lowercase")]
 pub enum Optimization {
     /// Optimise for speed (`-O2`, release).
     #[default]
+    #[serde(alias = "speed")]
     Speed,
     /// Optimise for size (`-Os`/`-Oz`).
+    #[serde(alias = "size")]
     Size,
     /// No optimisation (fastest compile).
+    #[serde(alias = "none")]
     None,
 }
 
@@ -252,16 +281,32 @@ impl Optimization {
     }
 }
 
+/// Most environment variables in one list (`env` of an execution, `defaults.env` of a function).
+pub const MAX_ENV_VARS: usize = 64;
+
+/// Most bytes of one environment variable's name.
+pub const MAX_ENV_NAME_BYTES: usize = 256;
+
+/// Most bytes of one environment variable's value. With [`MAX_ENV_VARS`] entries a list stays
+/// near 147 KiB, so an execution at every limit (args 1 MiB, env, stdin 256 KiB) still fits
+/// the API server's 1.5 MiB request limit.
+pub const MAX_ENV_VALUE_BYTES: usize = 2048;
+
 /// An environment variable for the guest.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar {
-    /// The name.
-    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^=\x00]+$"))]
+    /// The name (1 to 256 bytes, no `=`).
+    #[schemars(length(min = 1, max = MAX_ENV_NAME_BYTES), regex(pattern = r"^[^=\x00]+$"))]
     pub name: String,
-    /// The value (empty when unset).
+    /// The value (empty when unset; at most 2048 bytes). The runners also cap the whole
+    /// environment at 128 KiB (it travels as one command-line string): larger values belong on
+    /// stdin.
+    // The one spec field left nullable: a Kubernetes 1.20 API server refuses an empty string in
+    // a non-nullable string field ("must be of type string: null"), and `value: ""` is a
+    // common way to write an empty variable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32768))]
+    #[schemars(length(max = MAX_ENV_VALUE_BYTES))]
     pub value: Option<String>,
 }
 
@@ -271,15 +316,16 @@ pub struct EnvVar {
 pub struct ExecutionDefaults {
     /// Wall-clock limit of a run in milliseconds (operator default 30000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 86_400_000))]
+    #[schemars(with = "i64", range(min = 1, max = 86_400_000))]
     pub timeout_millis: Option<i64>,
     /// Linear-memory limit of a run, as a quantity (`128Mi`; operator default 128 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]+(Ki|Mi|Gi|k|M|G)?$"))]
+    #[schemars(with = "String", regex(pattern = r"^[0-9]+(Ki|Mi|Gi|k|M|G)?$"))]
     pub memory_limit: Option<String>,
-    /// Environment variables every run gets (an execution's own `env` entries win by name).
+    /// Environment variables every run gets (at most 64; an execution's own `env` entries win by
+    /// name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = MAX_ENV_VARS))]
     pub env: Vec<EnvVar>,
 }
 
@@ -427,10 +473,14 @@ mod tests {
     }
 
     #[test]
-    fn the_manifest_name_is_the_command_line_name() {
+    fn the_manifest_name_and_the_command_line_name_read_back_as_the_same_language() {
         for language in Language::ALL {
             let json = serde_json::to_value(language).expect("serialises");
-            assert_eq!(json, language.as_str());
+            let manifest_name = json.as_str().expect("a string");
+            assert_eq!(Language::parse(manifest_name), Some(language));
+            let lower: Language =
+                serde_json::from_value(language.as_str().into()).expect("the alias is read");
+            assert_eq!(lower, language);
             assert_eq!(language.to_string(), language.as_str());
         }
     }

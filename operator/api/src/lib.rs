@@ -15,6 +15,8 @@ pub mod execution;
 pub mod function;
 #[cfg(feature = "kube")]
 pub mod pod_security;
+#[cfg(test)]
+mod schema_tests;
 
 #[cfg(feature = "kube")]
 pub use condition::{set_condition, ConditionStatus};

@@ -105,3 +105,11 @@ pub fn execution_condition<'a>(execution: &'a WasmExecution, kind: &str) -> Opti
         .iter()
         .find(|c| c.type_ == kind)
 }
+
+/// A language as the API spells it (`Rust`, `AssemblyScript`, …) from any name the API reads,
+/// including the lower-case names the source trees and the builder use (`rust`,
+/// `assemblyscript`).
+pub fn language(name: &str) -> serde_json::Value {
+    let language: wasmfn_api::Language = parse(&serde_json::Value::from(name));
+    serde_json::to_value(language).expect("a language serialises")
+}

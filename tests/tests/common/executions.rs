@@ -122,7 +122,7 @@ pub const FINAL_PHASES: [&str; 3] = ["Succeeded", "Failed", "TimedOut"];
 pub fn prebuilt_function(name: &str, wat: &str, extra_spec: Value) -> String {
     let module = wat::parse_str(wat).unwrap_or_else(|e| panic!("{name}: {e}"));
     let mut spec = json!({
-        "language": "wasm",
+        "language": "Wasm",
         "source": {"base64": base64::engine::general_purpose::STANDARD.encode(module)},
     });
     merge(&mut spec, extra_spec);
