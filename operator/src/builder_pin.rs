@@ -9,8 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::{Client, Reference};
+use oci_client::Reference;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -176,14 +175,7 @@ impl BuilderPin {
         }
         let lookup = Reference::with_tag(endpoint.clone(), repository.clone(), tag.clone());
         // A client per lookup (one a minute at most): the TLS setup is made only when needed.
-        let client = Client::new(ClientConfig {
-            protocol: if insecure {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            ..Default::default()
-        });
+        let client = crate::registry_auth::client(insecure);
         let answer = match self.credentials.for_registry(endpoint) {
             Ok(auth) => client
                 .fetch_manifest_digest(&lookup, &auth)

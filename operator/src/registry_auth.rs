@@ -6,8 +6,22 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
+use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
+use oci_client::Client;
 use serde::Deserialize;
+
+/// A registry client speaking HTTPS, or plain HTTP when `insecure` (loopback test registries).
+pub fn client(insecure: bool) -> Client {
+    Client::new(ClientConfig {
+        protocol: if insecure {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        ..Default::default()
+    })
+}
 
 /// The parts of a docker config JSON that name credentials.
 #[derive(Debug, Default, Deserialize)]

@@ -285,8 +285,8 @@ mod tests {
         }
     }
 
-    fn job_for(files: &SourceFiles, build: &BuildOptions) -> Job {
-        compile_job(&CompileJobInputs {
+    fn inputs<'a>(files: &'a SourceFiles, build: &'a BuildOptions) -> CompileJobInputs<'a> {
+        CompileJobInputs {
             key: KEY,
             language: Language::Rust,
             build,
@@ -297,7 +297,11 @@ mod tests {
             owner: owner(),
             isolate_network: true,
             image_pull_secrets: &[],
-        })
+        }
+    }
+
+    fn job_for(files: &SourceFiles, build: &BuildOptions) -> Job {
+        compile_job(&inputs(files, build))
     }
 
     fn pod(job: &Job) -> &PodSpec {
@@ -379,18 +383,7 @@ mod tests {
             None
         );
         // Turned off (a namespace that refuses root containers): no init container.
-        let mut inputs = CompileJobInputs {
-            key: KEY,
-            language: Language::Rust,
-            build: &build,
-            files: &files,
-            builder_image: "b",
-            deadline_seconds: 60,
-            memory_bytes: 1 << 30,
-            owner: owner(),
-            isolate_network: true,
-            image_pull_secrets: &[],
-        };
+        let mut inputs = inputs(&files, &build);
         assert!(pod(&compile_job(&inputs)).init_containers.is_some());
         inputs.isolate_network = false;
         assert!(pod(&compile_job(&inputs)).init_containers.is_none());
@@ -403,16 +396,8 @@ mod tests {
         assert_eq!(pod(&job_for(&files, &build)).image_pull_secrets, None);
         let secrets = ["registry-credentials".to_owned()];
         let job = compile_job(&CompileJobInputs {
-            key: KEY,
-            language: Language::Rust,
-            build: &build,
-            files: &files,
-            builder_image: "b",
-            deadline_seconds: 60,
-            memory_bytes: 1 << 30,
-            owner: owner(),
-            isolate_network: false,
             image_pull_secrets: &secrets,
+            ..inputs(&files, &build)
         });
         let names: Vec<&str> = pod(&job)
             .image_pull_secrets

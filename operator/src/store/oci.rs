@@ -6,7 +6,7 @@
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer, SizedStream};
+use oci_client::client::{Config, ImageLayer, SizedStream};
 use oci_client::manifest::{OciDescriptor, OciImageManifest, OCI_IMAGE_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -59,16 +59,8 @@ impl OciStore {
         insecure: bool,
         credentials: Credentials,
     ) -> Self {
-        let client = Client::new(ClientConfig {
-            protocol: if insecure {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            ..Default::default()
-        });
         OciStore {
-            client,
+            client: crate::registry_auth::client(insecure),
             push_registry: push_registry.to_owned(),
             pull_registry: pull_registry.to_owned(),
             repository: repository.to_owned(),

@@ -85,18 +85,23 @@ impl Repository {
         }
     }
 
-    /// Uploads `bytes` as a blob; returns its digest and size.
-    pub fn upload(&self, bytes: &[u8]) -> (String, usize) {
-        let digest = sha256(bytes);
-        let headers = self.curl(&[
+    /// Starts a blob upload (`query` as the registry API takes it); returns the headers.
+    fn start_upload(&self, query: &str) -> String {
+        self.curl(&[
             "-X",
             "POST",
             "-D",
             "-",
             "-o",
             "/dev/null",
-            &format!("{}/blobs/uploads/", self.base()),
-        ]);
+            &format!("{}/blobs/uploads/{query}", self.base()),
+        ])
+    }
+
+    /// Uploads `bytes` as a blob; returns its digest and size.
+    pub fn upload(&self, bytes: &[u8]) -> (String, usize) {
+        let digest = sha256(bytes);
+        let headers = self.start_upload("");
         let location = self.absolute(header(&headers, "location").expect("an upload location"));
         let separator = if location.contains('?') { '&' } else { '?' };
         let file = tempfile::NamedTempFile::new().expect("blob file");
@@ -116,15 +121,7 @@ impl Repository {
     /// Makes the blob `digest` of repository `from` (same registry) one of this repository's,
     /// without copying it.
     pub fn mount(&self, digest: &str, from: &str) {
-        let headers = self.curl(&[
-            "-X",
-            "POST",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
-            &format!("{}/blobs/uploads/?mount={digest}&from={from}", self.base()),
-        ]);
+        let headers = self.start_upload(&format!("?mount={digest}&from={from}"));
         let status = headers.lines().next().unwrap_or_default();
         assert!(
             status.contains(" 201"),
