@@ -278,13 +278,14 @@ pub fn http_get(address: &str, path: &str) -> std::io::Result<String> {
 pub struct Scrape(pub BTreeMap<String, f64>);
 
 impl Scrape {
-    /// Parses the Prometheus text format (comments skipped).
+    /// Parses the Prometheus or OpenMetrics text format (comments and exemplars skipped).
     pub fn parse(text: &str) -> Scrape {
         Scrape(
             text.lines()
                 .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
                 .filter_map(|l| {
-                    let (series, value) = l.rsplit_once(' ')?;
+                    let sample = l.split_once(" # ").map_or(l, |(sample, _exemplar)| sample);
+                    let (series, value) = sample.rsplit_once(' ')?;
                     Some((series.to_owned(), value.parse().ok()?))
                 })
                 .collect(),
@@ -325,8 +326,11 @@ mod tests {
             "# HELP x y\n# TYPE x counter\n\
              wasmfn_executions_total{runtime=\"WasmEdge\",outcome=\"Completed\"} 2\n\
              wasmfn_executions_total{runtime=\"Container\",outcome=\"Completed\"} 3\n\
-             wasmfn_leader 1\n",
+             wasmfn_leader 1\n\
+             d_bucket{le=\"0.25\",runtime=\"WasmEdge\"} 4 # {trace_id=\"ab\"} 0.2\n\
+             # EOF\n",
         );
+        assert_eq!(scrape.sum("d_bucket", &[("le", "0.25")]), 4.0);
         assert_eq!(scrape.sum("wasmfn_executions_total", &[]), 5.0);
         assert_eq!(
             scrape.sum("wasmfn_executions_total", &[("runtime", "WasmEdge")]),

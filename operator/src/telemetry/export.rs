@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::otlp_config::{OtlpConfig, Sampler};
 use super::span::{export_request, Span};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SpanResult};
 
 enum Message {
     Span(Box<Span>),
@@ -73,9 +73,7 @@ impl Tracer {
                 continue;
             }
             if inner.queue.try_send(Message::Span(Box::new(span))).is_err() {
-                inner
-                    .metrics
-                    .inc("wasmfn_trace_spans_total", &[("result", "dropped")]);
+                inner.metrics.spans(SpanResult::Dropped).inc();
             }
         }
     }
@@ -133,14 +131,14 @@ async fn export_loop(
         };
         while !batch.is_empty() {
             let rest = batch.split_off(batch.len().min(config.max_batch));
-            let count = batch.len() as f64;
+            let count = batch.len() as u64;
             match send(&client, &config, &batch).await {
                 Ok(()) => {
-                    metrics.add("wasmfn_trace_spans_total", &[("result", "exported")], count);
+                    metrics.spans(SpanResult::Exported).inc_by(count);
                     warned = false;
                 }
                 Err(error) => {
-                    metrics.add("wasmfn_trace_spans_total", &[("result", "failed")], count);
+                    metrics.spans(SpanResult::Failed).inc_by(count);
                     // One warning per outage, not one per batch.
                     if !warned {
                         warn!(endpoint = %config.endpoint, %error, "exporting spans failed");
@@ -294,10 +292,7 @@ mod tests {
             }
         }
         assert_eq!(ids, ["01", "02", "03"]);
-        assert_eq!(
-            metrics.get("wasmfn_trace_spans_total", &[("result", "exported")]),
-            3.0
-        );
+        assert_eq!(metrics.spans(SpanResult::Exported).get(), 3);
     }
 
     #[tokio::test]
@@ -308,17 +303,11 @@ mod tests {
         tracer.record(None, [span(1)]);
         tracer.flush(Duration::from_secs(5)).await;
         assert!(next_request(&mut requests).await.is_some());
-        assert_eq!(
-            metrics.get("wasmfn_trace_spans_total", &[("result", "failed")]),
-            1.0
-        );
+        assert_eq!(metrics.spans(SpanResult::Failed).get(), 1);
         // the exporter is still there for the next batch
         tracer.record(None, [span(2)]);
         tracer.flush(Duration::from_secs(5)).await;
-        assert_eq!(
-            metrics.get("wasmfn_trace_spans_total", &[("result", "failed")]),
-            2.0
-        );
+        assert_eq!(metrics.spans(SpanResult::Failed).get(), 2);
     }
 
     #[test]
