@@ -35,7 +35,7 @@ pub struct ReceivedSpan {
     pub end_unix_nano: u64,
 }
 
-/// A collector's OTLP/HTTP traces endpoint on 127.0.0.1 (JSON bodies), answering 200 to every
+/// A collector's OTLP/HTTP traces endpoint on 127.0.0.1 (protobuf or JSON bodies), answering 200 to every
 /// export and keeping the spans until the receiver is dropped with the test process.
 #[derive(Debug, Clone)]
 pub struct OtlpReceiver {
@@ -157,9 +157,8 @@ impl OtlpReceiver {
             if reader.read_exact(&mut body).is_err() {
                 return;
             }
-            let accepted = request_line.starts_with("POST /v1/traces ")
-                && content_type.starts_with("application/json")
-                && self.accept(&body);
+            let accepted =
+                request_line.starts_with("POST /v1/traces ") && self.accept(&content_type, &body);
             if !accepted {
                 self.rejected
                     .lock()
@@ -181,9 +180,17 @@ impl OtlpReceiver {
         }
     }
 
-    /// Keeps the spans of an `ExportTraceServiceRequest`; false when the body is not one.
-    fn accept(&self, body: &[u8]) -> bool {
-        let Ok(request) = serde_json::from_slice::<Value>(body) else {
+    /// Keeps the spans of an `ExportTraceServiceRequest` (OTLP/HTTP protobuf or JSON); false
+    /// when the body is not one.
+    fn accept(&self, content_type: &str, body: &[u8]) -> bool {
+        let request = if content_type.starts_with("application/x-protobuf") {
+            protobuf_as_json(body)
+        } else if content_type.starts_with("application/json") {
+            serde_json::from_slice::<Value>(body).ok()
+        } else {
+            None
+        };
+        let Some(request) = request else {
             return false;
         };
         let Some(spans) = parse_export(&request) else {
@@ -195,6 +202,15 @@ impl OtlpReceiver {
             .extend(spans);
         true
     }
+}
+
+/// A protobuf `ExportTraceServiceRequest` in its OTLP/JSON form (hex ids, 64-bit integers as
+/// strings), which [`parse_export`] reads.
+fn protobuf_as_json(body: &[u8]) -> Option<Value> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    let request = ExportTraceServiceRequest::decode(body).ok()?;
+    serde_json::to_value(&request).ok()
 }
 
 fn attribute_text(value: &Value) -> Option<String> {
@@ -370,5 +386,62 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(receiver.rejected().len(), 1);
+    }
+
+    #[test]
+    fn the_receiver_reads_protobuf_exports_as_the_operator_sends_them_by_default() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use prost::Message as _;
+        let text = |key: &str, text: &str| KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(text.to_owned())),
+            }),
+            ..Default::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![text("service.name", "svc")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        trace_id: vec![0xcd; 16],
+                        span_id: vec![0x01; 8],
+                        parent_span_id: vec![0x02; 8],
+                        name: "run".to_owned(),
+                        start_time_unix_nano: 1,
+                        end_time_unix_nano: 2,
+                        attributes: vec![text("k8s.pod.name", "p")],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let body = request.encode_to_vec();
+        let receiver = OtlpReceiver::start().expect("start");
+        let address = receiver.endpoint.trim_start_matches("http://").to_owned();
+        let mut stream = TcpStream::connect(&address).expect("connect");
+        let head = format!(
+            "POST /v1/traces HTTP/1.1\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).expect("write");
+        stream.write_all(&body).expect("write");
+        let spans = receiver
+            .wait_for_trace(&"cd".repeat(16), Duration::from_secs(5), |s| !s.is_empty())
+            .expect("the span arrives");
+        assert_eq!(spans[0].service, "svc");
+        assert_eq!(spans[0].name, "run");
+        assert_eq!(spans[0].parent_span_id.as_deref(), Some("0202020202020202"));
+        assert_eq!(spans[0].attributes["k8s.pod.name"], "p");
+        assert_eq!(spans[0].end_unix_nano, 2);
+        assert!(receiver.rejected().is_empty(), "{:?}", receiver.rejected());
     }
 }
