@@ -258,8 +258,10 @@ fn parse_export(request: &Value) -> Option<Vec<ReceivedSpan>> {
                     service: service.clone(),
                     trace_id: hex_of(&span["traceId"], 32)?,
                     span_id: hex_of(&span["spanId"], 16)?,
+                    // Absent or empty: a root span.
                     parent_span_id: match span.get("parentSpanId") {
                         None => None,
+                        Some(parent) if parent == "" => None,
                         Some(parent) => Some(hex_of(parent, 16)?),
                     },
                     name: span["name"].as_str()?.to_owned(),
@@ -409,16 +411,25 @@ mod tests {
                     ..Default::default()
                 }),
                 scope_spans: vec![ScopeSpans {
-                    spans: vec![Span {
-                        trace_id: vec![0xcd; 16],
-                        span_id: vec![0x01; 8],
-                        parent_span_id: vec![0x02; 8],
-                        name: "run".to_owned(),
-                        start_time_unix_nano: 1,
-                        end_time_unix_nano: 2,
-                        attributes: vec![text("k8s.pod.name", "p")],
-                        ..Default::default()
-                    }],
+                    spans: vec![
+                        Span {
+                            trace_id: vec![0xcd; 16],
+                            span_id: vec![0x01; 8],
+                            parent_span_id: vec![0x02; 8],
+                            name: "run".to_owned(),
+                            start_time_unix_nano: 1,
+                            end_time_unix_nano: 2,
+                            attributes: vec![text("k8s.pod.name", "p")],
+                            ..Default::default()
+                        },
+                        // A root span: no parent id at all.
+                        Span {
+                            trace_id: vec![0xcd; 16],
+                            span_id: vec![0x02; 8],
+                            name: "execution".to_owned(),
+                            ..Default::default()
+                        },
+                    ],
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -435,13 +446,15 @@ mod tests {
         stream.write_all(head.as_bytes()).expect("write");
         stream.write_all(&body).expect("write");
         let spans = receiver
-            .wait_for_trace(&"cd".repeat(16), Duration::from_secs(5), |s| !s.is_empty())
-            .expect("the span arrives");
+            .wait_for_trace(&"cd".repeat(16), Duration::from_secs(5), |s| s.len() == 2)
+            .expect("both spans arrive");
         assert_eq!(spans[0].service, "svc");
         assert_eq!(spans[0].name, "run");
         assert_eq!(spans[0].parent_span_id.as_deref(), Some("0202020202020202"));
         assert_eq!(spans[0].attributes["k8s.pod.name"], "p");
         assert_eq!(spans[0].end_unix_nano, 2);
+        assert_eq!(spans[1].name, "execution");
+        assert_eq!(spans[1].parent_span_id, None);
         assert!(receiver.rejected().is_empty(), "{:?}", receiver.rejected());
     }
 }
