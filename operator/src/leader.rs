@@ -1,7 +1,9 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease: one replica acts, the others wait.
 //!
 //! A replica takes the Lease when it is free or its holder has not renewed it for the lease
-//! duration; every write carries the `resourceVersion` it read, so two replicas can never both
+//! duration. "Not renewed" is judged by this replica's own clock: the Lease must have stayed
+//! unchanged (holder, `renewTime`, `resourceVersion`) for the duration since this replica last saw
+//! it change, so a holder whose clock is ahead or behind is judged the same. Every write carries the `resourceVersion` it read, so two replicas can never both
 //! win the same round. The leader renews every third of the duration and **stops acting before
 //! its lease can be taken** (it exits when it has not renewed for two thirds of the duration),
 //! so a standby taking over an expired lease never overlaps with it. On shutdown the leader
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use tracing::{info, warn};
@@ -29,8 +31,9 @@ pub enum LeaseDecision {
     Wait,
 }
 
-/// Decides from the Lease's spec (pure).
-pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> LeaseDecision {
+/// Decides from the Lease's spec and how long it has stayed unchanged by this replica's clock
+/// (pure). The holder's `renewTime` is never compared with our clock: the two may disagree.
+pub fn decide(spec: Option<&LeaseSpec>, identity: &str, unchanged_for: Duration) -> LeaseDecision {
     let Some(spec) = spec else {
         return LeaseDecision::Acquire;
     };
@@ -38,16 +41,56 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Lease
         Some(holder) if holder == identity => LeaseDecision::Renew,
         None | Some("") => LeaseDecision::Acquire,
         Some(_) => {
-            let renewed = spec
-                .renew_time
-                .as_ref()
-                .or(spec.acquire_time.as_ref())
-                .map(|t| t.0);
-            let duration =
-                SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-            match renewed {
-                Some(renewed) if now.duration_since(renewed) < duration => LeaseDecision::Wait,
-                _ => LeaseDecision::Acquire,
+            let seconds = spec.lease_duration_seconds.unwrap_or(15).max(0);
+            if unchanged_for < Duration::from_secs(seconds.unsigned_abs().into()) {
+                LeaseDecision::Wait
+            } else {
+                LeaseDecision::Acquire
+            }
+        }
+    }
+}
+
+/// What a holder changes each time it renews the Lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LeaseVersion {
+    holder: Option<String>,
+    renew_time: Option<Timestamp>,
+    resource_version: Option<String>,
+}
+
+impl LeaseVersion {
+    fn of(lease: &Lease) -> Self {
+        let spec = lease.spec.as_ref();
+        LeaseVersion {
+            holder: spec.and_then(|s| s.holder_identity.clone()),
+            renew_time: spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0),
+            resource_version: lease.metadata.resource_version.clone(),
+        }
+    }
+}
+
+/// When this replica last saw the Lease change, by its own monotonic clock.
+#[derive(Debug, Default)]
+pub struct LeaseWatch {
+    last_change: Option<(LeaseVersion, Instant)>,
+}
+
+impl LeaseWatch {
+    /// Records the Lease as read at `now` (`None`: there is none); returns how long it has stayed
+    /// unchanged since this replica first saw its current version (zero on the first sight, so a
+    /// Lease found held is waited on for a full duration before it counts as expired).
+    pub fn observe(&mut self, lease: Option<&Lease>, now: Instant) -> Duration {
+        let Some(lease) = lease else {
+            self.last_change = None;
+            return Duration::ZERO;
+        };
+        let version = LeaseVersion::of(lease);
+        match &self.last_change {
+            Some((seen, since)) if *seen == version => now.saturating_duration_since(*since),
+            _ => {
+                self.last_change = Some((version, now));
+                Duration::ZERO
             }
         }
     }
@@ -93,12 +136,13 @@ impl Leadership {
 }
 
 /// One replica's view of the election.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LeaderElector {
     api: Api<Lease>,
     name: String,
     identity: String,
     duration: Duration,
+    watch: std::sync::Mutex<LeaseWatch>,
 }
 
 impl LeaderElector {
@@ -115,6 +159,7 @@ impl LeaderElector {
             name: name.to_owned(),
             identity: identity.to_owned(),
             duration,
+            watch: std::sync::Mutex::new(LeaseWatch::default()),
         }
     }
 
@@ -126,12 +171,18 @@ impl LeaderElector {
     /// One round: returns whether we hold the Lease afterwards.
     pub async fn try_acquire_or_renew(&self) -> Result<bool> {
         let existing = self.api.get_opt(&self.name).await?;
-        let now = Timestamp::now();
+        let unchanged_for = self
+            .watch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(existing.as_ref(), Instant::now());
         let decision = decide(
             existing.as_ref().and_then(|l| l.spec.as_ref()),
             &self.identity,
-            now,
+            unchanged_for,
         );
+        // Written for other tools to read; no replica judges expiry by it.
+        let now = Timestamp::now();
         if decision == LeaseDecision::Wait {
             return Ok(false);
         }
@@ -228,7 +279,9 @@ impl LeaderElector {
         }
     }
 
-    /// Gives the Lease up (on shutdown) so a standby need not wait for it to expire.
+    /// Gives the Lease up (on shutdown) so a standby need not wait for it to expire. A Lease
+    /// another replica holds by now is left alone; a failed write is returned (a standby then
+    /// waits for the Lease to expire).
     pub async fn release(&self) -> Result<()> {
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             return Ok(());
@@ -245,14 +298,11 @@ impl LeaderElector {
             spec.holder_identity = None;
             spec.renew_time = None;
         }
-        match self
-            .api
+        self.api
             .replace(&self.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
-            Err(error) => Err(error.into()),
-        }
+            .await?;
+        info!(identity = %self.identity, lease = %self.name, "released the lease");
+        Ok(())
     }
 }
 
@@ -304,7 +354,7 @@ mod tests {
         held.abort();
     }
 
-    fn lease(holder: Option<&str>, renewed: Option<i64>, seconds: i32) -> LeaseSpec {
+    fn spec(holder: Option<&str>, renewed: Option<i64>, seconds: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: holder.map(str::to_owned),
             renew_time: renewed.map(|s| MicroTime(Timestamp::from_second(s).expect("time"))),
@@ -313,19 +363,37 @@ mod tests {
         }
     }
 
-    fn at(seconds: i64) -> Timestamp {
-        Timestamp::from_second(seconds).expect("time")
+    /// The Lease as read: held by `holder`, renewed at `renewed` by the holder's clock.
+    fn lease(holder: &str, renewed: i64, resource_version: &str) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some("wasmfn".to_owned()),
+                resource_version: Some(resource_version.to_owned()),
+                ..Default::default()
+            },
+            spec: Some(spec(Some(holder), Some(renewed), 10)),
+        }
+    }
+
+    fn seconds(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// A standby's decision on `lease` read at `now`, after its earlier reads.
+    fn judge(watch: &mut LeaseWatch, lease: &Lease, now: Instant) -> LeaseDecision {
+        let unchanged_for = watch.observe(Some(lease), now);
+        decide(lease.spec.as_ref(), "me", unchanged_for)
     }
 
     #[test]
     fn a_missing_or_free_lease_is_acquired() {
-        assert_eq!(decide(None, "me", at(100)), LeaseDecision::Acquire);
+        assert_eq!(decide(None, "me", Duration::ZERO), LeaseDecision::Acquire);
         assert_eq!(
-            decide(Some(&lease(None, None, 10)), "me", at(100)),
+            decide(Some(&spec(None, None, 10)), "me", Duration::ZERO),
             LeaseDecision::Acquire
         );
         assert_eq!(
-            decide(Some(&lease(Some(""), Some(99), 10)), "me", at(100)),
+            decide(Some(&spec(Some(""), Some(99), 10)), "me", Duration::ZERO),
             LeaseDecision::Acquire
         );
     }
@@ -333,28 +401,155 @@ mod tests {
     #[test]
     fn our_own_lease_is_renewed_even_when_expired() {
         assert_eq!(
-            decide(Some(&lease(Some("me"), Some(95), 10)), "me", at(100)),
+            decide(Some(&spec(Some("me"), Some(95), 10)), "me", Duration::ZERO),
             LeaseDecision::Renew
         );
         assert_eq!(
-            decide(Some(&lease(Some("me"), Some(10), 10)), "me", at(100)),
+            decide(Some(&spec(Some("me"), Some(10), 10)), "me", seconds(60)),
             LeaseDecision::Renew
         );
     }
 
     #[test]
-    fn another_holders_lease_is_respected_until_it_expires() {
+    fn another_holders_lease_is_respected_until_it_stays_unchanged_for_its_duration() {
+        let held = spec(Some("other"), Some(95), 10);
+        assert_eq!(decide(Some(&held), "me", seconds(9)), LeaseDecision::Wait);
         assert_eq!(
-            decide(Some(&lease(Some("other"), Some(95), 10)), "me", at(100)),
+            decide(Some(&held), "me", seconds(10)),
+            LeaseDecision::Acquire
+        );
+        let never_renewed = spec(Some("other"), None, 10);
+        assert_eq!(
+            decide(Some(&never_renewed), "me", seconds(9)),
+            LeaseDecision::Wait
+        );
+    }
+
+    #[test]
+    fn a_lease_found_held_is_waited_on_for_a_full_duration_however_old_its_renew_time() {
+        let mut watch = LeaseWatch::default();
+        let start = Instant::now();
+        // renewTime is a day old by any clock, but this replica has only just seen the Lease.
+        let stale = lease("other", 0, "7");
+        assert_eq!(judge(&mut watch, &stale, start), LeaseDecision::Wait);
+        assert_eq!(
+            judge(&mut watch, &stale, start + seconds(9)),
             LeaseDecision::Wait
         );
         assert_eq!(
-            decide(Some(&lease(Some("other"), Some(90), 10)), "me", at(100)),
+            judge(&mut watch, &stale, start + seconds(10)),
             LeaseDecision::Acquire
         );
+    }
+
+    #[test]
+    fn a_holder_whose_clock_runs_an_hour_ahead_loses_the_lease_a_duration_after_its_last_renewal() {
+        let mut watch = LeaseWatch::default();
+        let start = Instant::now();
+        let ours_now = 1_000_000;
+        // The holder renews every 3 s, stamping times an hour in our future.
+        for (n, at) in [0u64, 3, 6].into_iter().enumerate() {
+            let renewed = lease("other", ours_now + 3600 + at as i64, &n.to_string());
+            assert_eq!(
+                judge(&mut watch, &renewed, start + seconds(at)),
+                LeaseDecision::Wait
+            );
+        }
+        // Then it stops; by the holder's renewTime the Lease would run for another hour.
+        let last = lease("other", ours_now + 3600 + 6, "2");
         assert_eq!(
-            decide(Some(&lease(Some("other"), None, 10)), "me", at(100)),
+            judge(&mut watch, &last, start + seconds(15)),
+            LeaseDecision::Wait
+        );
+        assert_eq!(
+            judge(&mut watch, &last, start + seconds(16)),
             LeaseDecision::Acquire
+        );
+    }
+
+    #[test]
+    fn a_holder_whose_clock_runs_an_hour_behind_keeps_the_lease_while_it_renews() {
+        let mut watch = LeaseWatch::default();
+        let start = Instant::now();
+        let ours_now = 1_000_000;
+        // Every renewTime is an hour older than our clock: expired by it, yet the holder is alive.
+        for (n, at) in [0u64, 3, 6, 9, 12, 15, 18].into_iter().enumerate() {
+            let renewed = lease("other", ours_now - 3600 + at as i64, &n.to_string());
+            assert_eq!(
+                judge(&mut watch, &renewed, start + seconds(at)),
+                LeaseDecision::Wait,
+                "renewal at {at} s"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_resource_version_alone_counts_as_a_change() {
+        let mut watch = LeaseWatch::default();
+        let start = Instant::now();
+        assert_eq!(
+            watch.observe(Some(&lease("other", 5, "1")), start),
+            Duration::ZERO
+        );
+        assert_eq!(
+            watch.observe(Some(&lease("other", 5, "1")), start + seconds(4)),
+            seconds(4)
+        );
+        assert_eq!(
+            watch.observe(Some(&lease("other", 5, "2")), start + seconds(8)),
+            Duration::ZERO
+        );
+        assert_eq!(watch.observe(None, start + seconds(9)), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_release_the_api_server_refuses_is_returned_not_swallowed() {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let elector = LeaderElector::new(
+            Client::new(service, "default"),
+            "wasmfn-system",
+            "wasmfn",
+            "me",
+            seconds(10),
+        );
+        let script = tokio::spawn(async move {
+            let path = "/apis/coordination.k8s.io/v1/namespaces/wasmfn-system/leases/wasmfn";
+            let answers = [
+                (200, serde_json::to_string(&lease("me", 5, "3")).expect("JSON")),
+                (409, r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409,"message":"changed"}"#.to_owned()),
+            ];
+            let mut seen = Vec::new();
+            for (code, body) in answers {
+                let (request, respond) = api.next_request().await.expect("a request");
+                seen.push(format!("{} {}", request.method(), request.uri().path()));
+                let written = request.into_body().collect_bytes().await.expect("body");
+                if !written.is_empty() {
+                    let lease: serde_json::Value = serde_json::from_slice(&written).expect("JSON");
+                    seen.push(format!("holder {}", lease["spec"]["holderIdentity"]));
+                }
+                let response = Response::builder()
+                    .status(code)
+                    .body(Body::from(body.into_bytes()));
+                respond.send_response(response.expect("response"));
+            }
+            assert_eq!(
+                seen,
+                [
+                    format!("GET {path}"),
+                    format!("PUT {path}"),
+                    "holder null".to_owned()
+                ]
+            );
+        });
+        let released = elector.release().await;
+        script
+            .await
+            .expect("the API server saw a read and a write giving the Lease up");
+        assert!(
+            matches!(&released, Err(Error::Kube(kube::Error::Api(s))) if s.code == 409),
+            "{released:?}"
         );
     }
 }

@@ -19,7 +19,7 @@ use wasmfn_api::API_VERSION;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::metrics::ActiveReconcile;
+use crate::metrics::{ActiveReconcile, ReconcileErrorLabels};
 use crate::store::FIELD_MANAGER;
 use crate::telemetry::object_spans::{nanos, Reconcile};
 use crate::telemetry::span::Span;
@@ -125,13 +125,11 @@ fn trace_reconcile<K: Reconciled>(
 
 /// Retries a failed reconcile with per-object exponential backoff.
 pub fn error_policy<K: Reconciled>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.inc(
-        "wasmfn_reconcile_errors_total",
-        &[
-            ("controller", K::CONTROLLER),
-            ("category", error.metric_label()),
-        ],
-    );
+    let labels = ReconcileErrorLabels {
+        controller: K::CONTROLLER,
+        category: error.metric_label(),
+    };
+    ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
     let delay = ctx.backoff(&backoff_key(object.as_ref()));
     warn!(name = object.name_any(), %error, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)

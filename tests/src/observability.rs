@@ -35,7 +35,7 @@ pub struct ReceivedSpan {
     pub end_unix_nano: u64,
 }
 
-/// A collector's OTLP/HTTP traces endpoint on 127.0.0.1 (JSON bodies), answering 200 to every
+/// A collector's OTLP/HTTP traces endpoint on 127.0.0.1 (protobuf or JSON bodies), answering 200 to every
 /// export and keeping the spans until the receiver is dropped with the test process.
 #[derive(Debug, Clone)]
 pub struct OtlpReceiver {
@@ -157,9 +157,8 @@ impl OtlpReceiver {
             if reader.read_exact(&mut body).is_err() {
                 return;
             }
-            let accepted = request_line.starts_with("POST /v1/traces ")
-                && content_type.starts_with("application/json")
-                && self.accept(&body);
+            let accepted =
+                request_line.starts_with("POST /v1/traces ") && self.accept(&content_type, &body);
             if !accepted {
                 self.rejected
                     .lock()
@@ -181,9 +180,17 @@ impl OtlpReceiver {
         }
     }
 
-    /// Keeps the spans of an `ExportTraceServiceRequest`; false when the body is not one.
-    fn accept(&self, body: &[u8]) -> bool {
-        let Ok(request) = serde_json::from_slice::<Value>(body) else {
+    /// Keeps the spans of an `ExportTraceServiceRequest` (OTLP/HTTP protobuf or JSON); false
+    /// when the body is not one.
+    fn accept(&self, content_type: &str, body: &[u8]) -> bool {
+        let request = if content_type.starts_with("application/x-protobuf") {
+            protobuf_as_json(body)
+        } else if content_type.starts_with("application/json") {
+            serde_json::from_slice::<Value>(body).ok()
+        } else {
+            None
+        };
+        let Some(request) = request else {
             return false;
         };
         let Some(spans) = parse_export(&request) else {
@@ -195,6 +202,15 @@ impl OtlpReceiver {
             .extend(spans);
         true
     }
+}
+
+/// A protobuf `ExportTraceServiceRequest` in its OTLP/JSON form (hex ids, 64-bit integers as
+/// strings), which [`parse_export`] reads.
+fn protobuf_as_json(body: &[u8]) -> Option<Value> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    let request = ExportTraceServiceRequest::decode(body).ok()?;
+    serde_json::to_value(&request).ok()
 }
 
 fn attribute_text(value: &Value) -> Option<String> {
@@ -242,8 +258,10 @@ fn parse_export(request: &Value) -> Option<Vec<ReceivedSpan>> {
                     service: service.clone(),
                     trace_id: hex_of(&span["traceId"], 32)?,
                     span_id: hex_of(&span["spanId"], 16)?,
+                    // Absent or empty: a root span.
                     parent_span_id: match span.get("parentSpanId") {
                         None => None,
+                        Some(parent) if parent == "" => None,
                         Some(parent) => Some(hex_of(parent, 16)?),
                     },
                     name: span["name"].as_str()?.to_owned(),
@@ -278,13 +296,14 @@ pub fn http_get(address: &str, path: &str) -> std::io::Result<String> {
 pub struct Scrape(pub BTreeMap<String, f64>);
 
 impl Scrape {
-    /// Parses the Prometheus text format (comments skipped).
+    /// Parses the Prometheus or OpenMetrics text format (comments and exemplars skipped).
     pub fn parse(text: &str) -> Scrape {
         Scrape(
             text.lines()
                 .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
                 .filter_map(|l| {
-                    let (series, value) = l.rsplit_once(' ')?;
+                    let sample = l.split_once(" # ").map_or(l, |(sample, _exemplar)| sample);
+                    let (series, value) = sample.rsplit_once(' ')?;
                     Some((series.to_owned(), value.parse().ok()?))
                 })
                 .collect(),
@@ -325,8 +344,11 @@ mod tests {
             "# HELP x y\n# TYPE x counter\n\
              wasmfn_executions_total{runtime=\"WasmEdge\",outcome=\"Completed\"} 2\n\
              wasmfn_executions_total{runtime=\"Container\",outcome=\"Completed\"} 3\n\
-             wasmfn_leader 1\n",
+             wasmfn_leader 1\n\
+             d_bucket{le=\"0.25\",runtime=\"WasmEdge\"} 4 # {trace_id=\"ab\"} 0.2\n\
+             # EOF\n",
         );
+        assert_eq!(scrape.sum("d_bucket", &[("le", "0.25")]), 4.0);
         assert_eq!(scrape.sum("wasmfn_executions_total", &[]), 5.0);
         assert_eq!(
             scrape.sum("wasmfn_executions_total", &[("runtime", "WasmEdge")]),
@@ -366,5 +388,73 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(receiver.rejected().len(), 1);
+    }
+
+    #[test]
+    fn the_receiver_reads_protobuf_exports_as_the_operator_sends_them_by_default() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use prost::Message as _;
+        let text = |key: &str, text: &str| KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(text.to_owned())),
+            }),
+            ..Default::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![text("service.name", "svc")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![
+                        Span {
+                            trace_id: vec![0xcd; 16],
+                            span_id: vec![0x01; 8],
+                            parent_span_id: vec![0x02; 8],
+                            name: "run".to_owned(),
+                            start_time_unix_nano: 1,
+                            end_time_unix_nano: 2,
+                            attributes: vec![text("k8s.pod.name", "p")],
+                            ..Default::default()
+                        },
+                        // A root span: no parent id at all.
+                        Span {
+                            trace_id: vec![0xcd; 16],
+                            span_id: vec![0x02; 8],
+                            name: "execution".to_owned(),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let body = request.encode_to_vec();
+        let receiver = OtlpReceiver::start().expect("start");
+        let address = receiver.endpoint.trim_start_matches("http://").to_owned();
+        let mut stream = TcpStream::connect(&address).expect("connect");
+        let head = format!(
+            "POST /v1/traces HTTP/1.1\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).expect("write");
+        stream.write_all(&body).expect("write");
+        let spans = receiver
+            .wait_for_trace(&"cd".repeat(16), Duration::from_secs(5), |s| s.len() == 2)
+            .expect("both spans arrive");
+        assert_eq!(spans[0].service, "svc");
+        assert_eq!(spans[0].name, "run");
+        assert_eq!(spans[0].parent_span_id.as_deref(), Some("0202020202020202"));
+        assert_eq!(spans[0].attributes["k8s.pod.name"], "p");
+        assert_eq!(spans[0].end_unix_nano, 2);
+        assert_eq!(spans[1].name, "execution");
+        assert_eq!(spans[1].parent_span_id, None);
+        assert!(receiver.rejected().is_empty(), "{:?}", receiver.rejected());
     }
 }

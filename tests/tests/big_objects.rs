@@ -54,7 +54,7 @@ fn wait_phase(operator: &OperatorProcess, phase: &str, count: usize, timeout: Du
     let deadline = Instant::now() + timeout;
     loop {
         let seen = scrape(operator.health_port)
-            .map(|m| m.sum("wasmfn_executions", &[("phase", phase)]))
+            .map(|m| m.sum("wasmfn_executions_in_phase", &[("phase", phase)]))
             .unwrap_or(0.0);
         if seen >= count as f64 {
             return;

@@ -30,7 +30,7 @@ use wasmfn_agent_protocol::{ResultDocument, RunAssignment};
 use wasmfn_api::WasmExecution;
 
 use super::pool::AgentView;
-use crate::metrics::Metrics;
+use crate::metrics::{AgentLabels, Metrics};
 
 /// Fetches a module's bytes from the artifact store (only when an agent lacks it).
 pub type FetchModule =
@@ -132,11 +132,13 @@ impl Dispatcher {
         let mut pending = lock(&self.pending);
         let n = pending.entry(agent.to_owned()).or_default();
         *n = u32::try_from((i64::from(*n) + delta).max(0)).unwrap_or(u32::MAX);
-        self.metrics.set(
-            "wasmfn_agent_pending_runs",
-            &[("agent", agent)],
-            f64::from(*n),
-        );
+        let labels = AgentLabels {
+            agent: agent.to_owned(),
+        };
+        self.metrics
+            .agent_pending_runs
+            .get_or_create(&labels)
+            .set(i64::from(*n));
     }
 
     /// Runs handed to `agent` and not answered yet.

@@ -33,6 +33,7 @@ use kube::{Api, ResourceExt};
 use wasmfn_api::{labels, ExecutionPhase, WasmExecution, WasmFunction};
 
 use crate::context::Context;
+use crate::metrics::PhaseLabels;
 use crate::{admission, watched};
 
 /// Queued executions woken when a run pod finishes or goes away: a few, in case an earlier one
@@ -54,7 +55,7 @@ fn waiting(store: &Store<WasmExecution>) -> Vec<ObjectRef<WasmExecution>> {
         .collect()
 }
 
-/// Every few seconds, sets the `wasmfn_executions{phase}` gauge from the controller's cache:
+/// Every few seconds, sets the `wasmfn_executions_in_phase{phase}` gauge from the controller's cache:
 /// Pending executions are the queue, Scheduled and Running ones are in flight.
 async fn count_phases(store: Store<WasmExecution>, ctx: Arc<Context>) {
     let phases = [
@@ -87,11 +88,9 @@ async fn count_phases(store: Store<WasmExecution>, ctx: Arc<Context>) {
                 .filter_map(|e| e.uid())
                 .collect();
             ctx.admission.retain(|uid| waiting.contains(uid));
-            ctx.metrics.set(
-                "wasmfn_executions_queued",
-                &[],
-                ctx.admission.queued() as f64,
-            );
+            ctx.metrics
+                .executions_queued
+                .set(i64::try_from(ctx.admission.queued()).unwrap_or(i64::MAX));
             if let Some(agents) = &ctx.agents {
                 let settled = std::time::Duration::from_secs(60);
                 agents
@@ -109,7 +108,9 @@ async fn count_phases(store: Store<WasmExecution>, ctx: Arc<Context>) {
                 })
                 .count();
             ctx.metrics
-                .set("wasmfn_executions", &[("phase", label)], count as f64);
+                .executions_in_phase
+                .get_or_create(&PhaseLabels { phase: label })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }
 }

@@ -30,6 +30,7 @@ use super::status::{retry_message, StatusUpdate};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::idempotent::{create_if_absent, delete_if_present};
+use crate::metrics::{CacheResult, CompileLabels, LanguageLabels};
 use crate::reconciler::{self, owner_reference};
 use crate::store::ModuleToStore;
 use crate::telemetry::object_spans::{nanos, CompileEnd, FunctionTrace};
@@ -102,13 +103,11 @@ impl<'a> Pass<'a> {
 
     /// Counts a finished compile by language and outcome.
     fn count_compile(&self, outcome: &str) {
-        self.ctx.metrics.inc(
-            "wasmfn_compiles_total",
-            &[
-                ("language", self.function.spec.language.as_str()),
-                ("outcome", outcome),
-            ],
-        );
+        let labels = CompileLabels {
+            language: self.function.spec.language.as_str(),
+            outcome: outcome.to_owned(),
+        };
+        self.ctx.metrics.compiles.get_or_create(&labels).inc();
     }
 
     /// The generation's compile span, once it has its module or has failed.
@@ -174,9 +173,7 @@ pub async fn use_stored(pass: &Pass<'_>, facts: &Facts) -> Result<Action> {
         .stored
         .as_ref()
         .ok_or_else(|| Error::Invariant("UseStored without a record".into()))?;
-    pass.ctx
-        .metrics
-        .inc("wasmfn_cache_total", &[("result", "hit")]);
+    pass.ctx.metrics.cache_lookup(CacheResult::Hit);
     let note = format!(
         "module {} already stored ({}); no compile needed",
         record.digest, record.location
@@ -247,9 +244,7 @@ pub async fn start_compile(
     replace: bool,
 ) -> Result<Action> {
     if try_number == 1 {
-        pass.ctx
-            .metrics
-            .inc("wasmfn_cache_total", &[("result", "miss")]);
+        pass.ctx.metrics.cache_lookup(CacheResult::Miss);
     }
     let jobs = pass.jobs(facts);
     if let (true, Some(finished)) = (replace, &facts.job) {
@@ -343,12 +338,14 @@ pub async fn store_module(pass: &Pass<'_>, facts: &Facts, try_number: u32) -> Re
         .update()
         .ready(&facts.key, record.to_status(), Some(compile));
     if pass.write(status).await? {
-        let language = [("language", pass.function.spec.language.as_str())];
-        pass.ctx.metrics.observe(
-            "wasmfn_compile_duration_seconds",
-            &language,
-            module.compile_ms / 1000.0,
-        );
+        let language = LanguageLabels {
+            language: pass.function.spec.language.as_str(),
+        };
+        pass.ctx
+            .metrics
+            .compile_duration
+            .get_or_create(&language)
+            .observe(module.compile_ms / 1000.0);
         pass.count_compile("Succeeded");
         pass.trace_compile(&CompileEnd {
             source: "compiled",

@@ -1,15 +1,24 @@
 //! The exporter: spans are queued without waiting (a full queue drops them and counts it) and a
-//! background task sends them in batches, as the OpenTelemetry batch span processor does.
+//! background task sends them in batches, as the OpenTelemetry batch span processor does, through
+//! `opentelemetry-otlp`'s HTTP transport (one exporter per service, as each is a resource of its
+//! own: the operator and the runners whose spans it forwards).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
+
+use opentelemetry::trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_otlp::{Protocol, RetryPolicy, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+use opentelemetry_sdk::Resource;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use super::otlp_config::{OtlpConfig, Sampler};
-use super::span::{export_request, Span};
-use crate::metrics::Metrics;
+use super::otlp_config::{self, OtlpConfig, Sampler};
+use super::span::{AttributeValue, Span, SpanKind};
+use crate::metrics::{Metrics, SpanResult};
 
 enum Message {
     Span(Box<Span>),
@@ -73,9 +82,7 @@ impl Tracer {
                 continue;
             }
             if inner.queue.try_send(Message::Span(Box::new(span))).is_err() {
-                inner
-                    .metrics
-                    .inc("wasmfn_trace_spans_total", &[("result", "dropped")]);
+                inner.metrics.spans(SpanResult::Dropped).inc();
             }
         }
     }
@@ -107,6 +114,7 @@ async fn export_loop(
             return;
         }
     };
+    let mut transport = Transport::new(&config, client);
     let mut batch: Vec<Span> = Vec::new();
     let mut warned = false;
     loop {
@@ -133,14 +141,14 @@ async fn export_loop(
         };
         while !batch.is_empty() {
             let rest = batch.split_off(batch.len().min(config.max_batch));
-            let count = batch.len() as f64;
-            match send(&client, &config, &batch).await {
+            let count = batch.len() as u64;
+            match transport.send(&batch).await {
                 Ok(()) => {
-                    metrics.add("wasmfn_trace_spans_total", &[("result", "exported")], count);
+                    metrics.spans(SpanResult::Exported).inc_by(count);
                     warned = false;
                 }
                 Err(error) => {
-                    metrics.add("wasmfn_trace_spans_total", &[("result", "failed")], count);
+                    metrics.spans(SpanResult::Failed).inc_by(count);
                     // One warning per outage, not one per batch.
                     if !warned {
                         warn!(endpoint = %config.endpoint, %error, "exporting spans failed");
@@ -156,25 +164,116 @@ async fn export_loop(
     }
 }
 
-async fn send(client: &reqwest::Client, config: &OtlpConfig, spans: &[Span]) -> Result<(), String> {
-    let body = export_request(spans, &config.resource).to_string();
-    let mut request = client
-        .post(&config.endpoint)
-        .header("content-type", "application/json")
-        .body(body);
-    for (name, value) in &config.headers {
-        request = request.header(name.as_str(), value.as_str());
+/// The OTLP exporters, one per service (each a resource of its own), made on first use.
+struct Transport {
+    config: OtlpConfig,
+    client: reqwest::Client,
+    scope: InstrumentationScope,
+    exporters: HashMap<String, opentelemetry_otlp::SpanExporter>,
+}
+
+impl Transport {
+    fn new(config: &OtlpConfig, client: reqwest::Client) -> Self {
+        Transport {
+            config: config.clone(),
+            client,
+            scope: InstrumentationScope::builder("wasmfn")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            exporters: HashMap::new(),
+        }
     }
-    let response = request.send().await.map_err(|e| e.to_string())?;
-    let status = response.status();
-    if status.is_success() {
+
+    fn exporter(&mut self, service: &str) -> Result<&opentelemetry_otlp::SpanExporter, String> {
+        if !self.exporters.contains_key(service) {
+            let config = &self.config;
+            let protocol = match config.protocol {
+                otlp_config::Protocol::HttpProtobuf => Protocol::HttpBinary,
+                otlp_config::Protocol::HttpJson => Protocol::HttpJson,
+            };
+            // The batch loop counts a failed batch and moves on; it does not retry.
+            let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(self.client.clone())
+                .with_endpoint(config.endpoint.clone())
+                .with_protocol(protocol)
+                .with_timeout(config.timeout)
+                .with_headers(config.headers.iter().cloned().collect())
+                .with_retry_policy(RetryPolicy::disabled())
+                .build()
+                .map_err(|e| e.to_string())?;
+            let attributes =
+                (config.resource.iter()).map(|(k, v)| KeyValue::new(k.clone(), v.clone()));
+            let resource = Resource::builder_empty()
+                .with_service_name(service.to_owned())
+                .with_attributes(attributes)
+                .build();
+            exporter.set_resource(&resource);
+            self.exporters.insert(service.to_owned(), exporter);
+        }
+        self.exporters
+            .get(service)
+            .ok_or_else(|| format!("no exporter for {service}"))
+    }
+
+    /// Sends `spans`, one request per service in order of first appearance.
+    async fn send(&mut self, spans: &[Span]) -> Result<(), String> {
+        let mut services: Vec<&str> = Vec::new();
+        for span in spans {
+            if !services.contains(&span.service.as_str()) {
+                services.push(&span.service);
+            }
+        }
+        for service in services {
+            let batch = (spans.iter())
+                .filter(|s| s.service == service)
+                .map(|s| span_data(s, &self.scope))
+                .collect();
+            self.exporter(service)?
+                .export(batch)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         Ok(())
-    } else {
-        let text = response.text().await.unwrap_or_default();
-        Err(format!(
-            "HTTP {status}: {}",
-            text.chars().take(200).collect::<String>()
-        ))
+    }
+}
+
+/// The SDK's form of one of our spans: ids, times and attributes as the span model made them.
+fn span_data(span: &Span, scope: &InstrumentationScope) -> SpanData {
+    let context = SpanContext::new(
+        TraceId::from_bytes(span.trace_id),
+        SpanId::from_bytes(span.span_id),
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::default(),
+    );
+    let attributes = (span.attributes.iter())
+        .map(|(key, value)| match value {
+            AttributeValue::Text(text) => KeyValue::new(*key, text.clone()),
+            AttributeValue::Int(number) => KeyValue::new(*key, *number),
+            AttributeValue::Bool(flag) => KeyValue::new(*key, *flag),
+        })
+        .collect();
+    SpanData {
+        span_context: context,
+        parent_span_id: span.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
+        parent_span_is_remote: false,
+        span_kind: match span.kind {
+            SpanKind::Internal => opentelemetry::trace::SpanKind::Internal,
+            SpanKind::Server => opentelemetry::trace::SpanKind::Server,
+        },
+        name: span.name.clone().into(),
+        start_time: UNIX_EPOCH + Duration::from_nanos(span.start_unix_nano),
+        end_time: UNIX_EPOCH + Duration::from_nanos(span.end_unix_nano.max(span.start_unix_nano)),
+        attributes,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: match &span.error {
+            None => Status::Ok,
+            Some(message) => Status::error(message.clone()),
+        },
+        instrumentation_scope: scope.clone(),
     }
 }
 
@@ -254,6 +353,7 @@ mod tests {
     fn config(endpoint: String) -> OtlpConfig {
         OtlpConfig {
             endpoint,
+            protocol: super::super::otlp_config::Protocol::HttpJson,
             headers: vec![("x-tenant".into(), "blue".into())],
             timeout: Duration::from_secs(5),
             service_name: "wasmfn-operator".into(),
@@ -294,10 +394,7 @@ mod tests {
             }
         }
         assert_eq!(ids, ["01", "02", "03"]);
-        assert_eq!(
-            metrics.get("wasmfn_trace_spans_total", &[("result", "exported")]),
-            3.0
-        );
+        assert_eq!(metrics.spans(SpanResult::Exported).get(), 3);
     }
 
     #[tokio::test]
@@ -308,17 +405,102 @@ mod tests {
         tracer.record(None, [span(1)]);
         tracer.flush(Duration::from_secs(5)).await;
         assert!(next_request(&mut requests).await.is_some());
-        assert_eq!(
-            metrics.get("wasmfn_trace_spans_total", &[("result", "failed")]),
-            1.0
-        );
+        assert_eq!(metrics.spans(SpanResult::Failed).get(), 1);
         // the exporter is still there for the next batch
         tracer.record(None, [span(2)]);
         tracer.flush(Duration::from_secs(5)).await;
+        assert_eq!(metrics.spans(SpanResult::Failed).get(), 2);
+    }
+
+    fn value_of<'a>(list: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+        let list = list.as_array().expect("a key-value list");
+        let found = list.iter().find(|kv| kv["key"] == key);
+        &found.unwrap_or_else(|| panic!("{key} in {list:?}"))["value"]
+    }
+
+    #[tokio::test]
+    async fn spans_reach_the_collector_as_otlp_json_one_resource_per_service() {
+        let (url, mut requests) = receiver("200 OK").await;
+        let mut config = config(url);
+        config.resource = vec![("deployment.environment".into(), "test".into())];
+        config.max_batch = 16;
+        let tracer = Tracer::start(config, Arc::new(Metrics::default()));
+        let mut run = span(2).with("k8s.pod.name", "p");
+        run.service = "wasmfn-runner".into();
+        run.parent = Some([0x02; 8]);
+        run.kind = SpanKind::Server;
+        run.end_unix_nano = 0;
+        let failed = Span {
+            error: Some("Trap: unreachable".into()),
+            start_unix_nano: 1_700_000_000_000_000_000,
+            ..span(0xab)
+                .with("wasmfn.attempts", 2i64)
+                .with("wasmfn.cache.hit", false)
+        };
+        tracer.record(None, [failed, run, span(3)]);
+        tracer.flush(Duration::from_secs(5)).await;
+        let mut bodies = Vec::new();
+        for _ in 0..2 {
+            let (_, body) = next_request(&mut requests).await.expect("a request");
+            let body: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+            bodies.push(body["resourceSpans"][0].clone());
+        }
+        let operator = &bodies[0];
+        let resource = &operator["resource"]["attributes"];
         assert_eq!(
-            metrics.get("wasmfn_trace_spans_total", &[("result", "failed")]),
-            2.0
+            value_of(resource, "service.name")["stringValue"],
+            "wasmfn-operator"
         );
+        assert_eq!(
+            value_of(resource, "deployment.environment")["stringValue"],
+            "test"
+        );
+        assert_eq!(operator["scopeSpans"][0]["scope"]["name"], "wasmfn");
+        let spans = operator["scopeSpans"][0]["spans"]
+            .as_array()
+            .expect("spans");
+        assert_eq!(spans.len(), 2, "{operator}");
+        let first = &spans[0];
+        assert_eq!(first["traceId"], "ab".repeat(16));
+        assert_eq!(first["spanId"], "01".repeat(8));
+        assert!(first.get("parentSpanId").is_none_or(|p| p == ""), "{first}");
+        assert_eq!(first["startTimeUnixNano"], "1700000000000000000");
+        assert_eq!(first["status"]["code"], 2);
+        assert_eq!(first["status"]["message"], "Trap: unreachable");
+        let attributes = &first["attributes"];
+        assert_eq!(value_of(attributes, "wasmfn.attempts")["intValue"], "2");
+        assert_eq!(value_of(attributes, "wasmfn.cache.hit")["boolValue"], false);
+        assert_eq!(spans[1]["status"]["code"], 1);
+        let runner = &bodies[1];
+        let resource = &runner["resource"]["attributes"];
+        assert_eq!(
+            value_of(resource, "service.name")["stringValue"],
+            "wasmfn-runner"
+        );
+        let run = &runner["scopeSpans"][0]["spans"][0];
+        assert_eq!(run["parentSpanId"], "02".repeat(8));
+        assert_eq!(run["kind"], 2);
+        // An end before the start is clamped to the start.
+        assert_eq!(run["endTimeUnixNano"], run["startTimeUnixNano"]);
+    }
+
+    #[tokio::test]
+    async fn the_default_protocol_sends_protobuf() {
+        let (url, mut requests) = receiver("200 OK").await;
+        let mut config = config(url);
+        config.protocol = super::super::otlp_config::Protocol::HttpProtobuf;
+        let tracer = Tracer::start(config, Arc::new(Metrics::default()));
+        let mut named = span(7);
+        named.name = "compile demo/hello".into();
+        tracer.record(None, [named]);
+        tracer.flush(Duration::from_secs(5)).await;
+        let (head, body) = next_request(&mut requests).await.expect("a request");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/x-protobuf"),
+            "{head}"
+        );
+        assert!(body.contains("compile demo/hello") && !body.starts_with('{'));
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! Pure: the environment comes in as a lookup function.
 //!
 //! Tracing is on when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` is
-//! set, unless `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. Spans go out as OTLP/HTTP
-//! with JSON bodies (`http/json`), which every OpenTelemetry Collector accepts on its HTTP port
-//! (4318); a protocol the operator does not speak is a startup error rather than silence.
+//! set, unless `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. Spans go out over OTLP/HTTP
+//! with protobuf bodies (`http/protobuf`, the specification's default) or JSON (`http/json`),
+//! which every OpenTelemetry Collector accepts on its HTTP port (4318); `grpc` is a startup error
+//! rather than silence.
 
 use std::time::Duration;
 
@@ -60,11 +61,22 @@ fn ratio_keeps(trace_id: &[u8; 16], ratio: f64) -> bool {
     (value as f64) < ratio.clamp(0.0, 1.0) * (1u64 << 53) as f64
 }
 
+/// How export requests are encoded (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `http/protobuf`: the specification's default.
+    HttpProtobuf,
+    /// `http/json`.
+    HttpJson,
+}
+
 /// Where and how spans are exported.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpConfig {
     /// The full URL spans are POSTed to (`…/v1/traces`).
     pub endpoint: String,
+    /// The body encoding.
+    pub protocol: Protocol,
     /// Extra request headers (authentication, tenant).
     pub headers: Vec<(String, String)>,
     /// Per-request timeout.
@@ -119,15 +131,16 @@ pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<OtlpConfi
             "OTLP endpoint {endpoint:?} is not an http:// or https:// URL"
         ));
     }
-    match traces_or_general("PROTOCOL").as_deref() {
-        None | Some("http/json") => {}
+    let protocol = match traces_or_general("PROTOCOL").as_deref() {
+        None | Some("http/protobuf") => Protocol::HttpProtobuf,
+        Some("http/json") => Protocol::HttpJson,
         Some(other) => {
             return Err(format!(
-                "OTEL_EXPORTER_OTLP_PROTOCOL={other}: the operator sends OTLP/HTTP with JSON; set \
-                 it to http/json and point the endpoint at the collector's HTTP port (4318)"
+                "OTEL_EXPORTER_OTLP_PROTOCOL={other}: the operator sends OTLP over HTTP; set it \
+                 to http/protobuf or http/json and point the endpoint at the collector's HTTP port (4318)"
             ))
         }
-    }
+    };
     let headers = match traces_or_general("HEADERS") {
         Some(text) => key_values(&text, "OTEL_EXPORTER_OTLP_HEADERS")?,
         None => Vec::new(),
@@ -154,6 +167,7 @@ pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<OtlpConfi
     let max_queue = millis("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?.max(1) as usize;
     Ok(Some(OtlpConfig {
         endpoint,
+        protocol,
         headers,
         timeout,
         service_name,
@@ -284,6 +298,7 @@ mod tests {
     fn defaults_follow_the_specification() {
         let config = on(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]);
         assert_eq!(config.service_name, DEFAULT_SERVICE);
+        assert_eq!(config.protocol, Protocol::HttpProtobuf);
         assert_eq!(config.timeout, Duration::from_secs(10));
         assert_eq!(config.schedule_delay, Duration::from_millis(5000));
         assert_eq!((config.max_queue, config.max_batch), (2048, 512));
@@ -327,6 +342,9 @@ mod tests {
         ]);
         assert_eq!(config.headers[0].1, "Bearer abc");
         assert_eq!(config.service_name, "ops-wasmfn");
+        let json = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json");
+        let config = on(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), json]);
+        assert_eq!(config.protocol, Protocol::HttpJson);
     }
 
     #[test]
@@ -335,14 +353,7 @@ mod tests {
         for (pairs, expected) in [
             (
                 vec![endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
-                "http/json",
-            ),
-            (
-                vec![
-                    endpoint,
-                    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
-                ],
-                "http/json",
+                "http/protobuf or http/json",
             ),
             (
                 vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],

@@ -31,6 +31,7 @@ use super::reasons::{Failure, Pending};
 use super::status::{leaves_a_final_phase, StatusUpdate};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::metrics::OutcomeLabels;
 use crate::reconciler;
 use crate::telemetry::object_spans::{nanos, AttemptEnd, ExecutionTrace};
 
@@ -178,17 +179,21 @@ impl Run<'_> {
         let (ctx, execution, now) = (self.ctx, self.execution(), self.seen.now);
         let runtime = status.runtime.map_or("None", Runtime::as_str);
         let outcome = status.reason.as_deref().unwrap_or("Unknown");
-        let labels = [("runtime", runtime), ("outcome", outcome)];
-        ctx.metrics.inc("wasmfn_executions_total", &labels);
-        if let Some(ms) = status.duration_ms {
-            ctx.metrics
-                .observe("wasmfn_execution_duration_seconds", &labels, ms / 1000.0);
-        }
-        if let Some(created) = &execution.metadata.creation_timestamp {
-            let latency = now.duration_since(created.0).as_secs_f64().max(0.0);
-            ctx.metrics
-                .observe("wasmfn_execution_latency_seconds", &labels, latency);
-        }
+        let labels = OutcomeLabels {
+            runtime,
+            outcome: outcome.to_owned(),
+        };
+        let latency = (execution.metadata.creation_timestamp.as_ref())
+            .map(|created| now.duration_since(created.0).as_secs_f64().max(0.0));
+        // The exemplar names the execution's trace only when its spans are exported.
+        let trace_id = (ctx.tracer.service().is_some())
+            .then(|| hex::encode(ExecutionTrace::of(execution).0.trace_id));
+        ctx.metrics.execution_finished(
+            &labels,
+            status.duration_ms.map(|ms| ms / 1000.0),
+            latency,
+            trace_id,
+        );
         if let Some(service) = ctx.tracer.service() {
             let (trace, _) = ExecutionTrace::of(execution);
             let span = trace.execution_span(service, execution, status, now);

@@ -14,6 +14,7 @@ use super::{created_nanos, Run};
 use crate::error::Result;
 use crate::execution::observe::{attempt_of, attempt_runner, attempt_started};
 use crate::execution::outcome::Loss;
+use crate::metrics::LossLabels;
 use crate::telemetry::object_spans::{nanos, AttemptEnd};
 
 /// Notes that `attempt` was lost for `message` and retries it at `at`.
@@ -31,10 +32,10 @@ pub async fn retry(
         .clone()
         .retrying(attempt, loss, &message, Time(at), retries);
     if run.write(&status).await? {
-        ctx.metrics.inc(
-            "wasmfn_run_attempts_lost_total",
-            &[("reason", loss.reason())],
-        );
+        let labels = LossLabels {
+            reason: loss.reason(),
+        };
+        ctx.metrics.run_attempts_lost.get_or_create(&labels).inc();
         trace_lost(run, attempt, loss, &message);
         let note = format!("attempt {attempt} was lost ({message}); retrying");
         run.event(EventType::Warning, loss.reason(), "Run", note)

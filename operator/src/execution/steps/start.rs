@@ -35,6 +35,7 @@ use crate::execution::run_pod::{
 };
 use crate::execution::status::Assignment;
 use crate::idempotent::{create_owned, Owned};
+use crate::metrics::{AgentLabels, RuntimeLabels};
 use crate::reconciler::owner_reference;
 use crate::telemetry::object_spans::ExecutionTrace;
 use crate::watched::listed;
@@ -171,10 +172,14 @@ async fn scheduled(
     );
     let status = run.update.clone().scheduled(attempt, &assignment);
     if run.write(&status).await? {
-        run.ctx.metrics.inc(
-            "wasmfn_run_pods_created_total",
-            &[("runtime", assignment.runtime.as_str())],
-        );
+        let labels = RuntimeLabels {
+            runtime: assignment.runtime.as_str(),
+        };
+        run.ctx
+            .metrics
+            .run_pods_created
+            .get_or_create(&labels)
+            .inc();
         run.event(EventType::Normal, "Placed", "Place", note).await;
         if let Some(problem) = trace_problem {
             let note = format!("{problem}; the execution's spans start a trace of their own");
@@ -324,8 +329,13 @@ async fn start_on_agent(run: &Run<'_>, start: AgentStart<'_>) -> Result<Action> 
         reason: reason.clone(),
     };
     agents.dispatcher.dispatch(handoff, fetch);
+    let labels = AgentLabels {
+        agent: agent.to_owned(),
+    };
     ctx.metrics
-        .inc("wasmfn_agent_runs_dispatched_total", &[("agent", agent)]);
+        .agent_runs_dispatched
+        .get_or_create(&labels)
+        .inc();
     Ok(Action::requeue(RUNNING_NOTE_AFTER))
 }
 
@@ -361,11 +371,9 @@ async fn admit(
         candidates,
         &watched,
     );
-    ctx.metrics.set(
-        "wasmfn_executions_queued",
-        &[],
-        ctx.admission.queued() as f64,
-    );
+    ctx.metrics
+        .executions_queued
+        .set(i64::try_from(ctx.admission.queued()).unwrap_or(i64::MAX));
     Ok(match decided {
         Admitted::Node(node) => Ok(Some(node)),
         Admitted::Queued { message } => Err(message),
