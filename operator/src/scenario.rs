@@ -35,8 +35,25 @@ where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
+    play_with(|_| {}, reconcile, object, script).await
+}
+
+/// [`play`] with the test context's settings changed by `settings` first.
+pub async fn play_with<K, R, RF, S, F, T>(
+    settings: impl FnOnce(&mut Config),
+    reconcile: R,
+    object: K,
+    script: S,
+) -> (Action, T)
+where
+    R: FnOnce(Arc<K>, Arc<Context>) -> RF,
+    RF: Future<Output = Result<Action>>,
+    S: FnOnce(ApiServer) -> F,
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = Arc::new(test_context(Client::new(service, "default")));
+    let ctx = Arc::new(test_context_with(Client::new(service, "default"), settings));
     let scenario = async move {
         let answering = tokio::spawn(script(ApiServer(handle)));
         // The reconcile holds the last handles on the client: once it returns, the script's
@@ -146,8 +163,14 @@ pub const BUILDER: &str =
 /// A context with the default settings (the builder by digest), no registry, no tracing, and
 /// leadership held.
 pub fn test_context(client: Client) -> Context {
+    test_context_with(client, |_| {})
+}
+
+/// [`test_context`] with its settings changed by `settings`.
+pub fn test_context_with(client: Client, settings: impl FnOnce(&mut Config)) -> Context {
     let mut config = default_config();
     config.builder_image = BUILDER.to_owned();
+    settings(&mut config);
     Context::new(
         client.clone(),
         config,

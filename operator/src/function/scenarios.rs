@@ -21,9 +21,9 @@ use super::observe::{files_and_module, function_key};
 use super::reconcile::reconcile;
 use super::source::validate;
 use super::status::StatusUpdate;
-use super::steps::COMPILE_POLL;
+use super::steps::{BUILDER_UNRESOLVED, COMPILE_POLL, SOURCE_POLL};
 use crate::reconciler::owner_reference;
-use crate::scenario::{default_config, json_of, play, Answer, ApiServer};
+use crate::scenario::{default_config, json_of, play, play_with, Answer, ApiServer};
 use crate::store::record::record_name;
 
 const FUNCTIONS: &str = "/apis/wasmfn.dev/v1alpha1/namespaces/default/wasmfunctions";
@@ -220,6 +220,66 @@ where
     T: Send + 'static,
 {
     play(reconcile, function, script).await
+}
+
+#[tokio::test]
+async fn a_builder_that_cannot_be_pinned_leaves_a_new_function_pending_with_the_reason() {
+    let (action, (written, event)) = play_with(
+        unpinnable_builder,
+        reconcile,
+        new_function(),
+        |mut api: ApiServer| async move {
+            let written = api
+                .answer(&format!("PUT {FUNCTIONS}/hello/status"), Answer::Echo)
+                .await;
+            let event = api.answer(&format!("POST {EVENTS}"), Answer::Echo).await;
+            api.nothing_more().await;
+            (written.body, event.body)
+        },
+    )
+    .await;
+
+    assert_eq!(action, Action::requeue(SOURCE_POLL));
+    let status: WasmFunctionStatus =
+        serde_json::from_value(written["status"].clone()).expect("a status");
+    assert_eq!(status.phase, Some(FunctionPhase::Pending));
+    let ready = &status.conditions[0];
+    assert_eq!(ready.reason, BUILDER_UNRESOLVED);
+    assert!(
+        ready.message.contains("127.0.0.1:9") && ready.message.contains("builder:dev"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some(BUILDER_UNRESOLVED))
+    );
+}
+
+#[tokio::test]
+async fn a_ready_function_keeps_its_status_while_the_builder_cannot_be_pinned() {
+    let mut function = new_function();
+    function.status = Some(WasmFunctionStatus {
+        phase: Some(FunctionPhase::Ready),
+        observed_generation: Some(1),
+        ..Default::default()
+    });
+    let (action, ()) = play_with(
+        unpinnable_builder,
+        reconcile,
+        function,
+        |api: ApiServer| async move { api.nothing_more().await },
+    )
+    .await;
+    assert_eq!(action, Action::requeue(SOURCE_POLL));
+}
+
+/// A builder named by tag whose registry refuses connections (loopback port 9).
+fn unpinnable_builder(config: &mut crate::config::Config) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    config.builder_image = "wasmfn.local/builder:dev".into();
+    config.builder_registry = Some("127.0.0.1:9".into());
+    config.builder_registry_insecure = true;
 }
 
 /// A function just created: generation 1, no status yet.
