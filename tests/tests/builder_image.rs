@@ -426,7 +426,7 @@ fn a_builder_rebuilt_under_the_same_tag_recompiles_instead_of_serving_the_old_mo
     let code = std::fs::read_to_string(compile_sources().join("wat/echo.wat")).expect("echo.wat");
     let function = |name: &str| {
         json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction",
-            "metadata": {"name": name}, "spec": {"language": "wat", "source": {"code": code}}})
+            "metadata": {"name": name}, "spec": {"language": "Wat", "source": {"code": code}}})
         .to_string()
     };
     let ready = |name: &str| {
