@@ -20,9 +20,23 @@ use crate::error::{Error, Result};
 use crate::idempotent::create_if_absent;
 use crate::registry_auth::Credentials;
 
-/// The image config of a Wasm artifact.
-const WASM_CONFIG: &[u8] =
-    br#"{"architecture":"wasm","os":"wasip1","rootfs":{"type":"layers","diff_ids":[]}}"#;
+/// The image config of the Wasm artifact holding the module `digest`. It names the module in a
+/// label: the container runtime knows an image by its config's digest (the CRI image id), so
+/// two modules under one config would be one image to a node, and a pod could be started with
+/// the other's layer.
+pub fn wasm_config(digest: &str) -> Vec<u8> {
+    serde_json::json!({
+        "architecture": "wasm",
+        "os": "wasip1",
+        "config": {"Labels": {MODULE_LABEL: digest}},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The image config label naming the module's digest.
+pub const MODULE_LABEL: &str = "dev.wasmfn.module.digest";
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 
 /// Registry settings.
@@ -105,7 +119,11 @@ impl OciStore {
             wasmfn_artifact::WASM_MEDIA_TYPE.to_owned(),
             None,
         )];
-        let config = Config::new(WASM_CONFIG.to_vec(), CONFIG_MEDIA_TYPE.to_owned(), None);
+        let config = Config::new(
+            wasm_config(module.digest),
+            CONFIG_MEDIA_TYPE.to_owned(),
+            None,
+        );
         let manifest = OciImageManifest::build(&layers, &config, None);
         // The manifest's digest is that of the bytes pushed, computed here: a lookup by tag
         // afterwards could see another push of the tag.
@@ -282,10 +300,17 @@ mod tests {
     }
 
     #[test]
-    fn the_config_is_a_wasm_image_config_with_no_layers_to_diff() {
-        let config: serde_json::Value = serde_json::from_slice(WASM_CONFIG).expect("json");
+    fn the_config_is_a_wasm_image_config_with_no_layers_to_diff_naming_its_module() {
+        let config: serde_json::Value =
+            serde_json::from_slice(&wasm_config("sha256:a")).expect("json");
         assert_eq!(config["architecture"], "wasm");
         assert_eq!(config["os"], "wasip1");
         assert_eq!(config["rootfs"]["diff_ids"], serde_json::json!([]));
+        assert_eq!(config["config"]["Labels"][MODULE_LABEL], "sha256:a");
+    }
+
+    #[test]
+    fn two_modules_never_share_a_config_so_a_node_never_takes_one_image_for_the_other() {
+        assert_ne!(wasm_config("sha256:a"), wasm_config("sha256:b"));
     }
 }

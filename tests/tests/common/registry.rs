@@ -200,9 +200,13 @@ impl Repository {
     /// does (config `architecture: wasm`, one `application/wasm` layer); returns the manifest's
     /// digest.
     pub fn push_wasm_artifact(&self, tag: &str, module: &[u8]) -> String {
-        let config =
-            br#"{"architecture":"wasm","os":"wasip1","rootfs":{"type":"layers","diff_ids":[]}}"#;
-        let (config_digest, config_size) = self.upload(config);
+        // The module's digest in the config, as the operator's store writes it: a node knows an
+        // image by its config digest, and two artifacts sharing one would be one image there.
+        let config = serde_json::json!({"architecture": "wasm", "os": "wasip1",
+            "config": {"Labels": {"dev.wasmfn.module.digest": sha256(module)}},
+            "rootfs": {"type": "layers", "diff_ids": []}})
+        .to_string();
+        let (config_digest, config_size) = self.upload(config.as_bytes());
         let (layer_digest, layer_size) = self.upload(module);
         let manifest = serde_json::json!({
             "schemaVersion": 2,
