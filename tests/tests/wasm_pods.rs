@@ -628,6 +628,15 @@ fn an_oci_wasm_artifact_runs_from_its_wasm_layer() {
     let document = run_image_pod(&ns, "forged", &forged, &["/forged.wasm"], &[]);
     assert_eq!(document["reason"], "NativeCodeSection", "{document}");
     assert_eq!(document["stdout"]["size"], 0, "{document}");
+    // Both images are on the node now; the first still runs its own module. (When every
+    // artifact had the same config, the node knew them as one image and ran the forged one.)
+    let document = run_image_pod(&ns, "artifact-again", &name, &["/probe.wasm"], &[]);
+    assert_eq!(document["reason"], "Completed", "{document}");
+    assert_eq!(
+        document["module"]["sha256"],
+        format!("sha256:{}", hex::encode(Sha256::digest(&module))),
+        "the first image's module ran again"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
