@@ -15,7 +15,7 @@ pub mod execution;
 pub mod function;
 #[cfg(feature = "kube")]
 pub mod pod_security;
-#[cfg(test)]
+#[cfg(all(test, feature = "kube"))]
 mod schema_tests;
 
 #[cfg(feature = "kube")]
