@@ -55,13 +55,18 @@ async fn a_running_job_left_by_an_earlier_replica_is_adopted_not_created_again()
         let written = api
             .answer(&format!("PUT {FUNCTIONS}/hello/status"), Answer::Echo)
             .await;
+        let event = api.answer(&format!("POST {EVENTS}"), Answer::Echo).await;
         api.nothing_more().await;
-        written.body
+        (written.body, event.body)
     };
 
-    let (action, written) = reconcile_against(function, script).await;
+    let (action, (written, event)) = reconcile_against(function, script).await;
 
     assert_eq!(action, Action::requeue(COMPILE_POLL));
+    assert_eq!(
+        event["reason"], "CompileStarted",
+        "the adopted compile is the first its events hear of: {event}"
+    );
     assert_eq!(
         written["metadata"]["resourceVersion"], "41",
         "the write is fenced on the version decided on"

@@ -302,14 +302,31 @@ pub async fn join_compile(pass: &Pass<'_>, facts: &Facts, try_number: u32) -> Re
 /// Our Job is running (after a restart, perhaps one an earlier replica started): wait for it.
 pub async fn wait_for_compile(pass: &Pass<'_>, facts: &Facts, try_number: u32) -> Result<Action> {
     let job = facts.job_for("WaitForCompile")?;
+    let name = job.name_any();
+    // A Job the status does not name was started by a replica that stopped before it said so:
+    // this is the first the function's events hear of the compile.
+    let adopted = pass
+        .function
+        .status
+        .as_ref()
+        .and_then(|s| s.compile.as_ref())
+        .and_then(|c| c.job_name.as_deref())
+        .is_none_or(|recorded| recorded != name);
     let status = pass.update().compiling(
         &facts.key,
-        &job.name_any(),
+        &name,
         job_start_time(job),
         try_number,
         job_deadline(job),
     );
-    pass.write(status).await?;
+    if pass.write(status).await? && adopted {
+        let note = format!(
+            "compile Job {name} ({}), started by an earlier operator replica, is followed to its end",
+            pass.function.spec.language.as_str()
+        );
+        pass.event(EventType::Normal, "CompileStarted", "Compile", note)
+            .await;
+    }
     Ok(Action::requeue(COMPILE_POLL))
 }
 
