@@ -125,7 +125,7 @@ pub struct Config {
     pub wasmedge_node_selectors: Vec<LabelRequirement>,
     /// The containerd runtime handler of the wasmfn shim; RuntimeClasses with this handler
     /// are the ones Wasm pods use.
-    #[arg(long, env = "WASMFN_WASMEDGE_HANDLER", default_value = "wasmedge")]
+    #[arg(long, env = "WASMFN_WASMEDGE_HANDLER", default_value = "wasmfn")]
     pub wasmedge_handler: String,
     /// Keep run pods after their result is recorded (they go with their execution).
     #[arg(long, env = "WASMFN_KEEP_RUN_PODS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -350,7 +350,7 @@ mod tests {
             config.wasmedge_node_selectors,
             vec![LabelRequirement::parse("wasmfn.dev/wasmedge=true").expect("valid")]
         );
-        assert_eq!(config.wasmedge_handler, "wasmedge");
+        assert_eq!(config.wasmedge_handler, "wasmfn");
         assert!(!config.keep_run_pods);
         assert_eq!(config.max_output_bytes, 4096);
         assert_eq!(config.run_memory_overhead, 96 << 20);

@@ -10,6 +10,7 @@ use std::io::BufReader;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use wasmfn_e2e::cluster::layout::WASM_RUNTIME_CLASS;
 use wasmfn_e2e::{percentile, Cluster};
 
 const RUNS: usize = 20;
@@ -17,7 +18,7 @@ const RUNS: usize = 20;
 fn pod(name: &str, wasm: bool, node_b: &str, image_runner: &str, image_wasm: &str) -> String {
     let (placement, image, command) = if wasm {
         (
-            "  runtimeClassName: wasmedge\n".to_string(),
+            format!("  runtimeClassName: {WASM_RUNTIME_CLASS}\n"),
             image_wasm,
             r#"["/artifact/hello.wasm"]"#,
         )

@@ -116,10 +116,10 @@ k wait --for=condition=Established --timeout=60s crd/wasmfunctions.wasmfn.dev cr
 for namespace in "$release_ns" "$ns"; do
   k get namespace "$namespace" >/dev/null 2>&1 || k create namespace "$namespace" >/dev/null
 done
-# The cluster harness makes a RuntimeClass `wasmedge` of its own; the chart's replaces it.
-if k get runtimeclass wasmedge >/dev/null 2>&1 &&
-   [ "$(k get runtimeclass wasmedge -o jsonpath='{.metadata.labels.app\.kubernetes\.io/managed-by}')" != Helm ]; then
-  k delete runtimeclass wasmedge >/dev/null
+# The cluster harness makes a RuntimeClass `wasmfn` of its own; the chart's replaces it.
+if k get runtimeclass wasmfn >/dev/null 2>&1 &&
+   [ "$(k get runtimeclass wasmfn -o jsonpath='{.metadata.labels.app\.kubernetes\.io/managed-by}')" != Helm ]; then
+  k delete runtimeclass wasmfn >/dev/null
 fi
 # Keep the health/metrics port of an existing release (the operator binds it on the node's own
 # address, as its pods share the host's network here); else take one free on every address.

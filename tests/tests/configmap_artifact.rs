@@ -13,6 +13,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use wasmfn_e2e::cluster::layout::WASM_RUNTIME_CLASS;
 
 /// Bytes of pseudo-random data in the module: well over 2 MiB and incompressible, so the gzip
 /// stream needs three 900 KiB parts.
@@ -173,7 +174,7 @@ fn with_artifact(pod: HardenedPod, configmaps: &[String]) -> String {
 
 fn wasm_pod(name: &str, configmaps: &[String]) -> String {
     let pod = HardenedPod::new(name, &common::image("wasm-pod"))
-        .runtime_class("wasmedge")
+        .runtime_class(WASM_RUNTIME_CLASS)
         .command(&["/artifact"])
         .env("WASMFN_TIMEOUT_MS", "60000");
     with_artifact(pod, configmaps)

@@ -565,7 +565,7 @@ fn the_defaults_reach_the_operators_environment_as_the_replaced_systems_defaults
         ("WASMFN_RUNNER_IMAGE", "wasmfn.local/runner:dev"),
         ("WASMFN_WASM_POD_IMAGE", "wasmfn.local/wasm-pod:dev"),
         ("WASMFN_WASMEDGE_NODE_SELECTORS", "wasmfn.dev/wasmedge=true"),
-        ("WASMFN_WASMEDGE_HANDLER", "wasmedge"),
+        ("WASMFN_WASMEDGE_HANDLER", "wasmfn"),
         ("WASMFN_KEEP_RUN_PODS", "false"),
         ("WASMFN_MAX_OUTPUT_BYTES", "4096"),
         ("WASMFN_RUN_MEMORY_OVERHEAD", "96Mi"),
@@ -660,7 +660,7 @@ fn every_value_flows_into_the_operators_environment() {
             "wasmedge.nodeSelectors",
             "{a=b,kwasm.sh/kwasm-provisioned=true}",
         ),
-        ("wasmedge.handler", "wasmfn"),
+        ("wasmedge.handler", "wasmfn-custom"),
         ("operator.concurrency", "3"),
         ("operator.logLevel", "debug"),
         ("metrics.port", "9100"),
@@ -716,7 +716,7 @@ fn every_value_flows_into_the_operators_environment() {
             "WASMFN_WASMEDGE_NODE_SELECTORS",
             "a=b,kwasm.sh/kwasm-provisioned=true",
         ),
-        ("WASMFN_WASMEDGE_HANDLER", "wasmfn"),
+        ("WASMFN_WASMEDGE_HANDLER", "wasmfn-custom"),
         ("WASMFN_CONCURRENCY", "3"),
         ("RUST_LOG", "debug"),
         ("WASMFN_HEALTH_ADDR", "0.0.0.0:9100"),
@@ -734,7 +734,7 @@ fn every_value_flows_into_the_operators_environment() {
     assert_eq!(container["ports"][0]["containerPort"], 9100);
     assert_eq!(one(&objects, "Service")["spec"]["ports"][0]["port"], 9100);
     // The RuntimeClass follows the handler value.
-    assert_eq!(one(&objects, "RuntimeClass")["handler"], "wasmfn");
+    assert_eq!(one(&objects, "RuntimeClass")["handler"], "wasmfn-custom");
 }
 
 /// The settings the chart deliberately leaves to the operator: its identity in the Lease is the
@@ -900,8 +900,8 @@ fn the_network_policy_denies_all_traffic_to_the_pods_the_operator_starts() {
 #[test]
 fn the_runtime_class_sends_wasm_pods_to_wasmedge_nodes_and_is_configurable() {
     let runtime_class = one(&render(&[]), "RuntimeClass").clone();
-    assert_eq!(runtime_class["metadata"]["name"], "wasmedge");
-    assert_eq!(runtime_class["handler"], "wasmedge");
+    assert_eq!(runtime_class["metadata"]["name"], "wasmfn");
+    assert_eq!(runtime_class["handler"], "wasmfn");
     assert_eq!(
         runtime_class["scheduling"]["nodeSelector"],
         json!({labels::WASMEDGE_NODE: "true"})

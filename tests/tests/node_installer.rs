@@ -1,6 +1,6 @@
 //! The node installer as the chart deploys it: `helm install` with `nodeInstaller.enabled`, run
 //! from the image `make images` built, turns node B — a plain node — into a WasmEdge node, and a
-//! `runtimeClassName: wasmedge` pod then runs a Wasm module there through the freshly installed
+//! `runtimeClassName: wasmfn` pod then runs a Wasm module there through the freshly installed
 //! shim. On this machine a node's root is the machine's root, so the chart's `/` host mount is
 //! real; the values point the installer at node B's containerd config and socket and at a
 //! scratch install directory, and reach the apiserver over the host network.
@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use wasmfn_e2e::cluster::layout::WASM_RUNTIME_CLASS;
 use wasmfn_e2e::helm::{chart_dir, Helm};
 
 const RELEASE: &str = "wasmfn-installer";
@@ -169,7 +170,7 @@ fn the_charts_installer_labels_a_plain_node_only_once_containerd_loaded_the_hand
     }
     let first_log = ns.run(&first_log_args).expect("first installer log");
     assert!(
-        first_log.contains("handler wasmedge registered")
+        first_log.contains("handler wasmfn registered")
             && first_log.contains("starts (host check)")
             && first_log.matches("the restart failed").count() == 2,
         "{first_log}"
@@ -207,13 +208,13 @@ fn the_charts_installer_labels_a_plain_node_only_once_containerd_loaded_the_hand
         .expect("installer log");
     assert!(log.contains("an earlier restart failed"), "{log}");
     assert!(
-        log.contains("containerd has loaded handler wasmedge (CRI status)"),
+        log.contains("containerd has loaded handler wasmfn (CRI status)"),
         "{log}"
     );
 
     let labels = node_labels(&node_b.name);
     assert_eq!(labels["wasmfn.dev/wasmedge"], "true", "{labels}");
-    assert_eq!(labels["wasmedge"], "provisioned", "{labels}");
+    assert_eq!(labels["wasmfn"], "provisioned", "{labels}");
 
     let shim = scratch.join("opt/wasmfn/bin/containerd-shim-wasmfn-v1");
     assert!(shim.is_file(), "the shim is installed on the host");
@@ -231,7 +232,7 @@ fn the_charts_installer_labels_a_plain_node_only_once_containerd_loaded_the_hand
     assert!(
         starts.len() >= 2
             && starts[starts.len() - 1].contains(&format!(
-                "wasmedge:{{Type:io.containerd.wasmfn.v1 Path:{}",
+                "wasmfn:{{Type:io.containerd.wasmfn.v1 Path:{}",
                 shim.display()
             )),
         "the restarted containerd loaded the handler: {starts:?}"
@@ -246,7 +247,7 @@ fn the_charts_installer_labels_a_plain_node_only_once_containerd_loaded_the_hand
     ])
     .expect("module configmap");
     let pod = HardenedPod::new("wasm-on-b", &common::image("wasm-pod"))
-        .runtime_class("wasmedge")
+        .runtime_class(WASM_RUNTIME_CLASS)
         .on_node(&node_b.name)
         .command(&["/artifact/probe.wasm", "from", "node-b"])
         .env("WASMFN_TIMEOUT_MS", "10000")
@@ -292,7 +293,7 @@ fn the_charts_installer_labels_a_plain_node_only_once_containerd_loaded_the_hand
     assert_eq!(state["exitCode"], 0, "{state}\n{log}");
     let labels = node_labels(&node_b.name);
     assert!(
-        labels.get("wasmfn.dev/wasmedge").is_none() && labels.get("wasmedge").is_none(),
+        labels.get("wasmfn.dev/wasmedge").is_none() && labels.get("wasmfn").is_none(),
         "{labels}"
     );
     assert_eq!(

@@ -23,7 +23,7 @@ use common::executions::{
 };
 use serde_json::{json, Value};
 use wasmfn_api::{ExecutionPhase, FunctionPhase, Runtime, WasmExecution};
-use wasmfn_e2e::cluster::layout::WASMEDGE_NODE_LABEL;
+use wasmfn_e2e::cluster::layout::{WASMEDGE_NODE_LABEL, WASM_RUNTIME_CLASS};
 use wasmfn_e2e::observability::{scrape, span, OtlpReceiver};
 use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 use wasmfn_e2e::Kubectl;
@@ -316,7 +316,10 @@ fn container(pod: &Value) -> &Value {
 }
 
 fn assert_wasm_pod(pod: &Value, node: &str) {
-    assert_eq!(pod["spec"]["runtimeClassName"], "wasmedge", "{pod:#}");
+    assert_eq!(
+        pod["spec"]["runtimeClassName"], WASM_RUNTIME_CLASS,
+        "{pod:#}"
+    );
     assert_eq!(
         container(pod)["image"],
         common::image("wasm-pod"),

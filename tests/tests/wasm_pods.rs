@@ -1,6 +1,6 @@
 //! WasmEdge nodes: the same modules and inputs give the same result document through
 //! `wasmfn exec` on this machine, a runner-image pod on node B, a Wasm pod run by the project's
-//! containerd shim on node A (RuntimeClass `wasmedge`), and the warm agent on node A (the chart's
+//! containerd shim on node A (RuntimeClass `wasmfn`), and the warm agent on node A (the chart's
 //! DaemonSet, handed the run over mutual TLS with the operator's certificate and client) —
 //! timings and the runtime field aside.
 
@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use wasmfn_e2e::cluster::layout::WASM_RUNTIME_CLASS;
 use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 
 fn repo() -> PathBuf {
@@ -206,7 +207,7 @@ fn wasm_pod(case: &Case) -> String {
         ..Default::default()
     };
     let mut pod = HardenedPod::new(&format!("wasm-{}", case.name), &common::image("wasm-pod"))
-        .runtime_class("wasmedge")
+        .runtime_class(WASM_RUNTIME_CLASS)
         .command(&command);
     for (name, value) in settings.to_shim_env() {
         pod = pod.env(&name, &value);
@@ -473,7 +474,7 @@ fn wasm_pods_runner_pods_and_wasmfn_exec_give_the_same_result_documents() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Runs a Wasm pod (RuntimeClass `wasmedge`) from image `wasmfn.local/<image>:dev` with `args`
+/// Runs a Wasm pod (RuntimeClass `wasmfn`) from image `wasmfn.local/<image>:dev` with `args`
 /// and `env`; returns its result document.
 fn run_image_pod(
     ns: &wasmfn_e2e::Kubectl,
@@ -483,7 +484,7 @@ fn run_image_pod(
     env: &[(&str, &str)],
 ) -> Value {
     let mut manifest = HardenedPod::new(pod, &format!("wasmfn.local/{image}:dev"))
-        .runtime_class("wasmedge")
+        .runtime_class(WASM_RUNTIME_CLASS)
         .args(args);
     for (name, value) in env {
         manifest = manifest.env(name, value);

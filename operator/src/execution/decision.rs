@@ -394,7 +394,7 @@ mod tests {
 
     fn wasm() -> Placement {
         Placement::Wasm {
-            runtime_class: "wasmedge".into(),
+            runtime_class: "wasmfn".into(),
             tolerations: vec![],
             nodes: vec!["a".into()],
             reason: "a".into(),

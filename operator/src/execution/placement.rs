@@ -324,7 +324,7 @@ mod tests {
             node_selectors: vec![
                 LabelRequirement::parse("wasmfn.dev/wasmedge=true").expect("valid")
             ],
-            handler: "wasmedge".into(),
+            handler: "wasmfn".into(),
         }
     }
 
@@ -343,8 +343,8 @@ mod tests {
 
     fn class(selector: &[(&str, &str)]) -> RuntimeClassView {
         RuntimeClassView {
-            name: "wasmedge".into(),
-            handler: "wasmedge".into(),
+            name: "wasmfn".into(),
+            handler: "wasmfn".into(),
             node_selector: selector
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -391,7 +391,7 @@ mod tests {
         };
         assert_eq!(pod_nodes(&container, &nodes), ["a", "d"]);
         let wasm = Placement::Wasm {
-            runtime_class: "wasmedge".into(),
+            runtime_class: "wasmfn".into(),
             tolerations: vec![],
             nodes: vec!["b".into()],
             reason: "b".into(),
@@ -416,7 +416,7 @@ mod tests {
         else {
             unreachable!()
         };
-        assert_eq!(runtime_class, "wasmedge");
+        assert_eq!(runtime_class, "wasmfn");
         assert!(reason.contains("WasmEdge node a Ready"), "{reason}");
     }
 
@@ -439,7 +439,7 @@ mod tests {
             (
                 "unlabelled",
                 |n, _| n.labels.clear(),
-                "no node is labelled as a WasmEdge node (wasmfn.dev/wasmedge=true or wasmedge=provisioned)",
+                "no node is labelled as a WasmEdge node (wasmfn.dev/wasmedge=true or wasmfn=provisioned)",
             ),
             (
                 "tainted",
@@ -455,7 +455,7 @@ mod tests {
             (
                 "no runtime class",
                 |_, c| c.handler = "runc".into(),
-                "no RuntimeClass has handler \"wasmedge\"",
+                "no RuntimeClass has handler \"wasmfn\"",
             ),
         ];
         for (name, spoil, why) in cases {
@@ -495,7 +495,7 @@ mod tests {
     #[test]
     fn runtime_class_manager_label_and_class_selector_mark_wasmedge_nodes() {
         // The `<handler>=provisioned` convention, with a class that schedules anywhere.
-        let nodes = vec![node("c", &[("wasmedge", "provisioned")]), node("d", &[])];
+        let nodes = vec![node("c", &[("wasmfn", "provisioned")]), node("d", &[])];
         let placement = place(ExecutionRuntime::Auto, &policy(), &nodes, &[class(&[])]);
         assert_eq!(wasm_nodes_of(&placement), Some(vec!["c".to_string()]));
         // A node only the RuntimeClass's own selector picks.
@@ -597,7 +597,7 @@ mod tests {
                 reason,
                 ..
             } => {
-                assert_eq!(runtime_class, "wasmedge");
+                assert_eq!(runtime_class, "wasmfn");
                 assert_eq!(nodes, vec!["y".to_string(), "z".to_string()]);
                 assert!(reason.contains("nodes y, z"), "{reason}");
             }
@@ -612,10 +612,10 @@ mod agent_tests {
 
     fn wasm() -> Placement {
         Placement::Wasm {
-            runtime_class: "wasmedge".into(),
+            runtime_class: "wasmfn".into(),
             tolerations: Vec::new(),
             nodes: vec!["a".into(), "b".into()],
-            reason: "WasmEdge nodes a, b Ready (RuntimeClass wasmedge)".into(),
+            reason: "WasmEdge nodes a, b Ready (RuntimeClass wasmfn)".into(),
         }
     }
 
@@ -655,7 +655,7 @@ mod agent_tests {
                 assert_eq!(nodes, ["a", "b"]);
                 assert_eq!(
                     reason,
-                    "WasmEdge nodes a, b Ready (RuntimeClass wasmedge); no agent: no agent is running"
+                    "WasmEdge nodes a, b Ready (RuntimeClass wasmfn); no agent: no agent is running"
                 );
             }
             other => panic!("{other:?}"),

@@ -499,7 +499,7 @@ mod tests {
 
     fn wasm_placement() -> Placement {
         Placement::Wasm {
-            runtime_class: "wasmedge".into(),
+            runtime_class: "wasmfn".into(),
             tolerations: vec![PlacementToleration {
                 key: "wasm".into(),
                 operator: "Exists".into(),
@@ -595,7 +595,7 @@ mod tests {
         let placement = wasm_placement();
         let pod = run_pod(&spec(&f, &placement, maps()));
         let pod_spec = pod.spec.as_ref().expect("valid");
-        assert_eq!(pod_spec.runtime_class_name.as_deref(), Some("wasmedge"));
+        assert_eq!(pod_spec.runtime_class_name.as_deref(), Some("wasmfn"));
         let terms = &pod_spec
             .affinity
             .as_ref()

@@ -18,8 +18,12 @@
 
 use toml_edit::{value, DocumentMut, InlineTable, Item, Table, Value};
 
-/// The RuntimeClass handler name Wasm pods use (`runtimeClassName: wasmedge`).
-pub const HANDLER_NAME: &str = "wasmedge";
+/// The RuntimeClass handler name Wasm pods use (`runtimeClassName: wasmfn`). It is the project's
+/// own name, so it never meets the `wasmedge` handler KWasm and SpinKube install for their shims.
+pub const HANDLER_NAME: &str = "wasmfn";
+/// Names earlier versions of the installer registered the same runtime type under. An install
+/// removes them when they still point at [`RUNTIME_TYPE`] (see [`remove_retired_handlers`]).
+pub const RETIRED_HANDLER_NAMES: &[&str] = &["wasmedge"];
 /// The runtime type containerd maps to the binary `containerd-shim-wasmfn-v1`.
 pub const RUNTIME_TYPE: &str = "io.containerd.wasmfn.v1";
 /// The comment above a handler table this module adds, so a person reading the file knows where
@@ -37,7 +41,7 @@ pub struct Handler {
 }
 
 impl Handler {
-    /// The project's handler (`wasmedge` → `io.containerd.wasmfn.v1`).
+    /// The project's handler (`wasmfn` → `io.containerd.wasmfn.v1`).
     pub fn wasmfn(runtime_path: Option<String>) -> Handler {
         Handler {
             name: HANDLER_NAME.to_string(),
@@ -84,7 +88,8 @@ impl SchemaVersion {
 }
 
 /// What to do when the file already has a handler of the same name with another runtime type
-/// (KWasm, for one, installs a `wasmedge` handler of its own).
+/// (possible when a handler name is configured that another tool uses, such as the `wasmedge`
+/// handler of KWasm and SpinKube).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExistingHandler {
     /// Fail with [`Error::HandlerTaken`] and leave the file alone.
@@ -257,6 +262,41 @@ pub fn remove_handler(text: &str, handler: &Handler) -> Result<Edit, Error> {
         changed: true,
         version: Some(version),
     })
+}
+
+/// Removes the handlers named in `retired` that point at [`RUNTIME_TYPE`] (an upgraded node's
+/// handler under an earlier name; `current`, the name being installed, is never removed). A
+/// retired name held by another runtime is someone else's and stays. Returns the edited text and
+/// the names that are ours or absent, whose `<name>=provisioned` node label is then stale.
+pub fn remove_retired_handlers(
+    text: &str,
+    current: &str,
+    retired: &[&str],
+) -> Result<(Edit, Vec<String>), Error> {
+    let mut edit = Edit {
+        text: text.to_string(),
+        changed: false,
+        version: None,
+    };
+    let mut not_foreign = Vec::new();
+    for name in retired.iter().filter(|name| **name != current) {
+        let handler = Handler {
+            name: name.to_string(),
+            runtime_type: RUNTIME_TYPE.to_string(),
+            runtime_path: None,
+        };
+        match remove_handler(&edit.text, &handler) {
+            Ok(removed) => {
+                edit.changed |= removed.changed;
+                edit.version = removed.version;
+                edit.text = removed.text;
+                not_foreign.push(name.to_string());
+            }
+            Err(Error::HandlerTaken { .. }) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    Ok((edit, not_foreign))
 }
 
 /// The file's schema version; `None` for a file with no settings at all (empty, or comments).

@@ -4,11 +4,11 @@
 //! 1. copies the payload — `containerd-shim-wasmfn-v1` and the libraries it links — into a
 //!    private directory on the host (`/opt/wasmfn/{bin,lib}`), and checks the installed shim
 //!    starts there;
-//! 2. registers runtime handler `wasmedge` → `io.containerd.wasmfn.v1` in containerd's config
+//! 2. registers runtime handler `wasmfn` → `io.containerd.wasmfn.v1` in containerd's config
 //!    (schema 1, 2 or 3), keeping a backup, with `runtime_path` naming the installed shim;
 //! 3. restarts containerd when its config changed (or an earlier restart failed, or the running
 //!    containerd lacks the handler), and waits until containerd's CRI reports the handler loaded;
-//! 4. labels the node `wasmfn.dev/wasmedge=true` and `wasmedge=provisioned` — only after 3.
+//! 4. labels the node `wasmfn.dev/wasmedge=true` and `wasmfn=provisioned` — only after 3.
 //!
 //! Every step is idempotent: a second run changes nothing and says so.
 
@@ -16,11 +16,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 use wasmfn_node_installer::containerd_config::{
-    self, ExistingHandler, Handler, SchemaVersion, HANDLER_NAME,
+    self, ExistingHandler, Handler, SchemaVersion, HANDLER_NAME, RETIRED_HANDLER_NAMES,
 };
 use wasmfn_node_installer::cri::{self, HandlerState};
 use wasmfn_node_installer::host::{self, Host};
@@ -39,7 +40,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install the shim, register the `wasmedge` handler, restart containerd if its config
+    /// Install the shim, register the `wasmfn` handler, restart containerd if its config
     /// changed, label the node.
     Install(NodeArgs),
     /// Undo `install`: remove the labels, the handler (restarting containerd) and the files.
@@ -72,7 +73,7 @@ struct NodeArgs {
     /// 1.7 and 2.x; 3 only by 2.x).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(i64).range(1..=3))]
     config_version_if_empty: i64,
-    /// Replace a `wasmedge` handler of another runtime type (e.g. KWasm's) instead of failing.
+    /// Replace a same-named handler of another runtime type instead of failing.
     #[arg(long)]
     take_over_handler: bool,
     /// Runtime handler name (the RuntimeClass `handler`).
@@ -213,6 +214,24 @@ async fn install(args: NodeArgs) -> Result<()> {
         existing,
     )
     .with_context(|| format!("containerd config {}", args.containerd_config.display()))?;
+    let (retired, stale_labels) = containerd_config::remove_retired_handlers(
+        &edit.text,
+        &args.handler,
+        RETIRED_HANDLER_NAMES,
+    )
+    .with_context(|| format!("containerd config {}", args.containerd_config.display()))?;
+    if retired.changed {
+        println!(
+            "containerd config {}: removed this installer's earlier handler name(s) {}",
+            args.containerd_config.display(),
+            stale_labels.join(", ")
+        );
+    }
+    let edit = containerd_config::Edit {
+        changed: edit.changed || retired.changed,
+        text: retired.text,
+        version: edit.version,
+    };
     let restart_pending = pending.exists();
     if edit.changed {
         let backup = host::replace_with_backup(&config_path, old.as_deref(), &edit.text)?;
@@ -266,7 +285,7 @@ async fn install(args: NodeArgs) -> Result<()> {
     }
 
     if let Some(node) = node {
-        if label(node, &args.handler, true).await? {
+        if label(node, &args.handler, &stale_labels).await? {
             println!("node {node}: labelled {}", labels_text(&args.handler));
             changes += 1;
         } else {
@@ -287,7 +306,7 @@ async fn uninstall(args: NodeArgs) -> Result<()> {
     let host = args.host();
     // Labels first, so nothing new is scheduled here while the handler goes away.
     if let Some(node) = node {
-        if label(node, &args.handler, false).await? {
+        if unlabel(node, &args.handler).await? {
             println!("node {node}: labels {} removed", labels_text(&args.handler));
         } else {
             println!("node {node}: had no installer labels");
@@ -479,7 +498,29 @@ fn describe(state: &HandlerState) -> String {
 
 /// Adds (`install`) or removes the installer's labels on `node`; `Ok(false)` when there was
 /// nothing to do.
-async fn label(node: &str, handler: &str, install: bool) -> Result<bool> {
+/// Sets the installed labels for `handler` and deletes `<name>=provisioned` for each `stale`
+/// (retired) handler name; whether anything changed.
+async fn label(node: &str, handler: &str, stale: &[String]) -> Result<bool> {
+    patch_labels(node, |labels| {
+        node_labels::install_patch(labels, handler, stale)
+    })
+    .await
+}
+
+/// Deletes the installed labels for `handler`; whether anything changed.
+async fn unlabel(node: &str, handler: &str) -> Result<bool> {
+    patch_labels(node, |labels| {
+        node_labels::has_any_installed_label(labels, handler)
+            .then(|| node_labels::uninstall_patch(handler))
+    })
+    .await
+}
+
+/// Reads node `node`'s labels and applies the merge patch `decide` returns for them, if any.
+async fn patch_labels(
+    node: &str,
+    decide: impl FnOnce(&BTreeMap<String, String>) -> Option<serde_json::Value>,
+) -> Result<bool> {
     let client = kube::Client::try_default()
         .await
         .context("connect to the Kubernetes API")?;
@@ -489,29 +530,19 @@ async fn label(node: &str, handler: &str, install: bool) -> Result<bool> {
         .await
         .with_context(|| format!("read node {node}"))?;
     let labels = current.metadata.labels.unwrap_or_default();
-    let (needed, patch) = if install {
-        (
-            !node_labels::has_installed_labels(&labels, handler),
-            node_labels::install_patch(handler),
-        )
-    } else {
-        (
-            node_labels::has_any_installed_label(&labels, handler),
-            node_labels::uninstall_patch(handler),
-        )
+    let Some(patch) = decide(&labels) else {
+        return Ok(false);
     };
-    if needed {
-        nodes
-            .patch(
-                node,
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.to_string()),
-                    ..PatchParams::default()
-                },
-                &Patch::Merge(&patch),
-            )
-            .await
-            .with_context(|| format!("label node {node}"))?;
-    }
-    Ok(needed)
+    nodes
+        .patch(
+            node,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .with_context(|| format!("label node {node}"))?;
+    Ok(true)
 }

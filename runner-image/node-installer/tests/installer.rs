@@ -378,7 +378,7 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
     let mut containerd = Some(Containerd::start(&scratch));
     let (output, restarts) = scratch.installer_serving_restarts("install", &mut containerd, &[]);
     let first = success(output, "install");
-    assert!(first.contains("handler wasmedge registered"), "{first}");
+    assert!(first.contains("handler wasmfn registered"), "{first}");
     assert!(
         first.contains("shim /opt/wasmfn/bin/containerd-shim-wasmfn-v1 starts"),
         "{first}"
@@ -388,7 +388,7 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
         "containerd restarted after the change:\n{first}"
     );
     assert!(
-        first.contains("containerd has loaded handler wasmedge (CRI status)"),
+        first.contains("containerd has loaded handler wasmfn (CRI status)"),
         "{first}"
     );
     let config = std::fs::read_to_string(scratch.config()).expect("config");
@@ -397,7 +397,7 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
         "the rest of the file, comments included, is kept:\n{config}"
     );
     assert!(config.contains(
-        "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmedge]\n\
+        "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmfn]\n\
          runtime_type = \"io.containerd.wasmfn.v1\"\n\
          runtime_path = \"/opt/wasmfn/bin/containerd-shim-wasmfn-v1\"\n"
     ));
@@ -410,7 +410,7 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
     let loaded = containerd.as_ref().expect("running").cri_config_line();
     assert!(
         loaded.contains(
-            "wasmedge:{Type:io.containerd.wasmfn.v1 Path:/opt/wasmfn/bin/containerd-shim-wasmfn-v1"
+            "wasmfn:{Type:io.containerd.wasmfn.v1 Path:/opt/wasmfn/bin/containerd-shim-wasmfn-v1"
         ),
         "containerd loaded the handler: {loaded}"
     );
@@ -459,7 +459,7 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
     let second = success(output, "second install");
     assert!(second.contains("already registered, unchanged"), "{second}");
     assert!(
-        second.contains("containerd has loaded handler wasmedge (CRI status); no restart"),
+        second.contains("containerd has loaded handler wasmfn (CRI status); no restart"),
         "{second}"
     );
     assert!(second.contains("nothing changed"), "{second}");
@@ -480,21 +480,21 @@ fn install_registers_the_handler_with_a_real_containerd_and_uninstall_undoes_it(
     let stale = success(output, "install against a stale containerd");
     assert!(
         stale.contains(
-            "containerd runs without handler wasmedge (the CRI status lists no such handler) \
+            "containerd runs without handler wasmfn (the CRI status lists no such handler) \
              although its config has it; restarting it"
         ),
         "{stale}"
     );
     assert_eq!(restarts, 1, "{stale}");
     assert!(
-        stale.contains("containerd has loaded handler wasmedge (CRI status)"),
+        stale.contains("containerd has loaded handler wasmfn (CRI status)"),
         "{stale}"
     );
     drop(containerd.take());
 
     // Uninstall: the original file, byte for byte, and no files left.
     let removed = success(scratch.installer("uninstall", &[]), "uninstall");
-    assert!(removed.contains("handler wasmedge removed"), "{removed}");
+    assert!(removed.contains("handler wasmfn removed"), "{removed}");
     assert!(
         scratch.restarted().exists(),
         "restart after removing the handler"
@@ -539,7 +539,7 @@ fn a_failed_restart_fails_the_run_and_the_next_run_restarts_before_the_node_coun
     assert!(!silent.status.success(), "{}", text(&silent.stdout));
     assert!(
         text(&silent.stderr).contains(
-            "containerd has not loaded handler wasmedge within 3s of the restart (the CRI status \
+            "containerd has not loaded handler wasmfn within 3s of the restart (the CRI status \
              lists no such handler); the node is not labelled"
         ),
         "{}",

@@ -1,5 +1,5 @@
 //! `containerd-shim-wasmfn-v1`: containerd maps runtime type `io.containerd.wasmfn.v1` to this
-//! binary (RuntimeClass handler `wasmedge` on WasmEdge nodes). Container lifecycle, OCI Wasm
+//! binary (RuntimeClass handler `wasmfn` on WasmEdge nodes). Container lifecycle, OCI Wasm
 //! layers and the container sandbox come from `containerd-shim-wasm`; running the module is
 //! wasmfn's execution core, exactly as `wasmfn exec` runs it in the fallback container pod.
 

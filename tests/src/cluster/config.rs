@@ -1,7 +1,7 @@
 //! Configuration files of the cluster's components, rendered from its [`ClusterInfo`]. Pure
 //! functions: no I/O, unit-tested below.
 
-use super::layout::{NodeInfo, IMAGE_REGISTRY, PAUSE_IMAGE, WASMEDGE_RUNTIME_CLASS};
+use super::layout::{NodeInfo, IMAGE_REGISTRY, PAUSE_IMAGE, WASM_RUNTIME_CLASS};
 use std::path::Path;
 use wasmfn_node_installer::containerd_config::{self, ExistingHandler, Handler, SchemaVersion};
 
@@ -46,7 +46,7 @@ current-context: wasmfn-local
 
 /// containerd (1.7, config version 2) for one node: its own root, state and socket, CNI from the
 /// node's directory, the local registry, `restrict_oom_score_adj` (these machines lack
-/// CAP_SYS_RESOURCE), and on the WasmEdge node the project's shim as runtime handler `wasmedge`,
+/// CAP_SYS_RESOURCE), and on the WasmEdge node the project's shim as runtime handler `wasmfn`,
 /// added by the node installer's own config edit.
 pub fn containerd_config(node: &NodeInfo) -> Result<String, containerd_config::Error> {
     let dir = &node.dir;
@@ -103,7 +103,7 @@ state = "{state}"
     }
     // No runtime_path: the shim binary `containerd-shim-wasmfn-v1` is found on containerd's PATH.
     let handler = Handler {
-        name: WASMEDGE_RUNTIME_CLASS.to_string(),
+        name: WASM_RUNTIME_CLASS.to_string(),
         runtime_type: containerd_config::RUNTIME_TYPE.to_string(),
         runtime_path: None,
     };
@@ -221,15 +221,15 @@ http:
     )
 }
 
-/// The RuntimeClass for Wasm pods: handler `wasmedge`, scheduled onto nodes labelled as WasmEdge
+/// The RuntimeClass for Wasm pods: handler `wasmfn`, scheduled onto nodes labelled as WasmEdge
 /// nodes.
 pub fn runtime_class(label: &str) -> String {
     format!(
         "apiVersion: node.k8s.io/v1
 kind: RuntimeClass
 metadata:
-  name: {WASMEDGE_RUNTIME_CLASS}
-handler: {WASMEDGE_RUNTIME_CLASS}
+  name: {WASM_RUNTIME_CLASS}
+handler: {WASM_RUNTIME_CLASS}
 scheduling:
   nodeSelector:
     {label}: \"true\"
@@ -262,7 +262,7 @@ mod tests {
         let info = info();
         let a = containerd_config(info.wasmedge_node()).expect("node A");
         let b = containerd_config(info.plain_node()).expect("node B");
-        assert!(a.contains("runtimes.wasmedge]"));
+        assert!(a.contains("runtimes.wasmfn]"));
         assert!(a.contains(r#"runtime_type = "io.containerd.wasmfn.v1""#));
         assert!(!b.contains("wasmfn.v1"));
         for config in [&a, &b] {

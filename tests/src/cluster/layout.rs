@@ -12,8 +12,8 @@ pub const IMAGE_REGISTRY: &str = "wasmfn.local";
 pub const PAUSE_IMAGE: &str = "wasmfn.local/pause:3.8";
 /// Label marking a node whose containerd has the project's Wasm handler.
 pub const WASMEDGE_NODE_LABEL: &str = "wasmfn.dev/wasmedge";
-/// RuntimeClass (and containerd runtime handler) name for Wasm pods.
-pub const WASMEDGE_RUNTIME_CLASS: &str = "wasmedge";
+/// RuntimeClass (and containerd runtime handler) name for Wasm pods: the node installer's own.
+pub const WASM_RUNTIME_CLASS: &str = wasmfn_node_installer::containerd_config::HANDLER_NAME;
 
 /// One kubelet + containerd pair.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct NodeInfo {
     pub name: String,
     /// `a` or `b`: used in directory, cgroup and bridge names.
     pub key: String,
-    /// Whether this node has the `wasmedge` runtime handler and label.
+    /// Whether this node has the project's (`wasmfn`) runtime handler and label.
     pub wasmedge: bool,
     pub kubelet_port: u16,
     pub dir: PathBuf,

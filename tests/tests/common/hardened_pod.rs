@@ -83,7 +83,7 @@ impl HardenedPod {
         self
     }
 
-    /// Runs through RuntimeClass `name` (`wasmedge`: the project's shim).
+    /// Runs through RuntimeClass `name` (`wasmfn`: the project's shim).
     pub fn runtime_class(mut self, name: &str) -> HardenedPod {
         self.spec().runtime_class_name = Some(name.to_owned());
         self

@@ -21,7 +21,7 @@ fn lookup(text: &str, path: &[&str]) -> Option<String> {
 }
 
 fn handler_path<'a>(plugin: &'a str, key: &'a str) -> [&'a str; 6] {
-    ["plugins", plugin, "containerd", "runtimes", "wasmedge", key]
+    ["plugins", plugin, "containerd", "runtimes", "wasmfn", key]
 }
 
 /// containerd 1.7's `config default` layout, abbreviated, with a node owner's comments.
@@ -129,7 +129,7 @@ fn a_v2_file_gets_the_handler_after_the_last_runtime_and_nothing_else_changes() 
         &format!(
             "            SystemdCgroup = true   # cgroup v2 nodes\n\
              \n{MARKER}\n\
-             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmedge]\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmfn]\n\
              runtime_type = \"io.containerd.wasmfn.v1\"\n\
              runtime_path = \"{SHIM}\"\n"
         ),
@@ -146,7 +146,7 @@ fn a_v3_file_gets_the_handler_under_the_cri_runtime_plugin_in_its_own_quoting() 
         &format!(
             "          runtime_type = 'io.containerd.runc.v2'\n\
              \n{MARKER}\n\
-             [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.wasmedge]\n\
+             [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.wasmfn]\n\
              runtime_type = \"io.containerd.wasmfn.v1\"\n\
              runtime_path = \"{SHIM}\"\n"
         ),
@@ -282,7 +282,7 @@ fn dotted_and_inline_runtimes_get_an_entry_in_the_same_style() {
     assert!(
         dotted
             .text
-            .contains("runtimes.wasmedge.runtime_type = \"io.containerd.wasmfn.v1\"\n"),
+            .contains("runtimes.wasmfn.runtime_type = \"io.containerd.wasmfn.v1\"\n"),
         "{}",
         dotted.text
     );
@@ -293,7 +293,7 @@ fn dotted_and_inline_runtimes_get_an_entry_in_the_same_style() {
     assert!(
         inline
             .text
-            .contains("wasmedge = { runtime_type = \"io.containerd.wasmfn.v1\""),
+            .contains("wasmfn = { runtime_type = \"io.containerd.wasmfn.v1\""),
         "{}",
         inline.text
     );
@@ -337,7 +337,7 @@ fn a_file_of_only_comments_keeps_them_above_the_new_settings() {
 #[test]
 fn the_handler_without_a_runtime_path_is_completed_and_its_other_settings_kept() {
     let text = r#"version = 2
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmedge]
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmfn]
   # pinned by the platform team
   runtime_type = "io.containerd.wasmfn.v1"
   pod_annotations = ["wasmfn.dev/*"]
@@ -368,29 +368,29 @@ fn the_handler_without_a_runtime_path_is_completed_and_its_other_settings_kept()
     assert_eq!(without_path.text, text);
 }
 
-const KWASM_STYLE: &str = r#"version = 2
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmedge]
+const FOREIGN_SAME_NAME: &str = r#"version = 2
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmfn]
 runtime_type = "io.containerd.wasmedge.v1"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmedge.options]
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmfn.options]
 SystemdCgroup = false
 "#;
 
 #[test]
 fn a_same_named_handler_of_another_runtime_is_refused_unless_taken_over() {
-    match add(KWASM_STYLE) {
+    match add(FOREIGN_SAME_NAME) {
         Err(Error::HandlerTaken {
             name,
             existing,
             wanted,
         }) => {
-            assert_eq!(name, "wasmedge");
+            assert_eq!(name, "wasmfn");
             assert_eq!(existing, "io.containerd.wasmedge.v1");
             assert_eq!(wanted, RUNTIME_TYPE);
         }
         other => panic!("expected HandlerTaken, got {other:?}"),
     }
     let taken = add_handler(
-        KWASM_STYLE,
+        FOREIGN_SAME_NAME,
         &ours(),
         SchemaVersion::V2,
         ExistingHandler::TakeOver,
@@ -408,7 +408,7 @@ fn a_same_named_handler_of_another_runtime_is_refused_unless_taken_over() {
     assert!(taken.text.contains("SystemdCgroup = false"), "options kept");
     // Uninstalling never removes someone else's handler.
     assert!(matches!(
-        remove_handler(KWASM_STYLE, &ours()),
+        remove_handler(FOREIGN_SAME_NAME, &ours()),
         Err(Error::HandlerTaken { .. })
     ));
 }
@@ -436,11 +436,11 @@ fn malformed_files_are_clear_errors() {
             "`plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes` is array",
         ),
         (
-            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes]\nwasmedge = \"x\"\n",
-            "runtimes.wasmedge` is string",
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes]\nwasmfn = \"x\"\n",
+            "runtimes.wasmfn` is string",
         ),
         (
-            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmedge]\nruntime_type = 5\n",
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmfn]\nruntime_type = 5\n",
             "runtime_type` is integer, where containerd expects a string",
         ),
         (
@@ -452,4 +452,63 @@ fn malformed_files_are_clear_errors() {
         let error = add(text).expect_err(text).to_string();
         assert!(error.contains(message), "{text:?}: {error}");
     }
+}
+
+/// KWasm's and SpinKube's handler for their own WasmEdge shim.
+const KWASM: &str = r#"version = 2
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmedge]
+runtime_type = "io.containerd.wasmedge.v1"
+"#;
+
+#[test]
+fn a_kwasm_wasmedge_handler_is_left_alone_and_ours_is_added_beside_it() {
+    let edit = add(KWASM).expect("edit");
+    assert!(edit.changed);
+    assert!(edit.text.starts_with(KWASM), "{}", edit.text);
+    assert_eq!(
+        lookup(
+            &edit.text,
+            &handler_path("io.containerd.grpc.v1.cri", "runtime_type")
+        )
+        .as_deref(),
+        Some(RUNTIME_TYPE)
+    );
+    let (retired, not_foreign) =
+        remove_retired_handlers(&edit.text, HANDLER_NAME, RETIRED_HANDLER_NAMES).expect("edit");
+    assert!(!retired.changed, "KWasm's handler is not ours to remove");
+    assert_eq!(retired.text, edit.text);
+    assert!(not_foreign.is_empty(), "{not_foreign:?}");
+}
+
+#[test]
+fn an_upgraded_node_loses_the_handler_an_earlier_version_registered_under_wasmedge() {
+    let earlier = add_handler(
+        V2,
+        &Handler {
+            name: "wasmedge".into(),
+            ..ours()
+        },
+        SchemaVersion::V2,
+        ExistingHandler::Refuse,
+    )
+    .expect("earlier install");
+    let upgraded = add(&earlier.text).expect("install");
+    let (retired, not_foreign) =
+        remove_retired_handlers(&upgraded.text, HANDLER_NAME, RETIRED_HANDLER_NAMES).expect("edit");
+    assert!(retired.changed);
+    assert_eq!(not_foreign, ["wasmedge"]);
+    assert_eq!(retired.text, add(V2).expect("fresh install").text);
+}
+
+#[test]
+fn retiring_changes_nothing_without_an_old_handler_and_never_removes_the_current_name() {
+    let installed = add(V2).expect("install").text;
+    let (edit, not_foreign) =
+        remove_retired_handlers(&installed, HANDLER_NAME, RETIRED_HANDLER_NAMES).expect("edit");
+    assert!(!edit.changed);
+    assert_eq!(edit.text, installed);
+    assert_eq!(not_foreign, ["wasmedge"], "absent, so its label is stale");
+    let (edit, not_foreign) =
+        remove_retired_handlers(&installed, HANDLER_NAME, &[HANDLER_NAME]).expect("edit");
+    assert!(!edit.changed && not_foreign.is_empty());
 }
