@@ -258,34 +258,8 @@ pub fn parse_cpu(text: &str) -> Result<String, String> {
     }
 }
 
-/// Parses `134217728`, `128Mi`, `1Gi`, `500k`, `2M` into bytes.
-pub fn parse_quantity(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (use bytes or a quantity like 128Mi)"))?;
-    let multiplier: u64 = match unit {
-        "" => 1,
-        "k" => 1000,
-        "M" => 1000 * 1000,
-        "G" => 1000 * 1000 * 1000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?} (use k, M, G, Ki, Mi, Gi)"
-            ))
-        }
-    };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
+/// Byte sizes (flags and spec memory limits) parse by the API's rule.
+pub use wasmfn_api::inputs::parse_quantity;
 
 fn parse_label_requirement(text: &str) -> Result<LabelRequirement, String> {
     LabelRequirement::parse(text)

@@ -7,12 +7,14 @@
 //!
 //! With default features off (no `kube`), the crate is the kube-free model the compiler and the
 //! CLI share with the operator: the spec shapes (a manifest's `spec` parses into the same types
-//! the apiserver's schema is generated from), [`Language`] and the well-known names.
+//! the apiserver's schema is generated from), [`Language`], the well-known names and the
+//! rules that turn an execution's spec into its inputs and limits ([`inputs`]).
 
 #[cfg(feature = "kube")]
 pub mod condition;
 pub mod execution;
 pub mod function;
+pub mod inputs;
 #[cfg(feature = "kube")]
 pub mod pod_security;
 #[cfg(all(test, feature = "kube"))]

@@ -1,54 +1,11 @@
 //! An execution's effective inputs and limits: its own settings over the function's defaults
-//! over the operator's. Pure; problems come back as a condition reason and a message.
+//! (the rules of `wasmfn_api::inputs`, shared with `wasmfn run`) over the operator's. Pure;
+//! problems come back as a condition reason and a message.
 
+use wasmfn_api::inputs::{self, Refusal, MAX_OUTPUT_BYTES};
 use wasmfn_api::{WasmExecutionSpec, WasmFunctionSpec};
 
 use super::reasons::Failure;
-use super::run_pod::MAX_STDIN_BYTES;
-use crate::config::parse_quantity;
-
-/// Most bytes of each stream an execution may keep in its status.
-pub const MAX_OUTPUT_CAP: u64 = 65536;
-
-/// Most bytes of one argument: the kernel refuses to `execve` a longer string (`MAX_ARG_STRLEN`,
-/// 128 KiB with its NUL), and a container pod passes args on the runner's command line.
-pub const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
-
-/// Most bytes of all arguments together (well inside `ARG_MAX`, which also holds the pod's
-/// environment).
-pub const MAX_ARGS_BYTES: usize = 1 << 20;
-
-/// Most bytes of the guest environment as a Wasm pod carries it: one variable holding the JSON
-/// list of `NAME=value` entries, itself one `execve` string.
-pub const MAX_ENV_JSON_BYTES: usize = 128 * 1024 - 64;
-
-/// Whether args and the guest environment fit what every runner can be handed.
-fn check_arguments(args: &[String], env: &[(String, String)]) -> Result<(), String> {
-    if let Some((index, arg)) = args
-        .iter()
-        .enumerate()
-        .find(|(_, a)| a.len() > MAX_ARG_BYTES)
-    {
-        return Err(format!(
-            "args[{index}] is {} bytes; one argument may have at most {MAX_ARG_BYTES} (the kernel's limit for a command-line string) — pass large values on stdin",
-            arg.len()
-        ));
-    }
-    let total: usize = args.iter().map(|a| a.len() + 1).sum();
-    if total > MAX_ARGS_BYTES {
-        return Err(format!(
-            "args total {total} bytes; at most {MAX_ARGS_BYTES} (1 MiB) — pass large values on stdin"
-        ));
-    }
-    let entries: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let encoded = serde_json::to_string(&entries).map_or(usize::MAX, |e| e.len());
-    if encoded > MAX_ENV_JSON_BYTES {
-        return Err(format!(
-            "the guest environment is {encoded} bytes encoded; at most {MAX_ENV_JSON_BYTES} (it travels as one variable) — pass large values on stdin"
-        ));
-    }
-    Ok(())
-}
 
 /// What the run pod gets.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,81 +34,42 @@ pub struct Defaults {
     pub max_output_bytes: u64,
 }
 
-/// Resolves the inputs, or says why they cannot run.
+/// Resolves the inputs, or says why they cannot run. The operator's defaults meet the same
+/// bounds as a spec's values: at least a page of memory, at most [`MAX_OUTPUT_BYTES`] kept.
 pub fn resolve(
     execution: &WasmExecutionSpec,
     function: &WasmFunctionSpec,
     defaults: Defaults,
 ) -> Result<RunInputs, (Failure, String)> {
-    let stdin = match (&execution.stdin, &execution.input) {
-        (Some(_), Some(_)) => {
-            return Err((
-                Failure::InvalidSpec,
-                "set at most one of spec.stdin and spec.input".into(),
-            ))
-        }
-        (Some(text), None) => Some(text.clone()),
-        (None, Some(value)) => Some(value.to_string()),
-        (None, None) => None,
+    let refused = |error: inputs::InputError| {
+        let failure = match error.refusal {
+            Refusal::InvalidSpec => Failure::InvalidSpec,
+            Refusal::InputTooLarge => Failure::InputTooLarge,
+        };
+        (failure, error.message)
     };
-    if let Some(stdin) = &stdin {
-        if stdin.len() > MAX_STDIN_BYTES {
-            return Err((
-                Failure::InputTooLarge,
-                format!(
-                    "stdin is {} bytes; at most {MAX_STDIN_BYTES} (256 KiB) travel with an execution — pass larger inputs by reference",
-                    stdin.len()
-                ),
-            ));
-        }
-    }
-    let mut env: Vec<(String, String)> = Vec::new();
-    for var in function.defaults.env.iter().chain(&execution.env) {
-        let value = var.value.clone().unwrap_or_default();
-        match env.iter_mut().find(|(name, _)| *name == var.name) {
-            Some(existing) => existing.1 = value,
-            None => env.push((var.name.clone(), value)),
-        }
-    }
-    check_arguments(&execution.args, &env).map_err(|message| (Failure::InputTooLarge, message))?;
-    let timeout_ms = execution
-        .timeout_millis
-        .or(function.defaults.timeout_millis)
-        .map(|ms| u64::try_from(ms).unwrap_or(1).max(1))
-        .unwrap_or(defaults.timeout_ms);
-    let memory_bytes = match execution
-        .memory_limit
-        .as_deref()
-        .or(function.defaults.memory_limit.as_deref())
-    {
-        Some(text) => {
-            parse_quantity(text).map_err(|e| (Failure::InvalidSpec, format!("memoryLimit: {e}")))?
-        }
-        None => defaults.memory_bytes,
+    let resolved = inputs::resolve(Some(execution), function).map_err(refused)?;
+    let memory_bytes = match resolved.memory_bytes {
+        Some(bytes) => bytes,
+        None => inputs::check_memory(defaults.memory_bytes).map_err(refused)?,
     };
-    if memory_bytes < 64 << 10 {
-        return Err((
-            Failure::InvalidSpec,
-            format!("memoryLimit {memory_bytes} bytes is below one WebAssembly page (64Ki)"),
-        ));
-    }
-    let max_output_bytes = execution
-        .max_output_bytes
-        .map(|b| u64::try_from(b).unwrap_or(0))
-        .unwrap_or(defaults.max_output_bytes)
-        .min(MAX_OUTPUT_CAP);
     Ok(RunInputs {
-        stdin,
-        env,
-        timeout_ms,
+        stdin: resolved.stdin,
+        env: resolved.env,
+        timeout_ms: resolved.timeout_ms.unwrap_or(defaults.timeout_ms),
         memory_bytes,
-        max_output_bytes,
+        max_output_bytes: resolved
+            .max_output_bytes
+            .unwrap_or(defaults.max_output_bytes.min(MAX_OUTPUT_BYTES)),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasmfn_api::inputs::{
+        MAX_ARG_BYTES, MAX_ENV_JSON_BYTES, MAX_OUTPUT_BYTES as MAX_OUTPUT_CAP, MAX_STDIN_BYTES,
+    };
     use wasmfn_api::{EnvVar, FunctionReference};
 
     fn execution() -> WasmExecutionSpec {
@@ -301,5 +219,37 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn values_the_api_server_would_refuse_are_clamped_and_the_operators_defaults_bounded() {
+        // The schema keeps these out of a cluster; `wasmfn run` refuses them (`admit`). The
+        // operator clamps, as it did before the rules moved to wasmfn-api.
+        let mut e = execution();
+        e.timeout_millis = Some(0);
+        e.max_output_bytes = Some(-1);
+        let inputs = resolve(&e, &function(), DEFAULTS).expect("clamped");
+        assert_eq!((inputs.timeout_ms, inputs.max_output_bytes), (1, 0));
+        let generous = Defaults {
+            max_output_bytes: 1 << 20,
+            ..DEFAULTS
+        };
+        let inputs = resolve(&execution(), &function(), generous).expect("valid");
+        assert_eq!(inputs.max_output_bytes, MAX_OUTPUT_CAP);
+        let tiny = Defaults {
+            memory_bytes: 4096,
+            ..DEFAULTS
+        };
+        let (reason, message) = resolve(&execution(), &function(), tiny).expect_err("refused");
+        assert_eq!(reason, Failure::InvalidSpec);
+        assert!(message.contains("below one WebAssembly page"), "{message}");
+        let mut e = execution();
+        e.memory_limit = Some("1Mi".into());
+        assert_eq!(
+            resolve(&e, &function(), tiny)
+                .expect("the spec's own")
+                .memory_bytes,
+            1 << 20
+        );
     }
 }

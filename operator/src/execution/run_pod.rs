@@ -43,8 +43,6 @@ const SCRATCH_LIMIT: &str = "64Mi";
 const INPUT_DIR: &str = "/inputs";
 /// The input ConfigMap's key holding stdin.
 pub const STDIN_KEY: &str = "stdin";
-/// Longest stdin accepted (the ConfigMap limit leaves room; larger inputs belong in a store).
-pub const MAX_STDIN_BYTES: usize = 256 << 10;
 
 /// The label with the execution's uid (the exact selector the reconciler lists by).
 pub const EXECUTION_UID_LABEL: &str = labels::EXECUTION_UID;

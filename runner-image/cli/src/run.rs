@@ -19,7 +19,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
 use clap::Args;
-use wasmfn_api::{Language, WasmExecutionSpec, WasmFunctionSpec};
+use wasmfn_api::{inputs, Language, WasmExecutionSpec, WasmFunctionSpec};
 use wasmfn_compile::{
     BuildOptions, Cache, CacheConfig, CompileLimits, CompileRequest, Compiler, ModuleKind,
     SourceInput, SourceTree,
@@ -30,7 +30,7 @@ use wasmfn_execution::{Entry, Limits, ModuleSource, RunRequest, StdinSource};
 use crate::exec::{run_request, LimitArgs, OutputArgs};
 use crate::exit::usage;
 use crate::manifest::{self, Manifest};
-use crate::options::{optimization_level, parse_env, parse_size};
+use crate::options::{optimization_level, parse_env};
 use crate::output::{write_document, Fallback};
 use crate::progress::{self, Progress};
 
@@ -72,9 +72,10 @@ pub(crate) struct RunArgs {
     quiet: bool,
 }
 
-/// What a local run takes from the two specs: the execution's values over the function's
-/// defaults, the way the operator resolves them (`operator/src/execution/inputs.rs`). Limits
-/// left unset keep the runner's defaults (30 s, 128 MiB), which are the operator's too.
+/// What a local run takes from the two specs, by the operator's rules (`wasmfn_api::inputs`),
+/// after the schema's range checks the cluster's API server would make. Limits neither spec
+/// sets stay `None` and keep the runner's defaults (30 s, 128 MiB), which are the operator's
+/// too.
 #[derive(Debug, Default, PartialEq)]
 struct Inputs {
     stdin: Option<Vec<u8>>,
@@ -87,68 +88,26 @@ struct Inputs {
 }
 
 fn resolve(function: &WasmFunctionSpec, execution: Option<&WasmExecutionSpec>) -> Result<Inputs> {
-    let defaults = &function.defaults;
-    let mut inputs = Inputs::default();
-    let mut env_vars: Vec<&wasmfn_api::EnvVar> = defaults.env.iter().collect();
-    if let Some(execution) = execution {
-        inputs.stdin = match (&execution.stdin, &execution.input) {
-            (Some(_), Some(_)) => {
-                return Err(usage(
-                    "spec.stdin and spec.input are both set; set at most one",
-                ))
-            }
-            (Some(text), None) => Some(text.clone().into_bytes()),
-            (None, Some(value)) => Some(value.to_string().into_bytes()),
-            (None, None) => None,
-        };
-        env_vars.extend(&execution.env);
-        inputs.args = execution.args.clone();
-        inputs.invoke_args = execution
-            .invoke_args
-            .iter()
-            .cloned()
-            .map(serde_json::Value::Number)
-            .collect();
-        inputs.max_output_bytes =
-            match execution.max_output_bytes {
-                Some(bytes) => Some(u64::try_from(bytes).map_err(|_| {
-                    usage(format!("spec.maxOutputBytes {bytes} must not be negative"))
-                })?),
-                None => None,
-            };
-    }
-    // An execution's entry replaces the default of the same name in place.
-    for var in env_vars {
-        let value = var.value.clone().unwrap_or_default();
-        match inputs.env.iter_mut().find(|(name, _)| *name == var.name) {
-            Some(existing) => existing.1 = value,
-            None => inputs.env.push((var.name.clone(), value)),
-        }
-    }
-    let (timeout, timeout_field) = match execution.and_then(|e| e.timeout_millis) {
-        Some(ms) => (Some(ms), "spec.timeoutMillis"),
-        None => (defaults.timeout_millis, "spec.defaults.timeoutMillis"),
-    };
-    if let Some(ms) = timeout {
-        inputs.timeout_ms = Some(
-            u64::try_from(ms)
-                .ok()
-                .filter(|ms| *ms > 0)
-                .ok_or_else(|| usage(format!("{timeout_field} {ms} must be positive")))?,
-        );
-    }
-    let (memory, memory_field) = match execution.and_then(|e| e.memory_limit.as_deref()) {
-        Some(text) => (Some(text), "spec.memoryLimit"),
-        None => (
-            defaults.memory_limit.as_deref(),
-            "spec.defaults.memoryLimit",
-        ),
-    };
-    if let Some(text) = memory {
-        inputs.memory_bytes =
-            Some(parse_size(text).map_err(|error| usage(format!("{memory_field}: {error:#}")))?);
-    }
-    Ok(inputs)
+    let refused = |error: inputs::InputError| usage(error.message);
+    inputs::admit(execution, function).map_err(refused)?;
+    let resolved = inputs::resolve(execution, function).map_err(refused)?;
+    Ok(Inputs {
+        stdin: resolved.stdin.map(String::into_bytes),
+        env: resolved.env,
+        args: execution.map(|e| e.args.clone()).unwrap_or_default(),
+        invoke_args: execution
+            .map(|e| {
+                e.invoke_args
+                    .iter()
+                    .cloned()
+                    .map(serde_json::Value::Number)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        timeout_ms: resolved.timeout_ms,
+        memory_bytes: resolved.memory_bytes,
+        max_output_bytes: resolved.max_output_bytes,
+    })
 }
 
 impl RunArgs {
@@ -172,10 +131,7 @@ impl RunArgs {
             }
         }
         for (name, value) in &self.env {
-            match inputs.env.iter_mut().find(|(n, _)| n == name) {
-                Some(existing) => existing.1 = value.clone(),
-                None => inputs.env.push((name.clone(), value.clone())),
-            }
+            wasmfn_api::inputs::set_env(&mut inputs.env, name, value.clone());
         }
         Ok(())
     }
@@ -524,5 +480,54 @@ mod tests {
             assert_eq!(crate::exit::code_of(&error), crate::exit::USAGE);
             assert!(format!("{error:#}").contains(expected), "{error:#}");
         }
+    }
+
+    #[test]
+    fn a_manifest_the_cluster_would_refuse_is_refused_here_with_the_clusters_reason() {
+        // What the API server's schema or the operator refuses: before the rules were shared,
+        // `wasmfn run` ran all of these.
+        let f = function("language: wat\nsource: {code: x}\n");
+        let big = "x".repeat(wasmfn_api::inputs::MAX_STDIN_BYTES + 1);
+        for (yaml, expected) in [
+            (
+                format!("functionRef: {{name: f}}\nstdin: {big}\n"),
+                "stdin is 262145 bytes",
+            ),
+            (
+                "functionRef: {name: f}\nmemoryLimit: 1k\n".to_owned(),
+                "memoryLimit 1000 bytes is below one WebAssembly page",
+            ),
+            (
+                "functionRef: {name: f}\nmemoryLimit: 1K\n".to_owned(),
+                "spec.memoryLimit: invalid size unit \"K\"",
+            ),
+            (
+                "functionRef: {name: f}\nmaxOutputBytes: 65537\n".to_owned(),
+                "spec.maxOutputBytes 65537 is over 65536",
+            ),
+            (
+                "functionRef: {name: f}\ntimeoutMillis: 86400001\n".to_owned(),
+                "spec.timeoutMillis 86400001 is over 86400000",
+            ),
+        ] {
+            // Not `expect_err`: its message would print the whole stdin.
+            let Err(error) = resolve(&f, Some(&execution(&yaml))) else {
+                panic!("resolved, expected {expected:?}");
+            };
+            assert_eq!(crate::exit::code_of(&error), crate::exit::USAGE);
+            assert!(format!("{error:#}").starts_with(expected), "{error:#}");
+        }
+        let at_bounds = execution(
+            "functionRef: {name: f}\nmemoryLimit: 64Ki\nmaxOutputBytes: 65536\ntimeoutMillis: 86400000\n",
+        );
+        let inputs = resolve(&f, Some(&at_bounds)).expect("at the bounds");
+        assert_eq!(
+            (
+                inputs.memory_bytes,
+                inputs.max_output_bytes,
+                inputs.timeout_ms
+            ),
+            (Some(64 << 10), Some(65536), Some(86_400_000))
+        );
     }
 }
