@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wasmfn_api::labels;
+use wasmfn_e2e::cluster::layout::WASM_RUNTIME_CLASS;
 use wasmfn_e2e::helm::{chart_dir, Helm};
 use wasmfn_e2e::observability::http_get;
 use wasmfn_e2e::operator::crds_dir;
@@ -1474,10 +1475,10 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
             crds.to_str().expect("utf-8"),
         ])
         .expect("kubectl apply --server-side -f crds/");
-    // The harness made a RuntimeClass `wasmedge` of its own (not Helm's): the install must
+    // The harness made a RuntimeClass `wasmfn` of its own (not Helm's): the install must
     // neither fail on it nor take it over.
     let harness_runtime_class = kubectl
-        .json(&["get", "runtimeclass", "wasmedge"])
+        .json(&["get", "runtimeclass", WASM_RUNTIME_CLASS])
         .expect("the harness's RuntimeClass");
     assert!(
         harness_runtime_class["metadata"]["annotations"]["meta.helm.sh/release-name"].is_null()
@@ -1516,11 +1517,13 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
     let helm_returned = started.elapsed();
     assert!(out.contains("STATUS: deployed"), "{out}");
     assert!(
-        out.contains("RuntimeClass wasmedge already exists and is not this release's"),
+        out.contains(&format!(
+            "RuntimeClass {WASM_RUNTIME_CLASS} already exists and is not this release's"
+        )),
         "NOTES say the RuntimeClass was left alone:\n{out}"
     );
     let runtime_class = kubectl
-        .json(&["get", "runtimeclass", "wasmedge"])
+        .json(&["get", "runtimeclass", WASM_RUNTIME_CLASS])
         .expect("the RuntimeClass");
     assert_eq!(
         runtime_class["metadata"]["uid"], harness_runtime_class["metadata"]["uid"],
@@ -1914,7 +1917,7 @@ fn helm_install_runs_the_operator_image_leader_elected_and_uninstall_leaves_noth
         .expect("the user's policy of the operator's name is kept");
     assert_eq!(
         kubectl
-            .json(&["get", "runtimeclass", "wasmedge"])
+            .json(&["get", "runtimeclass", WASM_RUNTIME_CLASS])
             .expect("the harness's RuntimeClass is kept")["metadata"]["uid"],
         harness_runtime_class["metadata"]["uid"]
     );

@@ -1419,7 +1419,7 @@ fn a_wasm_pod_that_cannot_start_is_lost_at_the_start_deadline_with_its_event_and
         "attempt 4 was lost".to_owned(),
         format!("did not start within 6s on node {node}"),
         "the pod's last warning: FailedCreatePodSandBox".to_owned(),
-        "no runtime for \"wasmedge\" is configured".to_owned(),
+        format!("no runtime for \"{WASM_RUNTIME_CLASS}\" is configured"),
     ] {
         assert!(message.contains(&part), "{part:?} in {message}");
     }

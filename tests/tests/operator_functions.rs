@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use wasmfn_e2e::cluster::layout::WASM_RUNTIME_CLASS;
 use wasmfn_e2e::operator::{crds_dir, OperatorProcess};
 use wasmfn_e2e::Kubectl;
 
@@ -488,7 +489,7 @@ fn a_function_in_the_oci_store_is_pushed_and_runs_as_a_wasm_image_on_the_wasmedg
     );
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "from-registry"},
-        "spec": {"restartPolicy": "Never", "runtimeClassName": "wasmedge", "automountServiceAccountToken": false,
+        "spec": {"restartPolicy": "Never", "runtimeClassName": WASM_RUNTIME_CLASS, "automountServiceAccountToken": false,
                  "containers": [{"name": "fn", "image": image, "command": ["module.wasm"]}]}
     });
     let run = |name: &str| -> Value {
