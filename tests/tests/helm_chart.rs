@@ -443,8 +443,13 @@ fn the_operators_rbac_is_exactly_the_least_privilege_set() {
     let objects = render(&[("leaderElection.leaseName", "my-lease")]);
     let crds = ["wasmfunctions.wasmfn.dev", "wasmexecutions.wasmfn.dev"];
     let expected = rules(&[
-        ("wasmfn.dev", "wasmfunctions", "get list watch", &[]),
-        ("wasmfn.dev", "wasmexecutions", "get list watch delete", &[]),
+        ("wasmfn.dev", "wasmfunctions", "get list watch patch", &[]),
+        (
+            "wasmfn.dev",
+            "wasmexecutions",
+            "get list watch patch delete",
+            &[],
+        ),
         (
             "wasmfn.dev",
             "wasmfunctions/status",
