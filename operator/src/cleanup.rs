@@ -11,11 +11,20 @@
 //! the name and labels the operator gives such objects, and has no owner; a user's object with
 //! a look-alike name but without the label is never touched. A function whose artifact was
 //! removed here is compiled again when an operator next reconciles it.
+//!
+//! The sweep comes after the operator has stopped: an operator still running could store an
+//! artifact or apply a policy between the sweep and the deletion of its Deployment, and that
+//! object would outlive the uninstall. So, given the operator's Deployment, `cleanup` first
+//! scales it to zero and waits (bounded) until its pods are gone. If they are not gone in time,
+//! it sweeps anyway and says so: an uninstall is not blocked by a slow pod.
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use wasmfn_api::labels;
 use wasmfn_operator::error::Result;
@@ -104,10 +113,146 @@ pub(crate) fn plan(policies: &[ObjectMeta], config_maps: &[ObjectMeta]) -> Vec<T
     targets
 }
 
-/// Lists the candidates cluster-wide, deletes the planned ones (all of them unless `dry_run`)
-/// and prints one line per object and a summary on stdout.
-pub(crate) async fn run(dry_run: bool) -> Result<()> {
+/// `wasmfn-operator cleanup`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct CleanupArgs {
+    /// Only print what would be deleted (the operator is not stopped either).
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// The operator's Deployment: scaled to zero, and its pods waited for, before the sweep.
+    /// Without it the sweep runs beside whatever operator is running.
+    #[arg(long)]
+    pub(crate) operator_deployment: Option<String>,
+    /// Namespace of `--operator-deployment` (default: this pod's namespace, else `default`).
+    #[arg(long)]
+    pub(crate) operator_namespace: Option<String>,
+    /// Longest wait for the operator's pods to go; after it the sweep runs anyway, with a
+    /// warning.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) stop_timeout_seconds: u64,
+}
+
+/// What to do after a look at the operator's pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopVerdict {
+    /// No pod is left: sweep.
+    Stopped,
+    /// Pods are still there (terminating, most likely) and there is time: look again.
+    Wait,
+    /// Pods are still there at the deadline: sweep anyway, and warn.
+    GiveUp,
+}
+
+/// The verdict after `waited` of at most `timeout`, with `pods_left` of the operator's pods
+/// still there. Pure.
+pub(crate) fn stop_verdict(pods_left: usize, waited: Duration, timeout: Duration) -> StopVerdict {
+    if pods_left == 0 {
+        StopVerdict::Stopped
+    } else if waited < timeout {
+        StopVerdict::Wait
+    } else {
+        StopVerdict::GiveUp
+    }
+}
+
+/// How often the operator's pods are counted while it stops.
+const STOP_POLL: Duration = Duration::from_secs(1);
+
+fn own_namespace() -> String {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .map(|ns| ns.trim().to_owned())
+        .unwrap_or_else(|_| "default".to_owned())
+}
+
+/// Scales the operator's Deployment to zero and waits for its pods to go. Never fails the
+/// cleanup: an error or a slow pod is a warning, and the sweep runs regardless.
+async fn stop_operator(client: &Client, namespace: &str, name: &str, timeout: Duration) {
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+    let scaled = deployments
+        .patch_scale(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 0}})),
+        )
+        .await;
+    let selector = match scaled {
+        Ok(scale) => scale.status.and_then(|status| status.selector),
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            println!("cleanup: no Deployment {namespace}/{name}; no operator to stop");
+            return;
+        }
+        Err(error) => {
+            eprintln!(
+                "cleanup: warning: could not scale the operator {namespace}/{name} to zero \
+                 ({error}); sweeping while it may still run"
+            );
+            return;
+        }
+    };
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else {
+        eprintln!(
+            "cleanup: warning: the operator {namespace}/{name} was scaled to zero but names no \
+             pod selector; sweeping without waiting for its pods"
+        );
+        return;
+    };
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    loop {
+        let left = match pods
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+        {
+            Ok(list) => list.items.len(),
+            Err(error) => {
+                eprintln!(
+                    "cleanup: warning: could not list the operator's pods ({error}); sweeping \
+                     without waiting for them"
+                );
+                return;
+            }
+        };
+        match stop_verdict(left, started.elapsed(), timeout) {
+            StopVerdict::Stopped => {
+                println!(
+                    "cleanup: stopped the operator {namespace}/{name} (scaled to zero, its pods \
+                     gone after {:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+                return;
+            }
+            StopVerdict::Wait => tokio::time::sleep(STOP_POLL).await,
+            StopVerdict::GiveUp => {
+                eprintln!(
+                    "cleanup: warning: {left} pod(s) of the operator {namespace}/{name} still \
+                     there after {} s; sweeping anyway (an object such a pod makes from now on \
+                     may outlive the uninstall)",
+                    timeout.as_secs()
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Stops the operator when asked (unless `dry_run`), then lists the candidates cluster-wide,
+/// deletes the planned ones (all of them unless `dry_run`) and prints one line per object and
+/// a summary on stdout.
+pub(crate) async fn run(args: CleanupArgs) -> Result<()> {
+    let dry_run = args.dry_run;
     let client = Client::try_default().await?;
+    if let Some(name) = &args.operator_deployment {
+        let namespace = args
+            .operator_namespace
+            .clone()
+            .unwrap_or_else(own_namespace);
+        if dry_run {
+            println!("cleanup: would stop the operator {namespace}/{name} first");
+        } else {
+            let timeout = Duration::from_secs(args.stop_timeout_seconds);
+            stop_operator(&client, &namespace, name, timeout).await;
+        }
+    }
     let managed = ListParams::default().labels(&format!(
         "{}={}",
         labels::MANAGED_BY,
@@ -275,6 +420,58 @@ mod tests {
             ],
         );
         assert!(!is_operators_artifact(&unrelated));
+    }
+
+    #[test]
+    fn the_sweep_waits_while_operator_pods_remain_and_gives_up_only_at_the_deadline() {
+        let timeout = Duration::from_secs(60);
+        assert_eq!(
+            stop_verdict(0, Duration::ZERO, timeout),
+            StopVerdict::Stopped
+        );
+        assert_eq!(
+            stop_verdict(0, Duration::from_secs(90), timeout),
+            StopVerdict::Stopped,
+            "no pod left is stopped however long it took"
+        );
+        assert_eq!(stop_verdict(2, Duration::ZERO, timeout), StopVerdict::Wait);
+        assert_eq!(
+            stop_verdict(1, Duration::from_millis(59_999), timeout),
+            StopVerdict::Wait
+        );
+        assert_eq!(stop_verdict(1, timeout, timeout), StopVerdict::GiveUp);
+        assert_eq!(
+            stop_verdict(1, Duration::ZERO, Duration::ZERO),
+            StopVerdict::GiveUp,
+            "a zero timeout never waits"
+        );
+    }
+
+    #[test]
+    fn the_cleanup_flags_name_the_deployment_and_default_to_a_sixty_second_wait() {
+        use clap::Parser as _;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: CleanupArgs,
+        }
+        let parsed = Cli::parse_from([
+            "cleanup",
+            "--operator-deployment",
+            "wasmfn-operator",
+            "--operator-namespace",
+            "wasmfn-system",
+        ])
+        .args;
+        assert_eq!(
+            parsed.operator_deployment.as_deref(),
+            Some("wasmfn-operator")
+        );
+        assert_eq!(parsed.operator_namespace.as_deref(), Some("wasmfn-system"));
+        assert_eq!(parsed.stop_timeout_seconds, 60);
+        assert!(!parsed.dry_run);
+        let bare = Cli::parse_from(["cleanup"]).args;
+        assert_eq!(bare.operator_deployment, None, "stopping is opt-in");
     }
 
     #[test]

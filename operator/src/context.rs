@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
@@ -161,6 +162,19 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.event_on(&object.object_ref(&()), type_, reason, action, note)
+            .await;
+    }
+
+    /// [`Context::event`] on an object given by reference (a dynamic object's, say).
+    pub async fn event_on(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_owned(),
@@ -168,7 +182,7 @@ impl Context {
             action: action.to_owned(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+        if let Err(error) = self.recorder.publish(&event, reference).await {
             tracing::warn!(%error, reason, "could not record an event");
         }
     }

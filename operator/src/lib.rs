@@ -3,7 +3,8 @@
 //! Modules: [`config`] (flags and env), [`crdgen`], [`function`] (the WasmFunction controller),
 //! [`store`] (artifact stores and their garbage collection), [`leader`] (Lease election),
 //! [`health`] (probes and metrics), [`pod_security`] (the lock-down of every pod it starts),
-//! [`network_policy`] (the deny-egress policy where those pods run), [`context`] and [`error`].
+//! [`network_policy`] (the deny-egress policy where those pods run), [`respell`] (old-case enum
+//! values re-spelled at startup), [`context`] and [`error`].
 
 pub mod admission;
 pub mod agent;
@@ -25,6 +26,7 @@ pub mod operator;
 pub mod pod_security;
 pub mod reconciler;
 pub mod registry_auth;
+pub mod respell;
 #[cfg(test)]
 pub mod scenario;
 pub mod store;

@@ -34,12 +34,10 @@ enum Command {
     },
     /// Delete the objects the operator made that nothing owns (its wasmfn-deny-egress
     /// NetworkPolicies and artifact ConfigMaps), cluster-wide; the chart's pre-delete hook runs
-    /// it. Never touches WasmFunctions, WasmExecutions or what they own.
-    Cleanup {
-        /// Only print what would be deleted.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    /// it. With `--operator-deployment` it first scales the operator to zero and waits for its
+    /// pods to go, so none makes a new object after the sweep. Never touches WasmFunctions,
+    /// WasmExecutions or what they own.
+    Cleanup(cleanup::CleanupArgs),
 }
 
 /// Runs `work` on a new async runtime, with the TLS provider the clients use.
@@ -73,7 +71,7 @@ fn main() -> std::process::ExitCode {
             Ok(())
         }),
         Command::Run(config) => block_on(operator::run(*config)),
-        Command::Cleanup { dry_run } => block_on(cleanup::run(dry_run)),
+        Command::Cleanup(args) => block_on(cleanup::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

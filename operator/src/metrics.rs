@@ -94,6 +94,13 @@ pub struct LossLabels {
     pub reason: &'static str,
 }
 
+/// Stored objects the startup pass re-spelled or failed to: their kind and `respelled` / `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RespellLabels {
+    pub kind: &'static str,
+    pub outcome: &'static str,
+}
+
 /// What became of spans handed to the OTLP exporter.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum SpanResult {
@@ -180,6 +187,8 @@ pub struct Metrics {
     pub trace_spans: Family<SpanLabels, Counter>,
     /// `wasmfn_leader`: 1 on the replica that acts.
     pub leader: Gauge,
+    /// `wasmfn_respelled_objects_total`
+    pub respelled_objects: Family<RespellLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -203,6 +212,7 @@ impl Default for Metrics {
             run_attempts_lost: Family::default(),
             trace_spans: Family::default(),
             leader: Gauge::default(),
+            respelled_objects: Family::default(),
         };
         metrics.register();
         metrics
@@ -297,6 +307,11 @@ impl Metrics {
             "wasmfn_leader",
             "1 on the replica that leads and acts, 0 on a standby",
             self.leader.clone(),
+        );
+        r.register(
+            "wasmfn_respelled_objects",
+            "Stored objects whose old-case enum values the leader re-spelled at startup, by kind and outcome (respelled, failed)",
+            self.respelled_objects.clone(),
         );
     }
 

@@ -1,6 +1,6 @@
-//! `wasmfn-operator run`: check the CRDs, serve probes, win the Lease, then run the
-//! controllers (functions, executions) and the artifact garbage collector until shutdown or
-//! lost leadership.
+//! `wasmfn-operator run`: check the CRDs, serve probes, win the Lease, re-spell old enum values
+//! ([`crate::respell`]), then run the controllers (functions, executions) and the artifact
+//! garbage collector until shutdown or lost leadership.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,6 +24,9 @@ use crate::telemetry::{otlp_config, Tracer};
 
 /// The CRDs the operator needs.
 const REQUIRED_CRDS: [&str; 2] = ["wasmfunctions.wasmfn.dev", "wasmexecutions.wasmfn.dev"];
+
+/// Longest the controllers wait for the startup re-spelling pass ([`crate::respell`]).
+const RESPELL_HEAD_START: Duration = Duration::from_secs(30);
 
 /// Fails with [`Error::MissingCrd`] when a CRD is not installed.
 pub async fn check_crds(client: &Client) -> Result<()> {
@@ -137,8 +140,41 @@ pub async fn run(config: Config) -> Result<()> {
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let functions = tokio::spawn(crate::function::run(ctx.clone(), stopped(stop_rx.clone())));
-    let executions = tokio::spawn(crate::execution::run(ctx.clone(), stopped(stop_rx.clone())));
+    // Old-case enum values are re-spelled before the controllers start, so their first status
+    // writes are accepted; a pass slower than RESPELL_HEAD_START carries on beside them.
+    let (respelled_tx, respelled_rx) = watch::channel(false);
+    let respelling = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            crate::respell::stored::respell_stored(&ctx).await;
+            let _ = respelled_tx.send(true);
+        }
+    });
+    let after_respelling = |mut done: watch::Receiver<bool>| async move {
+        let _ = tokio::time::timeout(RESPELL_HEAD_START, done.wait_for(|d| *d)).await;
+    };
+    let functions = tokio::spawn({
+        let (ctx, start, stop) = (
+            ctx.clone(),
+            after_respelling(respelled_rx.clone()),
+            stopped(stop_rx.clone()),
+        );
+        async move {
+            start.await;
+            crate::function::run(ctx, stop).await;
+        }
+    });
+    let executions = tokio::spawn({
+        let (ctx, start, stop) = (
+            ctx.clone(),
+            after_respelling(respelled_rx),
+            stopped(stop_rx.clone()),
+        );
+        async move {
+            start.await;
+            crate::execution::run(ctx, stop).await;
+        }
+    });
     let collector = tokio::spawn(collect_garbage(client.clone(), config.clone(), stop_rx));
 
     let outcome = tokio::select! {
@@ -154,6 +190,7 @@ pub async fn run(config: Config) -> Result<()> {
             })
             .await;
             collector.abort();
+            respelling.abort();
             tracer.flush(Duration::from_secs(5)).await;
             if let Err(error) = elector.release().await {
                 warn!(%error, "could not release the lease");

@@ -444,8 +444,13 @@ fn the_operators_rbac_is_exactly_the_least_privilege_set() {
     let objects = render(&[("leaderElection.leaseName", "my-lease")]);
     let crds = ["wasmfunctions.wasmfn.dev", "wasmexecutions.wasmfn.dev"];
     let expected = rules(&[
-        ("wasmfn.dev", "wasmfunctions", "get list watch", &[]),
-        ("wasmfn.dev", "wasmexecutions", "get list watch delete", &[]),
+        ("wasmfn.dev", "wasmfunctions", "get list watch patch", &[]),
+        (
+            "wasmfn.dev",
+            "wasmexecutions",
+            "get list watch patch delete",
+            &[],
+        ),
         (
             "wasmfn.dev",
             "wasmfunctions/status",
@@ -512,7 +517,7 @@ fn the_operators_rbac_is_exactly_the_least_privilege_set() {
         "false"
     );
     // No secrets, no leases cluster-wide, nothing on RBAC itself.
-    let lease_role = one(&objects, "Role");
+    let lease_role = named(&objects, "Role", "wasmfn-operator-leader-election");
     assert_eq!(
         rule_set(lease_role),
         rules(&[
@@ -532,7 +537,10 @@ fn the_operators_rbac_is_exactly_the_least_privilege_set() {
             named(&objects, "ClusterRoleBinding", "wasmfn-operator"),
             operator_role,
         ),
-        (one(&objects, "RoleBinding"), lease_role),
+        (
+            named(&objects, "RoleBinding", "wasmfn-operator-leader-election"),
+            lease_role,
+        ),
     ] {
         assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
         assert_eq!(binding["roleRef"]["kind"], role["kind"]);
@@ -1366,7 +1374,9 @@ fn uninstall_runs_the_operators_cleanup_in_a_pre_delete_hook_with_only_the_right
     let job = one(&objects, "Job");
     let role = named(&objects, "ClusterRole", "wasmfn-operator-cleanup");
     let binding = named(&objects, "ClusterRoleBinding", "wasmfn-operator-cleanup");
-    for hook in [job, role, binding] {
+    let stop_role = named(&objects, "Role", "wasmfn-operator-cleanup");
+    let stop_binding = named(&objects, "RoleBinding", "wasmfn-operator-cleanup");
+    for hook in [job, role, binding, stop_role, stop_binding] {
         let annotations = &hook["metadata"]["annotations"];
         assert_eq!(annotations["helm.sh/hook"], "pre-delete", "{hook}");
         assert_eq!(
@@ -1375,7 +1385,9 @@ fn uninstall_runs_the_operators_cleanup_in_a_pre_delete_hook_with_only_the_right
         );
     }
     // The rights exist before the Job starts.
-    assert!(hook_weight(role) < hook_weight(job) && hook_weight(binding) < hook_weight(job));
+    for rights in [role, binding, stop_role, stop_binding] {
+        assert!(hook_weight(rights) < hook_weight(job), "{rights}");
+    }
     assert_eq!(
         rule_set(role),
         rules(&[
@@ -1383,17 +1395,43 @@ fn uninstall_runs_the_operators_cleanup_in_a_pre_delete_hook_with_only_the_right
             ("", "configmaps", "list delete", &[]),
         ])
     );
-    assert_eq!(binding["roleRef"]["name"], "wasmfn-operator-cleanup");
+    // Stopping the operator first: the scale of its own Deployment, and the pods of the
+    // release namespace to wait for.
+    assert_eq!(stop_role["metadata"]["namespace"], "wasmfn-system");
     assert_eq!(
-        binding["subjects"],
-        json!([{"kind": "ServiceAccount", "name": "wasmfn-operator", "namespace": "wasmfn-system"}])
+        rule_set(stop_role),
+        rules(&[
+            (
+                "apps",
+                "deployments/scale",
+                "get patch",
+                &["wasmfn-operator"]
+            ),
+            ("", "pods", "list", &[]),
+        ])
     );
+    let deployment = one(&objects, "Deployment");
+    assert_eq!(deployment["metadata"]["name"], "wasmfn-operator");
+    for (binding, kind) in [(binding, "ClusterRole"), (stop_binding, "Role")] {
+        assert_eq!(binding["roleRef"]["name"], "wasmfn-operator-cleanup");
+        assert_eq!(binding["roleRef"]["kind"], kind);
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "wasmfn-operator", "namespace": "wasmfn-system"}])
+        );
+    }
     let pod = &job["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "wasmfn-operator");
     assert_eq!(pod["restartPolicy"], "Never");
     let container = &pod["containers"][0];
-    assert_eq!(container["args"], json!(["cleanup"]));
-    let deployment = one(&objects, "Deployment");
+    assert_eq!(
+        container["args"],
+        json!([
+            "cleanup",
+            "--operator-deployment=wasmfn-operator",
+            "--operator-namespace=wasmfn-system"
+        ])
+    );
     assert_eq!(
         container["image"],
         deployment["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -1422,9 +1460,11 @@ fn uninstall_runs_the_operators_cleanup_in_a_pre_delete_hook_with_only_the_right
     // Off: no Job and no extra rights.
     let off = render(&[("cleanup.enabled", "false")]);
     assert!(of_kind(&off, "Job").is_empty());
-    assert!(of_kind(&off, "ClusterRole")
-        .iter()
-        .all(|r| r["metadata"]["name"] != "wasmfn-operator-cleanup"));
+    for kind in ["ClusterRole", "Role"] {
+        assert!(of_kind(&off, kind)
+            .iter()
+            .all(|r| r["metadata"]["name"] != "wasmfn-operator-cleanup"));
+    }
 
     // The operator binary has the subcommand the hook runs.
     let binary = wasmfn_e2e::operator::operator_binary().expect("the operator binary");
@@ -1437,6 +1477,13 @@ fn uninstall_runs_the_operators_cleanup_in_a_pre_delete_hook_with_only_the_right
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in ["--operator-deployment", "--operator-namespace"] {
+        assert!(
+            help.contains(flag),
+            "the flag the hook passes: {flag}\n{help}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- on the local cluster

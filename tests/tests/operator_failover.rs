@@ -1,6 +1,7 @@
 //! Operator availability end to end: Lease leader election between two real replicas, a standby
 //! taking over when the leader dies, and a compile that survives the operator being killed.
-//! The tests start their own replicas, one test at a time.
+//! The tests start their own replicas, one test at a time; one also checks what a new leader
+//! does first: re-spell objects stored with an earlier release's lower-case enum values.
 
 mod common;
 
@@ -269,4 +270,164 @@ fn an_operator_killed_mid_compile_resumes_without_a_duplicate_job() {
         .filter(|e| e["regarding"]["name"] == "slow" && e["reason"] == "CompileStarted")
         .count();
     assert_eq!(started, 1, "one compile was started in all");
+}
+
+/// The CRD's schema path of a spec field's enum list.
+fn enum_pointer(spec_path: &[&str]) -> String {
+    let mut pointer = String::from("/spec/versions/0/schema/openAPIV3Schema/properties/spec");
+    for name in spec_path {
+        pointer.push_str("/properties/");
+        pointer.push_str(name);
+    }
+    pointer + "/enum"
+}
+
+/// Puts the generated CRDs back, also when a test panics half way.
+struct GeneratedCrds(Kubectl);
+
+impl GeneratedCrds {
+    fn restore(&self) {
+        self.0
+            .run(&["apply", "-f", crds_dir().to_str().expect("utf-8")])
+            .expect("re-apply the generated CRDs");
+    }
+}
+
+impl Drop for GeneratedCrds {
+    fn drop(&mut self) {
+        // Never a second panic while unwinding; the next test's setup applies them again anyway.
+        let _ = self
+            .0
+            .run(&["apply", "-f", crds_dir().to_str().unwrap_or_default()]);
+    }
+}
+
+#[test]
+fn objects_stored_with_old_lower_case_enum_values_are_respelled_by_the_new_leader_and_then_reconciled(
+) {
+    let _one_at_a_time = REPLICAS.lock().unwrap_or_else(|p| p.into_inner());
+    let (ns, info) = setup("respell");
+    let crds = GeneratedCrds(ns.clone());
+
+    // The schema of an earlier release: the lower-case spellings are added (nothing removed),
+    // while no operator runs (every test of this suite holds REPLICAS while its replicas live).
+    let add = |crd: &str, path: &[&str], value: &str| {
+        let patch =
+            json!([{"op": "add", "path": format!("{}/-", enum_pointer(path)), "value": value}]);
+        ns.run(&["patch", "crd", crd, "--type=json", "-p", &patch.to_string()])
+            .unwrap_or_else(|e| panic!("add {value} to {crd}: {e}"));
+    };
+    add("wasmfunctions.wasmfn.dev", &["language"], "rust");
+    add(
+        "wasmfunctions.wasmfn.dev",
+        &["build", "optimization"],
+        "speed",
+    );
+    add("wasmexecutions.wasmfn.dev", &["runtime"], "container");
+    let code = "fn main() {\n    println!(\"respelled\");\n}\n";
+    let function = json!({"apiVersion": "wasmfn.dev/v1alpha1", "kind": "WasmFunction", "metadata": {"name": "old"},
+                          "spec": {"language": "rust", "build": {"optimization": "speed"}, "source": {"code": code}}});
+    // The API server has just added the new lower-case values; retry while its schema cache catches up.
+    ns.wait_for(
+        &["crd", "wasmexecutions.wasmfn.dev"],
+        Duration::from_secs(30),
+        |_| ns.create(&function.to_string()).ok(),
+    )
+    .expect("create a function with the old spellings");
+    let run = execution("old-run", "old", json!({"runtime": "container"}));
+    ns.wait_for(
+        &["crd", "wasmexecutions.wasmfn.dev"],
+        Duration::from_secs(30),
+        |_| ns.create(&run.to_string()).ok(),
+    )
+    .expect("create an execution with an old spelling");
+
+    // The current schema again: the stored objects are now refused every update.
+    crds.restore();
+    let annotate = |kind: &str, name: &str| {
+        ns.run(&[
+            "annotate",
+            "--overwrite",
+            kind,
+            name,
+            "wasmfn.test/touched=yes",
+        ])
+    };
+    let refused = |kind: &str, name: &str| match annotate(kind, name) {
+        Err(error) if error.to_string().contains("Unsupported value") => Some(()),
+        _ => None,
+    };
+    ns.wait_for(&["wasmfunction", "old"], Duration::from_secs(30), |_| {
+        refused("wasmfunction", "old")
+    })
+    .expect("an update of the old function is refused under the current schema");
+    assert!(refused("wasmexecution", "old-run").is_some());
+
+    let mut operator = OperatorProcess::start(&info, "respeller", &[]).expect("start the operator");
+    operator
+        .wait_for_log("became the leader", Duration::from_secs(60))
+        .expect("leads");
+    let stored = ns
+        .wait_for(&["wasmfunction", "old"], Duration::from_secs(60), |f| {
+            (f["spec"]["language"] == "Rust").then(|| f.clone())
+        })
+        .unwrap_or_else(|e| panic!("never re-spelled: {e}\n{}", operator.log_text()));
+    assert_eq!(stored["spec"]["build"]["optimization"], "Speed");
+    assert_eq!(stored["spec"]["source"]["code"], code, "the rest is kept");
+    let stored_run = ns
+        .wait_for(
+            &["wasmexecution", "old-run"],
+            Duration::from_secs(60),
+            |e| (e["spec"]["runtime"] == "Container").then(|| e.clone()),
+        )
+        .expect("the execution is re-spelled");
+    assert_eq!(stored_run["spec"]["functionRef"]["name"], "old");
+
+    let respelled = |name: &str| {
+        events_for(&ns, name)
+            .into_iter()
+            .filter(|(kind, reason, _, _)| kind == "Normal" && reason == "Respelled")
+            .map(|(_, _, note, _)| note)
+            .collect::<Vec<_>>()
+    };
+    let notes = respelled("old");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("spec.build.optimization speed → Speed")
+            && notes[0].contains("spec.language rust → Rust"),
+        "{notes:?}"
+    );
+    let notes = respelled("old-run");
+    assert!(
+        notes.len() == 1 && notes[0].contains("spec.runtime container → Container"),
+        "{notes:?}"
+    );
+
+    // The operator's status writes are accepted again: the function compiles and is Ready for
+    // the re-spelled generation, and the execution has a status.
+    let ready = wait_ready(&ns, "old", Duration::from_secs(300));
+    assert_eq!(
+        ready["status"]["observedGeneration"],
+        ready["metadata"]["generation"]
+    );
+    ns.wait_for(
+        &["wasmexecution", "old-run"],
+        Duration::from_secs(60),
+        |e| e["status"]["phase"].as_str().map(str::to_owned),
+    )
+    .expect("the execution's status is written");
+    let metrics = scrape(operator.health_port).expect("scrape");
+    assert_eq!(
+        metrics.sum(
+            "wasmfn_respelled_objects_total",
+            &[("outcome", "respelled")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metrics.sum("wasmfn_respelled_objects_total", &[("outcome", "failed")]),
+        0.0
+    );
+    annotate("wasmfunction", "old").expect("updates are accepted again");
+    operator.terminate(Duration::from_secs(20));
 }
