@@ -6,6 +6,15 @@ export WASMFN_CACHE ?= $(HOME)/.cache/wasmfn
 export WASMFN_CLUSTER_DIR ?= /tmp/wasmfn-cluster
 CARGO ?= cargo
 CLUSTER := target/debug/wasmfn-cluster
+# Which build of the binaries the images carry: `release` for `make images` and the demo; `make
+# test` builds them from the dev binaries its suites already run directly (the shim on node A,
+# the operator, `wasmfn`), which skips a second, optimised build of every dependency (about 12 of
+# CI's minutes). `make test IMAGE_PROFILE=release` tests the release images instead.
+IMAGE_PROFILE ?= release
+IMAGE_BIN = target/$(if $(filter dev,$(IMAGE_PROFILE)),debug,$(IMAGE_PROFILE))
+# The dev build names the same packages as `make test`'s own build, so the two share every
+# compiled dependency (a different package set would resolve other features and rebuild).
+IMAGE_PACKAGES = $(if $(filter dev,$(IMAGE_PROFILE)),--workspace --bins,-p wasmfn-cli -p containerd-shim-wasmfn -p wasmfn-node-installer -p wasmfn-operator)
 
 .PHONY: help
 help: ## Show this help
@@ -53,6 +62,7 @@ crds: ## Regenerate crds/*.yaml (and the chart's copy) from the API types (tests
 	rm -f charts/wasmfn/crds/*.yaml && cp crds/*.yaml charts/wasmfn/crds/
 
 .PHONY: test
+test: IMAGE_PROFILE = dev
 test: images ## Run every test: unit, runner and end-to-end on real clusters (needs `make setup`)
 	@# The cluster suites run the shim and `wasmfn` binaries; `cargo test` alone builds only test harnesses of them.
 	$(CARGO) build --workspace --bins
@@ -63,20 +73,20 @@ bench-cluster: ## Job create->Complete latency on a fresh local cluster (p50/p99
 	$(CARGO) build -p containerd-shim-wasmfn
 	WASMFN_SHIM_BINARY=$(CURDIR)/target/debug/containerd-shim-wasmfn-v1 $(CARGO) bench -p wasmfn-e2e --bench job_latency
 
-.PHONY: release-binaries
-release-binaries: ## Build every image's release binaries in one cargo run
-	@# One run resolves the dependencies' features once for all four packages, so each dependency
+.PHONY: image-binaries
+image-binaries: ## Build every image's binaries (IMAGE_PROFILE) in one cargo run
+	@# One run resolves the dependencies' features once for all the packages, so each dependency
 	@# is compiled once; separate runs per image rebuilt about 380 of them.
-	$(CARGO) build --release -p wasmfn-cli -p containerd-shim-wasmfn -p wasmfn-node-installer -p wasmfn-operator
+	$(CARGO) build --profile $(IMAGE_PROFILE) $(IMAGE_PACKAGES)
 
 .PHONY: runner-image-context
-runner-image-context: release-binaries ## Stage the release `wasmfn` and the interpreters (from make setup) for runner-image/Dockerfile
+runner-image-context: image-binaries ## Stage `wasmfn` and the interpreters (from make setup) for runner-image/Dockerfile
 	@# AOT forms land next to the interpreters in the cache (skipped when up to date), where the
 	@# image build and the runner tests both reuse them instead of compiling CPython twice more.
-	target/release/wasmfn aot $(WASMFN_CACHE)/interpreters/python/python3.11.wasm
-	target/release/wasmfn aot $(WASMFN_CACHE)/interpreters/javascript/quickjs.wasm
+	$(IMAGE_BIN)/wasmfn aot $(WASMFN_CACHE)/interpreters/python/python3.11.wasm
+	$(IMAGE_BIN)/wasmfn aot $(WASMFN_CACHE)/interpreters/javascript/quickjs.wasm
 	rm -rf target/runner-image && mkdir -p target/runner-image
-	cp target/release/wasmfn target/runner-image/wasmfn
+	cp $(IMAGE_BIN)/wasmfn target/runner-image/wasmfn
 	@# -p: the stdlib's .py files must keep the mtimes their .pyc files record.
 	cp -rp $(WASMFN_CACHE)/interpreters target/runner-image/interpreters
 
@@ -99,15 +109,15 @@ builder-image-context: runner-image-context ## Stage AssemblyScript (from make s
 	cp -r $(WASMFN_CACHE)/assemblyscript target/builder-image/assemblyscript
 
 .PHONY: node-installer-image-context
-node-installer-image-context: release-binaries ## Stage the release shim and node installer for runner-image/node-installer/Dockerfile
+node-installer-image-context: image-binaries ## Stage the shim and node installer for runner-image/node-installer/Dockerfile
 	rm -rf target/node-installer-image && mkdir -p target/node-installer-image
-	cp target/release/containerd-shim-wasmfn-v1 target/release/wasmfn-node-installer target/node-installer-image/
+	cp $(IMAGE_BIN)/containerd-shim-wasmfn-v1 $(IMAGE_BIN)/wasmfn-node-installer target/node-installer-image/
 
 .PHONY: operator-image-context
-operator-image-context: release-binaries ## Stage the release operator for operator/Dockerfile
+operator-image-context: image-binaries ## Stage the operator for operator/Dockerfile
 	rm -rf target/operator-image && mkdir -p target/operator-image
 	@# Debug info is 80% of the release binary; symbols stay for readable panics.
-	strip --strip-debug -o target/operator-image/wasmfn-operator target/release/wasmfn-operator
+	strip --strip-debug -o target/operator-image/wasmfn-operator $(IMAGE_BIN)/wasmfn-operator
 
 .PHONY: bench-compile
 bench-compile: ## Cold compile per language, cache-hit time vs a Rust miss, builder image size (median, p99, ratios)
