@@ -101,16 +101,20 @@ fn logged_artifact(log: &str) -> (String, Vec<u8>) {
     let header = lines
         .find(|l| l.starts_with("-----BEGIN WASMFN ARTIFACT "))
         .unwrap_or_else(|| panic!("no artifact in the log:\n{log}"));
-    let digest = header
-        .trim_end_matches('-')
-        .rsplit(' ')
-        .next()
-        .expect("digest")
-        .to_owned();
+    // `… module.wasm sha256:… gzip-----`: the digest is the uncompressed module's.
+    let words: Vec<&str> = header.trim_end_matches('-').split_whitespace().collect();
+    let gzipped = words.last() == Some(&"gzip");
+    let digest = words[words.len() - 1 - usize::from(gzipped)].to_owned();
     let body: String = lines
         .take_while(|l| !l.starts_with("-----END WASMFN ARTIFACT"))
         .collect();
-    (digest, decode_base64(&body))
+    let bytes = decode_base64(&body);
+    if !gzipped {
+        return (digest, bytes);
+    }
+    let module = wasmfn_artifact::gunzip_bounded(&bytes, wasmfn_artifact::MAX_MODULE_BYTES)
+        .expect("the logged artifact is gzip");
+    (digest, module)
 }
 
 #[test]

@@ -110,11 +110,15 @@ pub fn parse_success(log: &str) -> Result<CompiledModule, String> {
         .filter(|line| line.starts_with('{'))
         .filter_map(|line| serde_json::from_str::<ManifestLine>(line).ok())
         .find(|m| m.kind == "CompileManifest")
-        .ok_or("the log holds no CompileManifest line")?;
+        .ok_or(
+            "the log holds no CompileManifest line (a log rotated past the kubelet's \
+             containerLogMaxSize keeps only its end: a module too large to travel in the log)",
+        )?;
     let mut lines = log.lines();
-    lines
+    let header = lines
         .find(|l| l.starts_with("-----BEGIN WASMFN ARTIFACT "))
         .ok_or("the log holds no artifact block (was --log-artifact given?)")?;
+    let gzipped = header.trim_end_matches('-').split_whitespace().last() == Some("gzip");
     // Decoded line by line (whole groups of four characters at a time), so the module is in
     // memory once beside the log, not also as one long base64 string.
     let mut bytes = Vec::with_capacity(
@@ -138,6 +142,10 @@ pub fn parse_success(log: &str) -> Result<CompiledModule, String> {
         return Err("the artifact block in the log is cut off (log rotated or truncated?)".into());
     }
     decode_into(&pending, &mut bytes)?;
+    if gzipped {
+        bytes = wasmfn_artifact::gunzip_bounded(&bytes, wasmfn_artifact::MAX_MODULE_BYTES)
+            .map_err(|e| format!("the logged artifact does not decompress: {e}"))?;
+    }
     let digest = sha256_digest(&bytes);
     if digest != manifest.artifact.digest || bytes.len() as u64 != manifest.artifact.size {
         return Err(format!(
@@ -302,6 +310,39 @@ mod tests {
         assert_eq!(parsed.media_type, "application/wasm");
         assert_eq!(parsed.compile_ms, 321.5);
         assert_eq!(parsed.toolchain, ["rustc 1.85"]);
+    }
+
+    /// `log_for` as the builder writes it now: the block gzipped and marked so.
+    fn gzipped_log_for(module: &[u8], digest: &str) -> String {
+        let plain = log_for(&wasmfn_artifact::gzip(module), digest, module.len(), true);
+        plain.replace(
+            &format!("{digest}-----\n"),
+            &format!("{digest} gzip-----\n"),
+        )
+    }
+
+    #[test]
+    fn a_gzipped_block_is_decompressed_and_verified_against_the_uncompressed_digest() {
+        // Compressible, as modules are: the log carries far fewer base64 lines than the module.
+        let module: Vec<u8> = (0..200_000u32).map(|i| (i % 7) as u8).collect();
+        let digest = sha256_digest(&module);
+        let log = gzipped_log_for(&module, &digest);
+        assert!(log.len() < module.len() / 10, "{} bytes of log", log.len());
+        let parsed = parse_success(&log).expect("parsed");
+        assert_eq!(parsed.bytes, module);
+        assert_eq!(parsed.digest, digest);
+        // The gzip marker is what asks for decompression: without it the bytes do not match.
+        let unmarked = log.replace(" gzip-----", "-----");
+        assert!(parse_success(&unmarked)
+            .expect_err("compressed bytes")
+            .contains("does not match"));
+        let not_gzip = log_for(&module, &digest, module.len(), true).replace(
+            &format!("{digest}-----\n"),
+            &format!("{digest} gzip-----\n"),
+        );
+        assert!(parse_success(&not_gzip)
+            .expect_err("not gzip")
+            .contains("does not decompress"));
     }
 
     #[test]

@@ -622,15 +622,19 @@ async fn write_source(
         return Ok(());
     }
     // A source ConfigMap of an earlier try's Job would go with that Job (the garbage collector
-    // deletes it by uid) and leave this Job's pod without its source: replace it.
+    // deletes it by uid) and leave this Job's pod without its source: replace it. The collector
+    // may also have removed it since the create above found it, so an absent one is created
+    // too (once it is this Job's, the collector's uid precondition never matches it).
     let map_name = source_config_map_name(key);
-    let stale = maps
-        .get_opt(&map_name)
-        .await?
-        .is_some_and(|map| !map.owner_references().iter().any(|o| o.uid == job_uid));
-    if stale {
-        delete_if_present(maps, &map_name, &DeleteParams::default()).await?;
-        create_if_absent(maps, &source).await?;
+    match maps.get_opt(&map_name).await? {
+        Some(map) if map.owner_references().iter().any(|o| o.uid == job_uid) => {}
+        Some(_) => {
+            delete_if_present(maps, &map_name, &DeleteParams::default()).await?;
+            create_if_absent(maps, &source).await?;
+        }
+        None => {
+            create_if_absent(maps, &source).await?;
+        }
     }
     Ok(())
 }

@@ -322,7 +322,8 @@ pub fn pack_with(
     Packed { manifest, parts }
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
+/// One gzip stream of `bytes` at the best compression, deterministic (no mtime, no file name).
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     // GzEncoder's default header has no mtime and no file name, which keeps packing
     // deterministic. Writing into a Vec cannot fail.
     let mut encoder = GzEncoder::new(
@@ -497,7 +498,7 @@ pub fn unpack(
 }
 
 /// Decompresses one gzip stream, refusing to produce more than `limit` bytes.
-fn gunzip_bounded(stored: &[u8], limit: u64) -> Result<Vec<u8>, Error> {
+pub fn gunzip_bounded(stored: &[u8], limit: u64) -> Result<Vec<u8>, Error> {
     let mut decoder = GzDecoder::new(stored).take(limit + 1);
     let mut module = Vec::with_capacity(limit as usize);
     decoder

@@ -256,10 +256,14 @@ fn termination_manifest(json: &str, outcome: &wasmfn_compile::CompileOutcome) ->
     .to_string()
 }
 
-/// `-----BEGIN WASMFN ARTIFACT module.wasm sha256:…-----`, base64 in 76-column lines, end line.
+/// `-----BEGIN WASMFN ARTIFACT module.wasm sha256:… gzip-----`, the gzipped bytes in base64 in
+/// 76-column lines, end line. The digest is the uncompressed module's. Compressed, because the
+/// kubelet rotates a container log past `containerLogMaxSize` (10 MiB by default) and the API
+/// then serves only the newest file: a 5.7 MiB Go module was 11.7 MiB of log in base64 and lost
+/// its manifest line to a rotation; gzipped it is about a third of that.
 fn print_artifact(name: &str, digest: &str, bytes: &[u8]) {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-    println!("-----BEGIN WASMFN ARTIFACT {name} {digest}-----");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(wasmfn_artifact::gzip(bytes));
+    println!("-----BEGIN WASMFN ARTIFACT {name} {digest} gzip-----");
     for chunk in encoded.as_bytes().chunks(76) {
         println!("{}", String::from_utf8_lossy(chunk));
     }
