@@ -165,7 +165,7 @@ pub(crate) fn compile(args: CompileArgs) -> Result<i32> {
         ));
     }
     let started = std::time::Instant::now();
-    match compiler.compile(&request) {
+    match compiler.compile_reporting(&request, &|step| progress.step(step)) {
         Ok(outcome) => {
             progress.phase(&progress::compiled_phase(
                 outcome.manifest.cache == wasmfn_compile::CacheOutcome::Hit,

@@ -37,6 +37,13 @@ impl Progress {
         }
     }
 
+    /// Writes the line of a step inside a compile ([`wasmfn_compile::Phase`]).
+    pub(crate) fn step(&self, step: wasmfn_compile::Phase<'_>) {
+        if self.enabled {
+            self.phase(&step_phase(step));
+        }
+    }
+
     /// Whether lines are written (callers skip work that only feeds them).
     pub(crate) fn enabled(&self) -> bool {
         self.enabled
@@ -60,6 +67,18 @@ pub(crate) fn compile_phase(script: bool, file: &str, tools: &[String]) -> Strin
         format!("{verb} {file}…")
     } else {
         format!("{verb} {file} with {}…", tools.join(", "))
+    }
+}
+
+/// A step inside a compile: `running cargo…`, `AOT-compiling the module (5.5Mi) for this
+/// machine…` (LLVM takes seconds to minutes on a large module).
+pub(crate) fn step_phase(step: wasmfn_compile::Phase<'_>) -> String {
+    match step {
+        wasmfn_compile::Phase::Tool(program) => format!("  running {program}…"),
+        wasmfn_compile::Phase::Aot(bytes) => format!(
+            "  AOT-compiling the module ({}) for this machine…",
+            human_bytes(bytes)
+        ),
     }
 }
 
@@ -125,6 +144,14 @@ mod tests {
         assert_eq!(
             compiled_phase(true, 0.02, 512),
             "taken from the compile cache in 0.0s (512 bytes)"
+        );
+        assert_eq!(
+            step_phase(wasmfn_compile::Phase::Tool("wasm-opt")),
+            "  running wasm-opt…"
+        );
+        assert_eq!(
+            step_phase(wasmfn_compile::Phase::Aot(5_728_424)),
+            "  AOT-compiling the module (5.5Mi) for this machine…"
         );
         assert_eq!(
             run_phase("order-total", 10_000, 128 << 20),

@@ -334,7 +334,7 @@ fn build(
         progress.phase(&compile_phase(&compiler, &request, script.is_some()));
     }
     let started = Instant::now();
-    let outcome = match compiler.compile(&request) {
+    let outcome = match compiler.compile_reporting(&request, &|step| progress.step(step)) {
         Ok(outcome) => outcome,
         Err(error) => {
             eprintln!("wasmfn run: {error}");

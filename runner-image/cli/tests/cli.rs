@@ -628,12 +628,16 @@ fn on_a_terminal_run_shows_a_line_per_phase_and_honours_no_color() {
         lines[0].starts_with("wasmfn: compiling main.wat with wat2wasm"),
         "{plain}"
     );
-    assert!(lines[1].starts_with("wasmfn: compiled in "), "{plain}");
     assert_eq!(
-        lines[2],
+        lines[1], "wasmfn:   running wat2wasm…",
+        "a step of the compile"
+    );
+    assert!(lines[2].starts_with("wasmfn: compiled in "), "{plain}");
+    assert_eq!(
+        lines[3],
         "wasmfn: running hello (timeout 30s, memory 128Mi)…"
     );
-    assert_eq!(lines[3], "hello");
+    assert_eq!(lines[4], "hello");
     assert!(!plain.contains('\x1b'), "NO_COLOR: no escapes\n{plain}");
     let coloured = on_a_terminal(&command, false);
     assert!(

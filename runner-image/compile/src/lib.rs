@@ -198,6 +198,16 @@ pub struct CompileOutcome {
     pub artifact: PathBuf,
 }
 
+/// A step of a compile, reported as it starts (`wasmfn`'s progress lines on a terminal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase<'a> {
+    /// A toolchain program starts (`rustc`, `cargo`, `wasm-opt`, `go`, `clang`, `asc`, …); its
+    /// file name.
+    Tool(&'a str),
+    /// WasmEdge's AOT compiler starts on the built module of this many bytes.
+    Aot(u64),
+}
+
 /// The pipeline's collaborators: where the toolchains are, the cache, and the version memo.
 #[derive(Debug)]
 pub struct Compiler {
@@ -232,6 +242,15 @@ impl Compiler {
 
     /// Compiles (or serves from the cache) one request.
     pub fn compile(&self, request: &CompileRequest) -> Result<CompileOutcome> {
+        self.compile_reporting(request, &|_| {})
+    }
+
+    /// [`Compiler::compile`], telling `report` each [`Phase`] as it starts. A cache hit has none.
+    pub fn compile_reporting(
+        &self,
+        request: &CompileRequest,
+        report: &dyn Fn(Phase<'_>),
+    ) -> Result<CompileOutcome> {
         let started = Instant::now();
         let language = request.language;
         let source = SourceTree::read(&request.source, language, request.limits.source_bytes)?;
@@ -270,6 +289,7 @@ impl Compiler {
             limits: request.limits,
             deadline: started + request.limits.wall_time,
             invocations: Cell::new(0),
+            report,
         };
         let compile_started = Instant::now();
         let built = toolchain::build(language, &build)?;
@@ -288,6 +308,7 @@ impl Compiler {
         if request.options.aot && language::artifact_kind(language) != ArtifactKind::Script {
             let aot_path = build.output_dir.join(AOT_FILE);
             build.invocations.set(build.invocations.get() + 1);
+            report(Phase::Aot(artifact_bytes.len() as u64));
             let module = wasmfn_execution::artifact::ModuleBytes::new(artifact_bytes.clone());
             wasmfn_execution::aot::compile(&module, &aot_path)
                 .map_err(|e| Error::Internal(format!("AOT compile: {e}")))?;

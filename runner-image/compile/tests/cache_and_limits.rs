@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use support::*;
 use wasmfn_compile::{
-    CacheOutcome, CompileLimits, Error, Language, SourceInput, Toolchains, MANIFEST_FILE,
+    CacheOutcome, CompileLimits, Error, Language, Phase, SourceInput, Toolchains, MANIFEST_FILE,
 };
 
 /// Writes an executable shell script.
@@ -367,7 +367,20 @@ fn the_aot_option_adds_a_wasmedge_native_form_that_the_runner_uses() {
         &dir.path().join("out"),
     );
     compile.options.aot = true;
-    let outcome = compiler.compile(&compile).expect("compile with AOT");
+    let steps = std::cell::RefCell::new(Vec::new());
+    let record = |step: Phase<'_>| steps.borrow_mut().push(format!("{step:?}"));
+    let outcome = compiler
+        .compile_reporting(&compile, &record)
+        .expect("compile with AOT");
+    // Each step is reported as it starts: the toolchain program (its version query is not a
+    // build step and comes from the memo), then LLVM on the built module.
+    assert_eq!(
+        *steps.borrow(),
+        [
+            "Tool(\"wat2wasm\")".to_owned(),
+            format!("Aot({})", outcome.manifest.artifact.size)
+        ]
+    );
     let aot = outcome
         .manifest
         .aot
@@ -397,13 +410,18 @@ fn the_aot_option_adds_a_wasmedge_native_form_that_the_runner_uses() {
     assert_eq!(stdout_of(&execution), "hello from wat\nnative\n");
 
     // The hit serves the AOT form too.
+    steps.borrow_mut().clear();
     let again = compiler
-        .compile(&wasmfn_compile::CompileRequest {
-            output_dir: dir.path().join("again"),
-            ..compile.clone()
-        })
+        .compile_reporting(
+            &wasmfn_compile::CompileRequest {
+                output_dir: dir.path().join("again"),
+                ..compile.clone()
+            },
+            &record,
+        )
         .expect("hit");
     assert_eq!(again.manifest.cache, CacheOutcome::Hit);
+    assert!(steps.borrow().is_empty(), "a hit has no steps: {steps:?}");
     assert!(dir
         .path()
         .join("again")

@@ -170,7 +170,6 @@ pub(crate) struct Built {
 }
 
 /// One compile in progress: the written tree, the output and scratch directories, the limits.
-#[derive(Debug)]
 pub(crate) struct Build<'a> {
     pub(crate) toolchains: &'a Toolchains,
     pub(crate) source: &'a SourceTree,
@@ -185,6 +184,8 @@ pub(crate) struct Build<'a> {
     pub(crate) deadline: Instant,
     /// Toolchain processes (or in-process validations) started so far.
     pub(crate) invocations: Cell<u32>,
+    /// Told each toolchain program as it starts.
+    pub(crate) report: &'a dyn Fn(crate::Phase<'_>),
 }
 
 /// Proxy URL that reaches nothing (the discard port on loopback; connections are refused).
@@ -234,6 +235,9 @@ impl Build<'_> {
     /// diagnostics), a signal is a crash (often the memory limit).
     pub(crate) fn run(&self, command: &mut Command) -> Result<ProcessOutcome> {
         self.invocations.set(self.invocations.get() + 1);
+        let program = Path::new(command.get_program());
+        let name = program.file_name().unwrap_or(program.as_os_str());
+        (self.report)(crate::Phase::Tool(&name.to_string_lossy()));
         let outcome = run_limited(command, &self.limits, self.deadline, &self.scratch_dir)?;
         if outcome.status.success() {
             return Ok(outcome);
