@@ -260,7 +260,7 @@ fn termination_manifest(json: &str, outcome: &wasmfn_compile::CompileOutcome) ->
 /// 76-column lines, end line. The digest is the uncompressed module's. Compressed, because the
 /// kubelet rotates a container log past `containerLogMaxSize` (10 MiB by default) and the API
 /// then serves only the newest file: a 5.7 MiB Go module was 11.7 MiB of log in base64 and lost
-/// its manifest line to a rotation; gzipped it is about a third of that.
+/// its manifest line to a rotation; gzipped (1.5 MB) it is about 3 MiB of log.
 fn print_artifact(name: &str, digest: &str, bytes: &[u8]) {
     let encoded = base64::engine::general_purpose::STANDARD.encode(wasmfn_artifact::gzip(bytes));
     println!("-----BEGIN WASMFN ARTIFACT {name} {digest} gzip-----");
