@@ -131,16 +131,25 @@ spec:
 #[test]
 fn exceeding_the_memory_limit_is_oom_killed() {
     let ns = namespace("oom");
-    ns.create(&probe_pod(
-        "hungry",
-        None,
-        &["eat-memory"],
-        "    resources:\n      limits:\n        memory: 48Mi\n",
-    ))
-    .expect("create pod");
-    let state = ns
-        .wait_for(&["pod", "hungry"], Duration::from_secs(90), terminated)
-        .expect("container terminates");
+    let hungry = |name: &str| {
+        ns.create(&probe_pod(
+            name,
+            None,
+            &["eat-memory"],
+            "    resources:\n      limits:\n        memory: 48Mi\n",
+        ))
+        .expect("create pod");
+        ns.wait_for(&["pod", name], Duration::from_secs(90), terminated)
+            .expect("container terminates")
+    };
+    let mut state = hungry("hungry");
+    assert_eq!(state["exitCode"], 137, "killed by the limit: {state}");
+    // containerd can handle the task's exit before the cgroup's OOM notification (seen once in
+    // a loaded CI run: exit 137, reason `Error`). The reason is then lost for that container, so
+    // a second one must show it; a node that never reports OOMKilled still fails here.
+    if state["reason"] == "Error" {
+        state = hungry("hungry-again");
+    }
     assert_eq!(state["reason"], "OOMKilled", "{state}");
     assert_eq!(state["exitCode"], 137);
 }
