@@ -62,7 +62,7 @@ pub struct WasmExecutionSpec {
     /// may be set (the API server refuses both). Leave it out for no input: a Kubernetes 1.20
     /// API server refuses an empty string here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String", length(max = 262144))]
+    #[schemars(with = "String", length(max = crate::inputs::MAX_STDIN_BYTES))]
     pub stdin: Option<String>,
     /// A JSON value serialised onto the guest's stdin (at most one of `stdin` and `input`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,7 +74,7 @@ pub struct WasmExecutionSpec {
     pub invoke_args: Vec<serde_json::Number>,
     /// Wall-clock limit in milliseconds (default: the function's, else the operator's 30000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "i64", range(min = 1, max = 86_400_000))]
+    #[schemars(with = "i64", range(min = 1, max = crate::inputs::MAX_TIMEOUT_MILLIS))]
     pub timeout_millis: Option<i64>,
     /// Linear-memory limit as a quantity (`64Mi`; default: the function's, else 128 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,7 +87,7 @@ pub struct WasmExecutionSpec {
     /// Cap on the stdout and stderr kept in status, bytes each (default 4096; the full sizes and
     /// digests are reported either way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "i64", range(min = 0, max = 65536))]
+    #[schemars(with = "i64", range(min = 0, max = crate::inputs::MAX_OUTPUT_BYTES))]
     pub max_output_bytes: Option<i64>,
     /// Delete the execution this many seconds after it finishes (default: the operator's
     /// `--finished-ttl-seconds`, 7 days in the chart; 0 there keeps it until deleted).

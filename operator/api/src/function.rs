@@ -316,7 +316,7 @@ pub struct EnvVar {
 pub struct ExecutionDefaults {
     /// Wall-clock limit of a run in milliseconds (operator default 30000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "i64", range(min = 1, max = 86_400_000))]
+    #[schemars(with = "i64", range(min = 1, max = crate::inputs::MAX_TIMEOUT_MILLIS))]
     pub timeout_millis: Option<i64>,
     /// Linear-memory limit of a run, as a quantity (`128Mi`; operator default 128 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
