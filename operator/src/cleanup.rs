@@ -30,6 +30,7 @@ use wasmfn_api::labels;
 use wasmfn_operator::error::Result;
 use wasmfn_operator::idempotent::delete_if_present;
 use wasmfn_operator::network_policy;
+use wasmfn_operator::operator::own_namespace;
 use wasmfn_operator::store::record::PART_OF_LABEL;
 
 /// The name prefixes of artifact records (and of their parts), one per store.
@@ -157,12 +158,6 @@ pub(crate) fn stop_verdict(pods_left: usize, waited: Duration, timeout: Duration
 
 /// How often the operator's pods are counted while it stops.
 const STOP_POLL: Duration = Duration::from_secs(1);
-
-fn own_namespace() -> String {
-    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-        .map(|ns| ns.trim().to_owned())
-        .unwrap_or_else(|_| "default".to_owned())
-}
 
 /// Scales the operator's Deployment to zero and waits for its pods to go. Never fails the
 /// cleanup: an error or a slow pod is a warning, and the sweep runs regardless.

@@ -48,12 +48,15 @@ fn identity(config: &Config) -> String {
     })
 }
 
+/// The namespace this pod runs in (its service account's), or `default` outside a pod.
+pub fn own_namespace() -> String {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .map(|ns| ns.trim().to_owned())
+        .unwrap_or_else(|_| "default".to_owned())
+}
+
 fn lease_namespace(config: &Config) -> String {
-    config.lease_namespace.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-            .map(|ns| ns.trim().to_owned())
-            .unwrap_or_else(|_| "default".to_owned())
-    })
+    config.lease_namespace.clone().unwrap_or_else(own_namespace)
 }
 
 /// Runs the operator until SIGTERM/SIGINT (exit 0) or a fatal error.
